@@ -1,0 +1,1 @@
+"""RaceComp: per-race fairness of image models (upscaling, verification, quantization)."""
