@@ -1,0 +1,388 @@
+"""The training loop shared by all studies: AMP, gradient accumulation, clipping, AdamW with warm-up and
+cosine decay, fine-tuning strategies, staged unfreezing, checkpoints and exact resume.
+
+A study supplies `compute_loss(model, batch) -> (loss, {name: float})` and, optionally,
+`select(model) -> float` (higher is better) to choose the best epoch on a held-out split.
+Precision policy lives here, never in models.
+"""
+import contextlib
+import math
+import os
+import random
+import re
+import time
+
+import numpy as np
+import torch
+
+from racecomp import files
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+FINETUNE_STRATEGIES = ("full", "frozen", "bn_stats", "bn_affine", "bn_skip")
+_BN_TYPES = (torch.nn.modules.batchnorm._BatchNorm,)
+# Projection shortcuts of residual blocks (timm ResNet and arcface iresnet both call them `downsample`).
+_SKIP_PATTERN = re.compile(r"(^|\.)layer\d+\.\d+\.downsample\.")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- precision
+
+def amp_context(device, amp):
+    """Autocast context for `amp` in {'bf16','fp16','off'}; a no-op context for 'off'."""
+    dtype = AMP_DTYPES[amp]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def make_scaler(device, amp):
+    """GradScaler that is active only under fp16 (bf16 and fp32 need no loss scaling) and always called."""
+    return torch.amp.GradScaler(torch.device(device).type, enabled=(amp == "fp16"))
+
+
+# ---------------------------------------------------------------- optimizer and schedule
+
+def lr_factor(step, total_steps, warmup_steps, min_factor=0.0):
+    """Multiplier of the base learning rate at optimizer step `step` (0-based): linear warm-up, then cosine."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, progress))
+    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model, lr, encoder_lr=None, weight_decay=0.05, extra_modules=()):
+    """AdamW over every parameter (frozen ones simply have no gradient and are skipped by AdamW).
+
+    Parameters under `encoder.` get `encoder_lr` (default `lr`); 1-D parameters (norms, biases) get no
+    weight decay. `extra_modules` (e.g. a margin head) train at `lr`.
+    """
+    groups = {}
+    named = list(model.named_parameters())
+    for index, module in enumerate(extra_modules):
+        named += [(f"extra{index}.{name}", p) for name, p in module.named_parameters()]
+    for name, param in named:
+        is_encoder = name.startswith("encoder.")
+        decay = param.ndim > 1
+        key = ("encoder" if is_encoder else "rest", decay)
+        groups.setdefault(key, []).append(param)
+    param_groups = []
+    for (part, decay), params in sorted(groups.items()):
+        group_lr = encoder_lr if (part == "encoder" and encoder_lr is not None) else lr
+        param_groups.append({"params": params, "lr": group_lr, "weight_decay": weight_decay if decay else 0.0,
+                             "name": f"{part}{'' if decay else '_no_decay'}"})
+    return torch.optim.AdamW(param_groups, lr=lr)
+
+
+def build_scheduler(optimizer, total_steps, warmup_steps):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
+
+
+# ---------------------------------------------------------------- fine-tuning strategies
+
+def _encoder_modules(model):
+    if not hasattr(model, "encoder"):
+        raise ValueError(f"{type(model).__name__} has no `encoder`; fine-tuning strategies need one")
+    return model.encoder
+
+
+def configure_finetune(model, strategy):
+    """Set requires_grad for `strategy` on the pretrained part (`model.encoder`); the rest always trains.
+
+    full: everything trains. frozen: encoder fixed, its BatchNorm statistics too.
+    bn_stats: encoder weights fixed, only its BatchNorm running statistics adapt.
+    bn_affine: bn_stats plus BatchNorm weight and bias train. bn_skip: bn_affine plus the residual
+    projection shortcuts (`layerN.M.downsample`, ResNet/iresnet); a model without them is refused.
+    """
+    if strategy not in FINETUNE_STRATEGIES:
+        raise ValueError(f"unknown fine-tuning strategy {strategy!r}; valid: {', '.join(FINETUNE_STRATEGIES)}")
+    for param in model.parameters():
+        param.requires_grad_(True)
+    if strategy == "full":
+        return
+    encoder = _encoder_modules(model)
+    for param in encoder.parameters():
+        param.requires_grad_(False)
+    if strategy in ("bn_affine", "bn_skip"):
+        for module in encoder.modules():
+            if isinstance(module, _BN_TYPES):
+                for param in module.parameters():
+                    param.requires_grad_(True)
+    if strategy == "bn_skip":
+        skip = [p for name, p in encoder.named_parameters() if _SKIP_PATTERN.search(name)]
+        if not skip:
+            raise ValueError("bn_skip: this encoder has no residual projection shortcuts (layerN.M.downsample)")
+        for param in skip:
+            param.requires_grad_(True)
+
+
+def set_train_mode(model, strategy, frozen_prefixes=()):
+    """model.train(), then BatchNorm layers whose statistics must not move go to eval mode.
+
+    Under `frozen`, every encoder BatchNorm; under staged unfreezing, BatchNorms of still-frozen stages
+    (`frozen_prefixes`, names relative to the model). bn_stats/bn_affine/bn_skip keep encoder BN in train
+    mode: adapting those statistics is their point.
+    """
+    model.train()
+    for name, module in model.named_modules():
+        if not isinstance(module, _BN_TYPES):
+            continue
+        if strategy == "frozen" and name.startswith("encoder."):
+            module.eval()
+        elif any(name.startswith(prefix) for prefix in frozen_prefixes):
+            module.eval()
+
+
+def parse_unfreeze(text):
+    """'0,2,4' -> [0, 2, 4]: at epoch e_k the last k encoder stages train (before e_1 only the decoder/head)."""
+    if not text:
+        return []
+    try:
+        epochs = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--unfreeze {text!r}: expected comma-separated epochs like 1,3,5") from None
+    if epochs != sorted(epochs) or any(e < 0 for e in epochs):
+        raise ValueError(f"--unfreeze {text!r}: epochs must be non-negative and increasing")
+    return epochs
+
+
+def apply_unfreeze(model, schedule, stage_prefixes, epoch):
+    """Freeze encoder parameters by name except the last k stages, k = number of schedule epochs <= epoch.
+
+    `stage_prefixes` lists encoder stage name prefixes (relative to the model) in input-to-output order.
+    Returns the prefixes that stay frozen (for set_train_mode). Parameters outside the encoder train.
+    """
+    n_open = sum(1 for start in schedule if epoch >= start)
+    frozen = list(stage_prefixes[:max(0, len(stage_prefixes) - n_open)])
+    for name, param in model.named_parameters():
+        if name.startswith("encoder."):
+            param.requires_grad_(not any(name.startswith(prefix) for prefix in frozen))
+    return frozen
+
+
+# ---------------------------------------------------------------- reproducibility
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state():
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _rng_to_plain(state):
+    """RNG states as tensors and plain containers, so checkpoints load with weights_only=True."""
+    python_state = state["python"]
+    numpy_state = state["numpy"]
+    plain = {"python": [python_state[0], list(python_state[1]), python_state[2]],
+             "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+             "torch": state["torch"]}
+    if "cuda" in state:
+        plain["cuda"] = state["cuda"]
+    return plain
+
+
+def _restore_rng(plain):
+    version, internal, gauss = plain["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = plain["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(plain["torch"])
+    if "cuda" in plain and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(plain["cuda"])
+
+
+# ---------------------------------------------------------------- the loop
+
+def _to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _format_seconds(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Trainer:
+    """Runs epochs of `compute_loss` with one code path for every precision and accumulation window.
+
+    An optimizer step happens every `accum_steps` micro-batches; each micro-batch's loss is divided by
+    the size of its window, and the last window of an epoch may be shorter (then divided by its real
+    size), so 2 x batch 4 gives the gradient of batch 8. The scheduler steps once per optimizer step.
+    Checkpoints (flat dict, atomic) are written every epoch to `checkpoint.pth`, and `best.pth` when
+    `select` improves; `resume()` restores model, optimizer, scheduler, scaler, epoch, step and RNG.
+    """
+
+    def __init__(self, model, compute_loss, optimizer, out_dir, device="cpu", amp="off", accum_steps=1,
+                 clip_grad=None, epochs=1, steps_per_epoch=None, warmup_steps=0, finetune="full",
+                 unfreeze=(), stage_prefixes=(), select=None, log_every=10, extra_modules=(), run_args=None):
+        if accum_steps < 1:
+            raise ValueError("accum_steps must be >= 1")
+        if unfreeze and finetune != "full":
+            raise ValueError("--unfreeze schedules apply to --finetune full only")
+        self.model = model
+        self.compute_loss = compute_loss
+        self.optimizer = optimizer
+        self.out_dir = out_dir
+        self.device = torch.device(device)
+        self.amp = amp
+        self.accum_steps = accum_steps
+        self.clip_grad = clip_grad
+        self.epochs = epochs
+        self.finetune = finetune
+        self.unfreeze = list(unfreeze)
+        self.stage_prefixes = list(stage_prefixes)
+        self.select = select
+        self.log_every = log_every
+        self.extra_modules = list(extra_modules)
+        self.run_args = run_args or {}
+        self.scaler = make_scaler(device, amp)
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = epochs * steps_per_epoch if steps_per_epoch else None
+        self.warmup_steps = warmup_steps
+        self.scheduler = build_scheduler(optimizer, self.total_steps or 1, warmup_steps)
+        self.epoch = 0          # next epoch to run
+        self.step = 0           # optimizer steps done
+        self.skipped_steps = 0  # fp16 steps the scaler skipped (inf/NaN gradients)
+        self.best_score = None
+        self.best_epoch = None
+        self.history = []
+        configure_finetune(model, finetune)
+
+    # -- checkpoints
+    def _state(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "extra_modules": [m.state_dict() for m in self.extra_modules],
+                "epoch": self.epoch, "step": self.step, "skipped_steps": self.skipped_steps,
+                "best_score": self.best_score, "best_epoch": self.best_epoch, "history": self.history,
+                "rng": _rng_to_plain(rng_state()), "args": self.run_args}
+
+    def checkpoint_path(self, name="checkpoint.pth"):
+        return os.path.join(self.out_dir, name)
+
+    def resume(self, path=None):
+        state = files.load_checkpoint(path or self.checkpoint_path())
+        self.model.load_state_dict(state["model"])
+        for module, module_state in zip(self.extra_modules, state["extra_modules"]):
+            module.load_state_dict(module_state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.skipped_steps = state["skipped_steps"]
+        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        self.history = list(state["history"])
+        _restore_rng(state["rng"])
+        print(f"[resume] epoch {self.epoch}, optimizer step {self.step}")
+
+    # -- one optimizer step
+    def _optimizer_step(self):
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if self.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
+        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if scale_before is not None and self.scaler.get_scale() < scale_before:
+            self.skipped_steps += 1  # the scaler found inf/NaN gradients and skipped this step
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+
+    def train_epoch(self, loader):
+        frozen = apply_unfreeze(self.model, self.unfreeze, self.stage_prefixes, self.epoch) if self.unfreeze else ()
+        set_train_mode(self.model, self.finetune, frozen)
+        for module in self.extra_modules:
+            module.train()
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(self.epoch)
+        n_micro = len(loader)
+        started = time.time()
+        seen = 0
+        running = {}
+        self.optimizer.zero_grad(set_to_none=True)
+        for index, batch in enumerate(loader):
+            window_start = index // self.accum_steps * self.accum_steps
+            window = min(self.accum_steps, n_micro - window_start)
+            batch = _to_device(batch, self.device)
+            with amp_context(self.device, self.amp):
+                loss, parts = self.compute_loss(self.model, batch)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss.item()} at epoch {self.epoch}, micro-batch {index}, optimizer step "
+                    f"{self.step}; stopping. The last good checkpoint is {self.checkpoint_path()} "
+                    f"(if it exists); lower the learning rate or use --amp bf16/off")
+            self.scaler.scale(loss / window).backward()
+            seen += _batch_size(batch)
+            for key, value in {"loss": loss.item(), **parts}.items():
+                running[key] = running.get(key, 0.0) + value
+            if index + 1 == window_start + window:
+                self._optimizer_step()
+                if self.log_every and self.step % self.log_every == 0:
+                    self._log(index + 1, n_micro, seen, started, running)
+        means = {key: value / max(1, n_micro) for key, value in running.items()}
+        means["images_per_s"] = seen / max(1e-9, time.time() - started)
+        return means
+
+    def _log(self, done, n_micro, seen, started, running):
+        elapsed = time.time() - started
+        rate = seen / max(1e-9, elapsed)
+        eta_epoch = elapsed / done * (n_micro - done)
+        eta_total = ""
+        if self.total_steps:
+            remaining_steps = self.total_steps - self.step
+            eta_total = f", run ETA {_format_seconds(elapsed / done * remaining_steps * self.accum_steps)}"
+        loss = running["loss"] / done
+        lr = self.optimizer.param_groups[0]["lr"]
+        print(f"[train] epoch {self.epoch} step {self.step}/{self.total_steps or '?'} loss {loss:.4f} "
+              f"lr {lr:.2e} {rate:.1f} img/s, epoch ETA {_format_seconds(eta_epoch)}{eta_total}", flush=True)
+
+    def fit(self, loader):
+        """Train from self.epoch to self.epochs, checkpointing each epoch; returns the history."""
+        while self.epoch < self.epochs:
+            record = {"epoch": self.epoch, **self.train_epoch(loader)}
+            if self.select is not None:
+                score = float(self.select(self.model))
+                record["select_score"] = score
+                if self.best_score is None or score > self.best_score:
+                    self.best_score, self.best_epoch = score, self.epoch
+                    record["best"] = True
+            self.history.append(record)
+            self.epoch += 1
+            if self.select is not None and record.get("best"):
+                files.save_checkpoint({"model": self.model.state_dict(), "epoch": self.epoch - 1,
+                                       "extra_modules": [m.state_dict() for m in self.extra_modules],
+                                       "args": self.run_args}, self.checkpoint_path("best.pth"))
+            files.save_checkpoint(self._state(), self.checkpoint_path())
+            summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
+            print(f"[epoch {record['epoch']}] {summary}; checkpoint saved", flush=True)
+        if self.skipped_steps:
+            print(f"[train] fp16: the gradient scaler skipped {self.skipped_steps} of {self.step} optimizer "
+                  f"steps (inf/NaN gradients); this is normal in small numbers")
+        return self.history
+
+
+def _batch_size(batch):
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    if isinstance(batch, dict):
+        return _batch_size(next(iter(batch.values())))
+    if isinstance(batch, (list, tuple)):
+        return _batch_size(batch[0])
+    return 1

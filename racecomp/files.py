@@ -1,0 +1,141 @@
+"""Everything the project writes goes through here: atomic files, run records, safe checkpoint loading.
+
+Every file is written to a temporary name in the same folder, flushed to disk and renamed over the
+target, so a crash (or a full disk) never leaves a half-written file that a later step reads as whole.
+"""
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+# A run folder holds results once this file exists; it is written last.
+FINISHED_MARKER = "per_race.csv"
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w", **kwargs):
+    """Open a temporary file beside `path`; on success fsync and rename it to `path`, on error remove it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path, obj):
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=2, sort_keys=True, default=str)
+        handle.write("\n")
+
+
+def write_csv(path, rows, fieldnames=None):
+    """Write dict rows with a header; `fieldnames` defaults to the first row's keys in order."""
+    rows = list(rows)
+    if fieldnames is None:
+        if not rows:
+            raise ValueError(f"{path}: no rows and no fieldnames")
+        fieldnames = list(rows[0].keys())
+    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_bytes(path, data):
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def save_checkpoint(state, path):
+    """torch.save a flat dict atomically (serialized in memory first, then one atomic write)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path):
+    """Load a checkpoint with weights_only=True: tensors and plain containers only, never arbitrary pickles."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError or RuntimeError depending on the payload
+        raise ValueError(f"{path}: refused to load (not a plain tensor checkpoint, or corrupt): {error}") from error
+
+
+def code_version():
+    """git commit of the RaceComp checkout (with '+dirty' when modified), or 'unknown' outside git."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def library_versions():
+    import numpy
+    import PIL
+    import timm
+    import torchvision
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__,
+            "platform": platform.platform()}
+
+
+def run_record(args, **extra):
+    """What produced a run: every resolved argument, code version and library versions, plus `extra`."""
+    return {"args": dict(sorted(vars(args).items())), "code_version": code_version(),
+            "versions": library_versions(), **extra}
+
+
+def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=("overwrite", "resume", "workers", "device")):
+    """Decide what to do with an existing --out folder, say it, and return 'fresh', 'resume' or 'skip'.
+
+    - finished results there (FINISHED_MARKER): 'skip' unless --overwrite;
+    - a checkpoint from the same arguments: 'resume';
+    - results from different arguments: refuse (ValueError naming the differing arguments) unless --overwrite.
+    Never deletes anything by itself: --overwrite only lets new files replace old ones.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    if overwrite:
+        print(f"[out] {out_dir}: --overwrite given; earlier results there will be replaced")
+        return "fresh"
+    args_path = os.path.join(out_dir, "args.json")
+    if os.path.isfile(args_path):
+        with open(args_path, encoding="utf-8") as handle:
+            try:
+                previous = json.load(handle).get("args", {})
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{args_path}: unreadable ({error}); use --overwrite or another --out") from error
+        current = json.loads(json.dumps(vars(args), default=str))
+        differing = sorted(k for k in set(previous) | set(current)
+                           if k not in compare_ignore and previous.get(k) != current.get(k))
+        if differing:
+            raise ValueError(f"{out_dir} holds a run with different arguments ({', '.join(differing)}); "
+                             f"choose another --out or pass --overwrite")
+    if os.path.isfile(os.path.join(out_dir, FINISHED_MARKER)):
+        print(f"[out] {out_dir}: finished results already there; skipping (pass --overwrite to redo)")
+        return "skip"
+    if os.path.isfile(os.path.join(out_dir, "checkpoint.pth")):
+        print(f"[out] {out_dir}: resuming from its last checkpoint")
+        return "resume"
+    return "fresh"

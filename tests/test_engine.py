@@ -1,0 +1,271 @@
+import argparse
+import math
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from racecomp import engine, files
+
+
+class TinyEncoder(nn.Module):
+    """Two 'stages' with BatchNorm and a resnet-style projection shortcut (layer1.0.downsample)."""
+
+    def __init__(self, bn=True):
+        super().__init__()
+        norm = nn.BatchNorm2d if bn else nn.Identity
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), norm(8), nn.ReLU())
+        self.layer1 = nn.ModuleList([nn.ModuleDict({"conv": nn.Conv2d(8, 8, 3, padding=1), "bn": norm(8),
+                                                    "downsample": nn.Conv2d(8, 8, 1)})])
+
+    def forward(self, x):
+        x = self.stem(x)
+        block = self.layer1[0]
+        return torch.relu(block["bn"](block["conv"](x)) + block["downsample"](x))
+
+
+class TinyNet(nn.Module):
+    def __init__(self, bn=True):
+        super().__init__()
+        self.encoder = TinyEncoder(bn)
+        self.decoder = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+def mse_loss(model, batch):
+    loss = ((model(batch["x"]) - batch["y"]) ** 2).mean()
+    return loss, {}
+
+
+def make_batches(n_images, batch_size, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_images, 3, 8, 8, generator=generator)
+    y = torch.randn(n_images, 3, 8, 8, generator=generator)
+    return [{"x": x[i:i + batch_size], "y": y[i:i + batch_size]} for i in range(0, n_images, batch_size)]
+
+
+def make_trainer(model, tmp_path, batches, accum=1, epochs=1, **kwargs):
+    optimizer = engine.build_optimizer(model, lr=1e-2, weight_decay=0.0)
+    steps = math.ceil(len(batches) / accum)
+    return engine.Trainer(model, mse_loss, optimizer, str(tmp_path), accum_steps=accum, epochs=epochs,
+                          steps_per_epoch=steps, log_every=0, **kwargs)
+
+
+def test_lr_factor_warmup_then_cosine():
+    assert engine.lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert engine.lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert engine.lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert engine.lr_factor(55, 100, 10) == pytest.approx(0.5)  # half-way through the cosine
+    assert engine.lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_accumulation_two_by_four_equals_batch_eight(tmp_path):
+    torch.manual_seed(0)
+    reference = TinyNet(bn=False)
+    accumulated = TinyNet(bn=False)
+    accumulated.load_state_dict(reference.state_dict())
+    make_trainer(reference, tmp_path / "a", make_batches(8, 8), accum=1).fit(make_batches(8, 8))
+    make_trainer(accumulated, tmp_path / "b", make_batches(8, 4), accum=2).fit(make_batches(8, 4))
+    for (name, a), b in zip(reference.state_dict().items(), accumulated.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_short_last_window_is_averaged_over_its_real_size(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet(bn=False)
+    batches = make_batches(12, 4)  # 3 micro-batches, accum 2 -> windows of 2 and 1
+    raw_losses, backward_losses = [], []
+
+    def recording_loss(model, batch):
+        loss, parts = mse_loss(model, batch)
+        raw_losses.append(loss.item())
+        return loss, parts
+
+    trainer = make_trainer(model, tmp_path, batches, accum=2)
+    trainer.compute_loss = recording_loss
+    original_backward = torch.Tensor.backward
+
+    def spy(loss, *args, **kwargs):
+        backward_losses.append(loss.item())
+        return original_backward(loss, *args, **kwargs)
+
+    torch.Tensor.backward = spy
+    try:
+        trainer.fit(batches)
+    finally:
+        torch.Tensor.backward = original_backward
+    assert trainer.step == 2
+    ratios = [b / r for b, r in zip(backward_losses, raw_losses)]
+    assert ratios == pytest.approx([0.5, 0.5, 1.0], rel=1e-6)
+
+
+def test_scheduler_steps_once_per_optimizer_step(tmp_path):
+    model = TinyNet(bn=False)
+    batches = make_batches(20, 4)  # 5 micro-batches, accum 2 -> 3 optimizer steps
+    trainer = make_trainer(model, tmp_path, batches, accum=2, epochs=2)
+    trainer.fit(batches)
+    assert trainer.step == 6
+    assert trainer.scheduler.last_epoch == 6
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_staged_unfreezing_freezes_by_name(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet()
+    batches = make_batches(8, 4)
+    stages = ["encoder.stem.", "encoder.layer1."]
+    before = _snapshot(model)
+    trainer = make_trainer(model, tmp_path, batches, epochs=3, unfreeze=[1, 2], stage_prefixes=stages)
+    trainer.epochs = 1
+    trainer.fit(batches)  # epoch 0: only the decoder trains
+    after = _snapshot(model)
+    for key in before:
+        if key.startswith("encoder."):
+            assert torch.equal(before[key], after[key]), f"{key} moved while frozen"
+    assert not torch.equal(before["decoder.weight"], after["decoder.weight"])
+    trainer.epochs = 2
+    trainer.fit(batches)  # epoch 1: the last encoder stage opens, the stem stays frozen
+    final = _snapshot(model)
+    assert torch.equal(after["encoder.stem.0.weight"], final["encoder.stem.0.weight"])
+    assert torch.equal(after["encoder.stem.1.running_mean"], final["encoder.stem.1.running_mean"])
+    assert not torch.equal(after["encoder.layer1.0.conv.weight"], final["encoder.layer1.0.conv.weight"])
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "bn_stats", "bn_affine", "bn_skip"])
+def test_finetune_strategies_touch_only_what_they_name(tmp_path, strategy):
+    torch.manual_seed(0)
+    model = TinyNet()
+    batches = make_batches(8, 4)
+    before = _snapshot(model)
+    make_trainer(model, tmp_path, batches, finetune=strategy).fit(batches)
+    after = _snapshot(model)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    encoder_changed = {k for k in changed if k.startswith("encoder.")}
+    bn_stats = {k for k in before if k.startswith("encoder.") and ("running_" in k or "num_batches" in k)}
+    bn_affine = {"encoder.stem.1.weight", "encoder.stem.1.bias", "encoder.layer1.0.bn.weight",
+                 "encoder.layer1.0.bn.bias"}
+    skip = {"encoder.layer1.0.downsample.weight", "encoder.layer1.0.downsample.bias"}
+    expected = {"frozen": set(), "bn_stats": bn_stats, "bn_affine": bn_stats | bn_affine,
+                "bn_skip": bn_stats | bn_affine | skip}[strategy]
+    assert encoder_changed == expected
+    assert "decoder.weight" in changed
+
+
+def test_bn_skip_refuses_model_without_shortcuts():
+    model = nn.Module()
+    model.encoder = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
+    with pytest.raises(ValueError, match="shortcuts"):
+        engine.configure_finetune(model, "bn_skip")
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+    batches = make_batches(16, 4)
+
+    def run(out, stop_after=None):
+        torch.manual_seed(0)
+        model = TinyNet()
+        trainer = make_trainer(model, out, batches, epochs=3)
+        if stop_after is None:
+            trainer.fit(batches)
+            return model
+        trainer.epochs = stop_after
+        trainer.fit(batches)
+        torch.manual_seed(123)  # a fresh process would start from other RNG state
+        model = TinyNet()
+        trainer = make_trainer(model, out, batches, epochs=3)
+        trainer.resume()
+        assert trainer.epoch == stop_after and trainer.step == stop_after * 4
+        trainer.fit(batches)
+        return model
+
+    reference = run(tmp_path / "a")
+    resumed = run(tmp_path / "b", stop_after=1)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_nonfinite_loss_stops_with_the_step(tmp_path):
+    model = TinyNet()
+    batches = make_batches(8, 4)
+
+    def bad_loss(model, batch):
+        return model(batch["x"]).mean() * float("nan"), {}
+
+    trainer = make_trainer(model, tmp_path, batches)
+    trainer.compute_loss = bad_loss
+    with pytest.raises(engine.NonFiniteLossError, match="micro-batch 0, optimizer step 0"):
+        trainer.fit(batches)
+
+
+class InfiniteGradient(torch.autograd.Function):
+    """Identity forward, infinite backward: what an fp16 overflow in the backward pass looks like."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def test_fp16_scaler_skips_are_counted_not_fatal(tmp_path):
+    model = TinyNet(bn=False)
+    batches = make_batches(8, 4)
+    trainer = make_trainer(model, tmp_path, batches)
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    before = _snapshot(model)
+
+    def overflowing_loss(model, batch):
+        loss, parts = mse_loss(model, batch)
+        return InfiniteGradient.apply(loss), parts
+
+    trainer.compute_loss = overflowing_loss
+    trainer.fit(batches)
+    assert trainer.skipped_steps == 2 and trainer.step == 2
+    for key, value in before.items():
+        assert torch.equal(value, model.state_dict()[key]), "a skipped step must not move weights"
+
+
+def test_checkpoint_with_pickled_payload_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {}, "payload": argparse.Namespace(x=1)}, path)
+    with pytest.raises(ValueError, match="refused"):
+        files.load_checkpoint(str(path))
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    path = tmp_path / "table.csv"
+    files.write_csv(path, [{"a": 1}])
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with files.atomic_open(path, "w") as handle:
+            handle.write("half")
+            raise Boom()
+    assert path.read_text().splitlines() == ["a", "1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_prepare_out_dir_resumes_skips_or_refuses(tmp_path, capsys):
+    args = argparse.Namespace(arch="resnet50", seed=0, overwrite=False)
+    out = str(tmp_path)
+    assert files.prepare_out_dir(out, args) == "fresh"
+    files.write_json(os.path.join(out, "args.json"), files.run_record(args))
+    files.write_bytes(os.path.join(out, "checkpoint.pth"), b"")
+    assert files.prepare_out_dir(out, args) == "resume"
+    files.write_csv(os.path.join(out, "per_race.csv"), [{"race": "Black"}])
+    assert files.prepare_out_dir(out, args) == "skip"
+    assert "skipping" in capsys.readouterr().out
+    other = argparse.Namespace(arch="fastvit_sa24", seed=0, overwrite=False)
+    with pytest.raises(ValueError, match="different arguments.*arch"):
+        files.prepare_out_dir(out, other)
+    assert files.prepare_out_dir(out, other, overwrite=True) == "fresh"
