@@ -152,11 +152,14 @@ def parse_unfreeze(text):
 def apply_unfreeze(model, schedule, stage_prefixes, epoch):
     """Freeze encoder parameters by name except the last k stages, k = number of schedule epochs <= epoch.
 
-    `stage_prefixes` lists encoder stage name prefixes (relative to the model) in input-to-output order.
+    `stage_prefixes` lists encoder stages in input-to-output order, each a name prefix (relative to the
+    model, e.g. "encoder.layer4.") or a tuple of them (upscalers.encoder_stage_prefixes).
     Returns the prefixes that stay frozen (for set_train_mode). Parameters outside the encoder train.
     """
     n_open = sum(1 for start in schedule if epoch >= start)
-    frozen = list(stage_prefixes[:max(0, len(stage_prefixes) - n_open)])
+    frozen = []
+    for stage in stage_prefixes[:max(0, len(stage_prefixes) - n_open)]:
+        frozen += [stage] if isinstance(stage, str) else list(stage)  # a stage may span several modules
     for name, param in model.named_parameters():
         if name.startswith("encoder."):
             param.requires_grad_(not any(name.startswith(prefix) for prefix in frozen))
@@ -386,3 +389,11 @@ def _batch_size(batch):
     if isinstance(batch, (list, tuple)):
         return _batch_size(batch[0])
     return 1
+
+
+def make_loader(dataset, batch_size, workers, device, sampler=None):
+    """DataLoader with the project's settings: no shuffling unless a sampler is given (evaluation is
+    deterministic and in file order), pinned memory on CUDA, persistent workers when there are any."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda", persistent_workers=workers > 0, drop_last=False)

@@ -1,0 +1,103 @@
+"""Deterministic evaluation passes and per-group aggregation, shared by every script.
+
+Per-group numbers are always aggregated from per-item values, each item by its OWN label: an earlier
+study credited every image with its batch's mean, which made all races come out equal.
+"""
+import math
+import os
+
+import torch
+
+from racecomp import files, metrics
+
+IMAGE_QUALITY_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+SAMPLE_KEYS = ("file", "race", "gender", "age")
+
+
+@torch.no_grad()
+def evaluate_upscaler(model, loader, scale, device, log_every=50):
+    """One per-image row (file, race, gender, age, psnr_y, ssim_y, psnr_rgb, ssim_rgb) per evaluated image.
+
+    The model runs in fp32 in eval mode; the metrics follow metrics.image_quality's pinned convention
+    (uint8-rounded, 0-255, `scale`-pixel border cropped, Gaussian-window SSIM).
+    """
+    model.eval()
+    rows = []
+    total = len(loader)
+    for index, batch in enumerate(loader):
+        lr = batch["lr"].to(device, non_blocking=True)
+        hr = batch["hr"].to(device, non_blocking=True)
+        quality = metrics.image_quality(model(lr).float(), hr, scale)
+        quality = {key: quality[key].cpu().tolist() for key in IMAGE_QUALITY_KEYS}
+        for i in range(hr.shape[0]):
+            row = {key: batch[key][i] for key in SAMPLE_KEYS}
+            row.update({key: quality[key][i] for key in IMAGE_QUALITY_KEYS})
+            rows.append(row)
+        if log_every and (index + 1) % log_every == 0:
+            print(f"[eval] {index + 1}/{total} batches", flush=True)
+    return rows
+
+
+def mean_by_group(rows, value_keys, group_key="race", order=None):
+    """[{group_key, n, <value means>}] with each row counted under its own `group_key` label.
+
+    Infinite values (PSNR of an image reproduced exactly) make that group's mean infinite, which is
+    reported as such rather than silently dropped. `order` fixes the row order (a vocabulary).
+    """
+    groups = {}
+    for row in rows:
+        groups.setdefault(row[group_key], []).append(row)
+    labels = [g for g in (order or ()) if g in groups] + sorted(g for g in groups if g not in (order or ()))
+    table = []
+    for label in labels:
+        members = groups[label]
+        entry = {group_key: label, "n": len(members)}
+        for key in value_keys:
+            entry[key] = math.fsum(float(m[key]) for m in members) / len(members)
+        table.append(entry)
+    return table
+
+
+@torch.no_grad()
+def save_sample_grids(model, dataset, n_per_group, out_dir, device, group_key="race"):
+    """One PNG per group: rows of (low-res input, bicubic, model output, target), n images each.
+
+    The low-res input is shown with nearest-neighbour enlargement, so its pixels stay visible.
+    """
+    from torchvision.utils import save_image
+
+    model.eval()
+    chosen = {}
+    for index in range(len(dataset)):
+        label = dataset.records[index].race if hasattr(dataset, "records") else dataset[index][group_key]
+        if len(chosen.setdefault(label, [])) < n_per_group:
+            chosen[label].append(index)
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for label, indices in chosen.items():
+        tiles = []
+        for index in indices:
+            item = dataset[index]
+            lr = item["lr"].unsqueeze(0).to(device)
+            hr = item["hr"].unsqueeze(0).to(device)
+            size = hr.shape[-2:]
+            nearest = torch.nn.functional.interpolate(lr, size=size, mode="nearest")
+            bicubic = torch.nn.functional.interpolate(lr, size=size, mode="bicubic", align_corners=False)
+            output = model(lr).float()
+            tiles += [nearest, bicubic.clamp(0, 1), output.clamp(0, 1), hr]
+        path = os.path.join(out_dir, f"samples_{label.replace(' ', '_')}.png")
+        with files.atomic_open(path, "wb") as handle:
+            save_image(torch.cat(tiles), handle, nrow=4, padding=2, format="png")
+        written.append(path)
+    return written
+
+
+def write_results(out_dir, item_rows, group_rows, item_name="per_image.csv", run_columns=None):
+    """Write the per-item CSV, then the per-group CSV last: its presence marks the run as finished.
+
+    `run_columns` (e.g. arch, seed, code version) are prepended to every per-group row, so a table row
+    can always be traced back to what produced it.
+    """
+    files.write_csv(os.path.join(out_dir, item_name), item_rows)
+    run_columns = dict(run_columns or {})
+    files.write_csv(os.path.join(out_dir, files.FINISHED_MARKER), [{**run_columns, **row} for row in group_rows])

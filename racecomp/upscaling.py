@@ -1,0 +1,70 @@
+"""The upscaling study's pieces that more than one script needs: FairFace splits, the training step,
+dev-set selection and the evaluation written to a run folder."""
+import math
+
+from racecomp import datasets, engine, evaluation, toydata
+from racecomp.races import FAIRFACE_RACES
+
+
+def fairface_root(data):
+    """`--data` when given; else the built-in synthetic demo FairFace (generated once into a cache)."""
+    return data if data is not None else toydata.ensure_demo_data("fairface")
+
+
+def load_fairface_splits(root, dev_fraction, seed, skip_bad=False):
+    """{'train', 'dev', 'val'} record lists: dev is a seeded, race-stratified carve-out of train used only
+    to choose the checkpoint; val is only for reporting. With `skip_bad`, unreadable images are dropped
+    and counted (returned under 'dropped'); without it the first one stops the run with its file name."""
+    train_all = datasets.read_fairface(root, "train")
+    val = datasets.read_fairface(root, "val")
+    dropped = {}
+    if skip_bad:
+        train_all, bad_train = datasets.drop_unreadable(train_all)
+        val, bad_val = datasets.drop_unreadable(val)
+        dropped = {"train": len(bad_train), "val": len(bad_val)}
+        print(f"[data] --skip-bad: dropped {len(bad_train)} unreadable train and {len(bad_val)} val images"
+              + "".join(f"\n  {r.file}" for r in (bad_train + bad_val)[:10]))
+    train, dev = datasets.split_dev(train_all, dev_fraction, seed)
+    return {"train": train, "dev": dev, "val": val, "dropped": dropped}
+
+
+def sr_compute_loss(loss_fn):
+    """compute_loss for engine.Trainer: the model's output against the high-resolution target."""
+    def compute_loss(model, batch):
+        total, parts = loss_fn(model(batch["lr"]), batch["hr"])
+        return total, parts
+    return compute_loss
+
+
+def mean_psnr_selector(loader, scale, device):
+    """select() for engine.Trainer: mean per-image PSNR-Y on the dev split (higher is better).
+
+    An image reproduced exactly has infinite PSNR; it is capped at 100 dB here so one such image cannot
+    make every epoch tie at infinity (the reported tables keep the uncapped values).
+    """
+    def select(model):
+        rows = evaluation.evaluate_upscaler(model, loader, scale, device, log_every=0)
+        return sum(min(100.0, row["psnr_y"]) for row in rows) / len(rows)
+    return select
+
+
+def training_steps(n_draws, batch_size, accum_steps):
+    """Optimizer steps per epoch: depends on the epoch's draw count, never on the under-sampling weight."""
+    return math.ceil(math.ceil(n_draws / batch_size) / accum_steps)
+
+
+def evaluate_to_dir(model, records, scale, hr_size, batch_size, workers, device, out_dir, run_columns):
+    """Evaluate on `records` (deterministic, file order), write per_image.csv and per_race.csv; return both."""
+    loader = engine.make_loader(datasets.FairFaceSR(records, scale, hr_size=hr_size, train=False),
+                                batch_size, workers, device)
+    rows = evaluation.evaluate_upscaler(model, loader, scale, device)
+    table = evaluation.mean_by_group(rows, evaluation.IMAGE_QUALITY_KEYS, order=FAIRFACE_RACES)
+    evaluation.write_results(out_dir, rows, table, run_columns=run_columns)
+    return rows, table
+
+
+def print_table(table, keys=evaluation.IMAGE_QUALITY_KEYS):
+    print(f"{'race':<16} {'n':>6} " + " ".join(f"{k:>9}" for k in keys))
+    for row in table:
+        print(f"{row['race']:<16} {row['n']:>6} " + " ".join(f"{row[k]:>9.4f}" for k in keys))
+
