@@ -1,0 +1,413 @@
+"""Simulated ("fake") quantization in plain torch: quantized models, calibration, size, distillation.
+
+Quantizer (same grid for weights and activations; widths 2..8 bits, weights `wbits` and activations `abits` set
+apart). A range [lo, hi] is first widened to include 0 (lo = min(lo, 0), hi = max(hi, 0)), so 0.0 is exactly
+representable and the zero point never needs clamping; then
+
+    scale      = (hi - lo) / (2^b - 1)          (at least float32 eps, as torch's observers)
+    zero_point = clamp(round(-lo / scale), 0, 2^b - 1)
+    q          = clamp(round(x * (1 / scale)) + zero_point, 0, 2^b - 1)       quant_min 0, quant_max 2^b - 1
+    x_hat      = (q - zero_point) * scale
+
+which is bit for bit `torch.fake_quantize_per_channel_affine` / `torch.fake_quantize_per_tensor_affine` with that
+scale and zero point (tested). Gradients use the straight-through estimator `x + (x_hat - x).detach()`: identity
+everywhere, also where x was clamped (torch's fake_quantize masks those; QuantFace/ZeroQ pass them, and so do we).
+It is computed as `x_hat.detach() + (x - x.detach())`, the same gradient with a forward value exactly x_hat (the
+first spelling rounds twice, and in bfloat16 lands off the grid for values far outside the range).
+
+- Weights: per output channel (dim 0 of Conv2d and Linear weights), asymmetric min/max of the current weights, taken
+  at every forward, so quantization-aware training sees its updated weights. PReLU slopes have one value per channel,
+  which a per-channel grid would store exactly, so they are quantized per tensor (one range over all slopes), as
+  QuantFace does.
+- Activations: per tensor, asymmetric, range = running min/max over the calibration batches (always including 0),
+  then frozen. An `ActivationQuantizer` observes only while switched on by `calibrate` or `distill`; a fresh one
+  refuses to run rather than quantize with an empty range, so test images can never calibrate a model silently.
+  Computed in float32 and cast back to the input's dtype.
+
+Placement by `quantize_model` (a deep copy; the float model is never changed; each target is wrapped, the wrapper
+holding the original module):
+- every `nn.Conv2d` weight (`QuantConv2d`) and `nn.Linear` weight (`QuantLinear`); biases stay full precision;
+- every `nn.PReLU`: slope quantized at wbits, output at abits (`QuantPReLU`);
+- every ReLU / ReLU6 / LeakyReLU / GELU / SiLU module: output at abits (`QuantActivation`);
+- every residual block (and UNet decoder block): its output (after the addition) at abits (`QuantBlockOutput`);
+- normalization layers (BatchNorm, also timm's BatchNormAct) stay full precision, and so do the model input and the
+  final output (embedding or image).
+Per family this gives:
+- iresnet (arcface_torch, QuantFace recipe): all convs and the fc, the stem PReLU and each block's PReLU (slope +
+  output), each IBasicBlock output. iresnet50: 53 convs (stem 1 + 2 per block x 24 + 4 downsample 1x1), 1 linear,
+  25 PReLUs, 24 block outputs.
+- mobilefacenet (QuantFace recipe): all convs and the GDC linear, every PReLU, each residual DepthWise block output
+  (the stride-2 DepthWise transitions have no shortcut and are no residual block, as in QuantFace).
+- timm ResNet50: all convs, the ReLU outputs, each Bottleneck output. The Bottleneck's last ReLU (`act3`, after the
+  addition) produces the block output itself, so it is quantized once, as the block output.
+- timm FastViT: reparameterized first (`timm.utils.reparameterize_model`: MobileOne / RepMixer branches and their
+  BatchNorms are folded into single convs with a bias, as deployed; the remaining BatchNorms stay float), then all
+  convs, the attention qkv/proj linears, the GELU outputs and each RepMixerBlock / AttentionBlock output.
+- EmbeddingNet: its timm encoder as above, the head's linear weight.
+- UNet upscalers: the timm encoder as above; in the decoder every conv (the last one, to RGB, included), each
+  DecoderBlock's inner ReLU output (`act1`) and its block output (its last ReLU, `act`, quantized once as the
+  block output), and the upsampler's ReLU outputs. The bicubic path and the final residual sum stay float: the
+  output image is not quantized.
+Activation functions called functionally inside a forward (F.relu) are not modules and are not seen; conv/linear
+subclasses (Conv2dSame, ConvTranspose2d) are refused with an error rather than left in float silently.
+"""
+import copy
+import itertools
+import math
+
+import timm.models.fastvit
+import timm.models.resnet
+import timm.utils
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from racecomp import facenets, upscalers
+
+MIN_BITS, MAX_BITS = 2, 8
+ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU)
+# Blocks whose output tensor is the last activation inside them: that activation is not wrapped on its own, the
+# block output quantizer covers the same tensor.
+FINAL_ACTIVATION_OF_BLOCK = {timm.models.resnet.Bottleneck: "act3", timm.models.resnet.BasicBlock: "act2",
+                             upscalers.DecoderBlock: "act"}
+BLOCK_TYPES = (facenets.IBasicBlock, timm.models.resnet.Bottleneck, timm.models.resnet.BasicBlock,
+               timm.models.fastvit.RepMixerBlock, timm.models.fastvit.AttentionBlock, upscalers.DecoderBlock)
+# Methods timm.utils.reparameterize_model looks for.
+REPARAMETERIZE_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
+
+
+def check_bits(bits, what="bits"):
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"{what} must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
+    return bits
+
+
+def quantization_params(min_val, max_val, bits):
+    """(scale, zero_point) float32 tensors of the grid {0..2^bits-1} covering [min(min_val,0), max(max_val,0)].
+
+    Elementwise: 0-d ranges give a per-tensor grid, 1-d ranges one grid per channel. zero_point holds integers.
+    """
+    qmax = 2 ** bits - 1
+    lo = torch.clamp(min_val.float(), max=0.0)
+    hi = torch.clamp(max_val.float(), min=0.0)
+    scale = torch.clamp((hi - lo) / qmax, min=torch.finfo(torch.float32).eps)
+    zero_point = torch.clamp(torch.round(-lo / scale), 0, qmax)
+    return scale, zero_point
+
+
+def fake_quantize(x, scale, zero_point, bits, axis=None):
+    """x rounded onto the grid scale * (q - zero_point), q in {0..2^bits-1}; no gradient (see `straight_through`).
+
+    `axis` None: scale/zero_point are 0-d (per tensor); else 1-d with one entry per slice of x along `axis`.
+    x is multiplied by the float32 reciprocal of scale, as torch's fake_quantize kernels do, so results match them
+    exactly.
+    """
+    if axis is not None:
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        scale, zero_point = scale.view(shape), zero_point.view(shape)
+    q = torch.clamp(torch.round(x * torch.reciprocal(scale)) + zero_point, 0, 2 ** bits - 1)
+    return (q - zero_point) * scale
+
+
+def straight_through(x, x_hat):
+    """x_hat (exactly) in the forward pass, identity gradient to x in the backward pass."""
+    return x_hat.detach() + (x - x.detach())
+
+
+def quantize_weight(weight, bits, per_channel=True):
+    """Weight on its min/max grid (per output channel = dim 0, or per tensor), straight-through gradient."""
+    w = weight.detach().float()
+    if per_channel:
+        flat = w.reshape(w.shape[0], -1)
+        scale, zero_point = quantization_params(flat.amin(dim=1), flat.amax(dim=1), bits)
+        w_hat = fake_quantize(w, scale, zero_point, bits, axis=0)
+    else:
+        scale, zero_point = quantization_params(w.min(), w.max(), bits)
+        w_hat = fake_quantize(w, scale, zero_point, bits)
+    return straight_through(weight, w_hat.to(weight.dtype))
+
+
+class ActivationQuantizer(nn.Module):
+    """Per-tensor activation fake quantizer with a running min/max range (buffers `min_val`, `max_val`).
+
+    `observing` (set by calibrate/distill, saved in the state dict with the count of observed batches): widen the
+    range with each batch's min/max, then quantize with it. Not observing: the range is frozen; forwarding before any
+    batch was observed is an error.
+    """
+
+    def __init__(self, bits):
+        super().__init__()
+        self.bits = check_bits(bits, "abits")
+        self.register_buffer("min_val", torch.zeros(()))
+        self.register_buffer("max_val", torch.zeros(()))
+        self.observing = False
+        self.observed_batches = 0
+
+    def reset(self):
+        self.min_val.zero_()
+        self.max_val.zero_()
+        self.observed_batches = 0
+
+    def forward(self, x):
+        if self.observing:
+            with torch.no_grad():
+                values = x.detach().float()
+                torch.minimum(self.min_val, values.min(), out=self.min_val)
+                torch.maximum(self.max_val, values.max(), out=self.max_val)
+            self.observed_batches += 1
+        elif self.observed_batches == 0:
+            raise RuntimeError("activation ranges were never calibrated: run quant.calibrate(qmodel, batches) "
+                               "(or quant.distill with calibrate_steps > 0) before using the quantized model")
+        scale, zero_point = quantization_params(self.min_val, self.max_val, self.bits)
+        return straight_through(x, fake_quantize(x.float(), scale, zero_point, self.bits).to(x.dtype))
+
+    def get_extra_state(self):
+        return {"observing": self.observing, "observed_batches": self.observed_batches}
+
+    def set_extra_state(self, state):
+        self.observing = bool(state["observing"])
+        self.observed_batches = int(state["observed_batches"])
+
+    def extra_repr(self):
+        return (f"bits={self.bits}, range=[{self.min_val.item():.4g}, {self.max_val.item():.4g}], "
+                f"observing={self.observing}")
+
+
+class QuantConv2d(nn.Module):
+    """Holds an nn.Conv2d (`conv`) and runs it with its weight quantized per output channel at `bits`."""
+
+    def __init__(self, conv, bits):
+        super().__init__()
+        self.conv = conv
+        self.bits = check_bits(bits, "wbits")
+
+    def forward(self, x):
+        # _conv_forward applies the conv's own padding mode, stride, dilation and groups with the given weight.
+        return self.conv._conv_forward(x, quantize_weight(self.conv.weight, self.bits), self.conv.bias)
+
+
+class QuantLinear(nn.Module):
+    """Holds an nn.Linear (`linear`) and runs it with its weight quantized per output feature at `bits`."""
+
+    def __init__(self, linear, bits):
+        super().__init__()
+        self.linear = linear
+        self.bits = check_bits(bits, "wbits")
+
+    def forward(self, x):
+        return F.linear(x, quantize_weight(self.linear.weight, self.bits), self.linear.bias)
+
+
+class QuantPReLU(nn.Module):
+    """Holds an nn.PReLU (`prelu`): slopes quantized per tensor at `wbits`, output quantized at `abits`."""
+
+    def __init__(self, prelu, wbits, abits):
+        super().__init__()
+        self.prelu = prelu
+        self.bits = check_bits(wbits, "wbits")
+        self.output_quantizer = ActivationQuantizer(abits)
+
+    def forward(self, x):
+        slopes = quantize_weight(self.prelu.weight, self.bits, per_channel=False)
+        return self.output_quantizer(F.prelu(x, slopes))
+
+
+class QuantActivation(nn.Module):
+    """Holds an activation module (`act`) and quantizes its output."""
+
+    def __init__(self, act, abits):
+        super().__init__()
+        self.act = act
+        self.output_quantizer = ActivationQuantizer(abits)
+
+    def forward(self, x):
+        return self.output_quantizer(self.act(x))
+
+
+class QuantBlockOutput(nn.Module):
+    """Holds a block (`block`, its insides already quantized) and quantizes its output."""
+
+    def __init__(self, block, abits):
+        super().__init__()
+        self.block = block
+        self.output_quantizer = ActivationQuantizer(abits)
+
+    def forward(self, *inputs):  # a DecoderBlock takes (x, skip)
+        return self.output_quantizer(self.block(*inputs))
+
+
+QUANT_WRAPPERS = (QuantConv2d, QuantLinear, QuantPReLU, QuantActivation, QuantBlockOutput)
+
+
+def is_quantized_block(module):
+    """Whether `module` is a block whose output gets an activation quantizer (see the module docstring)."""
+    if isinstance(module, facenets.DepthWiseBlock):
+        return module.residual  # the stride-2 transitions have no shortcut
+    return isinstance(module, BLOCK_TYPES)
+
+
+def _quantized(module, wbits, abits):
+    kind = type(module)
+    if kind is nn.Conv2d:
+        return QuantConv2d(module, wbits)
+    if kind is nn.Linear:
+        return QuantLinear(module, wbits)
+    if kind is nn.PReLU:
+        return QuantPReLU(module, wbits, abits)
+    if kind in ACTIVATION_TYPES:
+        return QuantActivation(module, abits)
+    if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.PReLU)):
+        raise ValueError(f"quantize_model: {kind.__module__}.{kind.__name__} is not supported (only exact "
+                         f"nn.Conv2d / nn.Linear / nn.PReLU); refusing to leave it in full precision silently")
+    block = is_quantized_block(module)
+    final_activation = FINAL_ACTIVATION_OF_BLOCK.get(kind) if block else None
+    for name, child in module.named_children():
+        if name != final_activation:
+            setattr(module, name, _quantized(child, wbits, abits))
+    return QuantBlockOutput(module, abits) if block else module
+
+
+def _device_of(model):
+    return next(itertools.chain(model.parameters(), model.buffers())).device
+
+
+def quantize_model(model, wbits, abits):
+    """Deep copy of `model` with simulated quantization placed as in the module docstring; `model` is untouched.
+
+    FastViT blocks in the copy are reparameterized first. The copy's activation ranges are empty: run `calibrate`
+    (or `distill`) before using it. `quantization_summary(qmodel)` counts what was quantized.
+    """
+    check_bits(wbits, "wbits")
+    check_bits(abits, "abits")
+    if any(isinstance(m, QUANT_WRAPPERS) for m in model.modules()):
+        raise ValueError("quantize_model: the model is already quantized")
+    qmodel = copy.deepcopy(model)
+    timm.utils.reparameterize_model(qmodel, inplace=True)  # no-op for models without reparameterizable blocks
+    # The new quantizers' range buffers are made on the CPU: move them to the model's device.
+    return _quantized(qmodel, wbits, abits).to(_device_of(model))
+
+
+def activation_quantizers(qmodel):
+    return [m for m in qmodel.modules() if isinstance(m, ActivationQuantizer)]
+
+
+def quantization_summary(qmodel):
+    """Counts of quantized convs, linears, PReLUs, other activations and block outputs, and the bit widths used."""
+    modules = list(qmodel.modules())
+    return {
+        "convs": sum(isinstance(m, QuantConv2d) for m in modules),
+        "linears": sum(isinstance(m, QuantLinear) for m in modules),
+        "prelus": sum(isinstance(m, QuantPReLU) for m in modules),
+        "activations": sum(isinstance(m, QuantActivation) for m in modules),
+        "block_outputs": sum(isinstance(m, QuantBlockOutput) for m in modules),
+        "wbits": sorted({m.bits for m in modules if isinstance(m, (QuantConv2d, QuantLinear, QuantPReLU))}),
+        "abits": sorted({m.bits for m in modules if isinstance(m, ActivationQuantizer)}),
+    }
+
+
+def set_observing(qmodel, observing):
+    quantizers = activation_quantizers(qmodel)
+    if not quantizers:
+        raise ValueError("the model has no activation quantizers: pass the output of quantize_model()")
+    for quantizer in quantizers:
+        quantizer.observing = observing
+    return quantizers
+
+
+def freeze_ranges(qmodel):
+    """Stop every activation quantizer from observing: its range stays fixed in eval and train mode alike."""
+    set_observing(qmodel, False)
+    return qmodel
+
+
+def calibrate(qmodel, batches):
+    """Fresh activation ranges from `batches` (tensors in the model's input layout), then frozen.
+
+    Ranges are reset, observed over every batch with the model in eval mode without gradients, and frozen; the
+    model's train/eval mode is restored afterwards. Returns the number of images seen.
+    """
+    for quantizer in set_observing(qmodel, True):
+        quantizer.reset()
+    was_training = qmodel.training
+    qmodel.eval()
+    device = _device_of(qmodel)
+    seen = 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                qmodel(batch.to(device))
+                seen += len(batch)
+    finally:
+        freeze_ranges(qmodel)
+        qmodel.train(was_training)
+    if seen == 0:
+        raise ValueError("calibrate: no calibration images were given")
+    return seen
+
+
+def model_size_bytes(model, wbits):
+    """Storage of `model`'s parameters in bytes: quantized tensors at `wbits`, everything else at 32 bits.
+
+    Quantized tensors are those quantize_model quantizes: weights of nn.Conv2d / nn.Linear and PReLU slopes.
+    Biases, BatchNorm weights/biases and any other parameter count at 32 bits; buffers (BatchNorm running
+    statistics) and the per-channel scales/zero points (one pair per output channel, well under 1% here) are not
+    counted, as in QuantFace's sizes (parameters x bits). wbits=32 gives the float size, 4 bytes per parameter.
+    Works on a float model and on its quantize_model copy alike (the wrappers hold the original modules). A model
+    with reparameterizable blocks (FastViT) is measured as deployed, on a reparameterized copy, for both.
+    Total bits rounded up to whole bytes.
+    """
+    if wbits != 32:
+        check_bits(wbits, "wbits")
+    if any(hasattr(m, name) for m in model.modules() for name in REPARAMETERIZE_METHODS):
+        model = timm.utils.reparameterize_model(model)  # a deep copy; the caller's model is untouched
+    quantized = {id(m.weight) for m in model.modules() if type(m) in (nn.Conv2d, nn.Linear, nn.PReLU)}
+    bits = sum(p.numel() * (wbits if id(p) in quantized else 32) for p in model.parameters())
+    return math.ceil(bits / 8)
+
+
+def distillation_loss(student_out, teacher_out):
+    """QuantFace loss: MSE (mean over all elements) between L2-normalized embeddings (B, D); for any other
+    layout (upscaler images (B, 3, H, W)) MSE between the raw outputs."""
+    if student_out.dim() == 2:
+        return F.mse_loss(F.normalize(student_out.float(), dim=1), F.normalize(teacher_out.float(), dim=1))
+    return F.mse_loss(student_out.float(), teacher_out.float())
+
+
+def distill(qmodel, teacher, batches, steps, lr, calibrate_steps=0, momentum=0.9, weight_decay=0.0,
+            max_grad_norm=5.0):
+    """Quantization-aware training of `qmodel` towards the full-precision `teacher` (QuantFace `--qat-steps`).
+
+    Student in train mode, teacher in eval mode without gradients; loss = `distillation_loss`; SGD (Nesterov
+    momentum when momentum > 0), gradient norm clipped to `max_grad_norm`, as QuantFace. `batches` (tensors in the
+    model's input layout) are cycled for `steps` optimizer steps. Activation quantizers observe during the first
+    `calibrate_steps` steps (widening their current ranges) and are frozen after; with calibrate_steps 0 the ranges
+    must already be calibrated. Returns the loss of every step (floats); the student is left frozen, in eval mode.
+    """
+    if steps < 1:
+        raise ValueError(f"distill: steps must be >= 1, got {steps}")
+    if not 0 <= calibrate_steps <= steps:
+        raise ValueError(f"distill: calibrate_steps must be in [0, steps={steps}], got {calibrate_steps}")
+    batches = list(batches)
+    if not batches:
+        raise ValueError("distill: no batches were given")
+    set_observing(qmodel, False)
+    teacher.eval()
+    qmodel.train()
+    device, teacher_device = _device_of(qmodel), _device_of(teacher)
+    params = [p for p in qmodel.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
+    losses = []
+    for step, batch in zip(range(steps), itertools.cycle(batches)):
+        set_observing(qmodel, step < calibrate_steps)
+        with torch.no_grad():
+            target = teacher(batch.to(teacher_device)).to(device)
+        loss = distillation_loss(qmodel(batch.to(device)), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        losses.append(loss.item())
+    freeze_ranges(qmodel)
+    qmodel.eval()
+    return losses

@@ -1,0 +1,116 @@
+"""run_upscale.py end to end on tiny generated FairFace trees."""
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+import run_upscale
+from racecomp import engine, evaluation, files, toydata
+from racecomp.races import FAIRFACE_RACES
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def tiny_fairface(tmp_path_factory):
+    return toydata.make_fairface(str(tmp_path_factory.mktemp("ff") / "fairface"), n_train=70, n_val=28, size=32,
+                                 seed=3)
+
+
+@pytest.fixture(scope="module")
+def hard_fairface(tmp_path_factory):
+    return toydata.make_fairface(str(tmp_path_factory.mktemp("ffhard") / "fairface"), n_train=70, n_val=70,
+                                 size=32, seed=4, hard_race="Black", hard_strength=1.0)
+
+
+def run(data, out, *extra):
+    args = run_upscale.get_args_parser().parse_args(
+        ["--data", data, "--out", str(out), "--workers", "0", "--batch-size", "8", "--eval-batch-size", "16",
+         "--log-every", "0", *extra])
+    return run_upscale.main(args)
+
+
+def test_trained_run_writes_every_output(tiny_fairface, tmp_path):
+    out = tmp_path / "run"
+    run(tiny_fairface, out, "--arch", "fastvit_t8", "--epochs", "1", "--minority", "black", "--weight", "0.2",
+        "--save-samples", "1")
+    record = json.loads((out / "args.json").read_text())
+    assert record["args"]["minority"] == "black" and record["code_version"]
+    counts = record["realized_counts"]
+    assert counts["Black"]["available"] == 2  # round(0.2 * 9) of the 9 Black train images left after dev
+    assert all(c["available"] == 9 for race, c in counts.items() if race != "Black")
+    assert record["optimizer_steps"] == math.ceil(record["split_sizes"]["train"] / 8)  # equal compute
+    images = read_csv(out / "per_image.csv")
+    assert len(images) == 28
+    assert set(images[0]) >= {"file", "race", "gender", "age", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"}
+    table = read_csv(out / "per_race.csv")
+    assert [row["race"] for row in table] == list(FAIRFACE_RACES)
+    for row in table:  # every race mean is the mean of its own images, never a batch mean
+        members = [float(r["psnr_y"]) for r in images if r["race"] == row["race"]]
+        assert int(row["n"]) == len(members)
+        assert float(row["psnr_y"]) == pytest.approx(sum(members) / len(members), rel=1e-12)
+    assert len({round(float(r["psnr_y"]), 6) for r in images[:16]}) > 8  # one batch: distinct per-image values
+    assert (out / "best.pth").exists() and (out / "samples_Black.png").exists()
+
+
+def test_rerun_skips_finished_and_refuses_other_arguments(tiny_fairface, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(tiny_fairface, out, "--arch", "bicubic", "--save-samples", "0")
+    assert run(tiny_fairface, out, "--arch", "bicubic", "--save-samples", "0") is None
+    assert "skipping" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="different arguments"):
+        run(tiny_fairface, out, "--arch", "bicubic", "--scale", "4", "--save-samples", "0")
+
+
+def test_planted_hard_group_gets_lower_psnr_with_bicubic_and_a_trained_model(hard_fairface, tmp_path):
+    for arch, extra in (("bicubic", []), ("fastvit_t8", ["--epochs", "1"])):
+        table = run(hard_fairface, tmp_path / arch, "--arch", arch, "--save-samples", "0", *extra)
+        psnr = {row["race"]: row["psnr_y"] for row in table}
+        others = [value for race, value in psnr.items() if race != "Black"]
+        assert psnr["Black"] < min(others) - 1.0, (arch, psnr)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tiny_fairface, tmp_path, monkeypatch):
+    common = ["--arch", "fastvit_t8", "--epochs", "2", "--save-samples", "0", "--seed", "1"]
+    run(tiny_fairface, tmp_path / "whole", *common)
+    original = engine.Trainer.train_epoch
+    calls = {"n": 0}
+
+    def crash_in_second_epoch(self, loader):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, loader)
+
+    monkeypatch.setattr(engine.Trainer, "train_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_fairface, tmp_path / "resumed", *common)
+    assert not (tmp_path / "resumed" / "per_race.csv").exists()
+    monkeypatch.setattr(engine.Trainer, "train_epoch", original)
+    run(tiny_fairface, tmp_path / "resumed", *common)
+    whole = files.load_checkpoint(str(tmp_path / "whole" / "checkpoint.pth"))["model"]
+    resumed = files.load_checkpoint(str(tmp_path / "resumed" / "checkpoint.pth"))["model"]
+    for key, value in whole.items():
+        assert torch.equal(value, resumed[key]), key
+    assert read_csv(tmp_path / "whole" / "per_race.csv") == read_csv(tmp_path / "resumed" / "per_race.csv")
+
+
+def test_bad_arguments_are_refused_with_the_valid_names(tiny_fairface, tmp_path):
+    with pytest.raises(ValueError, match="valid names: .*latino_hispanic"):
+        run(tiny_fairface, tmp_path / "a", "--minority", "latino hispanics")
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        run(tiny_fairface, tmp_path / "b", "--minority", "black", "--weight", "0")
+    with pytest.raises(ValueError, match="needs --minority"):
+        run(tiny_fairface, tmp_path / "c", "--weight", "0.5")
+
+
+def test_mean_by_group_counts_each_row_under_its_own_label():
+    rows = [{"race": "Black", "v": 1.0}, {"race": "White", "v": 3.0}, {"race": "Black", "v": 2.0}]
+    table = evaluation.mean_by_group(rows, ["v"], order=FAIRFACE_RACES)
+    assert table == [{"race": "White", "n": 1, "v": 3.0}, {"race": "Black", "n": 2, "v": 1.5}]
+
