@@ -309,13 +309,14 @@ def paired_test(a, b, groups=None, clusters=None, n_boot=1000, seed=0, ci=0.95):
 
 def minority_penalty(metric_under, metric_balanced, keys_under, keys_balanced, groups, n_boot=1000, seed=0,
                      ci=0.95):
-    """Per-group cost of under-representation: mean of (balanced - under) per image, with bootstrap CI.
+    """Per-group minority penalty: mean of (under - balanced) per image, with bootstrap CI.
 
     metric_under / keys_under: per-image metric (higher is better, e.g. PSNR in dB) of the model trained on
     the under-sampled set and the image keys; metric_balanced / keys_balanced: the same for the model
     trained on the balanced set, in any order. groups: (N,) group labels aligned with keys_under. Images
-    are paired by key; the key sets must match exactly (ValueError otherwise). A positive penalty means
-    the under-sampled model is worse on that group.
+    are paired by key; the key sets must match exactly (ValueError otherwise). A negative penalty means
+    the under-sampled model is worse on that group (the issue's definition: metric(r | r under-sampled)
+    minus metric(r | balanced run)).
     Returns {label: {penalty, lo, hi, p_value, n}} (see `paired_test` for lo/hi/p_value).
     """
     keys_under = list(keys_under)
@@ -332,7 +333,7 @@ def minority_penalty(metric_under, metric_balanced, keys_under, keys_balanced, g
     balanced_aligned = np.asarray(metric_balanced, dtype=np.float64)[[position[key] for key in keys_under]]
     if len(groups) != len(keys_under):
         raise ValueError(f"groups has {len(groups)} labels for {len(keys_under)} keys")
-    result = paired_test(balanced_aligned, metric_under, groups=groups, n_boot=n_boot, seed=seed, ci=ci)
+    result = paired_test(metric_under, balanced_aligned, groups=groups, n_boot=n_boot, seed=seed, ci=ci)
     return {
         label: {"penalty": entry["mean_diff"], "lo": entry["lo"], "hi": entry["hi"],
                 "p_value": entry["p_value"], "n": entry["n"]}

@@ -220,8 +220,9 @@ def test_minority_penalty_aligns_by_key():
     balanced = under + penalty_by_group
     order = np.random.default_rng(10).permutation(60)  # the balanced run lists images in another order
     result = fairness.minority_penalty(under, balanced[order], keys, [keys[i] for i in order], groups, seed=0)
-    assert result["Black"]["penalty"] == pytest.approx(0.8)
-    assert result["Black"]["lo"] == pytest.approx(0.8) and result["Black"]["hi"] == pytest.approx(0.8)
+    # under - balanced: the under-sampled model is 0.8 worse on Black, so the penalty is -0.8
+    assert result["Black"]["penalty"] == pytest.approx(-0.8)
+    assert result["Black"]["lo"] == pytest.approx(-0.8) and result["Black"]["hi"] == pytest.approx(-0.8)
     assert result["Indian"]["penalty"] == pytest.approx(0.0, abs=1e-12)
     assert result["Black"]["n"] == 30
     with pytest.raises(ValueError, match="keys differ"):
