@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from racecomp import (cli, datasets, engine, evaluation, facenets, files, margin_heads, toydata, upscalers,
+from racecomp import (cli, datasets, engine, facenets, files, margin_heads, toydata, upscalers,
                       verification)
 from racecomp.races import RFW_RACES, parse_race, slug
 
@@ -153,23 +153,17 @@ def main(args):
                       skipped_fp16_steps=trainer.skipped_steps)
     record["train_seconds"] = time.time() - started
     files.write_json(os.path.join(args.out, "args.json"), record)
-    loader, keys = verification.rfw_loader(rfw_root, pairs, args.eval_batch_size, args.workers, device,
-                                           align=args.align, image_size=args.image_size)
-    embeddings = verification.embed(model, loader, device, flip=not args.no_flip)
-    pair_rows = verification.score_pairs(pairs, keys, embeddings)
-    table, threshold = verification.per_race_table(pair_rows, fars=tuple(args.far))
-    record["global_threshold"] = threshold
-    files.write_json(os.path.join(args.out, "args.json"), record)
     run_columns = {"study": "verify", "arch": args.arch, "init": "upscaler" if args.init_from else
                    ("weights" if args.weights else "scratch"), "finetune": args.finetune,
                    "minority": minority or "none", "weight": args.weight, "seed": args.seed,
                    "code_version": record["code_version"]}
-    evaluation.write_results(args.out, pair_rows, table, item_name="per_pair.csv", run_columns=run_columns)
-    print(f"[rfw] per race (global threshold {threshold:.4f} at FAR {args.far[0]:g}), results in {args.out}")
-    keys_shown = ["n_pairs", "accuracy", "accuracy_std", "tpr", "fpr"]
-    print(f"{'race':<10} " + " ".join(f"{k:>12}" for k in keys_shown))
-    for row in table:
-        print(f"{row['race']:<10} " + " ".join(f"{row[k]:>12.4g}" for k in keys_shown))
+    table, threshold = verification.evaluate_to_dir(
+        model, rfw_root, pairs, args.out, run_columns, args.eval_batch_size, args.workers, device, fars=args.far,
+        flip=not args.no_flip, align=args.align, image_size=args.image_size)
+    record["global_threshold"] = threshold
+    files.write_json(os.path.join(args.out, "args.json"), record)
+    verification.print_table(table, threshold, args.far[0])
+    print(f"[rfw] results in {args.out}")
     return table
 
 

@@ -8,7 +8,7 @@ false matches); TAR at each target FAR per race. All rates in per_race.csv are p
 import numpy as np
 import torch
 
-from racecomp import datasets, engine, metrics
+from racecomp import datasets, engine, evaluation, metrics
 from racecomp.races import RFW_RACES
 
 
@@ -67,7 +67,7 @@ def score_pairs(pairs, keys, embeddings):
              "n2": p.n2, "label": p.label, "score": float(s)} for p, s in zip(pairs, scores)]
 
 
-def per_race_table(pair_rows, fars=(1e-3, 1e-2), folds=10):
+def per_race_table(pair_rows, fars=(1e-3, 1e-2)):
     """Per-race verification table from per-pair rows; also fills each row's `correct` (0/1 under its
     fold's threshold) for bootstrapping. The global threshold is chosen at fars[0] on all races pooled.
 
@@ -83,10 +83,9 @@ def per_race_table(pair_rows, fars=(1e-3, 1e-2), folds=10):
     for race in races:
         members = [i for i, row in enumerate(pair_rows) if row["race"] == race]
         race_rows = [pair_rows[i] for i in members]
-        if any(race_rows[i]["fold"] > race_rows[i + 1]["fold"] for i in range(len(race_rows) - 1)):
-            raise ValueError(f"{race}: pairs are not in fold order")
         race_scores, race_labels = scores[members], labels[members]
-        result = metrics.kfold_accuracy(race_scores, race_labels, folds=folds)
+        # RFW's own fold of each pair, not a re-split of the file order.
+        result = metrics.kfold_accuracy(race_scores, race_labels, folds=np.array([r["fold"] for r in race_rows]))
         for row, correct in zip(race_rows, result["correct"]):
             row["correct"] = int(correct)
         tpr, fpr = metrics.tpr_fpr(race_scores, race_labels, global_threshold)
@@ -98,3 +97,21 @@ def per_race_table(pair_rows, fars=(1e-3, 1e-2), folds=10):
             entry[f"tar_at_far_{far:g}"] = 100.0 * metrics.tar_at_far(race_scores, race_labels, far)
         table.append(entry)
     return table, global_threshold
+
+
+def evaluate_to_dir(model, rfw_root, pairs, out_dir, run_columns, batch_size, workers, device, fars=(1e-3, 1e-2),
+                    flip=True, align=False, image_size=112):
+    """Score `model` on `pairs`, write per_pair.csv and per_race.csv (last); return (table, global threshold)."""
+    loader, keys = rfw_loader(rfw_root, pairs, batch_size, workers, device, align=align, image_size=image_size)
+    pair_rows = score_pairs(pairs, keys, embed(model, loader, device, flip=flip))
+    table, threshold = per_race_table(pair_rows, fars=tuple(fars))
+    evaluation.write_results(out_dir, pair_rows, table, item_name="per_pair.csv", run_columns=run_columns)
+    return table, threshold
+
+
+def print_table(table, threshold, far):
+    keys = ["n_pairs", "accuracy", "accuracy_std", "tpr", "fpr"]
+    print(f"[rfw] per race (global threshold {threshold:.4f} at FAR {far:g}); rates in percent")
+    print(f"{'race':<10} " + " ".join(f"{k:>12}" for k in keys))
+    for row in table:
+        print(f"{row['race']:<10} " + " ".join(f"{row[k]:>12.4g}" for k in keys))
