@@ -10,6 +10,7 @@ for the face backbones). Real images are passed through as the dataset gives the
 model's input space, unclipped.
 """
 import importlib
+import importlib.util
 import os
 
 import torch
@@ -135,6 +136,11 @@ def folder_calibration(folder, n, image_size, batch_size=32, value_range=(0.0, 1
     return _batched(_to_range(images, value_range), batch_size)
 
 
+def gan_package_available():
+    """Whether the optional package gan-face-generate is importable (checked without importing it)."""
+    return importlib.util.find_spec("gan_face_generate") is not None
+
+
 def gan_calibration(n, image_size, seed=0, batch_size=32, value_range=(0.0, 1.0)):
     """n faces from the DCGAN generator shipped in the optional package `gan-face-generate` (not a dependency).
 
@@ -152,7 +158,7 @@ def gan_calibration(n, image_size, seed=0, batch_size=32, value_range=(0.0, 1.0)
     except ImportError as error:
         raise ImportError("gan_calibration needs the optional package gan-face-generate: "
                           "`pip install --no-deps gan-face-generate`, or generate faces elsewhere and use "
-                          "folder_calibration (--calib-folder)") from error
+                          "folder_calibration (--synthetic-folder)") from error
     weights_path = os.path.join(os.path.dirname(package.__file__), "weights.tar")
     if not os.path.isfile(weights_path):
         raise FileNotFoundError(f"{weights_path}: gan-face-generate is installed without its generator weights")
