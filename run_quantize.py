@@ -74,7 +74,7 @@ def get_args_parser(add_help=True):
                           "e.g. caucasian=1 or african=0.1,caucasian=0.9 (race slugs)")
     quantize.add_argument("--synthetic-folder", default=None, help="folder of generated faces (e.g. StyleGAN); "
                           "default: the gan-face-generate package if installed, else demo procedural faces")
-    quantize.add_argument("--datafree-steps", type=int, default=100, help="optimization steps of data-free images")
+    quantize.add_argument("--datafree-steps", type=int, default=20, help="optimization steps per batch of data-free images (ZeroQ uses 500: raise it on a GPU)")
     quantize.add_argument("--qat-steps", type=int, default=0, help="distillation fine-tuning steps (QuantFace): "
                           "quantized student vs full-precision teacher")
     quantize.add_argument("--qat-lr", type=float, default=1e-3, help="distillation learning rate")
@@ -193,6 +193,7 @@ def main(args):
         record = files.run_record(sub_args, study="quantize", task=args.task, model_run=args.model_run, **extra)
         files.write_json(os.path.join(out_dir, "args.json"), record)
         run_columns = {"study": "quantize", "task": args.task, "arch": run_args.arch, **columns,
+                       "recipe": files.recipe_id(args, ("task", "arch", "bits", "calib", "qat_steps")),
                        "seed": args.seed, "code_version": record["code_version"]}
         if args.task == "verify":
             table, threshold = verification.evaluate_to_dir(

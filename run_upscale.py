@@ -118,7 +118,10 @@ def main(args):
             args.out, device)
     run_columns = {"study": "upscale", "arch": args.arch, "scale": args.scale, "upsampler": args.upsampler,
                    "minority": minority or "none", "weight": args.weight, "minority_mode": args.minority_mode,
-                   "finetune": args.finetune, "seed": args.seed, "code_version": record["code_version"]}
+                   "finetune": args.finetune,
+                   "recipe": files.recipe_id(args, ("arch", "scale", "upsampler", "minority", "weight",
+                                                    "minority_mode", "finetune")),
+                   "seed": args.seed, "code_version": record["code_version"]}
     _, table = upscaling.evaluate_to_dir(model, splits["val"], args.scale, args.hr_size, args.eval_batch_size,
                                          args.workers, device, args.out, run_columns)
     print(f"[val] per race (reported split; the checkpoint was chosen on dev), results in {args.out}")

@@ -5,6 +5,7 @@ target, so a crash (or a full disk) never leaves a half-written file that a late
 """
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -107,7 +108,22 @@ def run_record(args, **extra):
             "versions": library_versions(), **extra}
 
 
-def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=("overwrite", "resume", "workers", "device")):
+# Arguments that never change a result: where it goes and how fast it gets there.
+NON_RESULT_ARGS = ("out", "overwrite", "workers", "device", "log_every", "eval_batch_size", "save_samples")
+
+
+def recipe_id(args, identifying):
+    """Short hash of every result-changing argument not already an identifying column nor the seed.
+
+    Tables group runs by their identifying columns (arch, minority, ...) with seeds pooled; this id keeps
+    runs that differ in anything else (learning rate, epochs, loss weights, data) from being pooled.
+    """
+    kept = {k: v for k, v in sorted(vars(args).items())
+            if k not in NON_RESULT_ARGS and k not in identifying and k != "seed"}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_ARGS):
     """Decide what to do with an existing --out folder, say it, and return 'fresh', 'resume' or 'skip'.
 
     - finished results there (FINISHED_MARKER): 'skip' unless --overwrite;

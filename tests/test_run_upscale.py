@@ -2,12 +2,18 @@
 import csv
 import json
 import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 import run_upscale
-from racecomp import engine, evaluation, files, toydata
+from racecomp import evaluation, files, toydata
 from racecomp.races import FAIRFACE_RACES
 
 
@@ -75,29 +81,36 @@ def test_planted_hard_group_gets_lower_psnr_with_bicubic_and_a_trained_model(har
         assert psnr["Black"] < min(others) - 1.0, (arch, psnr)
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tiny_fairface, tmp_path, monkeypatch):
-    common = ["--arch", "fastvit_t8", "--epochs", "2", "--save-samples", "0", "--seed", "1"]
-    run(tiny_fairface, tmp_path / "whole", *common)
-    original = engine.Trainer.train_epoch
-    calls = {"n": 0}
+def test_sigkilled_run_resumes_to_the_same_weights_and_csvs(tiny_fairface, tmp_path):
+    """Kill -9 a training run at a random point after its first checkpoint; re-running the same command
+    continues from that checkpoint and ends exactly where an uninterrupted run ends."""
+    def command(out):
+        return [sys.executable, run_upscale.__file__, "--data", tiny_fairface, "--out", str(out), "--workers", "0",
+                "--batch-size", "8", "--log-every", "0", "--arch", "fastvit_t8", "--epochs", "3",
+                "--save-samples", "0", "--seed", "1"]
 
-    def crash_in_second_epoch(self, loader):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self, loader)
-
-    monkeypatch.setattr(engine.Trainer, "train_epoch", crash_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny_fairface, tmp_path / "resumed", *common)
-    assert not (tmp_path / "resumed" / "per_race.csv").exists()
-    monkeypatch.setattr(engine.Trainer, "train_epoch", original)
-    run(tiny_fairface, tmp_path / "resumed", *common)
-    whole = files.load_checkpoint(str(tmp_path / "whole" / "checkpoint.pth"))["model"]
-    resumed = files.load_checkpoint(str(tmp_path / "resumed" / "checkpoint.pth"))["model"]
-    for key, value in whole.items():
-        assert torch.equal(value, resumed[key]), key
-    assert read_csv(tmp_path / "whole" / "per_race.csv") == read_csv(tmp_path / "resumed" / "per_race.csv")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command(tmp_path / "whole"), check=True, env=environment, capture_output=True)
+    victim = subprocess.Popen(command(tmp_path / "killed"), env=environment, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoint.pth"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random().uniform(0.0, 0.5))
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed" / "per_race.csv").exists(), "killed too late: the run had finished"
+    resumed = subprocess.run(command(tmp_path / "killed"), check=True, env=environment, capture_output=True,
+                             text=True)
+    assert "resuming" in resumed.stdout
+    whole = files.load_checkpoint(str(tmp_path / "whole" / "checkpoint.pth"))
+    again = files.load_checkpoint(str(checkpoint))
+    assert again["epoch"] == whole["epoch"] == 3
+    for key, value in whole["model"].items():
+        assert torch.equal(value, again["model"][key]), key
+    assert read_csv(tmp_path / "whole" / "per_race.csv") == read_csv(tmp_path / "killed" / "per_race.csv")
+    assert read_csv(tmp_path / "whole" / "per_image.csv") == read_csv(tmp_path / "killed" / "per_image.csv")
 
 
 def test_bad_arguments_are_refused_with_the_valid_names(tiny_fairface, tmp_path):

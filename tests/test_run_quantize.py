@@ -1,0 +1,79 @@
+"""run_quantize.py end to end, and quantized-vs-float closeness on demo faces."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import run_quantize
+from racecomp import calibration, datasets, facenets, quant, toydata, verification
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    rfw = toydata.make_rfw(str(root / "rfw"), n_ids=20, images_per_id=2, pairs_per_fold=2, size=112, seed=5)
+    identities = toydata.make_identities(str(root / "ids"), n_ids_per_race=4, images_per_id=2, size=112, seed=5)
+    torch.manual_seed(0)
+    weights = root / "mobilefacenet.pth"
+    torch.save(facenets.get_model("mobilefacenet").state_dict(), weights)
+    return {"rfw": rfw, "identities": identities, "weights": str(weights)}
+
+
+def embeddings(model, loader):
+    return verification.embed(model, loader, "cpu", flip=False)
+
+
+def test_w8a8_stays_close_to_float_and_w6a6_less_so(demo):
+    model = facenets.get_model("mobilefacenet")
+    model.load_state_dict(torch.load(demo["weights"], weights_only=True))
+    model.eval()
+    records = datasets.read_identity_folders(demo["identities"])
+    faces = datasets.FaceImages([((r.race, r.identity, r.path), r.path) for r in records])
+    batches, _ = calibration.real_calibration(faces, 32, seed=0)
+    batches = [verification.to_model_range(b) for b in batches]
+    pairs = datasets.read_rfw(demo["rfw"])
+    loader, _ = verification.rfw_loader(demo["rfw"], pairs, 64, 0, "cpu")
+    reference = embeddings(model, loader)
+    closeness = {}
+    for bits in (8, 6):
+        qmodel = quant.quantize_model(model, bits, bits)
+        quant.calibrate(qmodel, batches)
+        quantized = embeddings(qmodel.eval(), loader)
+        cosine = np.sum(reference * quantized, axis=1) / (
+            np.linalg.norm(reference, axis=1) * np.linalg.norm(quantized, axis=1))
+        closeness[bits] = cosine.mean()
+    assert closeness[8] > 0.99
+    assert closeness[6] < closeness[8]
+
+
+def test_script_writes_one_run_folder_per_setting(demo, tmp_path):
+    out = tmp_path / "quant"
+    args = run_quantize.get_args_parser().parse_args(
+        ["--weights", demo["weights"], "--rfw", demo["rfw"], "--calib-data", demo["identities"],
+         "--synthetic-folder", demo["identities"], "--calib-size", "8", "--datafree-steps", "2",
+         "--bits", "w4a8", "--out", str(out), "--workers", "0", "--calib-race-weights", "caucasian=1"])
+    run_quantize.main(args)
+    expected = ["fp32"] + [f"{b}-{c}" for c in ("real", "synthetic", "datafree") for b in ("w4a8",)]
+    for name in expected:
+        with open(out / name / "per_race.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [row["race"] for row in rows] == ["African", "Asian", "Caucasian", "Indian"]
+        assert rows[0]["study"] == "quantize" and rows[0]["task"] == "verify"
+        assert (out / name / "per_pair.csv").exists()
+    record = json.loads((out / "w4a8-real" / "args.json").read_text())
+    assert record["calibration"]["composition"] == {"African": 0, "Asian": 0, "Caucasian": 8, "Indian": 0}
+    assert record["quantization"]["wbits"] == [4] and record["quantization"]["abits"] == [8]
+    fp32 = json.loads((out / "fp32" / "args.json").read_text())["model_size_bytes"]
+    assert record["model_size_bytes"] < fp32 / 6  # 4-bit weights: about an eighth, plus fp32 BN and biases
+
+
+def test_bad_bit_settings_are_refused():
+    with pytest.raises(ValueError, match="wXaY"):
+        run_quantize.parse_bits("8bit")
+    with pytest.raises(ValueError):
+        run_quantize.parse_bits("w9a8")
+    with pytest.raises(ValueError, match="valid names"):
+        run_quantize.parse_race_weights("caucasians=1", ("African", "Asian", "Caucasian", "Indian"))
+
