@@ -3,17 +3,21 @@
     python run_verify.py                                     # demo identities -> demo RFW
     python run_verify.py --arch iresnet50 --weights backbone.pth --epochs 0 --rfw /data/RFW
     python run_verify.py --arch resnet50 --init-from runs/upscale/resnet50-x2-... --finetune bn_affine
+    python run_verify.py --probe gender --bias-probe --probe-data /data/FairFace
 
-Writes to --out: args.json, checkpoint.pth (when trained), per_pair.csv (every pair's cosine score, so
-any metric can be recomputed) and per_race.csv (written last: a finished run). Rates are percentages.
+Writes to --out: args.json, checkpoint.pth (when trained), optionally probe_gender.csv and bias_probe.csv
+(FairFace probes of the final backbone, see racecomp.probes), per_pair.csv (every pair's cosine score, so
+any metric can be recomputed) and per_race.csv (written last: a finished run). Verification rates are
+percentages; probe F1, accuracies and association scores are fractions.
 """
 import argparse
+import copy
 import os
 import time
 
 import torch
 
-from racecomp import (cli, datasets, engine, facenets, files, margin_heads, toydata, upscalers,
+from racecomp import (cli, datasets, engine, facenets, files, margin_heads, probes, toydata, upscalers,
                       verification)
 from racecomp.races import RFW_RACES, parse_race, slug
 
@@ -48,6 +52,15 @@ def get_args_parser(add_help=True):
                           "rates for TAR@FAR; the first also sets the global TPR/FPR threshold")
     evaluate.add_argument("--no-flip", action="store_true", help="score without the flip test")
     evaluate.add_argument("--eval-batch-size", type=int, default=64, help="images per evaluation batch")
+    probe = parser.add_argument_group("probes (FairFace)")
+    probe.add_argument("--probe", choices=("none", "gender"), default="none", help="gender: linear gender head "
+                       "on the final embeddings (FairFace train), per-race F1 on FairFace val -> probe_gender.csv")
+    probe.add_argument("--bias-probe", action="store_true", help="association scores of FairFace val race and "
+                       "race x gender sets before vs after training, and their Bias Transfer Score -> bias_probe.csv")
+    probe.add_argument("--probe-data", default=None, help="FairFace root (fairface_label_{train,val}.csv); "
+                       "default: the built-in synthetic demo FairFace (random gender labels: chance-level probe)")
+    probe.add_argument("--probe-steps", type=int, default=100, help="L-BFGS iterations (full batch) of the "
+                       "gender probe's logistic regression, at most")
     return parser
 
 
@@ -98,11 +111,56 @@ def build_model(args, device):
     return model.to(device)
 
 
+def read_probe_data(args):
+    """(root, train records or None, val records) of the FairFace probe data, or None without probes.
+
+    Read and checked before training, so bad probe data fails the run before it spends any compute.
+    """
+    if args.probe == "none" and not args.bias_probe:
+        return None
+    root = args.probe_data if args.probe_data is not None else toydata.ensure_demo_data("fairface")
+    train_records = datasets.read_fairface(root, "train") if args.probe == "gender" else None
+    val_records = datasets.read_fairface(root, "val")
+    if args.bias_probe:
+        probes.bias_probe_sets(val_records)
+    return root, train_records, val_records
+
+
+def run_probes(args, probe_data, model, start_model, device, record, run_columns):
+    """Write probe_gender.csv and/or bias_probe.csv for the trained `model`; results also go into `record`."""
+    root, train_records, val_records = probe_data
+    record["probe_data"] = root
+    features = dict(batch_size=args.eval_batch_size, workers=args.workers, device=device)
+    if args.probe == "gender":
+        rows, summary = probes.gender_probe(model, train_records, val_records, args.image_size,
+                                            steps=args.probe_steps, **features)
+        files.write_csv(os.path.join(args.out, "probe_gender.csv"), [{**run_columns, **row} for row in rows])
+        record["probe_gender"] = summary
+        print(f"[probe] gender on {root}: val accuracy {summary['val_accuracy']:.4f}, F1 "
+              f"({summary['positive_class']} positive) {summary['val_f1']:.4f}")
+        for row in rows:
+            print(f"  {row['race']:<16} n {row['n']:>5}  F1 in {row['f1_in']:.4f}  out {row['f1_out']:.4f}  "
+                  f"gap {row['gap']:.4f}")
+    if args.bias_probe:
+        rows, score = probes.bias_probe(probes.extract_features(start_model, val_records, args.image_size, **features),
+                                        probes.extract_features(model, val_records, args.image_size, **features),
+                                        val_records)
+        files.write_csv(os.path.join(args.out, "bias_probe.csv"), [{**run_columns, **row} for row in rows])
+        record["bias_transfer_score"] = score
+        print(f"[probe] Bias Transfer Score (Spearman over {len(rows)} comparisons): {score:.4f}")
+
+
 def main(args):
     minority = parse_race(args.minority, RFW_RACES, allow_none=True)
     cli.check_weight(args.weight)
+    if minority is None and args.weight != 1.0:
+        raise ValueError("--weight needs --minority (a balanced run has no weight)")
     if args.epochs == 0 and not (args.weights or args.init_from):
         raise ValueError("--epochs 0 evaluates only: give --weights or --init-from (a random model scores ~50%)")
+    if args.bias_probe and args.epochs == 0:
+        raise ValueError("--bias-probe compares the backbone before and after training: needs --epochs > 0")
+    if args.probe_steps < 1:
+        raise ValueError(f"--probe-steps {args.probe_steps}: must be >= 1")
     races = RFW_RACES if args.races == "all" else tuple(parse_race(r, RFW_RACES) for r in args.races.split(","))
     args.out = os.path.abspath(args.out or default_out(args))
     device = cli.resolve_device(args.device)
@@ -113,7 +171,10 @@ def main(args):
     rfw_root = args.rfw if args.rfw is not None else toydata.ensure_demo_data("rfw")
     pairs = datasets.read_rfw(rfw_root, races)
     print(f"[data] RFW {rfw_root}: {len(pairs)} pairs over {', '.join(races)}")
+    probe_data = read_probe_data(args)
     model = build_model(args, device)
+    # The starting backbone, kept before training (and before a resume loads the checkpoint) for the bias probe.
+    start_model = copy.deepcopy(model) if args.bias_probe else None
     record = files.run_record(args, study="verify", rfw_root=rfw_root, device=str(device))
     files.write_json(os.path.join(args.out, "args.json"), record)
     started = time.time()
@@ -157,6 +218,10 @@ def main(args):
                    ("weights" if args.weights else "scratch"), "finetune": args.finetune,
                    "minority": minority or "none", "weight": args.weight, "seed": args.seed,
                    "code_version": record["code_version"]}
+    if probe_data is not None:
+        # Before per_race.csv: a finished run has every output.
+        run_probes(args, probe_data, model, start_model, device, record, run_columns)
+        files.write_json(os.path.join(args.out, "args.json"), record)
     table, threshold = verification.evaluate_to_dir(
         model, rfw_root, pairs, args.out, run_columns, args.eval_batch_size, args.workers, device, fars=args.far,
         flip=not args.no_flip, align=args.align, image_size=args.image_size)

@@ -165,7 +165,7 @@ def test_status_and_pending_follow_each_folder_state(tmp_path, capsys):
 def test_status_predicts_what_the_script_does_end_to_end(tmp_path, capsys):
     data = toydata.make_fairface(str(tmp_path / "fairface"), n_train=70, n_val=28, size=32, seed=5)
     common = ["upscale", "--grid", "arch=bicubic", "scale=2", "--out-root", str(tmp_path / "runs"), "--fixed",
-              f"data={data}", "workers=0", "save-samples=0", "device=cpu"]
+              f"data={data}", "workers=0", "save-samples=0", "device=cpu", "dev-fraction=0.1"]
     (line,) = sweep_main(*common)
     capsys.readouterr()
     assert [s for _, s, _ in sweep_main(*common, "--status")] == ["not started"]
@@ -175,7 +175,7 @@ def test_status_predicts_what_the_script_does_end_to_end(tmp_path, capsys):
     assert sweep_main(*common, "--pending") == []
     _, args = script_args(line)
     assert run_upscale.main(args) is None  # the script skips it too
-    changed = [item.replace("save-samples=0", "save-samples=1") for item in common]
+    changed = [item.replace("dev-fraction=0.1", "dev-fraction=0.2") for item in common]
     assert [s for _, s, _ in sweep_main(*changed, "--status")] == ["conflict"]
     (changed_line,) = sweep_main(*changed)
     with pytest.raises(ValueError, match="different arguments"):
