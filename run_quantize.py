@@ -61,6 +61,8 @@ def get_args_parser(add_help=True):
                        "name (see run_verify.py --arch)")
     model.add_argument("--weights", default=None, help="verify only, without --model-run: state dict "
                        "(arcface_torch backbone.pth or a RaceComp checkpoint)")
+    model.add_argument("--image-size", type=int, default=112, help="verify only, without --model-run: face "
+                       "crop size in px (arcface_torch models need 112)")
     quantize = parser.add_argument_group("quantization")
     quantize.add_argument("--bits", nargs="+", default=["w8a8", "w6a6"], help="settings wXaY: X weight bits "
                           "(per output channel), Y activation bits (per tensor)")
@@ -162,7 +164,7 @@ def main(args):
         run_args, model_record, model = _load_model_run(args.model_run, args.task)
     elif args.task == "verify":
         run_args = argparse.Namespace(arch=args.arch, embedding_size=512, weights=args.weights, init_from=None,
-                                      data=None, image_size=112)
+                                      data=None, image_size=args.image_size)
         model_record = {}
         model = run_verify.build_model(run_args, "cpu")
     else:

@@ -9,15 +9,19 @@ import torch
 import run_quantize
 from racecomp import calibration, datasets, facenets, quant, toydata, verification
 
+ARCH = "resnet50"
+SIZE = 48
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    rfw = toydata.make_rfw(str(root / "rfw"), n_ids=20, images_per_id=2, pairs_per_fold=2, size=112, seed=5)
-    identities = toydata.make_identities(str(root / "ids"), n_ids_per_race=4, images_per_id=2, size=112, seed=5)
+    rfw = toydata.make_rfw(str(root / "rfw"), n_ids=20, images_per_id=2, pairs_per_fold=2, size=48, seed=5)
+    identities = toydata.make_identities(str(root / "ids"), n_ids_per_race=4, images_per_id=2, size=48, seed=5)
     torch.manual_seed(0)
-    weights = root / "mobilefacenet.pth"
-    torch.save(facenets.get_model("mobilefacenet").state_dict(), weights)
+    # A ResNet50 embedding net at 48 px: quantized like the others, but fast enough for CI on 2 cores.
+    weights = root / "resnet50.pth"
+    torch.save(facenets.get_model(ARCH).state_dict(), weights)
     return {"rfw": rfw, "identities": identities, "weights": str(weights)}
 
 
@@ -26,15 +30,15 @@ def embeddings(model, loader):
 
 
 def test_w8a8_stays_close_to_float_and_w6a6_less_so(demo):
-    model = facenets.get_model("mobilefacenet")
+    model = facenets.get_model(ARCH)
     model.load_state_dict(torch.load(demo["weights"], weights_only=True))
     model.eval()
     records = datasets.read_identity_folders(demo["identities"])
-    faces = datasets.FaceImages([((r.race, r.identity, r.path), r.path) for r in records])
+    faces = datasets.FaceImages([((r.race, r.identity, r.path), r.path) for r in records], image_size=SIZE)
     batches, _ = calibration.real_calibration(faces, 32, seed=0)
     batches = [verification.to_model_range(b) for b in batches]
     pairs = datasets.read_rfw(demo["rfw"])
-    loader, _ = verification.rfw_loader(demo["rfw"], pairs, 64, 0, "cpu")
+    loader, _ = verification.rfw_loader(demo["rfw"], pairs, 64, 0, "cpu", image_size=SIZE)
     reference = embeddings(model, loader)
     closeness = {}
     for bits in (8, 6):
@@ -51,7 +55,7 @@ def test_w8a8_stays_close_to_float_and_w6a6_less_so(demo):
 def test_script_writes_one_run_folder_per_setting(demo, tmp_path):
     out = tmp_path / "quant"
     args = run_quantize.get_args_parser().parse_args(
-        ["--weights", demo["weights"], "--rfw", demo["rfw"], "--calib-data", demo["identities"],
+        ["--arch", ARCH, "--image-size", str(SIZE), "--weights", demo["weights"], "--rfw", demo["rfw"], "--calib-data", demo["identities"],
          "--synthetic-folder", demo["identities"], "--calib-size", "8", "--datafree-steps", "2",
          "--bits", "w4a8", "--out", str(out), "--workers", "0", "--calib-race-weights", "caucasian=1"])
     run_quantize.main(args)
