@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import run_verify
-from racecomp import facenets, fairness, metrics, toydata
+from racecomp import datasets, facenets, fairness, metrics, toydata, verification
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
 
 SIZE = 32  # px; fastvit_t8 takes any size, 32 px keeps every run to seconds on a CPU
@@ -130,13 +130,11 @@ def test_weights_that_do_not_fit_are_refused(data, tmp_path):
         run(data, tmp_path / "bad", "--epochs", "0", "--weights", str(tmp_path / "other.pth"))
 
 
-def test_planted_harder_group_loses_accuracy_and_leaves_the_others_unchanged(tmp_path):
+def test_planted_group_leaves_the_other_groups_rows_unchanged(tmp_path):
     # One fixed (seeded random) model scored on the same RFW with and without a planted hard African
     # group. Images of the other groups are byte-identical in the two sets, so their rows must be equal
-    # (deterministic): a pair or a race mixed up anywhere would break that. The African drop is NOT robust
-    # across data seeds with a random model, which verifies at only ~50-60%: measured on seeds 0-6,
-    # -7.9 to +14.2 points (ROC AUC fell on all of seeds 0-5, by 0.007 to 0.11). Seed 5 (a 14-point drop)
-    # is fixed here; a seed-robust accuracy check needs a model trained to well above chance.
+    # (deterministic): a pair or a race mixed up anywhere would break that. (A random model verifies near
+    # chance, so the planted drop itself is checked below with an embedding that works on these faces.)
     kwargs = dict(n_ids=20, images_per_id=4, pairs_per_fold=12, size=SIZE, seed=5)
     plain = toydata.make_rfw(tmp_path / "plain", **kwargs)
     hard = toydata.make_rfw(tmp_path / "hard", hard_race="African", hard_strength=1.0, **kwargs)
@@ -152,6 +150,28 @@ def test_planted_harder_group_loses_accuracy_and_leaves_the_others_unchanged(tmp
     keys = ("n_pairs", "accuracy", "accuracy_std", "tar_at_far_0.001", "tar_at_far_0.01")
     assert [tables["hard"]["Caucasian"][k] for k in keys] == [tables["plain"]["Caucasian"][k] for k in keys]
     assert tables["plain"]["African"]["n_pairs"] == tables["hard"]["African"]["n_pairs"] == 240
-    assert tables["hard"]["African"]["accuracy"] < tables["plain"]["African"]["accuracy"] - 5.0
-    assert tables["hard"]["African"]["accuracy"] < tables["hard"]["Caucasian"]["accuracy"]
-    assert tables["plain"]["African"]["accuracy"] > 55.0  # the model is above chance where nothing is planted
+
+
+class CoarsePixels(torch.nn.Module):
+    """A fixed embedding that separates the demo identities better than chance: the 8x8 mean-pooled image,
+    centred. (Random networks verify near chance on the demo faces, so they cannot show a planted effect.)"""
+
+    def forward(self, x):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
+        return pooled - pooled.mean(1, keepdim=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_planted_harder_group_gets_lower_accuracy(tmp_path, seed):
+    # Measured with this embedding on seeds 0-3: the planted African group drops 11.7-14.2 points, the
+    # other groups' numbers are unchanged.
+    kwargs = dict(n_ids=20, images_per_id=4, pairs_per_fold=12, size=SIZE, seed=seed)
+    accuracy = {}
+    for name, extra in (("plain", {}), ("hard", {"hard_race": "African", "hard_strength": 1.0})):
+        rfw = toydata.make_rfw(tmp_path / name, **kwargs, **extra)
+        table, _ = verification.evaluate_to_dir(CoarsePixels(), rfw, datasets.read_rfw(rfw), str(tmp_path / f"o{name}"),
+                                                {"study": "verify"}, 128, 0, "cpu", image_size=SIZE)
+        accuracy[name] = {row["race"]: row["accuracy"] for row in table}
+    assert accuracy["hard"]["African"] < accuracy["plain"]["African"] - 5.0
+    for race in ("Asian", "Caucasian", "Indian"):
+        assert accuracy["hard"][race] == accuracy["plain"][race]

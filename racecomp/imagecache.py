@@ -1,0 +1,268 @@
+"""Optional pre-decoded image cache: FairFace high-resolution images decoded once into a uint8 array on disk.
+
+Decoding a JPEG (and resizing it to `hr_size`) costs more CPU per image than the bicubic down-scaling
+that makes its low-resolution input, so a training run that reads the same images every epoch can
+decode them once. The cache is a numpy `.npy` file holding (N, H, W, 3) uint8 RGB, read back memory-
+mapped (the page cache keeps it in RAM when it fits), one image per record in record order. Beside it,
+`<name>.json` holds the cache key: a hash of every record's absolute path, file size and modification
+time, in order, and hr_size. A cache whose key differs from the records' current key is rebuilt.
+
+Size on disk: N * H * W * 3 bytes, e.g. 13.1 GB for FairFace's 86,744 train images at 224 px, 1.65 GB
+for its 10,954 val images.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from racecomp import datasets, files
+
+# Bump when the stored pixels would change for the same records (decoding, resizing, layout).
+CACHE_FORMAT_VERSION = "1"
+
+
+def records_key(records, hr_size):
+    """sha256 hex of the records' absolute paths, file sizes and mtimes (ns) in order, hr_size and the format.
+
+    Any image replaced, edited, added, removed or reordered changes it; so does touching a file (a
+    rebuild that was not needed, never a stale image).
+    """
+    entries = []
+    for record in records:
+        stat = os.stat(record.path)
+        entries.append([os.path.abspath(record.path), stat.st_size, stat.st_mtime_ns])
+    payload = json.dumps({"format": CACHE_FORMAT_VERSION, "hr_size": hr_size, "images": entries})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def default_cache_path(records, hr_size, cache_dir):
+    """`<cache_dir>/imagecache/fairface-<hash of the record paths>-<hr_size or native>.npy`.
+
+    Named after the list of paths only (not sizes or mtimes): the same image list always maps to the
+    same file, which is rebuilt in place when the images change, instead of piling up stale copies.
+    """
+    paths = json.dumps([os.path.abspath(record.path) for record in records])
+    digest = hashlib.sha256(paths.encode("utf-8")).hexdigest()[:16]
+    size = "native" if hr_size is None else str(hr_size)
+    return os.path.join(cache_dir, "imagecache", f"fairface-{digest}-{size}.npy")
+
+
+def _metadata_path(path):
+    return os.path.splitext(path)[0] + ".json"
+
+
+def _temporary_path(path, pid):
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{pid}")
+
+
+class ImageCache:
+    """A built cache: `len(cache)` images of (height, width) px, `image(index)` -> uint8 (3, H, W) RGB.
+
+    The array is opened memory-mapped, read-only, on first use in each process; pickling (DataLoader
+    workers started by spawn) sends only the path, never the pixels.
+    """
+
+    def __init__(self, path, key, hr_size, shape, built):
+        self.path = path
+        self.key = key
+        self.hr_size = hr_size
+        self.shape = tuple(shape)  # (N, H, W, 3)
+        self.built = built  # True when this call decoded the images, False when an existing cache was reused
+        self._images = None
+
+    def __len__(self):
+        return self.shape[0]
+
+    @property
+    def images(self):
+        if self._images is None:
+            self._images = np.load(self.path, mmap_mode="r")
+        return self._images
+
+    def image(self, index):
+        """uint8 (3, H, W) RGB, laid out in memory as a decoded JPEG is (HWC storage, CHW view)."""
+        return torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_images"] = None
+        return state
+
+
+class _HighResolutionImages(torch.utils.data.Dataset):
+    """uint8 (3, H, W) high-resolution images exactly as FairFaceSR makes its `hr` (before any flip)."""
+
+    def __init__(self, records, hr_size):
+        self.records = records
+        self.hr_size = hr_size
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        record = self.records[index]
+        hr = datasets._load_rgb(record.path, f"{record.file} (CSV line {record.line})")  # uint8 (3, H, W)
+        if self.hr_size is not None and tuple(hr.shape[-2:]) != (self.hr_size, self.hr_size):
+            resized = datasets._resize_bicubic(hr.float().unsqueeze(0) / 255.0, (self.hr_size, self.hr_size))
+            hr = (resized[0] * 255.0).round().to(torch.uint8)  # k / 255 back to k, exactly
+        return hr
+
+
+def _read_metadata(path):
+    try:
+        with open(_metadata_path(path), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _reusable(path, metadata, key, count):
+    """Whether the cache at `path` was completely built for this key (the JSON is written last)."""
+    if metadata is None or metadata.get("key") != key or not os.path.isfile(path):
+        return False
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return array.dtype == np.uint8 and list(array.shape) == metadata.get("shape") and array.shape[0] == count
+
+
+def _remove_abandoned_temporaries(path):
+    """Delete temporary files of builds whose process no longer exists (killed before it could clean up)."""
+    folder, prefix = os.path.dirname(path), f".{os.path.basename(path)}.tmp-"
+    for name in os.listdir(folder):
+        if not name.startswith(prefix) or not name[len(prefix):].isdigit():
+            continue
+        try:
+            os.kill(int(name[len(prefix):]), 0)
+        except ProcessLookupError:
+            print(f"[imagecache] removing {name}, left by an interrupted build", flush=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+        except PermissionError:
+            pass  # the process exists (another user's)
+
+
+def _format_seconds(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _build(path, records, hr_size, workers, progress):
+    """Decode every record into a temporary .npy beside `path`, then rename it to `path`; returns its shape."""
+    # Batches of 16 images as lists (no collation): fewer hand-overs from workers, sizes checked here.
+    loader = torch.utils.data.DataLoader(_HighResolutionImages(records, hr_size), batch_size=16, shuffle=False,
+                                         num_workers=workers, collate_fn=list)
+    temporary = _temporary_path(path, os.getpid())
+    total = len(records)
+    report_every = max(1, total // 20)
+    started = time.time()
+    array = None
+    done = 0
+    try:
+        for batch in loader:
+            for hr in batch:  # uint8 (3, H, W)
+                if array is None:
+                    array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8,
+                                                      shape=(total, hr.shape[1], hr.shape[2], 3))
+                elif tuple(hr.shape[1:]) != array.shape[1:3]:
+                    record = records[done]
+                    raise ValueError(f"{record.file} (CSV line {record.line}): image size "
+                                     f"{hr.shape[1]}x{hr.shape[2]} differs from the first image's "
+                                     f"{array.shape[1]}x{array.shape[2]}; pass hr_size")
+                array[done] = hr.permute(1, 2, 0).numpy()
+                done += 1
+            if progress and (done // report_every > (done - len(batch)) // report_every or done == total):
+                elapsed = time.time() - started
+                rate = done / max(elapsed, 1e-9)
+                print(f"[imagecache] {path}: {done}/{total} images ({100 * done / total:.0f}%), "
+                      f"{rate:.0f} img/s, ETA {_format_seconds((total - done) / rate)}", flush=True)
+        shape = array.shape
+        array.flush()
+        del array
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    return shape
+
+
+def open_image_cache(path, records, hr_size=None, workers=0, progress=True):
+    """The cache of `records` at `path` (a .npy file), built now unless a complete one with the same key exists.
+
+    records: FairFace records (datasets.read_fairface), in the order items will be indexed.
+    hr_size: side in px every image is resized to (bicubic, antialias, on the uint8 grid, exactly as
+    datasets.FairFaceSR), or None to keep native sizes, which must then all be equal.
+    workers: DataLoader worker processes decoding during a build. Progress lines go to stdout.
+
+    A build first removes the old JSON key and array, writes `.<name>.tmp-<pid>` and renames it to
+    `path` only when complete, then writes the JSON key last: a build that dies at any point leaves no
+    cache that a later call would accept. Its temporary file is removed on error, or by the next build
+    when the process was killed. A corrupt image raises ValueError naming the file and CSV line.
+    """
+    if not path.endswith(".npy"):
+        raise ValueError(f"image cache path {path!r} must end in .npy")
+    if hr_size is not None and (not isinstance(hr_size, int) or hr_size < 1):
+        raise ValueError(f"hr_size must be a positive int or None, got {hr_size!r}")
+    records = list(records)
+    if not records:
+        raise ValueError("no records to cache")
+    key = records_key(records, hr_size)
+    metadata = _read_metadata(path)
+    if _reusable(path, metadata, key, len(records)):
+        return ImageCache(path, key, hr_size, metadata["shape"], built=False)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _remove_abandoned_temporaries(os.path.abspath(path))
+    # Key first: from here on nothing vouches for `path`; the old array goes too (disk space for the new one).
+    for stale in (_metadata_path(path), path):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
+    reason = "no cache yet" if metadata is None else "the images or hr_size changed"
+    if progress:
+        print(f"[imagecache] building {path} from {len(records)} images ({reason})", flush=True)
+    shape = _build(path, records, hr_size, workers, progress)
+    files.write_json(_metadata_path(path), {"key": key, "hr_size": hr_size, "shape": list(shape),
+                                            "format": CACHE_FORMAT_VERSION, "count": len(records)})
+    return ImageCache(path, key, hr_size, shape, built=True)
+
+
+class CachedFairFaceSR(torch.utils.data.Dataset):
+    """datasets.FairFaceSR served from an ImageCache: the same items, tensor for tensor.
+
+    item = dict(hr, lr, race, gender, age, file, index): hr float32 (3, H, W) RGB in [0, 1] on the
+    uint8 grid; lr = datasets.downscale_bicubic(hr, scale); `train=True` flips hr horizontally with
+    probability 1/2 drawing one number from torch's global RNG per item, as FairFaceSR does, so a seeded
+    run gives the same flips. `records` must be the list the cache was built from (checked by key).
+    """
+
+    def __init__(self, cache, records, scale, train=False):
+        self.records = list(records)
+        if records_key(self.records, cache.hr_size) != cache.key:
+            raise ValueError(f"image cache {cache.path} was built from other records, or the images changed "
+                             f"since; reopen it with open_image_cache")
+        height, width = cache.shape[1:3]
+        if height % scale or width % scale:
+            raise ValueError(f"cached image size {height}x{width} is not divisible by scale {scale}; pass hr_size")
+        self.cache = cache
+        self.scale = scale
+        self.hr_size = cache.hr_size
+        self.train = train
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        record = self.records[index]
+        hr = self.cache.image(index).float().unsqueeze(0) / 255.0  # (1, 3, H, W), as FairFaceSR's
+        if self.train and torch.rand(()) < 0.5:
+            hr = hr.flip(-1)
+        lr = datasets.downscale_bicubic(hr, self.scale)
+        return dict(hr=hr[0], lr=lr[0], race=record.race, gender=record.gender, age=record.age,
+                    file=record.file, index=index)
