@@ -5,6 +5,18 @@
 
 Without --data it runs on the built-in synthetic demo FairFace. Writes to --out: args.json,
 checkpoint.pth / best.pth, per_image.csv, per_race.csv (written last: a finished run), sample grids.
+
+Several GPUs or nodes: start the same command with torchrun, one process per GPU (DistributedDataParallel).
+--batch-size is per process, so the global batch is batch-size x processes x accum-steps.
+
+    torchrun --standalone --nproc_per_node 4 run_upscale.py --arch resnet50 --batch-size 4
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d \
+        --rdzv_endpoint host0:29500 run_upscale.py ...      # the same with --node_rank 1 on the second node
+
+Each process uses cuda:LOCAL_RANK (--device auto or cuda; gloo on CPU); the sampler's global epoch order
+and flips are the same whatever the number of processes; evaluation is sharded over processes and
+gathered; only rank 0 writes files. --out (and --data) must be on a file system every node shares.
+A run folder records its process count (world_size), and resuming it with another count is refused.
 """
 import argparse
 import os
@@ -12,7 +24,7 @@ import time
 
 import torch
 
-from racecomp import cli, datasets, engine, evaluation, files, losses, upscalers, upscaling
+from racecomp import cli, datasets, distributed, engine, evaluation, files, losses, upscalers, upscaling
 from racecomp.races import FAIRFACE_RACES, parse_race, slug
 
 
@@ -55,41 +67,54 @@ def default_out(args):
 
 
 def main(args):
+    """Run the study; under torchrun every process calls this, and each returns the same table."""
     minority = parse_race(args.minority, FAIRFACE_RACES, allow_none=True)
     cli.check_weight(args.weight)
     if minority is None and args.weight != 1.0:
         raise ValueError("--weight needs --minority (a balanced run has no weight)")
+    with distributed.session(cli.resolve_device(args.device)) as device:
+        return run(args, minority, device)
+
+
+def run(args, minority, device):
+    world_size = distributed.world_size()
+    if world_size > 1:  # part of the recipe: --batch-size is per process
+        args.world_size = world_size
     args.out = os.path.abspath(args.out or default_out(args))
-    device = cli.resolve_device(args.device)
-    action = files.prepare_out_dir(args.out, args, overwrite=args.overwrite)
+    action = distributed.run_on_main(files.prepare_out_dir, args.out, args, overwrite=args.overwrite)
     if action == "skip":
         return None
+    main_process = distributed.is_main()
     engine.seed_everything(args.seed)
     root = upscaling.fairface_root(args.data)
     splits = upscaling.load_fairface_splits(root, args.dev_fraction, args.seed, skip_bad=args.skip_bad)
     sampler = datasets.MinoritySampler(splits["train"], minority, args.weight, mode=args.minority_mode,
-                                       seed=args.seed)
+                                       seed=args.seed, num_replicas=world_size, rank=distributed.rank(),
+                                       flips=True)
     counts = sampler.realized_counts()
-    print(f"[data] {root}: train {len(splits['train'])} (epoch of {sampler.num_samples} draws), dev "
-          f"{len(splits['dev'])}, val {len(splits['val'])}; minority {minority} weight {args.weight} "
-          f"({args.minority_mode})")
-    for race, count in counts.items():
-        print(f"  {race:<16} available {count['available']:>6}  expected draws/epoch "
-              f"{count['expected_per_epoch']:>9.1f}")
+    if main_process:
+        print(f"[data] {root}: train {len(splits['train'])} (epoch of {sampler.num_samples} draws over "
+              f"{world_size} process(es)), dev {len(splits['dev'])}, val {len(splits['val'])}; minority "
+              f"{minority} weight {args.weight} ({args.minority_mode})")
+        for race, count in counts.items():
+            print(f"  {race:<16} available {count['available']:>6}  expected draws/epoch "
+                  f"{count['expected_per_epoch']:>9.1f}")
     model = upscalers.build_upscaler(args.arch, args.scale, args.upsampler, pretrained=args.pretrained,
                                      pretrained_path=args.pretrained_path).to(device)
     n_params = upscalers.count_parameters(model)
     record = files.run_record(args, study="upscale", data_root=root, device=str(device), parameters=n_params,
+                              world_size=world_size,
                               split_sizes={k: len(v) for k, v in splits.items() if k != "dropped"},
                               dropped_unreadable=splits["dropped"], realized_counts=counts)
-    files.write_json(os.path.join(args.out, "args.json"), record)
+    if main_process:
+        files.write_json(os.path.join(args.out, "args.json"), record)
     started = time.time()
     if args.arch != "bicubic":
         train_loader = engine.make_loader(
             datasets.FairFaceSR(splits["train"], args.scale, hr_size=args.hr_size, train=True),
             args.batch_size, args.workers, device, sampler=sampler)
         dev_loader = engine.make_loader(
-            datasets.FairFaceSR(splits["dev"], args.scale, hr_size=args.hr_size, train=False),
+            datasets.FairFaceSR(distributed.shard(splits["dev"]), args.scale, hr_size=args.hr_size, train=False),
             args.eval_batch_size, args.workers, device)
         loss_fn = losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
                                 ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights).to(device)
@@ -109,10 +134,12 @@ def main(args):
         model.load_state_dict(best["model"])
         record.update(best_epoch=trainer.best_epoch, dev_psnr_y=trainer.best_score, history=trainer.history,
                       skipped_fp16_steps=trainer.skipped_steps, optimizer_steps=trainer.step)
-        print(f"[select] best epoch {trainer.best_epoch} by dev PSNR-Y {trainer.best_score:.3f} dB")
+        if main_process:
+            print(f"[select] best epoch {trainer.best_epoch} by dev PSNR-Y {trainer.best_score:.3f} dB")
     record["train_seconds"] = time.time() - started
-    files.write_json(os.path.join(args.out, "args.json"), record)
-    if args.save_samples:
+    if main_process:
+        files.write_json(os.path.join(args.out, "args.json"), record)
+    if args.save_samples and main_process:
         evaluation.save_sample_grids(
             model, datasets.FairFaceSR(splits["val"], args.scale, hr_size=args.hr_size), args.save_samples,
             args.out, device)
@@ -124,8 +151,9 @@ def main(args):
                    "seed": args.seed, "code_version": record["code_version"]}
     _, table = upscaling.evaluate_to_dir(model, splits["val"], args.scale, args.hr_size, args.eval_batch_size,
                                          args.workers, device, args.out, run_columns)
-    print(f"[val] per race (reported split; the checkpoint was chosen on dev), results in {args.out}")
-    upscaling.print_table(table)
+    if main_process:
+        print(f"[val] per race (reported split; the checkpoint was chosen on dev), results in {args.out}")
+        upscaling.print_table(table)
     return table
 
 

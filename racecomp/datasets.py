@@ -155,10 +155,13 @@ class MinoritySampler(torch.utils.data.Sampler):
     The global epoch order is a function of (seed, epoch) only. With `num_replicas` > 1 it is padded by
     wrapping to a multiple of num_replicas and rank r takes positions r, r + num_replicas, ...: disjoint,
     equal-length slices of the same order. Call `set_epoch(epoch)` before each epoch.
+    With `flips=True` it yields (index, flip) pairs for FairFaceSR(train=True): flip is a fair coin per
+    position of the global order, a function of (seed, epoch, position) only, so which draws are flipped
+    does not depend on the number of processes, DataLoader workers, or a resume.
     """
 
     def __init__(self, records, minority, weight, mode="subsample", seed=0, num_samples=None,
-                 num_replicas=1, rank=0):
+                 num_replicas=1, rank=0, flips=False):
         if not 0.0 < weight <= 1.0:
             raise ValueError(f"weight must be in (0, 1], got {weight}")
         if mode not in SAMPLER_MODES:
@@ -183,6 +186,7 @@ class MinoritySampler(torch.utils.data.Sampler):
         self.num_samples = num_samples
         self.num_replicas = num_replicas
         self.rank = rank
+        self.flips = flips
         self.epoch = 0
         self.pool = self._kept_pool()  # sorted record indices available to this run
         # Per-record draw probability over the pool (reweight only; uniform otherwise).
@@ -217,14 +221,22 @@ class MinoritySampler(torch.utils.data.Sampler):
         order = np.concatenate([rng.permutation(self.pool) for _ in range(repeats)])
         return order[:self.num_samples]
 
+    def global_flips(self):
+        """Horizontal-flip bits (bool) of the whole epoch's positions, length `num_samples`."""
+        rng = np.random.default_rng([self.seed, 2, self.epoch])  # stream 2: per-epoch flips
+        return rng.integers(0, 2, size=self.num_samples).astype(bool)
+
     def __len__(self):
         return math.ceil(self.num_samples / self.num_replicas)
 
     def __iter__(self):
-        order = self.global_order()
         padded_length = len(self) * self.num_replicas
-        order = np.resize(order, padded_length)  # wraps around to pad
-        return iter(order[self.rank::self.num_replicas].tolist())
+        mine = slice(self.rank, padded_length, self.num_replicas)
+        order = np.resize(self.global_order(), padded_length)[mine]  # wraps around to pad
+        if not self.flips:
+            return iter(order.tolist())
+        flips = np.resize(self.global_flips(), padded_length)[mine]
+        return iter(zip(order.tolist(), flips.tolist()))
 
     def realized_counts(self):
         """race -> {'available': images in the pool, 'expected_per_epoch': expected draws per global epoch}.
@@ -292,9 +304,12 @@ class FairFaceSR(torch.utils.data.Dataset):
     """FairFace super-resolution pairs: item = dict(hr, lr, race, gender, age, file, index).
 
     hr: float32 (3, H, W) RGB in [0, 1] at native size, or resized to `hr_size` x `hr_size` (bicubic,
-    antialias, on the uint8 grid) when given. lr: downscale_bicubic(hr, scale). `train=True` flips hr
-    horizontally with probability 1/2 (torch's global RNG, seeded per DataLoader worker) before lr is
-    made; `train=False` is deterministic. A corrupt image raises ValueError naming the file and line.
+    antialias, on the uint8 grid) when given. lr: downscale_bicubic(hr, scale). `train=False` is
+    deterministic. `train=True` flips hr horizontally before lr is made: an item requested as an
+    (index, flip) pair (MinoritySampler(flips=True), the training scripts' path) is flipped when `flip`
+    is true, which makes flips independent of the process layout; a plain integer index flips with
+    probability 1/2 from torch's global RNG (seeded per DataLoader worker). A corrupt image raises
+    ValueError naming the file and line.
     """
 
     def __init__(self, records, scale, hr_size=None, train=False):
@@ -308,7 +323,13 @@ class FairFaceSR(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.records)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            index, flip = key
+            if flip and not self.train:
+                raise ValueError(f"item {index}: a flip was requested from an evaluation dataset (train=False)")
+        else:
+            index, flip = key, self.train and bool(torch.rand(()) < 0.5)
         record = self.records[index]
         where = f"{record.file} (CSV line {record.line})"
         hr = _load_rgb(record.path, where).float().unsqueeze(0) / 255.0  # (1, 3, H, W)
@@ -318,7 +339,7 @@ class FairFaceSR(torch.utils.data.Dataset):
         if height % self.scale or width % self.scale:
             raise ValueError(f"{where}: image size {height}x{width} is not divisible by scale {self.scale}; "
                              f"pass hr_size")
-        if self.train and torch.rand(()) < 0.5:
+        if flip:
             hr = hr.flip(-1)
         lr = downscale_bicubic(hr, self.scale)
         return dict(hr=hr[0], lr=lr[0], race=record.race, gender=record.gender, age=record.age,

@@ -4,6 +4,11 @@ cosine decay, fine-tuning strategies, staged unfreezing, checkpoints and exact r
 A study supplies `compute_loss(model, batch) -> (loss, {name: float})` and, optionally,
 `select(model) -> float` (higher is better) to choose the best epoch on a held-out split.
 Precision policy lives here, never in models.
+
+Under torchrun (racecomp.distributed) the model trains wrapped in DistributedDataParallel: each process
+runs its own slice of the sampler's epoch with --batch-size images per micro-batch, gradients are
+averaged over processes, and only rank 0 writes checkpoints and prints. BatchNorm layers in train mode
+normalize with per-process batch statistics (as plain DDP does); the running statistics kept are rank 0's.
 """
 import contextlib
 import math
@@ -15,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from racecomp import files
+from racecomp import distributed, files
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 FINETUNE_STRATEGIES = ("full", "frozen", "bn_stats", "bn_affine", "bn_skip")
@@ -228,6 +233,14 @@ class Trainer:
     size), so 2 x batch 4 gives the gradient of batch 8. The scheduler steps once per optimizer step.
     Checkpoints (flat dict, atomic) are written every epoch to `checkpoint.pth`, and `best.pth` when
     `select` improves; `resume()` restores model, optimizer, scheduler, scaler, epoch, step and RNG.
+
+    With world size > 1, `compute_loss` receives the DDP wrapper (`self.ddp_model`), rebuilt whenever
+    the set of trainable parameters changes (staged unfreezing), because DDP reduces only the
+    parameters that required grad when it was built; gradients are synchronized only on the last
+    micro-batch of each accumulation window (`no_sync` before it). Everything else (fine-tuning
+    strategies, train mode, checkpoints with unprefixed keys, `select`) acts on `self.model`, the
+    unwrapped module. `select` runs on every rank with identical weights and buffers: it may shard its
+    split and gather (upscaling.mean_psnr_selector does), and must return the same score everywhere.
     """
 
     def __init__(self, model, compute_loss, optimizer, out_dir, device="cpu", amp="off", accum_steps=1,
@@ -265,6 +278,8 @@ class Trainer:
         self.best_epoch = None
         self.history = []
         configure_finetune(model, finetune)
+        self.ddp_model = model
+        self._ddp_trainable = None  # names of the parameters the current DDP wrapper reduces
 
     # -- checkpoints
     def _state(self):
@@ -279,6 +294,7 @@ class Trainer:
         return os.path.join(self.out_dir, name)
 
     def resume(self, path=None):
+        """Restore the state of `path` (default: checkpoint.pth); every rank loads the same file."""
         state = files.load_checkpoint(path or self.checkpoint_path())
         self.model.load_state_dict(state["model"])
         for module, module_state in zip(self.extra_modules, state["extra_modules"]):
@@ -291,7 +307,8 @@ class Trainer:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.history = list(state["history"])
         _restore_rng(state["rng"])
-        print(f"[resume] epoch {self.epoch}, optimizer step {self.step}")
+        if distributed.is_main():
+            print(f"[resume] epoch {self.epoch}, optimizer step {self.step}")
 
     # -- one optimizer step
     def _optimizer_step(self):
@@ -308,8 +325,28 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
 
+    # -- data parallelism
+    def _wrap_for_ranks(self):
+        """(Re)build the DDP wrapper when there are several processes and the trainable set changed."""
+        if distributed.world_size() == 1:
+            return
+        trainable = tuple(name for name, p in self.model.named_parameters() if p.requires_grad)
+        if trainable == self._ddp_trainable:
+            return
+        device_ids = [self.device] if self.device.type == "cuda" else None
+        # Building the wrapper also broadcasts rank 0's parameters and buffers to every rank.
+        self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        self._ddp_trainable = trainable
+
+    def _gradient_sync(self, last_in_window):
+        """no_sync() for micro-batches before the last of an accumulation window: one all-reduce per step."""
+        if self.ddp_model is self.model or last_in_window:
+            return contextlib.nullcontext()
+        return self.ddp_model.no_sync()
+
     def train_epoch(self, loader):
         frozen = apply_unfreeze(self.model, self.unfreeze, self.stage_prefixes, self.epoch) if self.unfreeze else ()
+        self._wrap_for_ranks()
         set_train_mode(self.model, self.finetune, frozen)
         for module in self.extra_modules:
             module.train()
@@ -323,24 +360,30 @@ class Trainer:
         for index, batch in enumerate(loader):
             window_start = index // self.accum_steps * self.accum_steps
             window = min(self.accum_steps, n_micro - window_start)
+            last_in_window = index + 1 == window_start + window
             batch = _to_device(batch, self.device)
-            with amp_context(self.device, self.amp):
-                loss, parts = self.compute_loss(self.model, batch)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at epoch {self.epoch}, micro-batch {index}, optimizer step "
-                    f"{self.step}; stopping. The last good checkpoint is {self.checkpoint_path()} "
-                    f"(if it exists); lower the learning rate or use --amp bf16/off")
-            self.scaler.scale(loss / window).backward()
+            with self._gradient_sync(last_in_window):
+                with amp_context(self.device, self.amp):
+                    loss, parts = self.compute_loss(self.ddp_model, batch)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss.item()} at epoch {self.epoch}, micro-batch {index}, optimizer step "
+                        f"{self.step} (rank {distributed.rank()}); stopping. The last good checkpoint is "
+                        f"{self.checkpoint_path()} (if it exists); lower the learning rate or use --amp bf16/off")
+                self.scaler.scale(loss / window).backward()
             seen += _batch_size(batch)
             for key, value in {"loss": loss.item(), **parts}.items():
                 running[key] = running.get(key, 0.0) + value
-            if index + 1 == window_start + window:
+            if last_in_window:
                 self._optimizer_step()
-                if self.log_every and self.step % self.log_every == 0:
+                if self.log_every and self.step % self.log_every == 0 and distributed.is_main():
                     self._log(index + 1, n_micro, seen, started, running)
-        means = {key: value / max(1, n_micro) for key, value in running.items()}
-        means["images_per_s"] = seen / max(1e-9, time.time() - started)
+        distributed.broadcast_buffers(self.model)  # rank 0's BatchNorm statistics everywhere, as saved
+        # Every rank runs the same number of equal-size micro-batches (the sampler pads), so the mean of
+        # the ranks' means is the mean over all draws.
+        per_rank = distributed.all_gather_objects({key: value / max(1, n_micro) for key, value in running.items()})
+        means = {key: math.fsum(part[key] for part in per_rank) / len(per_rank) for key in per_rank[0]}
+        means["images_per_s"] = seen * len(per_rank) / max(1e-9, time.time() - started)
         return means
 
     def _log(self, done, n_micro, seen, started, running):
@@ -351,7 +394,8 @@ class Trainer:
         if self.total_steps:
             remaining_steps = self.total_steps - self.step
             eta_total = f", run ETA {_format_seconds(elapsed / done * remaining_steps * self.accum_steps)}"
-        loss = running["loss"] / done
+        rate *= distributed.world_size()  # every rank draws as many images as this one
+        loss = running["loss"] / done  # this rank's; the epoch summary averages over ranks
         lr = self.optimizer.param_groups[0]["lr"]
         print(f"[train] epoch {self.epoch} step {self.step}/{self.total_steps or '?'} loss {loss:.4f} "
               f"lr {lr:.2e} {rate:.1f} img/s, epoch ETA {_format_seconds(eta_epoch)}{eta_total}", flush=True)
@@ -361,21 +405,24 @@ class Trainer:
         while self.epoch < self.epochs:
             record = {"epoch": self.epoch, **self.train_epoch(loader)}
             if self.select is not None:
-                score = float(self.select(self.model))
+                # Rank 0's score decides on every rank, so best_epoch agrees even if a selector does not.
+                score = distributed.broadcast_object(float(self.select(self.model)))
                 record["select_score"] = score
                 if self.best_score is None or score > self.best_score:
                     self.best_score, self.best_epoch = score, self.epoch
                     record["best"] = True
             self.history.append(record)
             self.epoch += 1
-            if self.select is not None and record.get("best"):
-                files.save_checkpoint({"model": self.model.state_dict(), "epoch": self.epoch - 1,
-                                       "extra_modules": [m.state_dict() for m in self.extra_modules],
-                                       "args": self.run_args}, self.checkpoint_path("best.pth"))
-            files.save_checkpoint(self._state(), self.checkpoint_path())
-            summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
-            print(f"[epoch {record['epoch']}] {summary}; checkpoint saved", flush=True)
-        if self.skipped_steps:
+            if distributed.is_main():
+                if self.select is not None and record.get("best"):
+                    files.save_checkpoint({"model": self.model.state_dict(), "epoch": self.epoch - 1,
+                                           "extra_modules": [m.state_dict() for m in self.extra_modules],
+                                           "args": self.run_args}, self.checkpoint_path("best.pth"))
+                files.save_checkpoint(self._state(), self.checkpoint_path())
+                summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
+                print(f"[epoch {record['epoch']}] {summary}; checkpoint saved", flush=True)
+            distributed.barrier()  # no rank reads checkpoint.pth / best.pth before rank 0 has written them
+        if self.skipped_steps and distributed.is_main():
             print(f"[train] fp16: the gradient scaler skipped {self.skipped_steps} of {self.step} optimizer "
                   f"steps (inf/NaN gradients); this is normal in small numbers")
         return self.history

@@ -2,7 +2,7 @@
 dev-set selection and the evaluation written to a run folder."""
 import math
 
-from racecomp import datasets, engine, evaluation, toydata
+from racecomp import datasets, distributed, engine, evaluation, toydata
 from racecomp.races import FAIRFACE_RACES
 
 
@@ -22,8 +22,9 @@ def load_fairface_splits(root, dev_fraction, seed, skip_bad=False):
         train_all, bad_train = datasets.drop_unreadable(train_all)
         val, bad_val = datasets.drop_unreadable(val)
         dropped = {"train": len(bad_train), "val": len(bad_val)}
-        print(f"[data] --skip-bad: dropped {len(bad_train)} unreadable train and {len(bad_val)} val images"
-              + "".join(f"\n  {r.file}" for r in (bad_train + bad_val)[:10]))
+        if distributed.is_main():
+            print(f"[data] --skip-bad: dropped {len(bad_train)} unreadable train and {len(bad_val)} val images"
+                  + "".join(f"\n  {r.file}" for r in (bad_train + bad_val)[:10]))
     train, dev = datasets.split_dev(train_all, dev_fraction, seed)
     return {"train": train, "dev": dev, "val": val, "dropped": dropped}
 
@@ -39,12 +40,17 @@ def sr_compute_loss(loss_fn):
 def mean_psnr_selector(loader, scale, device):
     """select() for engine.Trainer: mean per-image PSNR-Y on the dev split (higher is better).
 
-    An image reproduced exactly has infinite PSNR; it is capped at 100 dB here so one such image cannot
-    make every epoch tie at infinity (the reported tables keep the uncapped values).
+    `loader` covers this process's shard of dev (distributed.shard(records); all of dev in a single
+    process); the values of every rank are gathered, so all ranks return the same mean of all dev images
+    (math.fsum: exact whatever the order). An image reproduced exactly has infinite PSNR; it is capped
+    at 100 dB here so one such image cannot make every epoch tie at infinity (the reported tables keep
+    the uncapped values).
     """
     def select(model):
         rows = evaluation.evaluate_upscaler(model, loader, scale, device, log_every=0)
-        return sum(min(100.0, row["psnr_y"]) for row in rows) / len(rows)
+        values = [value for part in distributed.all_gather_objects([min(100.0, row["psnr_y"]) for row in rows])
+                  for value in part]
+        return math.fsum(values) / len(values)
     return select
 
 
@@ -54,12 +60,20 @@ def training_steps(n_draws, batch_size, accum_steps):
 
 
 def evaluate_to_dir(model, records, scale, hr_size, batch_size, workers, device, out_dir, run_columns):
-    """Evaluate on `records` (deterministic, file order), write per_image.csv and per_race.csv; return both."""
-    loader = engine.make_loader(datasets.FairFaceSR(records, scale, hr_size=hr_size, train=False),
-                                batch_size, workers, device)
-    rows = evaluation.evaluate_upscaler(model, loader, scale, device)
+    """Evaluate on `records` (deterministic), write per_image.csv and per_race.csv; return (rows, table).
+
+    Under torchrun each rank evaluates its shard (distributed.shard: positions rank, rank + world, ...)
+    and the rows of all ranks are put back in file order on every rank; only rank 0 writes the files.
+    Every rank returns the same rows and table.
+    """
+    loader = engine.make_loader(datasets.FairFaceSR(distributed.shard(records), scale, hr_size=hr_size,
+                                                    train=False), batch_size, workers, device)
+    rows = distributed.gather_shards(evaluation.evaluate_upscaler(model, loader, scale, device,
+                                                                  log_every=50 if distributed.is_main() else 0))
     table = evaluation.mean_by_group(rows, evaluation.IMAGE_QUALITY_KEYS, order=FAIRFACE_RACES)
-    evaluation.write_results(out_dir, rows, table, run_columns=run_columns)
+    if distributed.is_main():
+        evaluation.write_results(out_dir, rows, table, run_columns=run_columns)
+    distributed.barrier()  # the run's files exist when any rank returns
     return rows, table
 
 
