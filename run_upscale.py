@@ -41,6 +41,9 @@ def get_args_parser(add_help=True):
                        "(2: 112->224, 4: 56->224 on FairFace)")
     model.add_argument("--upsampler", choices=upscalers.UPSAMPLERS, default="pixelshuffle",
                        help="sub-pixel convolution, interpolation + conv, or over-scale then down-scale")
+    model.add_argument("--image-cache", action="store_true", help="decode the training images once into a "
+                       "memory-mapped uint8 cache under $RACECOMP_CACHE/imagecache (rebuilt when the images "
+                       "change; the same items as JPEG decoding), so epochs are not bound by JPEG decoding")
     model.add_argument("--hr-size", type=int, default=None, help="high-resolution size in px (default: the "
                        "images' native size, 224 for FairFace's 0.25-margin release)")
     model.add_argument("--pretrained", action="store_true", help="start the encoder from timm ImageNet weights")
@@ -111,7 +114,7 @@ def run(args, minority, device):
     started = time.time()
     if args.arch != "bicubic":
         train_loader = engine.make_loader(
-            datasets.FairFaceSR(splits["train"], args.scale, hr_size=args.hr_size, train=True),
+            upscaling.training_dataset(splits["train"], args.scale, args.hr_size, args.image_cache, args.workers),
             args.batch_size, args.workers, device, sampler=sampler)
         dev_loader = engine.make_loader(
             datasets.FairFaceSR(distributed.shard(splits["dev"]), args.scale, hr_size=args.hr_size, train=False),

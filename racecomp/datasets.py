@@ -331,19 +331,25 @@ class FairFaceSR(torch.utils.data.Dataset):
         else:
             index, flip = key, self.train and bool(torch.rand(()) < 0.5)
         record = self.records[index]
-        where = f"{record.file} (CSV line {record.line})"
-        hr = _load_rgb(record.path, where).float().unsqueeze(0) / 255.0  # (1, 3, H, W)
-        if self.hr_size is not None and tuple(hr.shape[-2:]) != (self.hr_size, self.hr_size):
-            hr = _resize_bicubic(hr, (self.hr_size, self.hr_size))
+        hr = self.high_resolution(index)
         height, width = hr.shape[-2:]
         if height % self.scale or width % self.scale:
-            raise ValueError(f"{where}: image size {height}x{width} is not divisible by scale {self.scale}; "
-                             f"pass hr_size")
+            raise ValueError(f"{record.file} (CSV line {record.line}): image size {height}x{width} is not "
+                             f"divisible by scale {self.scale}; pass hr_size")
         if flip:
             hr = hr.flip(-1)
         lr = downscale_bicubic(hr, self.scale)
         return dict(hr=hr[0], lr=lr[0], race=record.race, gender=record.gender, age=record.age,
                     file=record.file, index=index)
+
+
+    def high_resolution(self, index):
+        """Item `index`'s high-resolution image, (1, 3, H, W) float in [0, 1] on the uint8 grid, unflipped."""
+        record = self.records[index]
+        hr = _load_rgb(record.path, f"{record.file} (CSV line {record.line})").float().unsqueeze(0) / 255.0
+        if self.hr_size is not None and tuple(hr.shape[-2:]) != (self.hr_size, self.hr_size):
+            hr = _resize_bicubic(hr, (self.hr_size, self.hr_size))
+        return hr
 
 
 def drop_unreadable(records):

@@ -233,17 +233,15 @@ def open_image_cache(path, records, hr_size=None, workers=0, progress=True):
     return ImageCache(path, key, hr_size, shape, built=True)
 
 
-class CachedFairFaceSR(torch.utils.data.Dataset):
-    """datasets.FairFaceSR served from an ImageCache: the same items, tensor for tensor.
-
-    item = dict(hr, lr, race, gender, age, file, index): hr float32 (3, H, W) RGB in [0, 1] on the
-    uint8 grid; lr = datasets.downscale_bicubic(hr, scale); `train=True` flips hr horizontally with
-    probability 1/2 drawing one number from torch's global RNG per item, as FairFaceSR does, so a seeded
-    run gives the same flips. `records` must be the list the cache was built from (checked by key).
+class CachedFairFaceSR(datasets.FairFaceSR):
+    """datasets.FairFaceSR served from an ImageCache: the same items, tensor for tensor, the same keys
+    (plain indices, or the (index, flip) pairs of MinoritySampler(flips=True)); only the high-resolution
+    image comes from the uint8 cache instead of a JPEG. `records` must be the list the cache was built
+    from (checked by key).
     """
 
     def __init__(self, cache, records, scale, train=False):
-        self.records = list(records)
+        super().__init__(records, scale, hr_size=cache.hr_size, train=train)
         if records_key(self.records, cache.hr_size) != cache.key:
             raise ValueError(f"image cache {cache.path} was built from other records, or the images changed "
                              f"since; reopen it with open_image_cache")
@@ -251,18 +249,6 @@ class CachedFairFaceSR(torch.utils.data.Dataset):
         if height % scale or width % scale:
             raise ValueError(f"cached image size {height}x{width} is not divisible by scale {scale}; pass hr_size")
         self.cache = cache
-        self.scale = scale
-        self.hr_size = cache.hr_size
-        self.train = train
 
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, index):
-        record = self.records[index]
-        hr = self.cache.image(index).float().unsqueeze(0) / 255.0  # (1, 3, H, W), as FairFaceSR's
-        if self.train and torch.rand(()) < 0.5:
-            hr = hr.flip(-1)
-        lr = datasets.downscale_bicubic(hr, self.scale)
-        return dict(hr=hr[0], lr=lr[0], race=record.race, gender=record.gender, age=record.age,
-                    file=record.file, index=index)
+    def high_resolution(self, index):
+        return self.cache.image(index).float().unsqueeze(0) / 255.0  # (1, 3, H, W), already at hr_size

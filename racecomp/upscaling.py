@@ -2,7 +2,7 @@
 dev-set selection and the evaluation written to a run folder."""
 import math
 
-from racecomp import datasets, distributed, engine, evaluation, toydata
+from racecomp import datasets, distributed, engine, evaluation, imagecache, toydata
 from racecomp.races import FAIRFACE_RACES
 
 
@@ -27,6 +27,15 @@ def load_fairface_splits(root, dev_fraction, seed, skip_bad=False):
                   + "".join(f"\n  {r.file}" for r in (bad_train + bad_val)[:10]))
     train, dev = datasets.split_dev(train_all, dev_fraction, seed)
     return {"train": train, "dev": dev, "val": val, "dropped": dropped}
+
+
+def training_dataset(records, scale, hr_size, image_cache=False, workers=0):
+    """FairFaceSR over the training records, or the same items from the pre-decoded uint8 cache."""
+    if not image_cache:
+        return datasets.FairFaceSR(records, scale, hr_size=hr_size, train=True)
+    path = imagecache.default_cache_path(records, hr_size, toydata.default_cache_dir())
+    cache = imagecache.open_image_cache(path, records, hr_size, workers=workers, progress=distributed.is_main())
+    return imagecache.CachedFairFaceSR(cache, records, scale, train=True)
 
 
 def sr_compute_loss(loss_fn):

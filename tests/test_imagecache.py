@@ -187,7 +187,7 @@ def test_bad_inputs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="built from other records"):
         CachedFairFaceSR(cache, records[1:3], 2)
     odd = open_image_cache(str(tmp_path / "odd.npy"), records[:2], hr_size=30, progress=False)
-    with pytest.raises(ValueError, match="30x30 is not divisible by scale 4"):
+    with pytest.raises(ValueError, match="30 is not divisible by scale 4"):
         CachedFairFaceSR(odd, records[:2], 4)
 
 

@@ -64,6 +64,15 @@ def test_trained_run_writes_every_output(tiny_fairface, tmp_path):
     assert (out / "best.pth").exists() and (out / "samples_Black.png").exists()
 
 
+def test_image_cache_trains_to_the_same_results(tiny_fairface, tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECOMP_CACHE", str(tmp_path / "cache"))
+    common = ["--arch", "fastvit_t8", "--epochs", "1", "--save-samples", "0", "--seed", "2"]
+    run(tiny_fairface, tmp_path / "jpeg", *common)
+    run(tiny_fairface, tmp_path / "cached", *common, "--image-cache")
+    assert list((tmp_path / "cache" / "imagecache").glob("*.npy"))
+    assert read_csv(tmp_path / "jpeg" / "per_image.csv") == read_csv(tmp_path / "cached" / "per_image.csv")
+
+
 def test_rerun_skips_finished_and_refuses_other_arguments(tiny_fairface, tmp_path, capsys):
     out = tmp_path / "run"
     run(tiny_fairface, out, "--arch", "bicubic", "--save-samples", "0")
