@@ -103,7 +103,11 @@ def _demo_face_model(args):
 
 def _load_model_run(run_dir, task):
     """(run arguments, model with the run's final weights) from a finished run folder."""
-    with open(os.path.join(run_dir, "args.json"), encoding="utf-8") as handle:
+    args_path = os.path.join(run_dir, "args.json")
+    if not os.path.isfile(os.path.join(run_dir, files.FINISHED_MARKER)) or not os.path.isfile(args_path):
+        raise ValueError(f"--model-run {run_dir}: not a finished run folder (needs args.json and "
+                         f"{files.FINISHED_MARKER})")
+    with open(args_path, encoding="utf-8") as handle:
         record = json.load(handle)
     if record.get("study") != task:
         raise ValueError(f"{run_dir}: a {record.get('study')!r} run, not a {task!r} run (--task)")

@@ -220,7 +220,8 @@ def _to_device(batch, device):
     return batch
 
 
-def _format_seconds(seconds):
+def format_seconds(seconds):
+    """Seconds as h:mm:ss, for progress lines."""
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -393,12 +394,12 @@ class Trainer:
         eta_total = ""
         if self.total_steps:
             remaining_steps = self.total_steps - self.step
-            eta_total = f", run ETA {_format_seconds(elapsed / done * remaining_steps * self.accum_steps)}"
+            eta_total = f", run ETA {format_seconds(elapsed / done * remaining_steps * self.accum_steps)}"
         rate *= distributed.world_size()  # every rank draws as many images as this one
         loss = running["loss"] / done  # this rank's; the epoch summary averages over ranks
         lr = self.optimizer.param_groups[0]["lr"]
         print(f"[train] epoch {self.epoch} step {self.step}/{self.total_steps or '?'} loss {loss:.4f} "
-              f"lr {lr:.2e} {rate:.1f} img/s, epoch ETA {_format_seconds(eta_epoch)}{eta_total}", flush=True)
+              f"lr {lr:.2e} {rate:.1f} img/s, epoch ETA {format_seconds(eta_epoch)}{eta_total}", flush=True)
 
     def fit(self, loader):
         """Train from self.epoch to self.epochs, checkpointing each epoch; returns the history."""

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from racecomp import datasets, files
+from racecomp import datasets, engine, files
 
 # Bump when the stored pixels would change for the same records (decoding, resizing, layout).
 CACHE_FORMAT_VERSION = "1"
@@ -147,16 +147,13 @@ def _remove_abandoned_temporaries(path):
             pass  # the process exists (another user's)
 
 
-def _format_seconds(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def _build(path, records, hr_size, workers, progress):
     """Decode every record into a temporary .npy beside `path`, then rename it to `path`; returns its shape."""
     # Batches of 16 images as lists (no collation): fewer hand-overs from workers, sizes checked here.
     loader = torch.utils.data.DataLoader(_HighResolutionImages(records, hr_size), batch_size=16, shuffle=False,
                                          num_workers=workers, collate_fn=list)
+    # Not files.atomic_open: a memory map is written through its file name, and a pid-named temporary lets the
+    # next build remove one left by a killed process. Same idea: fsync, then rename over `path`.
     temporary = _temporary_path(path, os.getpid())
     total = len(records)
     report_every = max(1, total // 20)
@@ -180,7 +177,7 @@ def _build(path, records, hr_size, workers, progress):
                 elapsed = time.time() - started
                 rate = done / max(elapsed, 1e-9)
                 print(f"[imagecache] {path}: {done}/{total} images ({100 * done / total:.0f}%), "
-                      f"{rate:.0f} img/s, ETA {_format_seconds((total - done) / rate)}", flush=True)
+                      f"{rate:.0f} img/s, ETA {engine.format_seconds((total - done) / rate)}", flush=True)
         shape = array.shape
         array.flush()
         del array

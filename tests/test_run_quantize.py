@@ -81,3 +81,11 @@ def test_bad_bit_settings_are_refused():
     with pytest.raises(ValueError, match="valid names"):
         run_quantize.parse_race_weights("caucasians=1", ("African", "Asian", "Caucasian", "Indian"))
 
+
+
+def test_an_unfinished_model_run_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    args = run_quantize.get_args_parser().parse_args(["--model-run", str(tmp_path / "run"), "--out",
+                                                       str(tmp_path / "q")])
+    with pytest.raises(ValueError, match="not a finished run folder"):
+        run_quantize.main(args)
