@@ -34,14 +34,11 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from racecomp.alignment import ARCFACE_TEMPLATE_112
 from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
 
 # Bump when the drawing or the layout changes, so cached demo data is regenerated.
 GENERATOR_VERSION = "1"
-
-# ArcFace 5-point template for 112x112 crops (x, y): left eye, right eye, nose tip, left/right mouth corner.
-ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                                 [41.5493, 92.3655], [70.7299, 92.2041]])
 
 FAIRFACE_AGE_BINS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
 FAIRFACE_GENDERS = ("Male", "Female")
