@@ -5,7 +5,6 @@ target, so a crash (or a full disk) never leaves a half-written file that a late
 """
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import os
@@ -16,8 +15,8 @@ import tempfile
 
 import torch
 
-# A run folder holds results once this file exists; it is written last.
-FINISHED_MARKER = "per_race.csv"
+from racecomp.schema import FINISHED_MARKER, NON_RESULT_ARGS
+
 
 
 @contextlib.contextmanager
@@ -106,21 +105,6 @@ def run_record(args, **extra):
     """What produced a run: every resolved argument, code version and library versions, plus `extra`."""
     return {"args": dict(sorted(vars(args).items())), "code_version": code_version(),
             "versions": library_versions(), **extra}
-
-
-# Arguments that never change a result: where it goes and how fast it gets there.
-NON_RESULT_ARGS = ("out", "overwrite", "workers", "device", "log_every", "eval_batch_size", "save_samples")
-
-
-def recipe_id(args, identifying):
-    """Short hash of every result-changing argument not already an identifying column nor the seed.
-
-    Tables group runs by their identifying columns (arch, minority, ...) with seeds pooled; this id keeps
-    runs that differ in anything else (learning rate, epochs, loss weights, data) from being pooled.
-    """
-    kept = {k: v for k, v in sorted(vars(args).items())
-            if k not in NON_RESULT_ARGS and k not in identifying and k != "seed"}
-    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_ARGS):

@@ -269,14 +269,3 @@ def test_prepare_out_dir_resumes_skips_or_refuses(tmp_path, capsys):
     with pytest.raises(ValueError, match="different arguments.*arch"):
         files.prepare_out_dir(out, other)
     assert files.prepare_out_dir(out, other, overwrite=True) == "fresh"
-
-
-def test_recipe_id_separates_result_changing_arguments_only():
-    base = dict(arch="resnet50", minority="Black", lr=1e-3, epochs=2, seed=0, out="/a", workers=2, device="cpu")
-    recipe = files.recipe_id(argparse.Namespace(**base), ("arch", "minority"))
-    # Seed, output folder, workers, device and the identifying columns do not change the recipe ...
-    same = dict(base, seed=3, out="/b", workers=0, device="cuda", arch="fastvit_sa24", minority="White")
-    assert files.recipe_id(argparse.Namespace(**same), ("arch", "minority")) == recipe
-    # ... any other argument does, so runs that differ in it are never pooled as one experiment.
-    assert files.recipe_id(argparse.Namespace(**dict(base, lr=2e-3)), ("arch", "minority")) != recipe
-    assert files.recipe_id(argparse.Namespace(**dict(base, epochs=3)), ("arch", "minority")) != recipe

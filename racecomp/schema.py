@@ -1,0 +1,40 @@
+"""The CSV contract between the studies (which write run folders) and the tables (which read them). No torch.
+
+A finished run folder holds per_race.csv (written last) and a per-item file. Every per_race.csv row starts
+with the run's identifying columns, in the order its study's `run_columns` gives them, ending with
+`recipe`, `seed` and `code_version`, then `race` and the metrics. An experiment is every identifying
+column but POOLED_COLUMNS: runs that differ only in seed (and code version) are pooled as seeds; runs
+that differ in anything that changes a result differ in an identifying column or in `recipe`.
+"""
+import hashlib
+import json
+
+from racecomp.races import FAIRFACE_RACES, RFW_RACES
+
+FINISHED_MARKER = "per_race.csv"  # a run folder holds results once this file exists; it is written last
+STUDIES = ("upscale", "verify", "quantize")
+# Quantization runs are read as the kind of model they quantize (their `task` column).
+FAMILIES = ("upscale", "verify", "quantize-upscale", "quantize-verify")
+POOLED_COLUMNS = ("seed", "code_version")  # identifying columns that do not define an experiment
+RECIPE_COLUMN = "recipe"
+
+# Per kind of evaluation ("upscale": images, "verify": RFW pairs).
+ITEM_FILES = {"upscale": "per_image.csv", "verify": "per_pair.csv"}
+RACES = {"upscale": FAIRFACE_RACES, "verify": RFW_RACES}
+COUNT_COLUMN = {"upscale": "n", "verify": "n_pairs"}  # per_race.csv column holding the items per race
+RACE_METRICS = {"upscale": ("ssim_y", "psnr_y", "ssim_rgb", "psnr_rgb"), "verify": ("accuracy",)}
+ITEM_COLUMNS = {"upscale": ("file", "race", "psnr_y", "ssim_y"), "verify": ("race", "fold", "line", "id1", "correct")}
+
+# Arguments of every study that never change a result: where a run goes, how fast, how much it prints.
+NON_RESULT_ARGS = ("out", "overwrite", "workers", "device", "log_every", "eval_batch_size", "save_samples")
+
+
+def recipe_id(settings, identifying, non_result=NON_RESULT_ARGS):
+    """Short hash of every result-changing setting that is not already an identifying column nor the seed.
+
+    `settings`: {argument name: value} (vars(args)). Tables group runs by their identifying columns with
+    seeds pooled; this id keeps runs that differ in anything else (learning rate, epochs, loss weights,
+    data, evaluation protocol) from being pooled as seeds of one experiment.
+    """
+    kept = {k: v for k, v in sorted(settings.items()) if k not in non_result and k not in identifying and k != "seed"}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
