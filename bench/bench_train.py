@@ -3,7 +3,7 @@
     python -m bench.bench_train --arch fastvit_t8 --scale 2 4 --batch-size 8 --repeats 3
 
 Each step is engine.Trainer's own: Trainer.train_epoch runs it (forward under the AMP context, L1 loss
-through losses.SRLoss and upscaling.sr_compute_loss, non-finite check, backward, gradient clipping at
+through losses.SRLoss and studies.upscale.sr_compute_loss, non-finite check, backward, gradient clipping at
 1.0 as the scripts' default, AdamW from engine.build_optimizer, scheduler step), so every per-step cost
 of a real run is in the figure, and nothing else (no checkpoints, no selection pass).
   loader:    a DataLoader (engine.make_loader) over FairFaceSR on a generated demo FairFace at --hr-size,
@@ -22,7 +22,8 @@ import time
 import torch
 
 from bench import common
-from racecomp import datasets, engine, imagecache, losses, toydata, upscalers, upscaling
+from racecomp import datasets, engine, imagecache, losses, toydata, upscalers
+from racecomp.studies import upscale
 
 TRAINABLE_ARCHS = tuple(name for name in upscalers.ARCH_NAMES if name != "bicubic")
 
@@ -97,11 +98,11 @@ def build_trainer(args, arch, scale, device, out_dir, total_steps):
     # Parameter groups are named after the uncompiled model ("encoder."), so the optimizer comes first.
     optimizer = engine.build_optimizer(model, lr=1e-4)
     trained = torch.compile(model) if args.compile else model
-    compute_loss = upscaling.sr_compute_loss(losses.SRLoss(pixel="l1").to(device))
+    compute_loss = upscale.sr_compute_loss(losses.SRLoss(pixel="l1").to(device))
     if args.channels_last:
         compute_loss = channels_last_inputs(compute_loss)
-    return engine.Trainer(trained, compute_loss, optimizer, out_dir, device=device, amp=args.amp, clip_grad=1.0,
-                          epochs=1, steps_per_epoch=total_steps, log_every=0)
+    settings = engine.TrainingSettings(epochs=1, amp=args.amp, clip_grad=1.0, log_every=0)
+    return engine.Trainer(trained, compute_loss, optimizer, out_dir, settings, total_steps, device=device)
 
 
 def data_loader(args, scale, device, steps_per_run):

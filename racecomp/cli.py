@@ -1,26 +1,28 @@
-"""Flags shared by the scripts (one parent parser each for training, data and output) and their wiring."""
-import argparse
+"""Flags shared by the studies (output, training, under-sampling), each written once, and their checks.
 
+Each `add_*` function adds one argument group to a study's parser and returns it, so a study can put
+its own flags of the same kind beside them.
+"""
 import torch
 
 from racecomp import engine
+from racecomp.races import parse_race
 
 
-def output_parser():
-    parser = argparse.ArgumentParser(add_help=False)
+def add_output_arguments(parser):
     group = parser.add_argument_group("output")
     group.add_argument("--out", default=None, help="run folder (default: runs/<study>/<settings>-seed<seed>)")
     group.add_argument("--overwrite", action="store_true", help="replace finished results in --out")
     group.add_argument("--seed", type=int, default=0, help="seed of sampling, splits, initialisation")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     group.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    return parser
+    return group
 
 
-def training_parser():
-    parser = argparse.ArgumentParser(add_help=False)
+def add_training_arguments(parser):
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=2, help="passes over an epoch of --epoch-size draws")
+    group.add_argument("--epochs", type=int, default=2, help="passes over the training set (an epoch is as "
+                       "many draws as the training set before under-sampling, whatever --weight is)")
     group.add_argument("--batch-size", type=int, default=16, help="images per micro-batch")
     group.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimizer step")
     group.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate of new layers")
@@ -37,22 +39,39 @@ def training_parser():
     group.add_argument("--unfreeze", default="", help="staged unfreezing: epochs at which the last 1, 2, ... "
                        "encoder stages start training, e.g. 1,3 (before: decoder/head only)")
     group.add_argument("--log-every", type=int, default=10, help="optimizer steps between progress lines")
-    return parser
+    return group
 
 
-def minority_parser(default_data_help):
-    parser = argparse.ArgumentParser(add_help=False)
+def add_data_arguments(parser, data_help):
+    """The training data and its under-represented race (every study that trains has both)."""
     group = parser.add_argument_group("data")
-    group.add_argument("--data", default=None, help=default_data_help)
+    group.add_argument("--data", default=None, help=data_help)
     group.add_argument("--minority", default="none", help="race to under-represent in training (slug, e.g. "
                        "black, east_asian) or none for the balanced run")
     group.add_argument("--weight", type=float, default=1.0, help="under-representation weight W in (0, 1]")
-    group.add_argument("--minority-mode", choices=("subsample", "reweight"), default="subsample",
-                       help="subsample: keep a seeded fraction W of that race's images; reweight: draw that race "
-                            "W times as often (same epoch length either way)")
-    group.add_argument("--skip-bad", action="store_true", help="drop unreadable images (counted) instead of "
-                       "stopping at the first one")
-    return parser
+    return group
+
+
+def check_minority_values(args, vocabulary):
+    """The race label of --minority (None for a balanced run), after checking --weight's range."""
+    if not 0.0 < args.weight <= 1.0:
+        raise ValueError(f"--weight {args.weight}: must be in (0, 1]")
+    return parse_race(args.minority, vocabulary, allow_none=True)
+
+
+def check_minority(args, vocabulary):
+    """check_minority_values, and that --weight goes with a --minority."""
+    minority = check_minority_values(args, vocabulary)
+    if minority is None and args.weight != 1.0:
+        raise ValueError("--weight needs --minority (a balanced run has no weight)")
+    return minority
+
+
+def check_races(text, vocabulary):
+    """'all' or comma-separated race slugs -> tuple of labels, in the order given."""
+    if text == "all":
+        return tuple(vocabulary)
+    return tuple(parse_race(name, vocabulary) for name in text.split(","))
 
 
 def resolve_device(name):
@@ -62,9 +81,3 @@ def resolve_device(name):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return device
-
-
-def check_weight(weight):
-    if not 0.0 < weight <= 1.0:
-        raise ValueError(f"--weight {weight}: must be in (0, 1]")
-    return weight

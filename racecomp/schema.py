@@ -25,8 +25,9 @@ COUNT_COLUMN = {"upscale": "n", "verify": "n_pairs"}  # per_race.csv column hold
 RACE_METRICS = {"upscale": ("ssim_y", "psnr_y", "ssim_rgb", "psnr_rgb"), "verify": ("accuracy",)}
 ITEM_COLUMNS = {"upscale": ("file", "race", "psnr_y", "ssim_y"), "verify": ("race", "fold", "line", "id1", "correct")}
 
-# Arguments of every study that never change a result: where a run goes, how fast, how much it prints.
-NON_RESULT_ARGS = ("out", "overwrite", "workers", "device", "log_every", "eval_batch_size", "save_samples")
+# Flags every study has that never change a result: where a run goes and how fast it gets there. Each
+# study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.
+NON_RESULT_ARGS = ("out", "overwrite", "workers", "device", "eval_batch_size")
 
 
 def recipe_id(settings, identifying, non_result=NON_RESULT_ARGS):

@@ -36,10 +36,8 @@ finished; `--status` prints each run's state (finished / partial / not started /
 """
 import argparse
 import contextlib
-import copy
 import dataclasses
 import hashlib
-import importlib
 import io
 import itertools
 import os
@@ -47,13 +45,9 @@ import re
 import shlex
 import sys
 
-from racecomp import cli, files
-from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
+from racecomp import files, studies
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Study -> (script module in the repository root, race vocabulary of its --minority or None).
-STUDIES = {"upscale": ("run_upscale", FAIRFACE_RACES), "verify": ("run_verify", RFW_RACES),
-           "quantize": ("run_quantize", None)}
 # The sweep chooses every folder, and re-running a sweep must never replace finished results.
 RESERVED_KEYS = ("out", "overwrite", "help")
 FINISHED, PARTIAL, NOT_STARTED, CONFLICT = "finished", "partial", "not started", "conflict"
@@ -69,13 +63,9 @@ class Run:
     args: argparse.Namespace
 
 
-def script_module(study):
-    """The study's script module (run_upscale, ...), importable from any working folder."""
-    if study not in STUDIES:
-        raise ValueError(f"unknown study {study!r}; expected one of {', '.join(STUDIES)}")
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
-    return importlib.import_module(STUDIES[study][0])
+def script_path(study):
+    """The study's script at the top of the repository (run_upscale.py, ...), which the commands call."""
+    return os.path.join(REPO_ROOT, f"run_{study}.py")
 
 
 def parse_grid(items):
@@ -116,9 +106,9 @@ def flag_tokens(key, value):
     return [f"--{key}"] if value is None else [f"--{key}", value]
 
 
-def script_parser(module):
-    """The script's own parser, taking exact flag names only and raising ValueError instead of exiting."""
-    parser = module.get_args_parser()
+def script_parser(study):
+    """The study's own parser, taking exact flag names only and raising ValueError instead of exiting."""
+    parser = study.get_args_parser()
     parser.allow_abbrev = False  # '--scal 4' would pass as --scale but name the folder after 'scal'
 
     def refuse(message):
@@ -136,24 +126,15 @@ def parse_script_args(parser, argv, where):
         raise ValueError(f"{where}: {error}") from None
 
 
-def check_values(study, module, args, where):
-    """The value checks the script makes before any work: race names, weight range, bit widths."""
-    vocabulary = STUDIES[study][1]
+def check_values(check, args, where):
+    """Run a study's own check (check_values of one flag, check_args of a whole run) naming `where`."""
     try:
-        if vocabulary is not None:
-            parse_race(args.minority, vocabulary, allow_none=True)
-            cli.check_weight(args.weight)
-        if study == "verify" and args.races != "all":
-            for race in args.races.split(","):
-                parse_race(race, vocabulary)
-        if study == "quantize":
-            for text in args.bits:
-                module.parse_bits(text)
+        check(args)
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
 
 
-def check_keys(study, module, parser, grids, fixed):
+def check_keys(study, parser, grids, fixed):
     """Each grid and fixed key=value alone through the script's parser and value checks, so that an error
     names the one assignment at fault rather than a whole run."""
     assignments = [("--fixed", key, value) for key, value in fixed.items()]
@@ -167,7 +148,7 @@ def check_keys(study, module, parser, grids, fixed):
         if key.lstrip("-") in RESERVED_KEYS or key.startswith("-"):
             raise ValueError(f"{where}: key {key!r} is not allowed (give flags without '--'; the sweep sets "
                              f"--out itself and never passes --overwrite)")
-        check_values(study, module, parse_script_args(parser, flag_tokens(key, value), where), where)
+        check_values(study.check_values, parse_script_args(parser, flag_tokens(key, value), where), where)
 
 
 def folder_value(value):
@@ -182,12 +163,12 @@ def is_balanced(parser, setting, fixed):
     return minority.strip().lower() == "none"
 
 
-def make_run(study, module, parser, setting, fixed, study_root):
+def make_run(study, parser, setting, fixed, study_root):
     """The Run of one grid point `setting` (key -> value) with the --fixed flags."""
     setting = dict(setting)
     keys = sorted(setting)
     fixed_flags = dict(fixed)
-    if STUDIES[study][1] is not None and is_balanced(parser, setting, fixed):
+    if study.MINORITY_RACES is not None and is_balanced(parser, setting, fixed):
         # A balanced run has no weight: every grid weight gives this same run, named without one.
         keys = [key for key in keys if key != "weight"]
         if "weight" in setting:
@@ -205,7 +186,7 @@ def make_run(study, module, parser, setting, fixed, study_root):
     argv += [token for key in sorted(fixed_flags) for token in flag_tokens(key, fixed_flags[key])]
     argv += ["--out", folder]
     args = parse_script_args(parser, argv, f"run {name}")
-    check_values(study, module, args, f"run {name}")
+    check_values(study.check_args, args, f"run {name}")
     return Run(folder, argv, args)
 
 
@@ -216,15 +197,15 @@ def expand(study, grids, fixed, out_root):
     absolute). Runs that come out identical (the balanced run of each weight) are listed once.
     Raises ValueError naming the key, value or folder at fault.
     """
-    module = script_module(study)
-    parser = script_parser(module)
-    check_keys(study, module, parser, grids, fixed)
-    study_root = os.path.join(os.path.abspath(out_root), study)
+    study = studies.get(study)
+    parser = script_parser(study)
+    check_keys(study, parser, grids, fixed)
+    study_root = os.path.join(os.path.abspath(out_root), study.NAME)
     runs, folder_of = {}, {}
     for grid in grids:
         keys = sorted(grid)
         for values in itertools.product(*(grid[key] for key in keys)):
-            run = make_run(study, module, parser, dict(zip(keys, values)), fixed, study_root)
+            run = make_run(study, parser, dict(zip(keys, values)), fixed, study_root)
             if run.folder in runs:
                 if runs[run.folder].argv != run.argv:
                     raise ValueError(f"two different runs would share {run.folder} (a folder name keeps only a "
@@ -240,9 +221,9 @@ def expand(study, grids, fixed, out_root):
     return list(runs.values())
 
 
-def command_line(run, module, python="python"):
+def command_line(run, study, python="python"):
     """One shell command, quoted with shlex: python /abs/run_<study>.py <arguments>."""
-    return shlex.join([python, os.path.abspath(module.__file__), *run.argv])
+    return shlex.join([python, script_path(study), *run.argv])
 
 
 def folder_state(out_dir, args):
@@ -266,22 +247,21 @@ def folder_state(out_dir, args):
     return NOT_STARTED, ""
 
 
-def quantize_settings(module, args):
-    """Sub-folders run_quantize.main writes under --out and the arguments it checks each one against."""
-    args = copy.copy(args)
+def quantize_settings(args):
+    """Sub-folders the quantization study writes under --out and the arguments it checks each one against."""
+    quantize = studies.get("quantize")
+    args = argparse.Namespace(**vars(args))
     if args.task == "verify" and args.model_run is None and args.weights is None:
-        args.model_run = os.path.join(args.out, "fp_model")  # main trains its demo model there first
-    names = ["fp32"] + [f"w{wbits}a{abits}-{source}" for source in args.calib
-                        for wbits, abits in (module.parse_bits(text) for text in args.bits)]
-    return [(name, argparse.Namespace(**vars(args), setting=name)) for name in names]
+        args.model_run = quantize.demo_model_run(args)  # main trains its demo model there first
+    return [(setting.name, quantize.setting_args(args, setting)) for setting in quantize.settings(args)]
 
 
-def run_state(study, module, run):
+def run_state(study, run):
     """(state, detail) of a run: finished / partial / not started / conflict (the script will refuse it)."""
     if study != "quantize":
         return folder_state(run.folder, run.args)
     states = [(name, *folder_state(os.path.join(run.folder, name), sub_args))
-              for name, sub_args in quantize_settings(module, run.args)]
+              for name, sub_args in quantize_settings(run.args)]
     conflicts = [f"{name}: {detail}" for name, state, detail in states if state == CONFLICT]
     if conflicts:
         return CONFLICT, "; ".join(conflicts)
@@ -334,7 +314,7 @@ def write_commands_file(commands, study_root):
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("study", choices=tuple(STUDIES), help="which script the runs call")
+    parser.add_argument("study", choices=tuple(studies.STUDIES), help="which study the runs are of")
     parser.add_argument("--grid", nargs="+", action="append", required=True, metavar="KEY=V1,V2",
                         help="a grid group: script flags without '--' and their values; repeat --grid for "
                              "groups whose runs are unioned (e.g. the bicubic baseline per scale)")
@@ -358,10 +338,9 @@ def get_args_parser(add_help=True):
 def main(args):
     if args.status and args.format != "lines":
         raise ValueError("--status prints a report; it takes no --format")
-    module = script_module(args.study)
     runs = expand(args.study, [parse_grid(group) for group in args.grid], parse_fixed(args.fixed), args.out_root)
     if args.status or args.pending:
-        states = [(run, *run_state(args.study, module, run)) for run in runs]
+        states = [(run, *run_state(args.study, run)) for run in runs]
     if args.status:
         print("\n".join(status_report(states)))
         return states
@@ -370,7 +349,7 @@ def main(args):
         for run, state, detail in states:
             if state == CONFLICT:
                 print(f"[sweep] {run.folder} will be refused when run: {detail}", file=sys.stderr)
-    commands = [command_line(run, module, args.python) for run in runs]
+    commands = [command_line(run, args.study, args.python) for run in runs]
     if not commands:
         print("[sweep] nothing to run: every run is finished", file=sys.stderr)
         return commands

@@ -8,7 +8,7 @@ false matches); TAR at each target FAR per race. All rates in per_race.csv are p
 import numpy as np
 import torch
 
-from racecomp import datasets, engine, evaluation, metrics
+from racecomp import datasets, engine, metrics
 from racecomp.races import RFW_RACES
 
 
@@ -97,16 +97,6 @@ def per_race_table(pair_rows, fars=(1e-3, 1e-2)):
             entry[f"tar_at_far_{far:g}"] = 100.0 * metrics.tar_at_far(race_scores, race_labels, far)
         table.append(entry)
     return table, global_threshold
-
-
-def evaluate_to_dir(model, rfw_root, pairs, out_dir, run_columns, batch_size, workers, device, fars=(1e-3, 1e-2),
-                    flip=True, align=False, image_size=112):
-    """Score `model` on `pairs`, write per_pair.csv and per_race.csv (last); return (table, global threshold)."""
-    loader, keys = rfw_loader(rfw_root, pairs, batch_size, workers, device, align=align, image_size=image_size)
-    pair_rows = score_pairs(pairs, keys, embed(model, loader, device, flip=flip))
-    table, threshold = per_race_table(pair_rows, fars=tuple(fars))
-    evaluation.write_results(out_dir, pair_rows, table, item_name="per_pair.csv", run_columns=run_columns)
-    return table, threshold
 
 
 def print_table(table, threshold, far):

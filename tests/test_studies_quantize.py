@@ -1,4 +1,4 @@
-"""run_quantize.py end to end, and quantized-vs-float closeness on demo faces."""
+"""The quantization study (racecomp.studies.quantize) end to end, and quantized-vs-float closeness on demo faces."""
 import csv
 import json
 
@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-import run_quantize
 from racecomp import calibration, datasets, facenets, quant, toydata, verification
+from racecomp.studies import quantize
 
 ARCH = "resnet50"
+SCRIPT_ARCH = "fastvit_t8"  # the smallest backbone that runs the same code end to end
 SIZE = 48
 
 
@@ -22,7 +23,9 @@ def demo(tmp_path_factory):
     # A ResNet50 embedding net at 48 px: quantized like the others, but fast enough for CI on 2 cores.
     weights = root / "resnet50.pth"
     torch.save(facenets.get_model(ARCH).state_dict(), weights)
-    return {"rfw": rfw, "identities": identities, "weights": str(weights)}
+    small = root / "fastvit_t8.pth"
+    torch.save(facenets.get_model(SCRIPT_ARCH).state_dict(), small)
+    return {"rfw": rfw, "identities": identities, "weights": str(weights), "small_weights": str(small)}
 
 
 def embeddings(model, loader):
@@ -54,11 +57,12 @@ def test_w8a8_stays_close_to_float_and_w6a6_less_so(demo):
 
 def test_script_writes_one_run_folder_per_setting(demo, tmp_path):
     out = tmp_path / "quant"
-    args = run_quantize.get_args_parser().parse_args(
-        ["--arch", ARCH, "--image-size", str(SIZE), "--weights", demo["weights"], "--rfw", demo["rfw"], "--calib-data", demo["identities"],
+    args = quantize.get_args_parser().parse_args(
+        ["--arch", SCRIPT_ARCH, "--image-size", str(SIZE), "--weights", demo["small_weights"], "--rfw", demo["rfw"],
+         "--calib-data", demo["identities"],
          "--synthetic-folder", demo["identities"], "--calib-size", "8", "--datafree-steps", "2",
          "--bits", "w4a8", "--out", str(out), "--workers", "0", "--calib-race-weights", "caucasian=1"])
-    run_quantize.main(args)
+    quantize.main(args)
     expected = ["fp32"] + [f"{b}-{c}" for c in ("real", "synthetic", "datafree") for b in ("w4a8",)]
     for name in expected:
         with open(out / name / "per_race.csv", newline="") as handle:
@@ -75,17 +79,16 @@ def test_script_writes_one_run_folder_per_setting(demo, tmp_path):
 
 def test_bad_bit_settings_are_refused():
     with pytest.raises(ValueError, match="wXaY"):
-        run_quantize.parse_bits("8bit")
+        quantize.parse_bits("8bit")
     with pytest.raises(ValueError):
-        run_quantize.parse_bits("w9a8")
+        quantize.parse_bits("w9a8")
     with pytest.raises(ValueError, match="valid names"):
-        run_quantize.parse_race_weights("caucasians=1", ("African", "Asian", "Caucasian", "Indian"))
-
+        quantize.parse_race_weights("caucasians=1", ("African", "Asian", "Caucasian", "Indian"))
 
 
 def test_an_unfinished_model_run_is_refused(tmp_path):
     (tmp_path / "run").mkdir()
-    args = run_quantize.get_args_parser().parse_args(["--model-run", str(tmp_path / "run"), "--out",
+    args = quantize.get_args_parser().parse_args(["--model-run", str(tmp_path / "run"), "--out",
                                                        str(tmp_path / "q")])
     with pytest.raises(ValueError, match="not a finished run folder"):
-        run_quantize.main(args)
+        quantize.main(args)

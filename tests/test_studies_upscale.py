@@ -1,4 +1,4 @@
-"""run_upscale.py end to end on tiny generated FairFace trees."""
+"""The upscaling study (racecomp.studies.upscale, run_upscale.py) end to end on tiny generated FairFace trees."""
 import csv
 import json
 import math
@@ -12,9 +12,11 @@ import time
 import pytest
 import torch
 
-import run_upscale
-from racecomp import evaluation, files, toydata
+from racecomp import files, toydata
+from racecomp.studies import upscale
 from racecomp.races import FAIRFACE_RACES
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_upscale.py")
 
 
 def read_csv(path):
@@ -35,10 +37,10 @@ def hard_fairface(tmp_path_factory):
 
 
 def run(data, out, *extra):
-    args = run_upscale.get_args_parser().parse_args(
+    args = upscale.get_args_parser().parse_args(
         ["--data", data, "--out", str(out), "--workers", "0", "--batch-size", "8", "--eval-batch-size", "16",
          "--log-every", "0", *extra])
-    return run_upscale.main(args)
+    return upscale.main(args)
 
 
 def test_trained_run_writes_every_output(tiny_fairface, tmp_path):
@@ -94,7 +96,7 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_csvs(tiny_fairface, tmp_p
     """Kill -9 a training run at a random point after its first checkpoint; re-running the same command
     continues from that checkpoint and ends exactly where an uninterrupted run ends."""
     def command(out):
-        return [sys.executable, run_upscale.__file__, "--data", tiny_fairface, "--out", str(out), "--workers", "0",
+        return [sys.executable, SCRIPT, "--data", tiny_fairface, "--out", str(out), "--workers", "0",
                 "--batch-size", "8", "--log-every", "0", "--arch", "fastvit_t8", "--epochs", "2",
                 "--save-samples", "0", "--seed", "1"]
 
@@ -129,10 +131,3 @@ def test_bad_arguments_are_refused_with_the_valid_names(tiny_fairface, tmp_path)
         run(tiny_fairface, tmp_path / "b", "--minority", "black", "--weight", "0")
     with pytest.raises(ValueError, match="needs --minority"):
         run(tiny_fairface, tmp_path / "c", "--weight", "0.5")
-
-
-def test_mean_by_group_counts_each_row_under_its_own_label():
-    rows = [{"race": "Black", "v": 1.0}, {"race": "White", "v": 3.0}, {"race": "Black", "v": 2.0}]
-    table = evaluation.mean_by_group(rows, ["v"], order=FAIRFACE_RACES)
-    assert table == [{"race": "White", "n": 1, "v": 3.0}, {"race": "Black", "n": 2, "v": 1.5}]
-

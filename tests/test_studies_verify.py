@@ -1,4 +1,4 @@
-"""run_verify.py end to end on tiny generated identity, RFW and FairFace trees (fastvit_t8 at 32 px)."""
+"""The verification study (racecomp.studies.verify) end to end on tiny generated identity, RFW and FairFace trees (fastvit_t8 at 32 px)."""
 import csv
 import json
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import run_verify
-from racecomp import datasets, facenets, fairness, metrics, toydata, verification
+from racecomp import facenets, fairness, metrics, toydata
+from racecomp.studies import verify
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
 
 SIZE = 32  # px; fastvit_t8 takes any size, 32 px keeps every run to seconds on a CPU
@@ -32,11 +32,11 @@ def data(tmp_path_factory):
 
 
 def run(data, out, *extra, rfw=None):
-    args = run_verify.get_args_parser().parse_args(
+    args = verify.get_args_parser().parse_args(
         ["--data", data["identities"], "--rfw", rfw or data["rfw"], "--probe-data", data["fairface"],
          "--out", str(out), "--workers", "0", "--batch-size", "16", "--eval-batch-size", "80", "--log-every", "0",
          *MODEL, *extra])
-    return run_verify.main(args)
+    return verify.main(args)
 
 
 @pytest.fixture(scope="module")
@@ -169,27 +169,11 @@ def test_planted_harder_group_gets_lower_accuracy(tmp_path, seed):
     accuracy = {}
     for name, extra in (("plain", {}), ("hard", {"hard_race": "African", "hard_strength": 1.0})):
         rfw = toydata.make_rfw(tmp_path / name, **kwargs, **extra)
-        table, _ = verification.evaluate_to_dir(CoarsePixels(), rfw, datasets.read_rfw(rfw), str(tmp_path / f"o{name}"),
-                                                {"study": "verify"}, 128, 0, "cpu", image_size=SIZE)
+        args = verify.get_args_parser().parse_args(["--rfw", rfw, "--image-size", str(SIZE), "--workers", "0",
+                                                    "--eval-batch-size", "128"])
+        table, _ = verify.evaluate_to_dir(CoarsePixels(), args, verify.evaluation_data(args), str(tmp_path / f"o{name}"),
+                                          {"study": "verify"}, "cpu")
         accuracy[name] = {row["race"]: row["accuracy"] for row in table}
     assert accuracy["hard"]["African"] < accuracy["plain"]["African"] - 5.0
     for race in ("Asian", "Caucasian", "Indian"):
         assert accuracy["hard"][race] == accuracy["plain"][race]
-
-
-def test_per_race_rates_use_one_pooled_threshold_hand_computed():
-    def pair(race, fold, label, score):
-        return {"race": race, "fold": fold, "id1": f"{race}{fold}{label}", "id2": "x", "label": label, "score": score}
-
-    rows = [pair("African", 0, 1, 0.9), pair("African", 0, 0, 0.1), pair("African", 1, 1, 0.8),
-            pair("African", 1, 0, 0.3), pair("Asian", 0, 1, 0.7), pair("Asian", 0, 0, 0.6),
-            pair("Asian", 1, 1, 0.5), pair("Asian", 1, 0, 0.4)]
-    table, threshold = verification.per_race_table(rows, fars=(0.25,))
-    # Pooled impostor scores 0.6, 0.4, 0.3, 0.1: FAR 0.25 allows one false accept, so accept score > 0.4.
-    assert threshold == 0.4
-    african, asian = table
-    assert (african["tpr"], african["fpr"]) == (100.0, 0.0)
-    assert (asian["tpr"], asian["fpr"]) == (100.0, 50.0)  # Asian's impostor at 0.6 passes the shared threshold
-    # 2-fold accuracy: African separable (100%); Asian thresholds 0.45 and 0.65 each misclassify one pair.
-    assert (african["accuracy"], asian["accuracy"], asian["accuracy_std"]) == (100.0, 50.0, 0.0)
-    assert [row["correct"] for row in rows] == [1, 1, 1, 1, 1, 0, 0, 1]

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-import run_quantize
-import run_upscale
 from racecomp import files, sweep, toydata
+from racecomp.studies import quantize, upscale
 
 FAIRFACE_SLUGS = ("white", "black", "latino_hispanic", "east_asian", "southeast_asian", "indian", "middle_eastern")
 UPSCALE_GRID = ["arch=resnet50,fastvit", f"minority=none,{','.join(FAIRFACE_SLUGS)}", "weight=0.2,0.05",
@@ -27,7 +26,7 @@ def expand(grids, fixed=(), out_root="root", study="upscale"):
     return sweep.expand(study, [sweep.parse_grid(g) for g in grids], sweep.parse_fixed(list(fixed)), out_root)
 
 
-def script_args(command, module=run_upscale):
+def script_args(command, module=upscale):
     """A printed command line parsed as the shell and then the script itself would (--out made absolute)."""
     tokens = shlex.split(command)
     args = module.get_args_parser().parse_args(tokens[2:])
@@ -170,23 +169,23 @@ def test_status_predicts_what_the_script_does_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert [s for _, s, _ in sweep_main(*common, "--status")] == ["not started"]
     _, args = script_args(line)
-    assert run_upscale.main(args) is not None
+    assert upscale.main(args) is not None
     assert [s for _, s, _ in sweep_main(*common, "--status")] == ["finished"]
     assert sweep_main(*common, "--pending") == []
     _, args = script_args(line)
-    assert run_upscale.main(args) is None  # the script skips it too
+    assert upscale.main(args) is None  # the script skips it too
     changed = [item.replace("dev-fraction=0.1", "dev-fraction=0.2") for item in common]
     assert [s for _, s, _ in sweep_main(*changed, "--status")] == ["conflict"]
     (changed_line,) = sweep_main(*changed)
     with pytest.raises(ValueError, match="different arguments"):
-        run_upscale.main(script_args(changed_line)[1])
+        upscale.main(script_args(changed_line)[1])
 
 
 def test_quantize_status_counts_its_setting_folders(tmp_path, capsys):
     common = ["quantize", "--grid", "seed=0", "--out-root", str(tmp_path), "--fixed", "bits=w8a8",
               "calib=real", "model-run=/models/up", "task=upscale"]
     (line,) = sweep_main(*common)
-    _, args = script_args(line, run_quantize)
+    _, args = script_args(line, quantize)
 
     def finish(name):
         sub_args = argparse.Namespace(**vars(args), setting=name)
@@ -226,9 +225,8 @@ def test_slurm_script_runs_line_of_its_array_task(tmp_path, capsys, monkeypatch)
     assert capsys.readouterr().err.split(" commands in ")[1].strip() == commands_path  # same text, same file
 
 
-def test_scripts_are_found_from_any_working_folder(tmp_path, monkeypatch):
+def test_commands_call_the_scripts_by_absolute_path_from_any_working_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if os.path.abspath(p) != sweep.REPO_ROOT])
-    monkeypatch.delitem(sys.modules, "run_upscale")
-    module = sweep.script_module("upscale")
-    assert module.__file__ == SCRIPT and sys.path[0] == sweep.REPO_ROOT
+    assert sweep.script_path("upscale") == SCRIPT and os.path.isfile(SCRIPT)
+    run = expand(["seed=0"])[0]
+    assert shlex.split(sweep.command_line(run, "upscale"))[:2] == ["python", SCRIPT]

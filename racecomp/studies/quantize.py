@@ -1,0 +1,329 @@
+"""Quantization study: simulated W/A-bit quantization of a face model or an upscaler, scored per race.
+
+Surface (the same in every study module): get_args_parser, check_args, run_columns, main; plus
+`settings(args)` (the sub-folders a run writes), which racecomp.sweep uses for --status. run_quantize.py
+is a shim over it.
+
+The model comes from a finished run_verify / run_upscale folder (--model-run), from an arcface_torch
+state dict (--weights, verify only), or, with neither, from run_verify's demo model trained into
+<out>/fp_model. Every setting (fp32, then each bit width x calibration source) is evaluated through the
+model's own study (racecomp.studies.verify / upscale `evaluate_to_dir`) with the model run's own
+evaluation arguments (--align, --no-flip, --races, --image-size, --far, ...), so the fp32 baseline and
+the quantized scores use exactly the protocol the model was scored with. Only --rfw / --data / --far
+given here replace the model run's.
+
+Each setting gets its own run folder under --out (fp32/, w8a8-real/, ...) with the same per_race.csv and
+per-item CSV as run_verify / run_upscale, plus the bits, calibration and model size in args.json.
+"""
+import argparse
+import copy
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from racecomp import calibration, cli, datasets, engine, files, quant, schema, toydata, verification
+from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
+from racecomp.studies import upscale, verify
+
+NAME = "quantize"
+MINORITY_RACES = None  # quantization has no under-represented race of its own
+TASKS = {"verify": verify, "upscale": upscale}
+CALIBRATION_SOURCES = ("real", "synthetic", "datafree")
+# Columns of per_race.csv that name the experiment; `bits` and `calib` list the settings of one run, each
+# setting's own values are its wbits / abits / calib columns.
+IDENTIFYING = ("task", "arch", "wbits", "abits", "calib", "qat_steps")
+SETTING_LISTS = ("bits", "calib")
+# The flags that say which model is quantized; the recipe holds model_identity() in their place.
+MODEL_FLAGS = ("model_run", "arch", "weights", "image_size")
+NON_RESULT_ARGS = schema.NON_RESULT_ARGS
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str   # its sub-folder: fp32, w8a8-real, ...
+    wbits: int
+    abits: int
+    calib: str  # "none" for fp32
+
+
+def parse_bits(text):
+    """'w6a8' -> (6, 8)."""
+    match = re.fullmatch(r"w(\d)a(\d)", text.lower())
+    if not match:
+        raise ValueError(f"--bits {text!r}: expected wXaY with X, Y in 2..8, e.g. w8a8, w6a6, w4a8")
+    wbits, abits = int(match.group(1)), int(match.group(2))
+    quant.check_bits(wbits, "weight bits")
+    quant.check_bits(abits, "activation bits")
+    return wbits, abits
+
+
+def parse_race_weights(text, vocabulary):
+    """'white=1,black=0.1' -> {'White': 1.0, 'Black': 0.1} (slugs checked against the vocabulary)."""
+    if not text:
+        return None
+    weights = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            weights[parse_race(name, vocabulary)] = float(value)
+        except ValueError as error:
+            raise ValueError(f"--calib-race-weights {text!r}: {error}") from None
+    return weights
+
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    model = parser.add_argument_group("model to quantize")
+    model.add_argument("--task", choices=tuple(TASKS), default="verify", help="kind of model")
+    model.add_argument("--model-run", default=None, help="a finished run_verify / run_upscale folder: its "
+                       "arguments rebuild the model and its evaluation, its checkpoint gives the weights")
+    model.add_argument("--arch", default="mobilefacenet", help="verify only, without --model-run: backbone "
+                       "name (see run_verify.py --arch)")
+    model.add_argument("--weights", default=None, help="verify only, without --model-run: state dict "
+                       "(arcface_torch backbone.pth or a RaceComp checkpoint); scored with run_verify's default "
+                       "protocol (for --align etc., make a run_verify --epochs 0 --weights run and quantize it)")
+    model.add_argument("--image-size", type=int, default=112, help="verify only, without --model-run: face "
+                       "crop size in px (arcface_torch models need 112)")
+    quantize = parser.add_argument_group("quantization")
+    quantize.add_argument("--bits", nargs="+", default=["w8a8", "w6a6"], help="settings wXaY: X weight bits "
+                          "(per output channel), Y activation bits (per tensor)")
+    quantize.add_argument("--calib", nargs="+", choices=CALIBRATION_SOURCES, default=list(CALIBRATION_SOURCES),
+                          help="calibration images: real training images, a synthetic face folder, or data-free "
+                               "images distilled from BatchNorm statistics")
+    quantize.add_argument("--calib-size", type=int, default=64, help="calibration images")
+    quantize.add_argument("--calib-data", default=None, help="real calibration source (verify: identity "
+                          "folders; upscale: FairFace root, its train split); default: the model's training data")
+    quantize.add_argument("--calib-race-weights", default="", help="skew the real calibration set on purpose, "
+                          "e.g. caucasian=1 or african=0.1,caucasian=0.9 (race slugs)")
+    quantize.add_argument("--synthetic-folder", default=None, help="folder of generated faces (e.g. StyleGAN); "
+                          "default: the gan-face-generate package if installed, else demo procedural faces")
+    quantize.add_argument("--datafree-steps", type=int, default=20, help="optimization steps per batch of "
+                          "data-free images (ZeroQ uses 500: raise it on a GPU)")
+    quantize.add_argument("--qat-steps", type=int, default=0, help="distillation fine-tuning steps (QuantFace): "
+                          "quantized student vs full-precision teacher")
+    quantize.add_argument("--qat-lr", type=float, default=1e-3, help="distillation learning rate")
+    quantize.add_argument("--qat-calibrate-steps", type=int, default=10, help="first distillation steps that "
+                          "still update activation ranges")
+    evaluate = parser.add_argument_group("evaluation (default: the model run's own)")
+    evaluate.add_argument("--rfw", default=None, help="verify: RFW root instead of the model run's")
+    evaluate.add_argument("--data", default=None, help="upscale: FairFace root instead of the model run's")
+    evaluate.add_argument("--far", type=float, nargs="+", default=None, help="verify: target FARs instead of "
+                          "the model run's")
+    evaluate.add_argument("--eval-batch-size", type=int, default=64, help="images per evaluation batch")
+    cli.add_output_arguments(parser)
+    return parser
+
+
+def check_values(args):
+    """The checks of each flag's value on its own (racecomp.sweep checks every grid value with them)."""
+    settings(args)
+    parse_race_weights(args.calib_race_weights, RFW_RACES if args.task == "verify" else FAIRFACE_RACES)
+    if args.far is not None and not all(0.0 < far < 1.0 for far in args.far):
+        raise ValueError(f"--far {args.far}: false-accept rates must be in (0, 1)")
+
+
+def check_args(args):
+    """Every check that needs no data, before any work; returns the settings in the order run."""
+    check_values(args)
+    if args.task == "upscale" and args.model_run is None:
+        raise ValueError("--task upscale needs --model-run (a finished run_upscale folder)")
+    if args.task == "upscale" and (args.weights is not None or args.rfw is not None or args.far is not None):
+        raise ValueError("--weights, --rfw and --far are for --task verify")
+    if args.task == "verify" and args.data is not None:
+        raise ValueError("--data is for --task upscale (verify: --rfw)")
+    defaults = get_args_parser()
+    given = [f"--{flag.replace('_', '-')}" for flag in MODEL_FLAGS[1:] if getattr(args, flag) != defaults.get_default(flag)]
+    if args.model_run is not None and given:
+        raise ValueError(f"--model-run gives the model and its evaluation; {', '.join(given)} would be ignored")
+    return settings(args)
+
+
+def settings(args):
+    """Every Setting of a run: fp32 first, then each calibration source x bit width."""
+    bits = [parse_bits(text) for text in args.bits]
+    return [Setting("fp32", 32, 32, "none")] + [Setting(f"w{wbits}a{abits}-{source}", wbits, abits, source)
+                                                for source in args.calib for wbits, abits in bits]
+
+
+def setting_args(args, setting):
+    """The arguments recorded in (and compared against) a setting's sub-folder."""
+    return argparse.Namespace(**vars(args), setting=setting.name)
+
+
+def default_out(args):
+    model = os.path.basename(os.path.normpath(args.model_run or args.arch))
+    return os.path.join("runs", NAME, f"{args.task}-{model}-seed{args.seed}")
+
+
+def demo_model_run(args):
+    """Where main trains run_verify's demo model when neither --model-run nor --weights is given."""
+    return os.path.join(args.out, "fp_model")
+
+
+def run_columns(args, code_version, setting, model_identity):
+    """Identifying columns of one setting's per_race.csv. `model_identity` (model_identity()) stands for the
+    model in the recipe instead of the MODEL_FLAGS (so two folders of one model run give one recipe)."""
+    recipe_settings = {**vars(args), "model": model_identity}
+    recipe = schema.recipe_id(recipe_settings, IDENTIFYING + SETTING_LISTS + MODEL_FLAGS, NON_RESULT_ARGS)
+    return {"study": NAME, "task": args.task, "arch": model_identity["arch"], "wbits": setting.wbits,
+            "abits": setting.abits, "calib": setting.calib, "qat_steps": args.qat_steps if setting.wbits < 32 else 0,
+            schema.RECIPE_COLUMN: recipe, "seed": args.seed, "code_version": code_version}
+
+
+def model_identity(study, run_args, from_run):
+    """The model as the recipe sees it: the model run's identifying columns and seed (not its folder), or
+    the architecture, weights file and crop size of a --weights model."""
+    if from_run:
+        columns = study.run_columns(run_args, None)
+        return {k: v for k, v in columns.items() if k != "code_version"}
+    return {"arch": run_args.arch, "weights": run_args.weights, "image_size": run_args.image_size}
+
+
+def load_model_run(run_dir, task):
+    """(run arguments, run record, model with the run's final weights) of a finished run folder.
+
+    Arguments the run's args.json lacks (flags added since) take the study's defaults.
+    """
+    args_path = os.path.join(run_dir, "args.json")
+    if not os.path.isfile(os.path.join(run_dir, files.FINISHED_MARKER)) or not os.path.isfile(args_path):
+        raise ValueError(f"--model-run {run_dir}: not a finished run folder (needs args.json and "
+                         f"{files.FINISHED_MARKER})")
+    with open(args_path, encoding="utf-8") as handle:
+        record = json.load(handle)
+    if record.get("study") != task:
+        raise ValueError(f"{run_dir}: a {record.get('study')!r} run, not a {task!r} run (--task)")
+    study = TASKS[task]
+    run_args = study.get_args_parser().parse_args([])
+    vars(run_args).update(record["args"])
+    checkpoint = os.path.join(run_dir, study.FINAL_WEIGHTS)
+    if os.path.isfile(checkpoint):
+        model = study.build_model(run_args, starting_weights=False)
+        model.load_state_dict(files.load_checkpoint(checkpoint)["model"])
+    elif task == "upscale" and run_args.arch == "bicubic":
+        raise ValueError(f"{run_dir}: the bicubic baseline has no weights to quantize")
+    elif task == "verify" and (run_args.weights or run_args.init_from):
+        model = study.build_model(run_args)  # evaluated without training: its starting weights are the model
+    else:
+        raise ValueError(f"{run_dir}: no checkpoint to quantize ({checkpoint} missing)")
+    return run_args, record, model
+
+
+def _train_demo_model(args):
+    """No model given: train run_verify's demo model once (it skips when already finished) and use it."""
+    out = demo_model_run(args)
+    print(f"[model] no --model-run/--weights: training run_verify's demo model into {out}")
+    verify.main(verify.get_args_parser().parse_args(
+        ["--out", out, "--seed", str(args.seed), "--workers", str(args.workers), "--device", args.device]))
+    return out
+
+
+def evaluation_arguments(args, run_args):
+    """The model run's arguments with this run's evaluation overrides (data, FARs, batch size, workers)."""
+    eval_args = copy.copy(run_args)
+    eval_args.eval_batch_size, eval_args.workers, eval_args.device = args.eval_batch_size, args.workers, args.device
+    if args.task == "verify":
+        eval_args.rfw = args.rfw if args.rfw is not None else run_args.rfw
+        eval_args.far = args.far if args.far is not None else run_args.far
+    elif args.data is not None:
+        eval_args.data = args.data
+    return eval_args
+
+
+def _real_calibration_data(args, eval_args, record):
+    """(dataset, race of each item, input size) of the real calibration images, in the model's layout."""
+    if args.task == "verify":
+        root = args.calib_data or record.get("train_root") or toydata.ensure_demo_data("identities")
+        identity_records = datasets.read_identity_folders(root)
+        dataset = datasets.FaceImages([((r.race, r.identity, r.path), r.path) for r in identity_records],
+                                      image_size=eval_args.image_size)
+        return dataset, [r.race for r in identity_records], eval_args.image_size
+    calib_args = copy.copy(eval_args)
+    if args.calib_data is not None:
+        calib_args.data = args.calib_data
+    train = upscale.load_splits(calib_args)["train"]
+    dataset = datasets.FairFaceSR(train, eval_args.scale, hr_size=eval_args.hr_size)
+    return dataset, [r.race for r in train], dataset[0]["lr"].shape[-1]
+
+
+def _calibration_batches(source, args, model, image_size, real_dataset, real_races):
+    """Calibration batches in the model's input space, and a description of what they are."""
+    # Face models take [-1, 1], upscalers [0, 1] low-resolution images.
+    value_range = (-1.0, 1.0) if args.task == "verify" else (0.0, 1.0)
+    if source == "real":
+        vocabulary = RFW_RACES if args.task == "verify" else FAIRFACE_RACES
+        batches, composition = calibration.real_calibration(
+            real_dataset, min(args.calib_size, len(real_dataset)), races=real_races,
+            race_weights=parse_race_weights(args.calib_race_weights, vocabulary), seed=args.seed,
+            image_key="image" if args.task == "verify" else "lr")
+        if args.task == "verify":
+            batches = [verification.to_model_range(b) for b in batches]
+        return batches, {"source": "real", "composition": composition}
+    if source == "synthetic":
+        folder = args.synthetic_folder
+        if folder is None and calibration.gan_package_available():
+            batches = calibration.gan_calibration(args.calib_size, image_size, seed=args.seed, value_range=value_range)
+            return batches, {"source": "gan-face-generate (DCGAN trained on DigiFace-1M, non-commercial use)"}
+        if folder is None:
+            folder = toydata.ensure_demo_data("identities", seed=1000 + args.seed)
+            print(f"[calib] synthetic: no --synthetic-folder and no gan-face-generate; using procedural demo "
+                  f"faces in {folder}")
+        batches = calibration.folder_calibration(folder, args.calib_size, image_size, value_range=value_range)
+        return batches, {"source": "folder", "folder": folder}
+    batches, losses = calibration.datafree_calibration(model, args.calib_size, image_size,
+                                                       steps=args.datafree_steps, seed=args.seed)
+    return batches, {"source": "datafree", "bn_loss_first": losses[0][0], "bn_loss_last": losses[0][-1]}
+
+
+def main(args):
+    run_settings = check_args(args)
+    args.out = os.path.abspath(args.out or default_out(args))
+    device = cli.resolve_device(args.device)
+    engine.seed_everything(args.seed)
+    if args.task == "verify" and args.model_run is None and args.weights is None:
+        args.model_run = _train_demo_model(args)
+    study = TASKS[args.task]
+    if args.model_run is not None:
+        run_args, model_record, model = load_model_run(args.model_run, args.task)
+    else:
+        run_args = verify.get_args_parser().parse_args(
+            ["--arch", args.arch, "--weights", args.weights, "--image-size", str(args.image_size), "--epochs", "0"])
+        model_record = {}
+        model = verify.build_model(run_args)
+    identity = model_identity(study, run_args, from_run=args.model_run is not None)
+    model = model.to(device).eval()
+    eval_args = evaluation_arguments(args, run_args)
+    eval_data = study.evaluation_data(eval_args)
+    real_dataset, real_races, input_size = _real_calibration_data(args, eval_args, model_record)
+
+    def evaluate(qmodel, setting, extra):
+        out_dir = os.path.join(args.out, setting.name)
+        sub_args = setting_args(args, setting)
+        if files.prepare_out_dir(out_dir, sub_args, overwrite=args.overwrite) == "skip":
+            return
+        record = files.run_record(sub_args, study=NAME, task=args.task, model_run=args.model_run,
+                                  model=identity, evaluation_args=vars(eval_args), **extra)
+        files.write_json(os.path.join(out_dir, "args.json"), record)
+        print(f"[{setting.name}]")
+        _, summary = study.evaluate_to_dir(qmodel, eval_args, eval_data, out_dir,
+                                           run_columns(args, record["code_version"], setting, identity), device)
+        record.update(summary)
+        files.write_json(os.path.join(out_dir, "args.json"), record)
+
+    evaluate(model, run_settings[0], {"model_size_bytes": quant.model_size_bytes(model, 32)})
+    for source in args.calib:
+        batches, calib_info = _calibration_batches(source, args, model, input_size, real_dataset, real_races)
+        batches = [b.to(device) for b in batches]
+        for setting in (s for s in run_settings[1:] if s.calib == source):
+            qmodel = quant.quantize_model(model, setting.wbits, setting.abits)
+            quant.calibrate(qmodel, batches)
+            qat_losses = []
+            if args.qat_steps:
+                qat_losses = quant.distill(qmodel, model, batches, args.qat_steps, args.qat_lr,
+                                           calibrate_steps=args.qat_calibrate_steps)
+            qmodel.eval()
+            evaluate(qmodel, setting, {"calibration": calib_info, "quantization": quant.quantization_summary(qmodel),
+                                       "model_size_bytes": quant.model_size_bytes(model, setting.wbits),
+                                       "qat_losses": qat_losses})
+    print(f"[quantize] results in {args.out}; tables: python summarize.py {args.out} --out tables/")

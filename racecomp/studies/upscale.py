@@ -1,0 +1,276 @@
+"""Upscaling study: train a super-resolution UNet on FairFace with one race under-represented, score it per race.
+
+Surface (the same in every study module): get_args_parser, check_args, run_columns, build_model,
+evaluation_data, evaluate_to_dir, main. run_upscale.py is a shim over it; racecomp.sweep and the
+quantization study use it too.
+
+Without --data it runs on the built-in synthetic demo FairFace. Writes to --out: args.json,
+checkpoint.pth / best.pth, per_image.csv, per_race.csv (written last: a finished run), sample grids.
+Selection (the best epoch) uses dev, a seeded race-stratified carve-out of train; val is only reported.
+
+Several GPUs or nodes: start the same command with torchrun, one process per GPU (DistributedDataParallel).
+--batch-size is per process, so the global batch is batch-size x processes x accum-steps.
+
+    torchrun --standalone --nproc_per_node 4 run_upscale.py --arch resnet50 --batch-size 4
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d \\
+        --rdzv_endpoint host0:29500 run_upscale.py ...      # the same with --node_rank 1 on the second node
+
+Each process uses cuda:LOCAL_RANK (--device auto or cuda; gloo on CPU); the sampler's global epoch order
+and flips are the same whatever the number of processes; evaluation is sharded over processes and
+gathered; only rank 0 writes files. --out (and --data) must be on a file system every node shares.
+A run folder records its process count (world_size), and resuming it with another count is refused.
+"""
+import argparse
+import math
+import os
+import time
+
+from racecomp import (cli, datasets, distributed, engine, evaluation, files, imagecache, losses, schema, toydata,
+                      upscalers)
+from racecomp.races import FAIRFACE_RACES, slug
+
+NAME = "upscale"
+MINORITY_RACES = FAIRFACE_RACES
+# Columns of per_race.csv that name the experiment; every other result-changing flag goes into `recipe`.
+IDENTIFYING = ("arch", "scale", "upsampler", "minority", "weight", "minority_mode", "finetune")
+# Progress lines and sample grids change no number; --image-cache gives the same items as JPEG decoding
+# (tests/test_studies_upscale.py checks identical results).
+NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every", "save_samples", "image_cache")
+FINAL_WEIGHTS = "best.pth"  # the checkpoint chosen on dev
+
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = cli.add_data_arguments(parser, "FairFace root (fairface_label_train.csv, train/, val/); default: "
+                                          "the built-in synthetic demo data")
+    data.add_argument("--minority-mode", choices=datasets.SAMPLER_MODES, default="subsample",
+                      help="subsample: keep a seeded fraction W of that race's images; reweight: draw that race "
+                           "W times as often (same epoch length either way)")
+    data.add_argument("--skip-bad", action="store_true", help="drop unreadable images (counted) instead of "
+                      "stopping at the first one")
+    data.add_argument("--image-cache", action="store_true", help="decode the training images once into a "
+                      "memory-mapped uint8 cache under $RACECOMP_CACHE/imagecache (rebuilt when the images "
+                      "change; the same items as JPEG decoding), so epochs are not bound by JPEG decoding")
+    data.add_argument("--hr-size", type=int, default=None, help="high-resolution size in px (default: the "
+                      "images' native size, 224 for FairFace's 0.25-margin release)")
+    cli.add_training_arguments(parser)
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", choices=upscalers.ARCH_NAMES, default="resnet50",
+                       help="encoder of the UNet ('fastvit' = fastvit_sa24), or bicubic (no training)")
+    model.add_argument("--scale", type=int, choices=upscalers.SCALES, default=2, help="upscaling factor "
+                       "(2: 112->224, 4: 56->224 on FairFace)")
+    model.add_argument("--upsampler", choices=upscalers.UPSAMPLERS, default="pixelshuffle",
+                       help="sub-pixel convolution, interpolation + conv, or over-scale then down-scale")
+    model.add_argument("--pretrained", action="store_true", help="start the encoder from timm ImageNet weights")
+    model.add_argument("--pretrained-path", default=None, help="local file of those weights (offline)")
+    loss = parser.add_argument_group("loss")
+    loss.add_argument("--pixel-loss", choices=("l1", "charbonnier"), default="l1", help="pixel loss")
+    loss.add_argument("--perceptual-weight", type=float, default=0.0, help="weight of the VGG19 perceptual loss")
+    loss.add_argument("--ssim-weight", type=float, default=0.0, help="weight of the (1 - SSIM) loss")
+    loss.add_argument("--vgg-weights", default=None, help="local VGG19 state dict for the perceptual loss")
+    evaluate = parser.add_argument_group("evaluation")
+    evaluate.add_argument("--dev-fraction", type=float, default=0.1,
+                          help="share of each race's train images held out to choose the checkpoint")
+    evaluate.add_argument("--eval-batch-size", type=int, default=32, help="images per evaluation batch")
+    evaluate.add_argument("--save-samples", type=int, default=4,
+                          help="images per race in the sample grids of the best checkpoint (0: none)")
+    cli.add_output_arguments(parser)
+    return parser
+
+
+def check_values(args):
+    """The checks of each flag's value on its own (racecomp.sweep checks every grid value with them)."""
+    cli.check_minority_values(args, MINORITY_RACES)
+
+
+def check_args(args):
+    """Every check that needs no data, before any work; returns the minority race label (or None)."""
+    check_values(args)
+    return cli.check_minority(args, MINORITY_RACES)
+
+
+def default_out(args):
+    minority = slug(args.minority) if args.minority != "none" else "balanced"
+    weight = f"-w{args.weight:g}" if args.minority != "none" else ""
+    return os.path.join("runs", NAME, f"{args.arch}-x{args.scale}-{args.upsampler}-{minority}{weight}"
+                        f"-seed{args.seed}")
+
+
+def run_columns(args, code_version):
+    """The identifying columns of every per_race.csv row of this run, `recipe` hashing all other settings."""
+    settings = vars(args)
+    columns = {"study": NAME, **{key: settings[key] for key in IDENTIFYING}}
+    columns["minority"] = check_args(args) or "none"
+    return {**columns, schema.RECIPE_COLUMN: schema.recipe_id(settings, IDENTIFYING, NON_RESULT_ARGS),
+            "seed": args.seed, "code_version": code_version}
+
+
+def build_model(args, starting_weights=True):
+    """The untrained upscaler of `args` on the CPU, its encoder from ImageNet weights with --pretrained
+    unless `starting_weights` is False (the architecture only, for loading a trained checkpoint)."""
+    pretrained = args.pretrained and starting_weights
+    return upscalers.build_upscaler(args.arch, args.scale, args.upsampler, pretrained=pretrained,
+                                    pretrained_path=args.pretrained_path if pretrained else None)
+
+
+def data_root(args):
+    """`--data` when given; else the built-in synthetic demo FairFace (generated once into a cache)."""
+    return args.data if args.data is not None else toydata.ensure_demo_data("fairface")
+
+
+def load_splits(args):
+    """{'train', 'dev', 'val', 'dropped'}: dev is a seeded, race-stratified carve-out of train used only
+    to choose the checkpoint; val is only for reporting. With --skip-bad, unreadable images are dropped
+    and counted; without it the first one stops the run with its file name."""
+    root = data_root(args)
+    train_all = datasets.read_fairface(root, "train")
+    val = datasets.read_fairface(root, "val")
+    dropped = {}
+    if args.skip_bad:
+        train_all, bad_train = datasets.drop_unreadable(train_all)
+        val, bad_val = datasets.drop_unreadable(val)
+        dropped = {"train": len(bad_train), "val": len(bad_val)}
+        if distributed.is_main():
+            print(f"[data] --skip-bad: dropped {len(bad_train)} unreadable train and {len(bad_val)} val images"
+                  + "".join(f"\n  {r.file}" for r in (bad_train + bad_val)[:10]))
+    train, dev = datasets.split_dev(train_all, args.dev_fraction, args.seed)
+    return {"train": train, "dev": dev, "val": val, "dropped": dropped}
+
+
+def evaluation_data(args):
+    """The reported split (val records) of `args`' data."""
+    return datasets.read_fairface(data_root(args), "val")
+
+
+def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device):
+    """Evaluate on `val_records` (deterministic, fp32, eval mode), write per_image.csv and per_race.csv
+    (last), print the table; return (table, {}) — the empty dict is the run-level summary verify has.
+
+    Under torchrun each rank evaluates its shard (distributed.shard: positions rank, rank + world, ...)
+    and the rows of all ranks are put back in file order on every rank; only rank 0 writes and prints.
+    """
+    loader = engine.make_loader(datasets.FairFaceSR(distributed.shard(val_records), args.scale,
+                                                    hr_size=args.hr_size, train=False),
+                                args.eval_batch_size, args.workers, device)
+    rows = distributed.gather_shards(evaluation.evaluate_upscaler(model, loader, args.scale, device,
+                                                                  log_every=50 if distributed.is_main() else 0))
+    table = evaluation.mean_by_group(rows, evaluation.IMAGE_QUALITY_KEYS, order=FAIRFACE_RACES)
+    if distributed.is_main():
+        evaluation.write_results(out_dir, rows, table, run_columns=run_columns)
+        print(f"[val] per race (reported split; a trained checkpoint was chosen on dev), results in {out_dir}")
+        keys = evaluation.IMAGE_QUALITY_KEYS
+        print(f"{'race':<16} {'n':>6} " + " ".join(f"{k:>9}" for k in keys))
+        for row in table:
+            print(f"{row['race']:<16} {row['n']:>6} " + " ".join(f"{row[k]:>9.4f}" for k in keys))
+    distributed.barrier()  # the run's files exist when any rank returns
+    return table, {}
+
+
+def training_dataset(records, args):
+    """FairFaceSR over the training records, or the same items from the pre-decoded uint8 cache."""
+    if not args.image_cache:
+        return datasets.FairFaceSR(records, args.scale, hr_size=args.hr_size, train=True)
+    path = imagecache.default_cache_path(records, args.hr_size, toydata.default_cache_dir())
+    cache = imagecache.open_image_cache(path, records, args.hr_size, workers=args.workers,
+                                       progress=distributed.is_main())
+    return imagecache.CachedFairFaceSR(cache, records, args.scale, train=True)
+
+
+def sr_compute_loss(loss_fn):
+    """compute_loss for engine.Trainer: the model's output against the high-resolution target."""
+    def compute_loss(model, batch):
+        return loss_fn(model(batch["lr"]), batch["hr"])
+    return compute_loss
+
+
+def mean_psnr_selector(loader, scale, device):
+    """select() for engine.Trainer: mean per-image PSNR-Y on the dev split (higher is better).
+
+    `loader` covers this process's shard of dev (distributed.shard(records); all of dev in a single
+    process); the values of every rank are gathered, so all ranks return the same mean of all dev images
+    (math.fsum: exact whatever the order). An image reproduced exactly has infinite PSNR; it is capped
+    at 100 dB here so one such image cannot make every epoch tie at infinity (the reported tables keep
+    the uncapped values).
+    """
+    def select(model):
+        rows = evaluation.evaluate_upscaler(model, loader, scale, device, log_every=0)
+        values = [value for part in distributed.all_gather_objects([min(100.0, row["psnr_y"]) for row in rows])
+                  for value in part]
+        return math.fsum(values) / len(values)
+    return select
+
+
+def training_steps(n_draws, batch_size, accum_steps):
+    """Optimizer steps per epoch: depends on the epoch's draw count, never on the under-sampling weight."""
+    return math.ceil(math.ceil(n_draws / batch_size) / accum_steps)
+
+
+def main(args):
+    """Run the study; under torchrun every process calls this, and each returns the same table."""
+    minority = check_args(args)
+    with distributed.session(cli.resolve_device(args.device)) as device:
+        return _run(args, minority, device)
+
+
+def _run(args, minority, device):
+    world_size = distributed.world_size()
+    if world_size > 1:  # part of the recipe: --batch-size is per process
+        args.world_size = world_size
+    args.out = os.path.abspath(args.out or default_out(args))
+    action = distributed.run_on_main(files.prepare_out_dir, args.out, args, overwrite=args.overwrite)
+    if action == "skip":
+        return None
+    main_process = distributed.is_main()
+    engine.seed_everything(args.seed)
+    splits = load_splits(args)
+    sampler = datasets.MinoritySampler(splits["train"], minority, args.weight, mode=args.minority_mode,
+                                       seed=args.seed, num_replicas=world_size, rank=distributed.rank(),
+                                       flips=True)
+    counts = sampler.realized_counts()
+    if main_process:
+        print(f"[data] {data_root(args)}: train {len(splits['train'])} (epoch of {sampler.num_samples} draws "
+              f"over {world_size} process(es)), dev {len(splits['dev'])}, val {len(splits['val'])}; minority "
+              f"{minority} weight {args.weight} ({args.minority_mode})")
+        for race, count in counts.items():
+            print(f"  {race:<16} available {count['available']:>6}  expected draws/epoch "
+                  f"{count['expected_per_epoch']:>9.1f}")
+    model = build_model(args).to(device)
+    record = files.run_record(args, study=NAME, data_root=data_root(args), device=str(device),
+                              parameters=upscalers.count_parameters(model), world_size=world_size,
+                              split_sizes={k: len(v) for k, v in splits.items() if k != "dropped"},
+                              dropped_unreadable=splits["dropped"], realized_counts=counts)
+    if main_process:
+        files.write_json(os.path.join(args.out, "args.json"), record)
+    started = time.time()
+    if args.arch != "bicubic":
+        train_loader = engine.make_loader(training_dataset(splits["train"], args), args.batch_size, args.workers,
+                                          device, sampler=sampler)
+        dev_loader = engine.make_loader(
+            datasets.FairFaceSR(distributed.shard(splits["dev"]), args.scale, hr_size=args.hr_size, train=False),
+            args.eval_batch_size, args.workers, device)
+        loss_fn = losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
+                                ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights).to(device)
+        optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay)
+        trainer = engine.Trainer(
+            model, sr_compute_loss(loss_fn), optimizer, args.out, engine.TrainingSettings.from_args(args),
+            training_steps(len(sampler), args.batch_size, args.accum_steps), device=device,
+            select=mean_psnr_selector(dev_loader, args.scale, device), run_args=record["args"])
+        if action == "resume":
+            trainer.resume()
+        trainer.fit(train_loader)
+        model.load_state_dict(files.load_checkpoint(trainer.checkpoint_path(FINAL_WEIGHTS))["model"])
+        record.update(best_epoch=trainer.best_epoch, dev_psnr_y=trainer.best_score, history=trainer.history,
+                      skipped_fp16_steps=trainer.skipped_steps, optimizer_steps=trainer.step)
+        if main_process:
+            print(f"[select] best epoch {trainer.best_epoch} by dev PSNR-Y {trainer.best_score:.3f} dB")
+    record["train_seconds"] = time.time() - started
+    if main_process:
+        files.write_json(os.path.join(args.out, "args.json"), record)
+    if args.save_samples and main_process:
+        evaluation.save_sample_grids(
+            model, datasets.FairFaceSR(splits["val"], args.scale, hr_size=args.hr_size), args.save_samples,
+            args.out, device)
+    table, _ = evaluate_to_dir(model, args, splits["val"], args.out, run_columns(args, record["code_version"]),
+                               device)
+    return table

@@ -1,0 +1,272 @@
+"""Verification study: train (optionally) a face-recognition model with a margin loss, score it per race on RFW.
+
+Surface (the same in every study module): get_args_parser, check_args, run_columns, build_model,
+evaluation_data, evaluate_to_dir, main. run_verify.py is a shim over it; racecomp.sweep and the
+quantization study use it too.
+
+Writes to --out: args.json, checkpoint.pth (when trained), optionally probe_gender.csv and bias_probe.csv
+(FairFace probes of the final backbone, see racecomp.probes), per_pair.csv (every pair's cosine score, so
+any metric can be recomputed) and per_race.csv (written last: a finished run). Verification rates are
+percentages; probe F1, accuracies and association scores are fractions.
+"""
+import argparse
+import copy
+import os
+import time
+
+import torch
+
+from racecomp import (cli, datasets, engine, evaluation, facenets, files, margin_heads, probes, schema, toydata,
+                      verification)
+from racecomp.races import RFW_RACES, slug
+
+NAME = "verify"
+MINORITY_RACES = RFW_RACES
+# Columns of per_race.csv that name the experiment (`init` is derived from --weights / --init-from); every
+# other result-changing flag, the evaluation protocol's included (--align, --no-flip, --races, --far,
+# --rfw), goes into `recipe`.
+IDENTIFYING = ("arch", "init", "finetune", "minority", "weight")
+NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every",)  # progress lines change no number
+FINAL_WEIGHTS = "checkpoint.pth"  # no selection split: the last epoch is the model
+
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    cli.add_data_arguments(parser, "identity folders <Race>/<identity>/*.jpg for training (BUPT layout); "
+                                   "default: the built-in synthetic demo identities. --minority keeps a seeded "
+                                   "fraction W of that race's identities (all their images)")
+    cli.add_training_arguments(parser)
+    # AdamW at 2e-3 for 5 epochs: on the demo identities this reaches ~80-90% RFW-style accuracy in ~2 min on
+    # 2 CPU cores; fewer steps leave BatchNorm running statistics dominated by their initial values.
+    parser.set_defaults(lr=2e-3, epochs=5, batch_size=16, warmup_steps=5)
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", choices=facenets.FACE_MODEL_NAMES, default="mobilefacenet",
+                       help="face-recognition backbone")
+    model.add_argument("--embedding-size", type=int, default=512, help="embedding dimension")
+    model.add_argument("--weights", default=None, help="local state dict to start from (arcface_torch "
+                       "backbone.pth for iresnet/mobilefacenet, or a RaceComp checkpoint)")
+    model.add_argument("--init-from", default=None, help="upscaler run folder whose encoder initialises a "
+                       "resnet50/FastViT backbone (transfer from upscaling to recognition)")
+    model.add_argument("--margin", choices=("arcface", "cosface"), default="arcface",
+                       help="margin loss: arcface (s 64, m 0.5) or cosface (s 64, m 0.35)")
+    data = parser.add_argument_group("evaluation data")
+    data.add_argument("--rfw", default=None, help="RFW root (test/data, test/txts); default: demo RFW")
+    data.add_argument("--races", default="all", help="comma-separated RFW races to score (slugs) or all")
+    data.add_argument("--align", action="store_true", help="align RFW images with the 5-point ArcFace template "
+                      "from <Race>_lmk.txt (for unaligned copies)")
+    data.add_argument("--image-size", type=int, default=112, help="face crop size in px")
+    data.add_argument("--allow-overlap", action="store_true", help="train even if training identities appear "
+                      "in evaluated RFW pairs (reported in args.json)")
+    evaluate = parser.add_argument_group("evaluation")
+    evaluate.add_argument("--far", type=float, nargs="+", default=[1e-3, 1e-2], help="target false-accept "
+                          "rates for TAR@FAR; the first also sets the global TPR/FPR threshold")
+    evaluate.add_argument("--no-flip", action="store_true", help="score without the flip test")
+    evaluate.add_argument("--eval-batch-size", type=int, default=64, help="images per evaluation batch")
+    probe = parser.add_argument_group("probes (FairFace)")
+    probe.add_argument("--probe", choices=("none", "gender"), default="none", help="gender: linear gender head "
+                       "on the final embeddings (FairFace train), per-race F1 on FairFace val -> probe_gender.csv")
+    probe.add_argument("--bias-probe", action="store_true", help="association scores of FairFace val race and "
+                       "race x gender sets before vs after training, and their Bias Transfer Score -> bias_probe.csv")
+    probe.add_argument("--probe-data", default=None, help="FairFace root (fairface_label_{train,val}.csv); "
+                       "default: the built-in synthetic demo FairFace (random gender labels: chance-level probe)")
+    probe.add_argument("--probe-steps", type=int, default=100, help="L-BFGS iterations (full batch) of the "
+                       "gender probe's logistic regression, at most")
+    cli.add_output_arguments(parser)
+    return parser
+
+
+def check_values(args):
+    """The checks of each flag's value on its own (racecomp.sweep checks every grid value with them)."""
+    cli.check_minority_values(args, MINORITY_RACES)
+    cli.check_races(args.races, RFW_RACES)
+    if args.probe_steps < 1:
+        raise ValueError(f"--probe-steps {args.probe_steps}: must be >= 1")
+    if not all(0.0 < far < 1.0 for far in args.far):
+        raise ValueError(f"--far {args.far}: false-accept rates must be in (0, 1)")
+
+
+def check_args(args):
+    """Every check that needs no data, before any work; returns the minority race label (or None)."""
+    check_values(args)
+    minority = cli.check_minority(args, MINORITY_RACES)
+    if args.epochs == 0 and not (args.weights or args.init_from):
+        raise ValueError("--epochs 0 evaluates only: give --weights or --init-from (a random model scores ~50%)")
+    if args.bias_probe and args.epochs == 0:
+        raise ValueError("--bias-probe compares the backbone before and after training: needs --epochs > 0")
+    return minority
+
+
+def _init(args):
+    return "upscaler" if args.init_from else ("weights" if args.weights else "scratch")
+
+
+def default_out(args):
+    minority = f"{slug(args.minority)}-w{args.weight:g}" if args.minority != "none" else "balanced"
+    source = "init-upscaler" if args.init_from else ("weights" if args.weights else "scratch")
+    return os.path.join("runs", NAME, f"{args.arch}-{source}-{args.finetune}-{minority}-seed{args.seed}")
+
+
+def run_columns(args, code_version):
+    """The identifying columns of every per_race.csv row of this run, `recipe` hashing all other settings."""
+    settings = vars(args)
+    columns = {"study": NAME, "arch": args.arch, "init": _init(args), "finetune": args.finetune,
+               "minority": check_args(args) or "none", "weight": args.weight}
+    return {**columns, schema.RECIPE_COLUMN: schema.recipe_id(settings, IDENTIFYING, NON_RESULT_ARGS),
+            "seed": args.seed, "code_version": code_version}
+
+
+def build_model(args, starting_weights=True):
+    """The backbone of `args` on the CPU, with its starting weights (--weights, --init-from) unless
+    `starting_weights` is False (the architecture only, for loading a trained checkpoint)."""
+    model = facenets.get_model(args.arch, args.embedding_size)
+    if starting_weights and args.weights:
+        facenets.load_backbone_weights(model, args.weights)
+        print(f"[model] {args.arch} weights from {args.weights}")
+    if starting_weights and args.init_from:
+        path = os.path.join(args.init_from, "best.pth")
+        if not os.path.isfile(path):
+            path = os.path.join(args.init_from, "checkpoint.pth")
+        count = facenets.load_encoder_from_upscaler(model, files.load_checkpoint(path)["model"])
+        print(f"[model] encoder initialised from upscaler {path} ({count} tensors)")
+    return model
+
+
+def rfw_root(args):
+    return args.rfw if args.rfw is not None else toydata.ensure_demo_data("rfw")
+
+
+def evaluation_data(args):
+    """(RFW root, the pairs of the --races scored), read and checked."""
+    root = rfw_root(args)
+    pairs = datasets.read_rfw(root, cli.check_races(args.races, RFW_RACES))
+    return root, pairs
+
+
+def evaluate_to_dir(model, args, data, out_dir, run_columns, device):
+    """Score `model` on the RFW pairs of `data` (evaluation_data) with the protocol of `args` (--align,
+    --no-flip, --image-size, --far), write per_pair.csv and per_race.csv (last), print the table; return
+    (table, {"global_threshold": cosine}).
+    """
+    root, pairs = data
+    loader, keys = verification.rfw_loader(root, pairs, args.eval_batch_size, args.workers, device,
+                                           align=args.align, image_size=args.image_size)
+    pair_rows = verification.score_pairs(pairs, keys, verification.embed(model, loader, device,
+                                                                         flip=not args.no_flip))
+    table, threshold = verification.per_race_table(pair_rows, fars=tuple(args.far))
+    evaluation.write_results(out_dir, pair_rows, table, item_name="per_pair.csv", run_columns=run_columns)
+    verification.print_table(table, threshold, args.far[0])
+    print(f"[rfw] results in {out_dir}")
+    return table, {"global_threshold": threshold}
+
+
+def identity_loss(head, labels):
+    """compute_loss for engine.Trainer: margin-head cross-entropy, logits in fp32 (the head ensures it)."""
+    def compute_loss(model, batch):
+        targets = labels.to(batch["image"].device)[batch["index"]]
+        logits = head(model(verification.to_model_range(batch["image"])), targets)
+        return torch.nn.functional.cross_entropy(logits, targets), {}
+    return compute_loss
+
+
+def read_probe_data(args):
+    """(root, train records or None, val records) of the FairFace probe data, or None without probes.
+
+    Read and checked before training, so bad probe data fails the run before it spends any compute.
+    """
+    if args.probe == "none" and not args.bias_probe:
+        return None
+    root = args.probe_data if args.probe_data is not None else toydata.ensure_demo_data("fairface")
+    train_records = datasets.read_fairface(root, "train") if args.probe == "gender" else None
+    val_records = datasets.read_fairface(root, "val")
+    if args.bias_probe:
+        probes.bias_probe_sets(val_records)
+    return root, train_records, val_records
+
+
+def run_probes(args, probe_data, model, start_model, device, record, columns):
+    """Write probe_gender.csv and/or bias_probe.csv for the trained `model`; results also go into `record`."""
+    root, train_records, val_records = probe_data
+    record["probe_data"] = root
+    features = dict(batch_size=args.eval_batch_size, workers=args.workers, device=device)
+    if args.probe == "gender":
+        rows, summary = probes.gender_probe(model, train_records, val_records, args.image_size,
+                                            steps=args.probe_steps, **features)
+        files.write_csv(os.path.join(args.out, "probe_gender.csv"), [{**columns, **row} for row in rows])
+        record["probe_gender"] = summary
+        print(f"[probe] gender on {root}: val accuracy {summary['val_accuracy']:.4f}, F1 "
+              f"({summary['positive_class']} positive) {summary['val_f1']:.4f}")
+        for row in rows:
+            print(f"  {row['race']:<16} n {row['n']:>5}  F1 in {row['f1_in']:.4f}  out {row['f1_out']:.4f}  "
+                  f"gap {row['gap']:.4f}")
+    if args.bias_probe:
+        rows, score = probes.bias_probe(probes.extract_features(start_model, val_records, args.image_size, **features),
+                                        probes.extract_features(model, val_records, args.image_size, **features),
+                                        val_records)
+        files.write_csv(os.path.join(args.out, "bias_probe.csv"), [{**columns, **row} for row in rows])
+        record["bias_transfer_score"] = score
+        print(f"[probe] Bias Transfer Score (Spearman over {len(rows)} comparisons): {score:.4f}")
+
+
+def _train(args, model, minority, pairs, action, device, record):
+    """Train `model` with the margin head on the identity folders; the facts of the data go into `record`."""
+    train_root = args.data if args.data is not None else toydata.ensure_demo_data("identities")
+    all_records = datasets.read_identity_folders(train_root)
+    overlap = datasets.check_identity_overlap(all_records, pairs, allow=args.allow_overlap)
+    train_records = datasets.subsample_identities(all_records, minority, args.weight, args.seed)
+    counts = {race: {"identities": len({r.identity for r in train_records if r.race == race}),
+                     "images": sum(r.race == race for r in train_records)}
+              for race in RFW_RACES if any(r.race == race for r in all_records)}
+    print(f"[data] identities {train_root}: {len(train_records)} of {len(all_records)} images kept "
+          f"(minority {minority}, weight {args.weight}); epoch of {len(all_records)} draws")
+    for race, count in counts.items():
+        print(f"  {race:<10} identities {count['identities']:>5}  images {count['images']:>6}")
+    # Equal compute: an epoch is as many draws as the full training set, whatever was dropped.
+    sampler = datasets.MinoritySampler(train_records, None, 1.0, seed=args.seed, num_samples=len(all_records))
+    items = [((r.race, r.identity, r.path), r.path) for r in train_records]
+    loader = engine.make_loader(datasets.FaceImages(items, image_size=args.image_size, flip=True),
+                                args.batch_size, args.workers, device, sampler=sampler)
+    labels = torch.tensor([r.class_index for r in train_records])
+    n_classes = max(r.class_index for r in all_records) + 1
+    head = margin_heads.get_margin_head(args.margin, args.embedding_size, n_classes).to(device)
+    optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay, extra_modules=[head])
+    trainer = engine.Trainer(model, identity_loss(head, labels), optimizer, args.out,
+                             engine.TrainingSettings.from_args(args), -(-len(loader) // args.accum_steps),
+                             device=device, extra_modules=[head], run_args=record["args"])
+    if action == "resume":
+        trainer.resume()
+    trainer.fit(loader)
+    record.update(train_root=train_root, realized_counts=counts, identity_overlap=overlap,
+                  history=trainer.history, optimizer_steps=trainer.step, skipped_fp16_steps=trainer.skipped_steps)
+
+
+def main(args):
+    minority = check_args(args)
+    args.out = os.path.abspath(args.out or default_out(args))
+    device = cli.resolve_device(args.device)
+    action = files.prepare_out_dir(args.out, args, overwrite=args.overwrite)
+    if action == "skip":
+        return None
+    engine.seed_everything(args.seed)
+    data = evaluation_data(args)
+    print(f"[data] RFW {data[0]}: {len(data[1])} pairs over {args.races}")
+    probe_data = read_probe_data(args)
+    model = build_model(args).to(device)
+    # The starting backbone, kept before training (and before a resume loads the checkpoint) for the bias probe.
+    start_model = copy.deepcopy(model) if args.bias_probe else None
+    record = files.run_record(args, study=NAME, rfw_root=data[0], device=str(device))
+    files.write_json(os.path.join(args.out, "args.json"), record)
+    started = time.time()
+    if args.epochs > 0:
+        _train(args, model, minority, data[1], action, device, record)
+    record["train_seconds"] = time.time() - started
+    files.write_json(os.path.join(args.out, "args.json"), record)
+    columns = run_columns(args, record["code_version"])
+    if probe_data is not None:
+        # Before per_race.csv: a finished run has every output.
+        run_probes(args, probe_data, model, start_model, device, record, columns)
+        files.write_json(os.path.join(args.out, "args.json"), record)
+    table, summary = evaluate_to_dir(model, args, data, args.out, columns, device)
+    record.update(summary)
+    files.write_json(os.path.join(args.out, "args.json"), record)
+    return table
