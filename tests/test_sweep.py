@@ -228,5 +228,5 @@ def test_slurm_script_runs_line_of_its_array_task(tmp_path, capsys, monkeypatch)
 def test_commands_call_the_scripts_by_absolute_path_from_any_working_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert sweep.script_path("upscale") == SCRIPT and os.path.isfile(SCRIPT)
-    run = expand(["seed=0"])[0]
+    run = expand([["seed=0"]])[0]
     assert shlex.split(sweep.command_line(run, "upscale"))[:2] == ["python", SCRIPT]
