@@ -1,4 +1,4 @@
-"""Fairness statistics across race groups: summaries, F1 by subgroup, bootstrap CIs, paired tests, BTS.
+"""Fairness statistics across race groups: summaries, bootstrap CIs, paired tests, minority penalties.
 
 Pure numpy functions. Conventions used throughout:
   - Group summaries treat the metric as higher-is-better (accuracy, PSNR, SSIM) and weight groups equally.
@@ -9,7 +9,6 @@ Pure numpy functions. Conventions used throughout:
 
 import numpy as np
 
-from racecomp.metrics import l2_normalize
 
 SUMMARY_KEYS = ("mean", "worst", "best", "gap", "ratio", "std", "ser")
 STATISTICS = ("mean", "percent")
@@ -53,47 +52,6 @@ def group_summary(values):
     if not np.all(np.isfinite(per_group)):
         raise ValueError(f"group values must be finite, got {values}")
     return {key: float(column[0]) for key, column in _summarize_rows(per_group).items()}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# F1 by subgroup
-
-
-def f1_score(y_true, y_pred):
-    """Binary F1 of the positive class 1: 2 TP / (2 TP + FP + FN), in [0, 1].
-
-    0.0 when there are no true and no predicted positives (sklearn's zero_division=0 default).
-    """
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(f"y_true and y_pred must be 1-D of equal length, got {y_true.shape} and {y_pred.shape}")
-    for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
-        if not np.all((labels == 0) | (labels == 1)):
-            raise ValueError(f"{name} must contain only 0 and 1")
-    true_positive = np.sum((y_true == 1) & (y_pred == 1))
-    false_positive = np.sum((y_true == 0) & (y_pred == 1))
-    false_negative = np.sum((y_true == 1) & (y_pred == 0))
-    denominator = 2 * true_positive + false_positive + false_negative
-    return float(2 * true_positive / denominator) if denominator > 0 else 0.0
-
-
-def f1_subgroup(y_true, y_pred, in_group):
-    """F1 inside and outside a subgroup c: dict(f1_in = F1(t|c), f1_out = F1(t|not c), worst, gap).
-
-    worst = min(f1_in, f1_out); gap = |f1_in - f1_out|, as in the BatchNorm fine-tuning study. `in_group`
-    is a boolean mask aligned with y_true; both sides must be non-empty.
-    """
-    in_group = np.asarray(in_group, dtype=bool)
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    if in_group.shape != y_true.shape:
-        raise ValueError(f"in_group mask {in_group.shape} does not match labels {y_true.shape}")
-    if in_group.all() or not in_group.any():
-        raise ValueError("the subgroup and its complement must both be non-empty")
-    f1_in = f1_score(y_true[in_group], y_pred[in_group])
-    f1_out = f1_score(y_true[~in_group], y_pred[~in_group])
-    return {"f1_in": f1_in, "f1_out": f1_out, "worst": min(f1_in, f1_out), "gap": abs(f1_in - f1_out)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -339,73 +297,3 @@ def minority_penalty(metric_under, metric_balanced, keys_under, keys_balanced, g
                 "p_value": entry["p_value"], "n": entry["n"]}
         for label, entry in result["groups"].items()
     }
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Bias Transfer Score
-
-
-def association_score(feats_a, feats_b=None, seed=0):
-    """Mean pairwise cosine similarity between two feature sets, in [-1, 1].
-
-    feats_a (N, D), feats_b (M, D): mean over all N x M pairs of cos(a_i, b_j) of the L2-normalized rows
-    (computed exactly as the dot product of the two mean unit vectors). With feats_b None the set is
-    compared with itself without self-pairs: a seeded random permutation is split into its first
-    floor(N/2) rows and the rest, and those two halves are compared.
-    """
-    unit_a = l2_normalize(feats_a)
-    if feats_b is None:
-        if len(unit_a) < 2:
-            raise ValueError("a split-half self-association needs at least two feature rows")
-        order = np.random.default_rng(seed).permutation(len(unit_a))
-        half = len(unit_a) // 2
-        unit_a, unit_b = unit_a[order[:half]], unit_a[order[half:]]
-    else:
-        unit_b = l2_normalize(feats_b)
-        if unit_b.shape[1] != unit_a.shape[1]:
-            raise ValueError(f"feature sizes differ: {unit_a.shape[1]} vs {unit_b.shape[1]}")
-    return float(unit_a.mean(axis=0) @ unit_b.mean(axis=0))
-
-
-def _average_ranks(x):
-    """1-based ranks of x, tied values sharing the mean of the ranks they span."""
-    order = np.argsort(x, kind="stable")
-    ordered = x[order]
-    starts_block = np.concatenate([[True], ordered[1:] != ordered[:-1]])
-    block = np.cumsum(starts_block) - 1
-    first = np.flatnonzero(starts_block)  # 0-based first position of each tie block
-    last = np.concatenate([first[1:], [len(x)]]) - 1
-    ranks = np.empty(len(x))
-    ranks[order] = ((first + last) / 2.0 + 1.0)[block]
-    return ranks
-
-
-def spearman(x, y):
-    """Spearman rank correlation in [-1, 1]: Pearson correlation of average ranks (ties share ranks).
-
-    NaN when either input is constant (no ranking to correlate).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.ndim != 1 or x.shape != y.shape or len(x) < 2:
-        raise ValueError(f"spearman needs two 1-D arrays of equal length >= 2, got {x.shape} and {y.shape}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("spearman inputs contain NaN or inf")
-    rank_x = _average_ranks(x) - (len(x) + 1) / 2.0  # centred: ranks always average (N + 1) / 2
-    rank_y = _average_ranks(y) - (len(y) + 1) / 2.0
-    denominator = np.sqrt(np.sum(rank_x**2) * np.sum(rank_y**2))
-    return float(np.sum(rank_x * rank_y) / denominator) if denominator > 0 else float("nan")
-
-
-def bias_transfer_score(assoc_pretrained, assoc_finetuned):
-    """Bias Transfer Score: Spearman correlation between association scores before and after fine-tuning.
-
-    Both lists hold one association_score per comparison (e.g. race group x attribute), in the same order.
-    In [-1, 1]; high = the fine-tuned model keeps the pretrained model's ordering of associations. At least
-    three comparisons: with two, any Spearman correlation is +-1 and says nothing.
-    """
-    if len(assoc_pretrained) != len(assoc_finetuned):
-        raise ValueError(f"{len(assoc_pretrained)} pretrained vs {len(assoc_finetuned)} fine-tuned associations")
-    if len(assoc_pretrained) < 3:
-        raise ValueError("a Bias Transfer Score needs at least three comparisons")
-    return spearman(assoc_pretrained, assoc_finetuned)

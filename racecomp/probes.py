@@ -7,13 +7,16 @@
 
 Features are the model's embeddings (its last layer before any head) of FairFace images resized to the
 model's input size, in eval mode, without the flip test: one forward pass per image.
+The probes' statistics (binary F1 inside/outside a subgroup, association score, Spearman, BTS) are pure
+numpy functions at the end of this module.
 """
 import itertools
 
 import numpy as np
 import torch
 
-from racecomp import datasets, engine, fairness, verification
+from racecomp import datasets, engine, verification
+from racecomp.metrics import l2_normalize
 from racecomp.races import FAIRFACE_RACES
 
 GENDER_POSITIVE = "Female"  # class 1 of the gender probe, the positive class of its F1
@@ -95,7 +98,7 @@ def gender_f1_by_race(y_true, y_pred, races):
     """Per-race rows (GENDER_COLUMNS) of a gender prediction, races in FAIRFACE_RACES order.
 
     For race c (only races present): f1_in = F1 on images of c, f1_out = F1 on all other images (positive
-    class Female), worst = min, gap = |f1_in - f1_out| (fairness.f1_subgroup); accuracy = fraction of
+    class Female), worst = min, gap = |f1_in - f1_out| (f1_subgroup); accuracy = fraction of
     images of c predicted right; n = images of c. F1 and accuracy are fractions in [0, 1].
     """
     y_true, y_pred, races = np.asarray(y_true), np.asarray(y_pred), np.asarray(races)
@@ -106,7 +109,7 @@ def gender_f1_by_race(y_true, y_pred, races):
         members = races == race
         if not members.any():
             continue
-        result = fairness.f1_subgroup(y_true, y_pred, members)
+        result = f1_subgroup(y_true, y_pred, members)
         rows.append({"race": race, "n": int(members.sum()), **result,
                      "accuracy": float(np.mean(y_true[members] == y_pred[members]))})
     return rows
@@ -127,7 +130,7 @@ def gender_probe(model, train_records, val_records, image_size, batch_size, work
     summary = {"positive_class": GENDER_POSITIVE, "steps": steps,
                "train_accuracy": float(np.mean(probe.predict(train_features) == train_labels)),
                "val_accuracy": float(np.mean(predictions == val_labels)),
-               "val_f1": fairness.f1_score(val_labels, predictions)}
+               "val_f1": f1_score(val_labels, predictions)}
     return rows, summary
 
 
@@ -174,8 +177,119 @@ def bias_probe(features_pretrained, features_finetuned, records):
     for set_a, set_b in bias_comparisons(sets):
         a, b = sets[set_a], sets[set_b]
         rows.append({"set_a": set_a, "set_b": set_b, "n_a": len(a), "n_b": len(b),
-                     "assoc_pretrained": fairness.association_score(features_pretrained[a], features_pretrained[b]),
-                     "assoc_finetuned": fairness.association_score(features_finetuned[a], features_finetuned[b])})
-    score = fairness.bias_transfer_score([row["assoc_pretrained"] for row in rows],
+                     "assoc_pretrained": association_score(features_pretrained[a], features_pretrained[b]),
+                     "assoc_finetuned": association_score(features_finetuned[a], features_finetuned[b])})
+    score = bias_transfer_score([row["assoc_pretrained"] for row in rows],
                                          [row["assoc_finetuned"] for row in rows])
     return rows, score
+
+
+# ---------------------------------------------------------------------------------------------------------
+# F1 by subgroup
+
+
+def f1_score(y_true, y_pred):
+    """Binary F1 of the positive class 1: 2 TP / (2 TP + FP + FN), in [0, 1].
+
+    0.0 when there are no true and no predicted positives (sklearn's zero_division=0 default).
+    """
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be 1-D of equal length, got {y_true.shape} and {y_pred.shape}")
+    for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
+        if not np.all((labels == 0) | (labels == 1)):
+            raise ValueError(f"{name} must contain only 0 and 1")
+    true_positive = np.sum((y_true == 1) & (y_pred == 1))
+    false_positive = np.sum((y_true == 0) & (y_pred == 1))
+    false_negative = np.sum((y_true == 1) & (y_pred == 0))
+    denominator = 2 * true_positive + false_positive + false_negative
+    return float(2 * true_positive / denominator) if denominator > 0 else 0.0
+
+
+def f1_subgroup(y_true, y_pred, in_group):
+    """F1 inside and outside a subgroup c: dict(f1_in = F1(t|c), f1_out = F1(t|not c), worst, gap).
+
+    worst = min(f1_in, f1_out); gap = |f1_in - f1_out|, as in the BatchNorm fine-tuning study. `in_group`
+    is a boolean mask aligned with y_true; both sides must be non-empty.
+    """
+    in_group = np.asarray(in_group, dtype=bool)
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if in_group.shape != y_true.shape:
+        raise ValueError(f"in_group mask {in_group.shape} does not match labels {y_true.shape}")
+    if in_group.all() or not in_group.any():
+        raise ValueError("the subgroup and its complement must both be non-empty")
+    f1_in = f1_score(y_true[in_group], y_pred[in_group])
+    f1_out = f1_score(y_true[~in_group], y_pred[~in_group])
+    return {"f1_in": f1_in, "f1_out": f1_out, "worst": min(f1_in, f1_out), "gap": abs(f1_in - f1_out)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bias Transfer Score
+
+
+def association_score(feats_a, feats_b=None, seed=0):
+    """Mean pairwise cosine similarity between two feature sets, in [-1, 1].
+
+    feats_a (N, D), feats_b (M, D): mean over all N x M pairs of cos(a_i, b_j) of the L2-normalized rows
+    (computed exactly as the dot product of the two mean unit vectors). With feats_b None the set is
+    compared with itself without self-pairs: a seeded random permutation is split into its first
+    floor(N/2) rows and the rest, and those two halves are compared.
+    """
+    unit_a = l2_normalize(feats_a)
+    if feats_b is None:
+        if len(unit_a) < 2:
+            raise ValueError("a split-half self-association needs at least two feature rows")
+        order = np.random.default_rng(seed).permutation(len(unit_a))
+        half = len(unit_a) // 2
+        unit_a, unit_b = unit_a[order[:half]], unit_a[order[half:]]
+    else:
+        unit_b = l2_normalize(feats_b)
+        if unit_b.shape[1] != unit_a.shape[1]:
+            raise ValueError(f"feature sizes differ: {unit_a.shape[1]} vs {unit_b.shape[1]}")
+    return float(unit_a.mean(axis=0) @ unit_b.mean(axis=0))
+
+
+def _average_ranks(x):
+    """1-based ranks of x, tied values sharing the mean of the ranks they span."""
+    order = np.argsort(x, kind="stable")
+    ordered = x[order]
+    starts_block = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+    block = np.cumsum(starts_block) - 1
+    first = np.flatnonzero(starts_block)  # 0-based first position of each tie block
+    last = np.concatenate([first[1:], [len(x)]]) - 1
+    ranks = np.empty(len(x))
+    ranks[order] = ((first + last) / 2.0 + 1.0)[block]
+    return ranks
+
+
+def spearman(x, y):
+    """Spearman rank correlation in [-1, 1]: Pearson correlation of average ranks (ties share ranks).
+
+    NaN when either input is constant (no ranking to correlate).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape or len(x) < 2:
+        raise ValueError(f"spearman needs two 1-D arrays of equal length >= 2, got {x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("spearman inputs contain NaN or inf")
+    rank_x = _average_ranks(x) - (len(x) + 1) / 2.0  # centred: ranks always average (N + 1) / 2
+    rank_y = _average_ranks(y) - (len(y) + 1) / 2.0
+    denominator = np.sqrt(np.sum(rank_x**2) * np.sum(rank_y**2))
+    return float(np.sum(rank_x * rank_y) / denominator) if denominator > 0 else float("nan")
+
+
+def bias_transfer_score(assoc_pretrained, assoc_finetuned):
+    """Bias Transfer Score: Spearman correlation between association scores before and after fine-tuning.
+
+    Both lists hold one association_score per comparison (e.g. race group x attribute), in the same order.
+    In [-1, 1]; high = the fine-tuned model keeps the pretrained model's ordering of associations. At least
+    three comparisons: with two, any Spearman correlation is +-1 and says nothing.
+    """
+    if len(assoc_pretrained) != len(assoc_finetuned):
+        raise ValueError(f"{len(assoc_pretrained)} pretrained vs {len(assoc_finetuned)} fine-tuned associations")
+    if len(assoc_pretrained) < 3:
+        raise ValueError("a Bias Transfer Score needs at least three comparisons")
+    return spearman(assoc_pretrained, assoc_finetuned)
