@@ -20,21 +20,32 @@ from racecomp.schema import FINISHED_MARKER, NON_RESULT_ARGS
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode="w", **kwargs):
-    """Open a temporary file beside `path`; on success fsync and rename it to `path`, on error remove it."""
+def atomic_path(path, temporary=None):
+    """Yield a temporary file name beside `path` for the caller to write; on success fsync that file and
+    rename it over `path`, on any error remove it. `temporary` names it (e.g. after the writing process, so
+    a later run can remove one left by a killed process); default: a fresh unique hidden name."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    if temporary is None:
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+        os.close(fd)
     try:
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
+        yield temporary
+        with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+            os.remove(temporary)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w", **kwargs):
+    """open() a temporary file beside `path`, renamed to `path` once written (atomic_path)."""
+    with atomic_path(path) as temporary:
+        with open(temporary, mode, **kwargs) as handle:
+            yield handle
 
 
 def write_json(path, obj):

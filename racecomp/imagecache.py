@@ -152,15 +152,14 @@ def _build(path, records, hr_size, workers, progress):
     # Batches of 16 images as lists (no collation): fewer hand-overs from workers, sizes checked here.
     loader = torch.utils.data.DataLoader(_HighResolutionImages(records, hr_size), batch_size=16, shuffle=False,
                                          num_workers=workers, collate_fn=list)
-    # Not files.atomic_open: a memory map is written through its file name, and a pid-named temporary lets the
-    # next build remove one left by a killed process. Same idea: fsync, then rename over `path`.
-    temporary = _temporary_path(path, os.getpid())
+    # A memory map is written through its file name; a pid-named temporary lets the next build remove one
+    # left by a killed process (_remove_abandoned_temporaries).
     total = len(records)
     report_every = max(1, total // 20)
     started = time.time()
     array = None
     done = 0
-    try:
+    with files.atomic_path(path, temporary=_temporary_path(path, os.getpid())) as temporary:
         for batch in loader:
             for hr in batch:  # uint8 (3, H, W)
                 if array is None:
@@ -181,13 +180,6 @@ def _build(path, records, hr_size, workers, progress):
         shape = array.shape
         array.flush()
         del array
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
     return shape
 
 
