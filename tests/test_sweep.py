@@ -4,7 +4,6 @@ import itertools
 import os
 import shlex
 import subprocess
-import sys
 
 import pytest
 
