@@ -105,9 +105,9 @@ class _HighResolutionImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         record = self.records[index]
-        hr = datasets._load_rgb(record.path, f"{record.file} (CSV line {record.line})")  # uint8 (3, H, W)
+        hr = datasets.load_rgb(record.path, f"{record.file} (CSV line {record.line})")  # uint8 (3, H, W)
         if self.hr_size is not None and tuple(hr.shape[-2:]) != (self.hr_size, self.hr_size):
-            resized = datasets._resize_bicubic(hr.float().unsqueeze(0) / 255.0, (self.hr_size, self.hr_size))
+            resized = datasets.resize_bicubic(hr.float().unsqueeze(0) / 255.0, (self.hr_size, self.hr_size))
             hr = (resized[0] * 255.0).round().to(torch.uint8)  # k / 255 back to k, exactly
         return hr
 

@@ -1,0 +1,110 @@
+"""Image files to tensors: RGB decoding with errors that name the item, bicubic resampling, FaceImages.
+
+Every image the data layer reads is decoded by `load_rgb`, and every bicubic resize (LR images
+included) goes through `resize_bicubic`, so all datasets (and racecomp.imagecache, which stores what
+they would decode) agree pixel for pixel. The two underscored helpers are internal to racecomp's data
+code, not a user API.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from racecomp.alignment import align_face
+
+
+def load_rgb(path, where):
+    """Decode `path` to a uint8 tensor (3, H, W), RGB. A corrupt or unreadable image raises naming `where`."""
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as error:  # PIL's decode errors
+        raise ValueError(f"{where}: cannot decode image {path}: {error}") from error
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def resize_bicubic(image, size):
+    """Resize float (B, 3, H, W) in [0, 1] to `size` (h, w), bicubic a = -0.5 with antialias, on the uint8 grid."""
+    resized = F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False)
+    return (resized.clamp(0.0, 1.0) * 255.0).round() / 255.0
+
+
+def downscale_bicubic(hr, scale):
+    """Low-resolution image from `hr`: bicubic, antialiased, quantized as if saved as an 8-bit image.
+
+    hr: (B, 3, H, W) or (3, H, W), uint8 in [0, 255] or float in [0, 1], RGB, any device; H and W
+    divisible by `scale`. Returns float32 of shape (..., 3, H/scale, W/scale), values in [0, 1] on the
+    uint8 grid (k / 255), on hr's device. The kernel is torch's antialiased bicubic
+    (`F.interpolate(mode='bicubic', antialias=True, align_corners=False)`): Keys' cubic with a = -0.5,
+    stretched by `scale` over the footprint, the same filter as PIL's Image.resize(BICUBIC) (torch's
+    non-antialiased bicubic uses a = -0.75 instead). It equals PIL's float-mode ('F') resize after
+    quantization; PIL's uint8 resize rounds to uint8 between its horizontal and vertical passes, so it
+    differs by at most 1 grey level (on ~10% of pixels of random 64 px images). This is the only place
+    LR images are made.
+    """
+    if hr.dim() not in (3, 4) or hr.shape[-3] != 3:
+        raise ValueError(f"hr must be (B, 3, H, W) or (3, H, W), got shape {tuple(hr.shape)}")
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    height, width = hr.shape[-2:]
+    if height % scale or width % scale:
+        raise ValueError(f"image size {height}x{width} is not divisible by scale {scale}")
+    image = hr.float() / 255.0 if hr.dtype == torch.uint8 else hr.float()
+    batch = image if image.dim() == 4 else image.unsqueeze(0)
+    lr = resize_bicubic(batch, (height // scale, width // scale))
+    return lr if hr.dim() == 4 else lr.squeeze(0)
+
+
+def drop_unreadable(records):
+    """Decode every record's image once; returns (good, bad) lists, for a `--skip-bad` flag.
+
+    records: anything with `path` and `file` (FaceRecord), in any order; both lists keep that order.
+    """
+    good, bad = [], []
+    for record in records:
+        try:
+            load_rgb(record.path, record.file)
+        except ValueError:
+            bad.append(record)
+        else:
+            good.append(record)
+    return good, bad
+
+
+class FaceImages(torch.utils.data.Dataset):
+    """Face images for recognition: item = dict(image, index), `index` into `items`.
+
+    items: list of (key, path). image: float32 (3, S, S) RGB in [0, 1], S = image_size. With
+    `align_landmarks` (dict key -> (5, 2) landmarks) each image is aligned with align_face; without it
+    images of another size are resized (bicubic, antialias). `flip=True` flips horizontally with
+    probability 1/2 (training only). Used for RFW evaluation (unique images of all pairs), identity
+    training and the FairFace probes: it knows image files, not any dataset's layout.
+    """
+
+    def __init__(self, items, image_size=112, align_landmarks=None, flip=False):
+        self.items = list(items)
+        self.image_size = image_size
+        self.align_landmarks = align_landmarks
+        self.flip = flip
+        if align_landmarks is not None:
+            missing = [key for key, _ in self.items if key not in align_landmarks]
+            if missing:
+                raise ValueError(f"no landmarks for {len(missing)} image(s), e.g. {missing[:3]}")
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        key, path = self.items[index]
+        image = load_rgb(path, str(key))
+        if self.align_landmarks is not None:
+            source = Image.fromarray(image.permute(1, 2, 0).numpy())
+            aligned = align_face(source, self.align_landmarks[key], self.image_size)
+            image = torch.from_numpy(np.asarray(aligned).copy()).permute(2, 0, 1).float() / 255.0
+        else:
+            image = image.float() / 255.0
+            if tuple(image.shape[-2:]) != (self.image_size, self.image_size):
+                image = resize_bicubic(image.unsqueeze(0), (self.image_size, self.image_size))[0]
+        if self.flip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return dict(image=image, index=index)

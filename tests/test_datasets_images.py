@@ -1,0 +1,122 @@
+"""Bicubic downscale against PIL, face alignment onto the ArcFace template, and FaceImages."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from racecomp.alignment import ARCFACE_TEMPLATE_112, align_face, similarity_transform
+from racecomp.datasets.images import FaceImages, downscale_bicubic
+
+# ---------------------------------------------------------------------------------------------- bicubic downscale
+
+def random_image(size=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_downscale_matches_pil_bicubic(scale):
+    pixels = random_image(48)
+    lr = downscale_bicubic(torch.from_numpy(pixels).permute(2, 0, 1), scale)
+    assert torch.allclose(lr * 255, (lr * 255).round(), atol=1e-4)  # on the uint8 grid
+    ours = (lr * 255).round().permute(1, 2, 0).numpy()
+    small = (48 // scale, 48 // scale)
+    pil_uint8 = np.asarray(Image.fromarray(pixels).resize(small, Image.BICUBIC)).astype(np.float64)
+    assert np.abs(ours - pil_uint8).max() <= 1  # PIL rounds to uint8 between its two passes
+    # PIL in float mode has no intermediate rounding: then the kernels agree exactly.
+    pil_float = np.stack([np.asarray(Image.fromarray(pixels[..., c].astype(np.float32), "F")
+                                     .resize(small, Image.BICUBIC)) for c in range(3)], axis=-1)
+    assert np.array_equal(ours, np.clip(np.round(pil_float), 0, 255))
+
+
+def test_downscale_shapes_dtypes_and_constant_image():
+    batch = torch.from_numpy(np.stack([random_image(32, s) for s in range(2)])).permute(0, 3, 1, 2)
+    lr = downscale_bicubic(batch, 4)
+    assert lr.shape == (2, 3, 8, 8) and lr.dtype == torch.float32
+    assert torch.equal(downscale_bicubic(batch[1], 4), lr[1])
+    assert torch.equal(downscale_bicubic(batch.float() / 255, 4), lr)
+    constant = torch.full((3, 16, 16), 100, dtype=torch.uint8)
+    assert torch.allclose(downscale_bicubic(constant, 2), torch.full((3, 8, 8), 100 / 255))
+
+
+def test_downscale_rejects_non_divisible_size_and_bad_shape():
+    with pytest.raises(ValueError, match="30x32 is not divisible by scale 4"):
+        downscale_bicubic(torch.zeros(3, 30, 32), 4)
+    with pytest.raises(ValueError, match="must be"):
+        downscale_bicubic(torch.zeros(1, 32, 32), 2)
+
+
+# ---------------------------------------------------------------------------------------------- alignment
+
+def known_similarity(angle_degrees=12.0, scale=1.7, shift=(5.0, -3.0)):
+    angle = math.radians(angle_degrees)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    return np.hstack([scale * rotation, np.array(shift)[:, None]])
+
+
+def apply(matrix, points):
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def test_similarity_transform_recovers_known_transform():
+    matrix = known_similarity()
+    destination = apply(matrix, ARCFACE_TEMPLATE_112)
+    assert np.allclose(similarity_transform(ARCFACE_TEMPLATE_112, destination), matrix, atol=1e-10)
+    mirrored = ARCFACE_TEMPLATE_112 * np.array([-1.0, 1.0])  # a reflection is not a similarity
+    fitted = similarity_transform(ARCFACE_TEMPLATE_112, mirrored)
+    assert np.linalg.det(fitted[:, :2]) > 0
+    with pytest.raises(ValueError, match="coincide"):
+        similarity_transform(np.ones((5, 2)), ARCFACE_TEMPLATE_112)
+
+
+def blob_image(points, size=(140, 120), sigma=1.5):
+    """Grey image, Gaussian dots centred at `points` (pixel-index coordinates)."""
+    ys, xs = np.mgrid[0:size[1], 0:size[0]]
+    field = sum(np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)) for x, y in points)
+    grey = np.clip(field * 255, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.stack([grey] * 3, axis=-1))
+
+
+def centroids(image, expected, radius=5):
+    grey = np.asarray(image)[..., 0].astype(np.float64)
+    found = []
+    for x, y in expected:
+        cx, cy = int(round(x)), int(round(y))
+        window = grey[cy - radius:cy + radius + 1, cx - radius:cx + radius + 1]
+        ys, xs = np.mgrid[cy - radius:cy + radius + 1, cx - radius:cx + radius + 1]
+        found.append([(window * xs).sum() / window.sum(), (window * ys).sum() / window.sum()])
+    return np.array(found)
+
+
+@pytest.mark.parametrize("size", [112, 56])
+def test_align_face_puts_landmarks_on_template(size):
+    # Landmarks of a face 1.25x larger than the template, rotated and shifted inside a 140x120 image.
+    landmarks = apply(known_similarity(angle_degrees=-15.0, scale=1.25, shift=(10.0, -15.0)), ARCFACE_TEMPLATE_112)
+    aligned = align_face(blob_image(landmarks), landmarks, size=size)
+    assert aligned.size == (size, size)
+    template = ARCFACE_TEMPLATE_112 * size / 112
+    # Within 0.25 px: a half-pixel convention error (PIL samples at pixel centres) would miss this.
+    assert np.abs(centroids(aligned, template) - template).max() < 0.25
+
+
+# ---------------------------------------------------------------------------------------------- FaceImages
+
+def test_face_images_resize_align_and_flip(tmp_path):
+    path = str(tmp_path / "face.jpg")
+    landmarks = apply(known_similarity(angle_degrees=5.0, scale=1.1, shift=(8.0, 4.0)), ARCFACE_TEMPLATE_112)
+    blob_image(landmarks).save(path, quality=95)
+    plain = FaceImages([("k", path)], image_size=32)
+    item = plain[0]
+    assert item["image"].shape == (3, 32, 32) and item["index"] == 0 and torch.equal(plain[0]["image"], item["image"])
+    aligned = FaceImages([("k", path)], image_size=56, align_landmarks={"k": landmarks})[0]["image"]
+    pixels = (aligned.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    template = ARCFACE_TEMPLATE_112 / 2
+    assert np.abs(centroids(Image.fromarray(pixels), template, radius=4) - template).max() < 0.5
+    torch.manual_seed(0)
+    flips = FaceImages([("k", path)], image_size=32, flip=True)
+    results = [flips[0]["image"] for _ in range(12)]
+    assert any(torch.equal(r, item["image"].flip(-1)) for r in results) and \
+        any(torch.equal(r, item["image"]) for r in results)
+    with pytest.raises(ValueError, match="no landmarks for 1 image"):
+        FaceImages([("other", path)], align_landmarks={"k": landmarks})
