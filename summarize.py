@@ -5,7 +5,7 @@
 
 Finds every folder holding per_race.csv under the given folders or globs (recursively) and writes to --out:
 tables.md (every table, and a Problems section naming each file left out and why), one CSV per table and
-PNG dot plots with CI whiskers. See racecomp/tables.py for the conventions (n, pairing, references, signs).
+PNG dot plots with CI whiskers. See racecomp/tables/__init__.py for the conventions (n, pairing, references, signs).
 """
 import argparse
 

@@ -1,4 +1,5 @@
-"""summarize.py / racecomp.tables on small synthetic run folders written here with the exact run columns."""
+"""summarize.py / racecomp.tables end to end on small synthetic run folders written here with the exact run
+columns. Unit tests of the tables modules: tests/test_tables_*.py."""
 import csv
 import json
 import math
@@ -9,7 +10,8 @@ import pytest
 from PIL import Image
 
 import summarize
-from racecomp import tables
+from racecomp.tables.comparisons import PSNR_CAP_DB
+from racecomp.tables.plots import PALETTE
 
 UPSCALE_ID = ("study", "arch", "scale", "upsampler", "minority", "weight", "minority_mode", "finetune", "seed",
               "code_version")
@@ -123,21 +125,6 @@ def test_table1_mean_min_max_delta_over_seeds(tmp_path):
     text = (tmp_path / "out" / "tables.md").read_text()
     assert "| White | 2 | 4 | 0.8600 | 0.8500 | 0.8700 | 0.0200 | 32.00 | 31.00 | 33.00 | 2.00 |" in text
     assert result["experiments"] == 1
-
-
-def test_table2_avg_std_ser_of_table_one_vector():
-    # The vector of "Compressed Models Decompress Race Biases" Table I style: Avg 91.83, STD 2.41, SER 2.09.
-    run = tables.Run("r", "verify", "verify", {"study": "verify", "seed": "0", "code_version": "x"},
-                     {race: {"n": 6000, "accuracy": value} for race, value in
-                      zip(("African", "Asian", "Caucasian", "Indian"), (95.18, 92.00, 89.93, 90.22))}, None)
-    experiment = tables.Experiment("verify", "verify", {"study": "verify"}, [run])
-    row = tables.race_columns_row(experiment, "accuracy", ["African", "Asian", "Caucasian", "Indian"],
-                                  tables.Problems())
-    assert row["Avg"] == pytest.approx(91.8325)
-    assert row["STD"] == pytest.approx(2.4120, abs=1e-4)  # sample std, ddof=1 (ddof=0 would give 2.089)
-    assert row["SER"] == pytest.approx(10.07 / 4.82)
-    assert (round(row["Avg"], 2), round(row["STD"], 2), round(row["SER"], 2)) == (91.83, 2.41, 2.09)
-    assert row["African_n"] == 6000
 
 
 def test_table2_verification_rows_mean_over_seeds(tmp_path):
@@ -349,7 +336,7 @@ def test_main_on_globs_and_plots_are_png(tmp_path):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width >= 640 and image.height >= 400
             colours = {colour for _, colour in image.convert("RGB").getcolors(1 << 20)}
-        assert tables.PALETTE[0] in colours and tables.PALETTE[1] in colours  # both experiments drawn
+        assert PALETTE[0] in colours and PALETTE[1] in colours  # both experiments drawn
 
 
 def test_infinite_psnr_is_kept_in_means_and_capped_for_intervals(tmp_path):
@@ -360,5 +347,5 @@ def test_infinite_psnr_is_kept_in_means_and_capped_for_intervals(tmp_path):
     white = [r for r in read_csv(tmp_path / "out" / "table1_upscale.csv") if r["race"] == "White"][0]
     assert white["psnr_y_mean"] == "inf"
     ci = {r["quantity"]: r for r in read_csv(tmp_path / "out" / "table3_ci_upscale.csv") if r["metric"] == "psnr_y"}
-    assert float(ci["White"]["value"]) == pytest.approx((tables.PSNR_CAP_DB + 30.0) / 2)
+    assert float(ci["White"]["value"]) == pytest.approx((PSNR_CAP_DB + 30.0) / 2)
     assert any("1 of 4 per-image psnr_y values are infinite" in m for _, m in result["problems"])

@@ -1,0 +1,346 @@
+"""Finding, reading and checking finished run folders, and grouping them into experiments (seeds pooled).
+
+The files read are those of racecomp.schema's contract; every file or run left out is reported to a
+Problems with its path and the reason.
+"""
+import csv
+import glob
+import math
+import os
+from dataclasses import dataclass
+
+from racecomp.races import check_label
+from racecomp.schema import (COUNT_COLUMN, FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, POOLED_COLUMNS,
+                             RACE_METRICS, RACES, STUDIES)
+
+INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
+
+
+class Problems:
+    """Everything left out or suspicious, by file: printed when found and listed in tables.md."""
+
+    def __init__(self):
+        self.entries = []  # (path, message)
+
+    def add(self, path, message):
+        if (path, message) in self.entries:  # the same check may run for several tables
+            return
+        self.entries.append((path, message))
+        print(f"[problem] {path}: {message}", flush=True)
+
+
+@dataclass
+class Run:
+    """One finished run: identifying columns as written, per-race means, per-item rows (None if unusable)."""
+    folder: str
+    family: str
+    kind: str  # "upscale" or "verify": which per-item file and metrics
+    identity: dict  # identifying column -> value as written, in file order
+    per_race: dict  # race -> {"n": items, metric: mean}
+    items: list  # [{"key", "race", "cluster", <per-item column>: float}] or None
+
+    @property
+    def path(self):
+        return os.path.join(self.folder, FINISHED_MARKER)
+
+
+@dataclass
+class Experiment:
+    """Runs that differ only in seed (and code version); `columns` = the experiment's identifying values."""
+    family: str
+    kind: str
+    columns: dict
+    runs: list  # sorted by seed
+
+    def label(self, shown=None):
+        shown = [c for c in self.columns if c != "study"] if shown is None else shown
+        return ", ".join(f"{c}={self.columns.get(c, '')}" for c in shown) or "(single experiment)"
+
+    def pooled_columns(self):
+        """n_seeds, seeds and code versions behind a row, so that it can be traced back."""
+        return {"n_seeds": len(self.runs), "seeds": ";".join(r.identity["seed"] for r in self.runs),
+                "code_version": ";".join(sorted({r.identity["code_version"] for r in self.runs}))}
+
+
+def canonical(value):
+    """Comparable form of an identifying value: numbers by value ('1' equals '1.0'), text stripped."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value.strip()
+    return number if math.isfinite(number) else value.strip()
+
+
+def _sort_key(value):
+    comparable = canonical(value)
+    return (0, comparable, "") if isinstance(comparable, float) else (1, 0.0, comparable)
+
+
+def find_run_folders(patterns, problems):
+    """Sorted folders holding per_race.csv under the given folders, per_race.csv files or globs (recursively).
+
+    A pattern under which no finished run is found, a named file that is not a per_race.csv, and a folder
+    with args.json but no per_race.csv (an unfinished run) are reported.
+    """
+    found = {}  # real path -> path as found
+    unfinished = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        before = len(found)
+        for match in matches:
+            if os.path.isfile(match):
+                if os.path.basename(match) == FINISHED_MARKER:
+                    found.setdefault(os.path.realpath(os.path.dirname(match)), os.path.dirname(match) or ".")
+                elif not glob.has_magic(pattern):
+                    problems.add(match, f"not a run folder or {FINISHED_MARKER}")
+                continue
+            for folder, subfolders, names in os.walk(match):
+                subfolders.sort()
+                if FINISHED_MARKER in names:
+                    found.setdefault(os.path.realpath(folder), folder)
+                elif "args.json" in names:
+                    unfinished.append(folder)
+        if len(found) == before:
+            problems.add(pattern, f"no {FINISHED_MARKER} found (nothing there, or only runs already found)")
+    for folder in dict.fromkeys(unfinished):
+        # A quantization run's top folder may hold args.json while its runs are subfolders.
+        inside = os.path.realpath(folder) + os.sep
+        if not any(real.startswith(inside) for real in found):
+            problems.add(folder, f"unfinished run (args.json but no {FINISHED_MARKER}): left out")
+    return sorted(found.values())
+
+
+def _read_csv(path, required, problems):
+    """(header, [(line, row dict)]) of a CSV, or None after reporting why it cannot be used."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            rows = []
+            for fields in reader:
+                if len(fields) != len(header):
+                    problems.add(path, f"line {reader.line_num}: {len(fields)} fields but the header has "
+                                       f"{len(header)} (truncated or not a RaceComp file)")
+                    return None
+                rows.append((reader.line_num, dict(zip(header, fields))))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        problems.add(path, f"unreadable: {error}")
+        return None
+    if header is None:
+        problems.add(path, "empty file")
+        return None
+    missing = [column for column in required if column not in header]
+    if missing:
+        problems.add(path, f"missing column(s) {missing} (not a RaceComp results file?)")
+        return None
+    if len(set(header)) != len(header):
+        problems.add(path, "repeated column names in the header")
+        return None
+    if not rows:
+        problems.add(path, "no data rows (header only)")
+        return None
+    return header, rows
+
+
+def _number(row, column, line, allow_infinite=False):
+    text = row[column]
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"line {line}: column {column!r}: {text!r} is not a number") from None
+    if math.isnan(value) or value == -math.inf or (value == math.inf and not allow_infinite):
+        raise ValueError(f"line {line}: column {column!r}: {text!r} is not a finite number")
+    return value
+
+
+def _count(row, column, line):
+    text = row[column]
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"line {line}: column {column!r}: {text!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"line {line}: column {column!r}: {value} items")
+    return value
+
+
+def _run_identity(header, rows):
+    """Identifying columns (those before `race`) and their values, checked to agree on every row."""
+    if header[0] != "study" or "race" not in header:
+        raise ValueError("does not start with a `study` column or has no `race` column (not a RaceComp per_race.csv)")
+    columns = header[:header.index("race")]
+    missing = [c for c in POOLED_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"identifying column(s) {missing} missing before `race`")
+    first_line, first = rows[0]
+    identity = {c: first[c] for c in columns}
+    for line, row in rows[1:]:
+        differing = [c for c in columns if row[c] != identity[c]]
+        if differing:
+            shown = ", ".join(f"{c} {row[c]!r} vs {identity[c]!r}" for c in differing)
+            raise ValueError(f"line {line}: identifying column(s) disagree with line {first_line} ({shown}); "
+                             f"rows of two runs in one file?")
+    return identity
+
+
+def _run_family(identity):
+    """(family, kind) of a run from its study (and task, for quantization runs)."""
+    study = identity["study"]
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r} (expected one of {list(STUDIES)})")
+    if study != "quantize":
+        return study, study
+    missing = [c for c in ("task", "wbits", "abits", "calib") if c not in identity]
+    if missing:
+        raise ValueError(f"quantize run without identifying column(s) {missing}")
+    if identity["task"] not in ITEM_FILES:
+        raise ValueError(f"quantize run with unknown task {identity['task']!r} (expected upscale or verify)")
+    return f"quantize-{identity['task']}", identity["task"]
+
+
+def _per_race_values(rows, kind):
+    """{race: {"n", metric...}} of per_race.csv rows, races checked against the study's vocabulary."""
+    per_race = {}
+    for line, row in rows:
+        race = check_label(row["race"], RACES[kind], f"line {line}")
+        if race in per_race:
+            raise ValueError(f"line {line}: race {race!r} appears twice")
+        values = {"n": _count(row, COUNT_COLUMN[kind], line)}
+        for metric in RACE_METRICS[kind]:
+            values[metric] = _number(row, metric, line, allow_infinite=metric in INFINITE_ALLOWED)
+        per_race[race] = values
+    return per_race
+
+
+def _item_rows(rows, kind):
+    """Per-item dicts {key, race, cluster, value columns} of per_image.csv / per_pair.csv rows."""
+    items, seen = [], set()
+    for line, row in rows:
+        race = check_label(row["race"], RACES[kind], f"line {line}")
+        if kind == "upscale":
+            key, cluster = row["file"], row["file"]
+            item = {"psnr_y": _number(row, "psnr_y", line, allow_infinite=True),
+                    "ssim_y": _number(row, "ssim_y", line)}
+        else:
+            key, cluster = (race, _count(row, "line", line)), row["id1"]
+            correct = _number(row, "correct", line)
+            if correct not in (0.0, 1.0):
+                raise ValueError(f"line {line}: column 'correct' must be 0 or 1, got {row['correct']!r}")
+            item = {"correct": correct, "fold": row["fold"]}
+        if not key or key in seen:
+            raise ValueError(f"line {line}: item {key!r} is empty or appears twice")
+        seen.add(key)
+        items.append({"key": key, "race": race, "cluster": cluster, **item})
+    return items
+
+
+def _same_mean(a, b):
+    return a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _check_items(items, per_race, kind):
+    """Raise unless the per-item rows reproduce per_race.csv: same races, counts and (where exact) means."""
+    by_race = {}
+    for item in items:
+        by_race.setdefault(item["race"], []).append(item)
+    if set(by_race) != set(per_race):
+        raise ValueError(f"races {sorted(by_race)} differ from per_race.csv's {sorted(per_race)}")
+    for race, members in by_race.items():
+        if len(members) != per_race[race]["n"]:
+            raise ValueError(f"{race}: {len(members)} rows but per_race.csv says {per_race[race]['n']} "
+                             f"(truncated file?)")
+        if kind == "upscale":
+            checks = {metric: math.fsum(m[metric] for m in members) / len(members) for metric in ("psnr_y", "ssim_y")}
+        else:
+            fold_sizes = {}
+            for member in members:
+                fold_sizes[member["fold"]] = fold_sizes.get(member["fold"], 0) + 1
+            # With equal folds the mean of fold accuracies is the pooled share of correct pairs (RFW's case).
+            checks = ({"accuracy": 100.0 * math.fsum(m["correct"] for m in members) / len(members)}
+                      if len(set(fold_sizes.values())) == 1 else {})
+        for metric, mean in checks.items():
+            if not _same_mean(mean, per_race[race][metric]):
+                raise ValueError(f"{race}: mean {metric} of the rows is {mean!r} but per_race.csv says "
+                                 f"{per_race[race][metric]!r} (a file from another run?)")
+
+
+def load_run(folder, problems):
+    """The Run of a folder, or None after reporting why per_race.csv cannot be used.
+
+    A missing or inconsistent per-item file is reported too; the run then keeps items=None and appears
+    only in the tables built from per-race means.
+    """
+    path = os.path.join(folder, FINISHED_MARKER)
+    table = _read_csv(path, ("study", "seed", "code_version", "race"), problems)
+    if table is None:
+        return None
+    header, rows = table
+    try:
+        identity = _run_identity(header, rows)
+        family, kind = _run_family(identity)
+        missing = [c for c in (COUNT_COLUMN[kind],) + RACE_METRICS[kind] if c not in header]
+        if missing:
+            raise ValueError(f"missing column(s) {missing} of a {kind} per_race.csv")
+        per_race = _per_race_values(rows, kind)
+    except ValueError as error:
+        problems.add(path, f"{error}; run left out")
+        return None
+    for race, values in per_race.items():
+        for metric in INFINITE_ALLOWED:
+            if values.get(metric) == math.inf:
+                problems.add(path, f"{race}: mean {metric} is infinite (an image reproduced exactly); kept as inf")
+    run = Run(folder, family, kind, identity, per_race, None)
+    item_path = os.path.join(folder, ITEM_FILES[kind])
+    if not os.path.isfile(item_path):
+        problems.add(item_path, "missing: the run appears only in the per-race tables (no CIs, no paired tests)")
+        return run
+    table = _read_csv(item_path, ITEM_COLUMNS[kind], problems)
+    if table is None:
+        problems.add(item_path, "unusable: the run appears only in the per-race tables")
+        return run
+    try:
+        items = _item_rows(table[1], kind)
+        _check_items(items, per_race, kind)
+    except ValueError as error:
+        problems.add(item_path, f"{error}; the run appears only in the per-race tables")
+        return run
+    run.items = items
+    return run
+
+
+def group_experiments(runs, problems):
+    """Experiments (seeds pooled), sorted by family then settings.
+
+    Two runs of the same experiment and seed clash: which one is right cannot be told, so all of them are
+    left out (reported); the experiment's other seeds remain.
+    """
+    grouped = {}
+    for run in runs:
+        settings = tuple(sorted((c, canonical(v)) for c, v in run.identity.items() if c not in POOLED_COLUMNS))
+        grouped.setdefault((run.family, settings), []).append(run)
+    experiments = []
+    for (family, _), members in grouped.items():
+        by_seed = {}
+        for run in members:
+            by_seed.setdefault(canonical(run.identity["seed"]), []).append(run)
+        kept = []
+        for seed, same in by_seed.items():
+            if len(same) == 1:
+                kept.append(same[0])
+                continue
+            for run in same:
+                others = ", ".join(other.path for other in same if other is not run)
+                problems.add(run.path, f"same experiment and seed {run.identity['seed']} as {others}: "
+                                       f"all {len(same)} left out (which is right cannot be told)")
+        if kept:
+            kept.sort(key=lambda r: _sort_key(r.identity["seed"]))
+            columns = {c: v for c, v in kept[0].identity.items() if c not in POOLED_COLUMNS}
+            experiments.append(Experiment(family, kept[0].kind, columns, kept))
+    experiments.sort(key=lambda e: (FAMILIES.index(e.family), [(c, _sort_key(v)) for c, v in e.columns.items()]))
+    return experiments
+
+
+def races_of(experiments):
+    """Races present in any run, in the vocabulary's order."""
+    present = {race for e in experiments for run in e.runs for race in run.per_race}
+    return [race for race in RACES[experiments[0].kind] if race in present]

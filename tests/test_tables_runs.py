@@ -1,0 +1,65 @@
+"""racecomp.tables.runs: reading a run folder and pooling seeds into experiments."""
+import csv
+
+from racecomp.tables.runs import Problems, Run, group_experiments, load_run
+
+IDENTITY = ("study", "arch", "weight", "recipe", "seed", "code_version")
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def run_of(folder, seed, weight="1.0", recipe="r1"):
+    identity = {"study": "upscale", "arch": "resnet50", "weight": weight, "recipe": recipe, "seed": seed,
+                "code_version": "abc"}
+    return Run(folder, "upscale", "upscale", identity, {"White": {"n": 1}}, None)
+
+
+def test_load_run_reads_identity_means_and_items(tmp_path):
+    write_csv(tmp_path / "per_race.csv", list(IDENTITY) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"],
+              [["upscale", "resnet50", "1.0", "r1", "0", "abc", "White", 2, 31.0, 0.85, 30.0, 0.84]])
+    write_csv(tmp_path / "per_image.csv", ["file", "race", "psnr_y", "ssim_y"],
+              [["a.jpg", "White", 30.0, 0.8], ["b.jpg", "White", 32.0, 0.9]])
+    problems = Problems()
+    run = load_run(str(tmp_path), problems)
+    assert not problems.entries
+    assert (run.family, run.kind) == ("upscale", "upscale")
+    assert list(run.identity) == list(IDENTITY)  # every column before `race`, in file order
+    assert run.per_race == {"White": {"n": 2, "ssim_y": 0.85, "psnr_y": 31.0, "ssim_rgb": 0.84, "psnr_rgb": 30.0}}
+    assert [(i["key"], i["cluster"], i["psnr_y"]) for i in run.items] == [("a.jpg", "a.jpg", 30.0),
+                                                                        ("b.jpg", "b.jpg", 32.0)]
+    assert run.path == str(tmp_path / "per_race.csv")
+
+
+def test_load_run_keeps_a_run_whose_items_disagree_with_its_means(tmp_path):
+    write_csv(tmp_path / "per_race.csv", list(IDENTITY) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"],
+              [["upscale", "resnet50", "1.0", "r1", "0", "abc", "White", 2, 35.0, 0.85, 30.0, 0.84]])
+    write_csv(tmp_path / "per_image.csv", ["file", "race", "psnr_y", "ssim_y"],
+              [["a.jpg", "White", 30.0, 0.8], ["b.jpg", "White", 32.0, 0.9]])
+    problems = Problems()
+    run = load_run(str(tmp_path), problems)
+    assert run is not None and run.items is None  # per-race tables only
+    ((path, message),) = problems.entries
+    assert path == str(tmp_path / "per_image.csv") and "mean psnr_y of the rows is 31.0" in message
+
+
+def test_group_experiments_pools_seeds_by_value_and_splits_recipes():
+    runs = [run_of("b", "1", weight="1"), run_of("a", "0", weight="1.0"), run_of("c", "0", recipe="r2")]
+    problems = Problems()
+    pooled, other_recipe = group_experiments(runs, problems)
+    assert not problems.entries
+    assert [r.folder for r in pooled.runs] == ["a", "b"]  # '1' and '1.0' are one weight; sorted by seed
+    assert pooled.pooled_columns() == {"n_seeds": 2, "seeds": "0;1", "code_version": "abc"}
+    assert "seed" not in pooled.columns and [r.folder for r in other_recipe.runs] == ["c"]
+
+
+def test_group_experiments_leaves_out_every_run_of_a_clashing_seed():
+    runs = [run_of("a", "0"), run_of("b", "1"), run_of("c", "1.0")]
+    problems = Problems()
+    (experiment,) = group_experiments(runs, problems)
+    assert [r.folder for r in experiment.runs] == ["a"]
+    assert sorted(path for path, _ in problems.entries) == ["b/per_race.csv", "c/per_race.csv"]
