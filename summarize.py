@@ -5,38 +5,15 @@
 
 Finds every folder holding per_race.csv under the given folders or globs (recursively) and writes to --out:
 tables.md (every table, and a Problems section naming each file left out and why), one CSV per table and
-PNG dot plots with CI whiskers. See racecomp/tables/__init__.py for the conventions (n, pairing, references, signs).
+PNG dot plots with CI whiskers. See racecomp/tables/__init__.py for the conventions (n, pairing, references,
+signs); this script is the command line of racecomp/tables/command.py.
 """
-import argparse
+from racecomp.cli import script_arguments
+from racecomp.tables.command import get_args_parser, main
 
-from racecomp import tables
-
-
-def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_GLOB",
-                        help="run folders, folders of runs, or globs (quoted; ** recurses)")
-    parser.add_argument("--out", required=True, help="folder for tables.md, the CSVs and the PNGs")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (and permutations)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every bootstrap and permutation test")
-    parser.add_argument("--ci", type=float, default=0.95, help="confidence level of the percentile intervals")
-    return parser
-
-
-def main(args):
-    if args.n_boot < 1:
-        raise SystemExit(f"--n-boot {args.n_boot}: must be positive")
-    if not 0.0 < args.ci < 1.0:
-        raise SystemExit(f"--ci {args.ci}: must be in (0, 1)")
-    result = tables.summarize(args.paths, args.out, n_boot=args.n_boot, seed=args.seed, ci=args.ci)
-    if not result["written"]:
-        raise SystemExit(f"summarize.py: no usable finished run (folder with a valid per_race.csv) under "
-                         f"{' '.join(args.paths)}; {len(result['problems'])} problem(s) printed above")
-    print(f"[summarize] {result['experiments']} experiments, {len(result['problems'])} problem(s); wrote "
-          f"{len(result['written'])} files to {args.out} (see tables.md)")
-    return result
-
+# Pasted into a notebook cell (Colab, Jupyter): this run's arguments, as on a command line. Elsewhere keep it
+# empty and give them after the script's name.
+ARGS = ""
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    main(get_args_parser().parse_args(script_arguments(ARGS)))

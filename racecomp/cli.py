@@ -1,8 +1,13 @@
-"""Flags shared by the studies (output, training, under-sampling), each written once, and their checks.
+"""Flags shared by the studies (output, training, under-sampling), each written once, their checks, and
+where a script's arguments come from (its command line, or the ARGS line of a pasted notebook cell).
 
 Each `add_*` function adds one argument group to a study's parser and returns it, so a study can put
 its own flags of the same kind beside them.
 """
+import os
+import shlex
+import sys
+
 import torch
 
 from racecomp import engine
@@ -81,3 +86,30 @@ def resolve_device(name):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return device
+
+
+# What sys.argv[0] is inside a Jupyter or Colab kernel: the kernel's own launcher, never the script.
+KERNEL_LAUNCHERS = ("ipykernel_launcher.py", "colab_kernel_launcher.py")
+
+
+def in_notebook_kernel():
+    """True when running inside an IPython kernel (Jupyter, Colab), whose sys.argv is the kernel's
+    (`.../colab_kernel_launcher.py -f .../kernel-<id>.json`), not a script's."""
+    if sys.argv and os.path.basename(sys.argv[0]) in KERNEL_LAUNCHERS:
+        return True
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def script_arguments(cell_args):
+    """The arguments a script parses: inside a notebook kernel, `cell_args` (the ARGS line of the pasted
+    script, split like a shell line) and never the kernel's command line; elsewhere the command line, as
+    always (an unknown flag is still an error). ARGS is for notebooks only: set outside one, it is refused
+    rather than silently merged with or ignored beside the command line."""
+    if in_notebook_kernel():
+        return shlex.split(cell_args)
+    if cell_args.strip():
+        raise SystemExit(f"ARGS = {cell_args!r} is for a notebook cell; on the command line give the arguments "
+                         f"after the script's name (and leave ARGS empty)")
+    return sys.argv[1:]

@@ -108,8 +108,7 @@ def flag_tokens(key, value):
 
 def script_parser(study):
     """The study's own parser, taking exact flag names only and raising ValueError instead of exiting."""
-    parser = study.get_args_parser()
-    parser.allow_abbrev = False  # '--scal 4' would pass as --scale but name the folder after 'scal'
+    parser = study.get_args_parser()  # allow_abbrev=False: '--scal 4' would pass as --scale
 
     def refuse(message):
         raise ValueError(message)

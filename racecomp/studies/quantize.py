@@ -73,7 +73,7 @@ def parse_race_weights(text, vocabulary):
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help,
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help, allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     model = parser.add_argument_group("model to quantize")
     model.add_argument("--task", choices=tuple(TASKS), default="verify", help="kind of model")
@@ -327,3 +327,12 @@ def main(args):
                                        "model_size_bytes": quant.model_size_bytes(model, setting.wbits),
                                        "qat_losses": qat_losses})
     print(f"[quantize] results in {args.out}; tables: python summarize.py {args.out} --out tables/")
+
+
+def command_line():
+    """`racecomp-quantize ...` (installed) and `python -m racecomp.studies.quantize ...`: the same as run_quantize.py."""
+    main(get_args_parser().parse_args())
+
+
+if __name__ == "__main__":
+    command_line()

@@ -40,7 +40,7 @@ FINAL_WEIGHTS = "best.pth"  # the checkpoint chosen on dev
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help,
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help, allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = cli.add_data_arguments(parser, "FairFace root (fairface_label_train.csv, train/, val/); default: "
                                           "the built-in synthetic demo data")
@@ -274,3 +274,12 @@ def _run(args, minority, device):
     table, _ = evaluate_to_dir(model, args, splits["val"], args.out, run_columns(args, record["code_version"]),
                                device)
     return table
+
+
+def command_line():
+    """`racecomp-upscale ...` (installed) and `python -m racecomp.studies.upscale ...`: the same as run_upscale.py."""
+    main(get_args_parser().parse_args())
+
+
+if __name__ == "__main__":
+    command_line()

@@ -31,7 +31,7 @@ FINAL_WEIGHTS = "checkpoint.pth"  # no selection split: the last epoch is the mo
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help,
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help, allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     cli.add_data_arguments(parser, "identity folders <Race>/<identity>/*.jpg for training (BUPT layout); "
                                    "default: the built-in synthetic demo identities. --minority keeps a seeded "
@@ -270,3 +270,12 @@ def main(args):
     record.update(summary)
     files.write_json(os.path.join(args.out, "args.json"), record)
     return table
+
+
+def command_line():
+    """`racecomp-verify ...` (installed) and `python -m racecomp.studies.verify ...`: the same as run_verify.py."""
+    main(get_args_parser().parse_args())
+
+
+if __name__ == "__main__":
+    command_line()

@@ -1,0 +1,41 @@
+"""summarize.py's command line: per-race fairness tables from finished run folders (racecomp.tables.summarize).
+
+    python summarize.py runs/ --out tables/
+    python -m racecomp.tables runs/ --out tables/      # the same, from an installed package
+"""
+import argparse
+
+from racecomp.tables.report import summarize
+
+DESCRIPTION = "Per-race fairness tables from finished runs: seeds pooled, bootstrap CIs, paired tests, minority penalties."
+
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description=DESCRIPTION, add_help=add_help, allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_GLOB",
+                        help="run folders, folders of runs, or globs (quoted; ** recurses)")
+    parser.add_argument("--out", required=True, help="folder for tables.md, the CSVs and the PNGs")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (and permutations)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every bootstrap and permutation test")
+    parser.add_argument("--ci", type=float, default=0.95, help="confidence level of the percentile intervals")
+    return parser
+
+
+def main(args):
+    if args.n_boot < 1:
+        raise SystemExit(f"--n-boot {args.n_boot}: must be positive")
+    if not 0.0 < args.ci < 1.0:
+        raise SystemExit(f"--ci {args.ci}: must be in (0, 1)")
+    result = summarize(args.paths, args.out, n_boot=args.n_boot, seed=args.seed, ci=args.ci)
+    if not result["written"]:
+        raise SystemExit(f"summarize.py: no usable finished run (folder with a valid per_race.csv) under "
+                         f"{' '.join(args.paths)}; {len(result['problems'])} problem(s) printed above")
+    print(f"[summarize] {result['experiments']} experiments, {len(result['problems'])} problem(s); wrote "
+          f"{len(result['written'])} files to {args.out} (see tables.md)")
+    return result
+
+
+def command_line():
+    """`racecomp-summarize ...` (installed) and `python -m racecomp.tables ...`: the same as summarize.py."""
+    main(get_args_parser().parse_args())
