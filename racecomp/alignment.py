@@ -1,7 +1,8 @@
 """The ArcFace 5-point face template and the similarity alignment onto it (insightface's convention).
 
-One copy of the template for the whole project: RFW alignment (datasets) and the demo face renderer
-(toydata) both use it. numpy and Pillow only.
+One copy of the template for the whole project: RFW alignment (racecomp.datasets) uses it, and the demo
+faces (racecomp.toyfaces) are designed in its frame (tests/test_toyfaces.py checks them against it).
+numpy and Pillow only.
 """
 import numpy as np
 from PIL import Image
