@@ -4,6 +4,7 @@ where a script's arguments come from (its command line, or the ARGS line of a pa
 Each `add_*` function adds one argument group to a study's parser and returns it, so a study can put
 its own flags of the same kind beside them.
 """
+import argparse
 import os
 import shlex
 import sys
@@ -11,12 +12,28 @@ import sys
 import torch
 
 from racecomp import engine
-from racecomp.races import parse_race
+from racecomp.races import parse_race, slug
 
 
-def add_output_arguments(parser):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is nothing to show: a required flag, a default of None
+    (its help says what happens then), or a help text that already names its default."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def make_parser(description, add_help=True):
+    """The parser every command of the project starts from: exact flag names only ('--scal' is not --scale)."""
+    return argparse.ArgumentParser(description=description, add_help=add_help, allow_abbrev=False,
+                                   formatter_class=HelpFormatter)
+
+
+def add_output_arguments(parser, out_help):
     group = parser.add_argument_group("output")
-    group.add_argument("--out", default=None, help="run folder (default: runs/<study>/<settings>-seed<seed>)")
+    group.add_argument("--out", default=None, help=out_help)
     group.add_argument("--overwrite", action="store_true", help="replace finished results in --out")
     group.add_argument("--seed", type=int, default=0, help="seed of sampling, splits, initialisation")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
@@ -32,7 +49,7 @@ def add_training_arguments(parser):
     group.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimizer step")
     group.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate of new layers")
     group.add_argument("--encoder-lr", type=float, default=None, help="peak learning rate of the encoder "
-                       "(default: --lr)")
+                       "(unset: --lr)")
     group.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decoupled weight decay")
     group.add_argument("--warmup-steps", type=int, default=10, help="optimizer steps of linear warm-up")
     group.add_argument("--clip-grad", type=float, default=1.0, help="max gradient L2 norm (0: no clipping)")
@@ -47,12 +64,12 @@ def add_training_arguments(parser):
     return group
 
 
-def add_data_arguments(parser, data_help):
+def add_data_arguments(parser, data_help, vocabulary):
     """The training data and its under-represented race (every study that trains has both)."""
     group = parser.add_argument_group("data")
     group.add_argument("--data", default=None, help=data_help)
-    group.add_argument("--minority", default="none", help="race to under-represent in training (slug, e.g. "
-                       "black, east_asian) or none for the balanced run")
+    group.add_argument("--minority", default="none", help="race to under-represent in training: "
+                       f"{', '.join(slug(race) for race in vocabulary)}, or none for the balanced run")
     group.add_argument("--weight", type=float, default=1.0, help="under-representation weight W in (0, 1]")
     return group
 

@@ -45,7 +45,7 @@ import re
 import shlex
 import sys
 
-from racecomp import files, studies
+from racecomp import cli, files, studies
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The sweep chooses every folder, and re-running a sweep must never replace finished results.
@@ -311,8 +311,7 @@ def write_commands_file(commands, study_root):
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.make_parser(__doc__.split("\n")[0], add_help)
     parser.add_argument("study", choices=tuple(studies.STUDIES), help="which study the runs are of")
     parser.add_argument("--grid", nargs="+", action="append", required=True, metavar="KEY=V1,V2",
                         help="a grid group: script flags without '--' and their values; repeat --grid for "

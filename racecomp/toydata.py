@@ -13,7 +13,6 @@ identity draws from its own seeded random stream.
 
 Landmarks are in pixel coordinates with pixel centres at integer (x, y), x = column.
 """
-import argparse
 import contextlib
 import csv
 import hashlib
@@ -345,8 +344,10 @@ def ensure_demo_data(kind, cache_dir=None, **params):
 # Command line.
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description="Write a synthetic demo face dataset (FairFace, RFW or "
-                                     "BUPT identity-folder layout; made-up groups, not real people)", add_help=add_help)
+    from racecomp.cli import make_parser  # here, not at the top: generating data needs no torch
+
+    parser = make_parser("Write a synthetic demo face dataset (FairFace, RFW or BUPT identity-folder layout; "
+                         "made-up groups, not real people)", add_help)
     parser.add_argument("kind", choices=sorted(_MAKERS), help="dataset layout to write")
     parser.add_argument("--out", required=True, help="output folder (must be new or empty)")
     parser.add_argument("--size", type=int, default=None,

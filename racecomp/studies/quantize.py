@@ -73,8 +73,7 @@ def parse_race_weights(text, vocabulary):
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.make_parser(__doc__.split("\n")[0], add_help)
     model = parser.add_argument_group("model to quantize")
     model.add_argument("--task", choices=tuple(TASKS), default="verify", help="kind of model")
     model.add_argument("--model-run", default=None, help="a finished run_verify / run_upscale folder: its "
@@ -112,7 +111,8 @@ def get_args_parser(add_help=True):
     evaluate.add_argument("--far", type=float, nargs="+", default=None, help="verify: target FARs instead of "
                           "the model run's")
     evaluate.add_argument("--eval-batch-size", type=int, default=64, help="images per evaluation batch")
-    cli.add_output_arguments(parser)
+    cli.add_output_arguments(parser, "folder of the run, one sub-folder per setting: fp32/, w8a8-real/, ... "
+                                     "(unset: runs/quantize/<task>-<model run or arch>-seed<seed>)")
     return parser
 
 

@@ -20,7 +20,6 @@ and flips are the same whatever the number of processes; evaluation is sharded o
 gathered; only rank 0 writes files. --out (and --data) must be on a file system every node shares.
 A run folder records its process count (world_size), and resuming it with another count is refused.
 """
-import argparse
 import math
 import os
 import time
@@ -40,10 +39,9 @@ FINAL_WEIGHTS = "best.pth"  # the checkpoint chosen on dev
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.make_parser(__doc__.split("\n")[0], add_help)
     data = cli.add_data_arguments(parser, "FairFace root (fairface_label_train.csv, train/, val/); default: "
-                                          "the built-in synthetic demo data")
+                                          "the built-in synthetic demo data", MINORITY_RACES)
     data.add_argument("--minority-mode", choices=datasets.SAMPLER_MODES, default="subsample",
                       help="subsample: keep a seeded fraction W of that race's images; reweight: draw that race "
                            "W times as often (same epoch length either way)")
@@ -75,7 +73,8 @@ def get_args_parser(add_help=True):
     evaluate.add_argument("--eval-batch-size", type=int, default=32, help="images per evaluation batch")
     evaluate.add_argument("--save-samples", type=int, default=4,
                           help="images per race in the sample grids of the best checkpoint (0: none)")
-    cli.add_output_arguments(parser)
+    cli.add_output_arguments(parser, "run folder (unset: runs/upscale/<arch>-x<scale>-<upsampler>-<minority>"
+                                     "[-w<weight>]-seed<seed>)")
     return parser
 
 

@@ -9,7 +9,6 @@ Writes to --out: args.json, checkpoint.pth (when trained), optionally probe_gend
 any metric can be recomputed) and per_race.csv (written last: a finished run). Verification rates are
 percentages; probe F1, accuracies and association scores are fractions.
 """
-import argparse
 import copy
 import os
 import time
@@ -31,11 +30,10 @@ FINAL_WEIGHTS = "checkpoint.pth"  # no selection split: the last epoch is the mo
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.make_parser(__doc__.split("\n")[0], add_help)
     cli.add_data_arguments(parser, "identity folders <Race>/<identity>/*.jpg for training (BUPT layout); "
                                    "default: the built-in synthetic demo identities. --minority keeps a seeded "
-                                   "fraction W of that race's identities (all their images)")
+                                   "fraction W of that race's identities (all their images)", MINORITY_RACES)
     cli.add_training_arguments(parser)
     # AdamW at 2e-3 for 5 epochs: on the demo identities this reaches ~80-90% RFW-style accuracy in ~2 min on
     # 2 CPU cores; fewer steps leave BatchNorm running statistics dominated by their initial values.
@@ -72,7 +70,8 @@ def get_args_parser(add_help=True):
                        "default: the built-in synthetic demo FairFace (random gender labels: chance-level probe)")
     probe.add_argument("--probe-steps", type=int, default=100, help="L-BFGS iterations (full batch) of the "
                        "gender probe's logistic regression, at most")
-    cli.add_output_arguments(parser)
+    cli.add_output_arguments(parser, "run folder (unset: runs/verify/<arch>-<init>-<finetune>-<minority>"
+                                     "[-w<weight>]-seed<seed>)")
     return parser
 
 

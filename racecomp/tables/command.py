@@ -3,16 +3,14 @@
     python summarize.py runs/ --out tables/
     python -m racecomp.tables runs/ --out tables/      # the same, from an installed package
 """
-import argparse
-
+from racecomp.cli import make_parser
 from racecomp.tables.report import summarize
 
 DESCRIPTION = "Per-race fairness tables from finished runs: seeds pooled, bootstrap CIs, paired tests, minority penalties."
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description=DESCRIPTION, add_help=add_help, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = make_parser(DESCRIPTION, add_help)
     parser.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_GLOB",
                         help="run folders, folders of runs, or globs (quoted; ** recurses)")
     parser.add_argument("--out", required=True, help="folder for tables.md, the CSVs and the PNGs")
