@@ -6,7 +6,8 @@ Images are decoded only when an item is requested, never at read time.
 
 Modules: images (decoding, bicubic resampling, FaceImages), fairface (reader, dev split, FairFaceSR),
 sampling (under-representing a race), rfw (pairs, landmarks), identities (identity folders, overlap
-guard). Every public name is re-exported here, so callers write `datasets.X`.
+guard), check (`python -m racecomp.datasets check`: a downloaded dataset against its published layout
+and sizes). Every public name of the readers is re-exported here, so callers write `datasets.X`.
 """
 from racecomp.alignment import ARCFACE_TEMPLATE_112, align_face, similarity_transform  # noqa: F401
 from racecomp.datasets.fairface import (FAIRFACE_AGES, FAIRFACE_COLUMNS, FAIRFACE_GENDERS,  # noqa: F401

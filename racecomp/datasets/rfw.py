@@ -93,6 +93,8 @@ def read_rfw_pairs(root, race):
 
 def read_rfw(root, races=RFW_RACES):
     """Pairs of every race in `races`, race by race (see read_rfw_pairs)."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such folder (RFW root: test/data/<Race>/, test/txts/<Race>/)")
     return [pair for race in races for pair in read_rfw_pairs(root, race)]
 
 
