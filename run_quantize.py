@@ -9,7 +9,7 @@
 The study lives in racecomp/studies/quantize.py (settings, calibration, evaluation through the model's
 own study); this script is its command line.
 """
-from racecomp.cli import script_arguments
+from racecomp.cli import run_script, script_arguments
 from racecomp.studies.quantize import get_args_parser, main
 
 # Pasted into a notebook cell (Colab, Jupyter): this run's arguments, as on a command line. Elsewhere keep it
@@ -17,4 +17,4 @@ from racecomp.studies.quantize import get_args_parser, main
 ARGS = ""
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args(script_arguments(ARGS)))
+    run_script(main, get_args_parser().parse_args(script_arguments(ARGS)))

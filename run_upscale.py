@@ -7,7 +7,7 @@
 Without --data it runs on the built-in synthetic demo FairFace. The study lives in
 racecomp/studies/upscale.py (outputs, selection, torchrun); this script is its command line.
 """
-from racecomp.cli import script_arguments
+from racecomp.cli import run_script, script_arguments
 from racecomp.studies.upscale import get_args_parser, main
 
 # Pasted into a notebook cell (Colab, Jupyter): this run's arguments, as on a command line. Elsewhere keep it
@@ -15,4 +15,4 @@ from racecomp.studies.upscale import get_args_parser, main
 ARGS = ""
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args(script_arguments(ARGS)))
+    run_script(main, get_args_parser().parse_args(script_arguments(ARGS)))

@@ -8,7 +8,7 @@ tables.md (every table, and a Problems section naming each file left out and why
 PNG dot plots with CI whiskers. See racecomp/tables/__init__.py for the conventions (n, pairing, references,
 signs); this script is the command line of racecomp/tables/command.py.
 """
-from racecomp.cli import script_arguments
+from racecomp.cli import run_script, script_arguments
 from racecomp.tables.command import get_args_parser, main
 
 # Pasted into a notebook cell (Colab, Jupyter): this run's arguments, as on a command line. Elsewhere keep it
@@ -16,4 +16,4 @@ from racecomp.tables.command import get_args_parser, main
 ARGS = ""
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args(script_arguments(ARGS)))
+    run_script(main, get_args_parser().parse_args(script_arguments(ARGS)))

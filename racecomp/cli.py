@@ -35,6 +35,9 @@ def add_output_arguments(parser, out_help):
     group = parser.add_argument_group("output")
     group.add_argument("--out", default=None, help=out_help)
     group.add_argument("--overwrite", action="store_true", help="replace finished results in --out")
+    group.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.pth (model, optimizer and "
+                       "RNG state, about 3x the model's size, for training further) once the run has finished; "
+                       "without it only the final weights stay")
     group.add_argument("--seed", type=int, default=0, help="seed of sampling, splits, initialisation")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     group.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
@@ -78,7 +81,10 @@ def check_minority_values(args, vocabulary):
     """The race label of --minority (None for a balanced run), after checking --weight's range."""
     if not 0.0 < args.weight <= 1.0:
         raise ValueError(f"--weight {args.weight}: must be in (0, 1]")
-    return parse_race(args.minority, vocabulary, allow_none=True)
+    try:
+        return parse_race(args.minority, vocabulary, allow_none=True)
+    except ValueError as error:
+        raise ValueError(f"--minority {args.minority}: {error}") from None
 
 
 def check_minority(args, vocabulary):
@@ -93,7 +99,10 @@ def check_races(text, vocabulary):
     """'all' or comma-separated race slugs -> tuple of labels, in the order given."""
     if text == "all":
         return tuple(vocabulary)
-    return tuple(parse_race(name, vocabulary) for name in text.split(","))
+    try:
+        return tuple(parse_race(name, vocabulary) for name in text.split(","))
+    except ValueError as error:
+        raise ValueError(f"--races {text}: {error}") from None
 
 
 def resolve_device(name):
@@ -130,3 +139,26 @@ def script_arguments(cell_args):
         raise SystemExit(f"ARGS = {cell_args!r} is for a notebook cell; on the command line give the arguments "
                          f"after the script's name (and leave ARGS empty)")
     return sys.argv[1:]
+
+
+# Errors that mean "the input is wrong" (a flag's value, a missing folder, bad data), not "the code is wrong".
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+
+
+def run_script(main, args):
+    """main(args) for a script: a user error prints one line (the traceback with RACECOMP_DEBUG=1), Ctrl-C
+    says how to continue, and a run that failed before writing anything leaves no empty --out folder."""
+    try:
+        return main(args)
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        where = f" ({out})" if out and os.path.isdir(out) else ""
+        raise SystemExit(f"\ninterrupted. Run the same command again to continue from the last checkpoint{where}; "
+                         f"finished results are kept.") from None
+    except USER_ERRORS as error:
+        out = getattr(args, "out", None)
+        if out and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+        if os.environ.get("RACECOMP_DEBUG"):
+            raise
+        raise SystemExit(f"error: {error}\n(RACECOMP_DEBUG=1 shows where it was raised)") from None

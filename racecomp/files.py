@@ -19,6 +19,12 @@ from racecomp.schema import FINISHED_MARKER, NON_RESULT_ARGS
 
 
 
+def _umask():
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path, temporary=None):
     """Yield a temporary file name beside `path` for the caller to write; on success fsync that file and
@@ -29,6 +35,7 @@ def atomic_path(path, temporary=None):
     if temporary is None:
         fd, temporary = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
         os.close(fd)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it 0600; results are for the whole group
     try:
         yield temporary
         with open(temporary, "rb") as handle:
@@ -150,3 +157,11 @@ def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_AR
         print(f"[out] {out_dir}: resuming from its last checkpoint")
         return "resume"
     return "fresh"
+
+
+def finish_run(out_dir, keep_checkpoint=False):
+    """After a run's last file: remove its resumable checkpoint.pth (optimizer state, ~3x the model) unless
+    asked to keep it; the final weights (best.pth / model.pth) stay. A finished run is never resumed."""
+    path = os.path.join(out_dir, "checkpoint.pth")
+    if not keep_checkpoint and os.path.isfile(path):
+        os.remove(path)

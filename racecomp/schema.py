@@ -27,7 +27,7 @@ ITEM_COLUMNS = {"upscale": ("file", "race", "psnr_y", "ssim_y"), "verify": ("rac
 
 # Flags every study has that never change a result: where a run goes and how fast it gets there. Each
 # study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.
-NON_RESULT_ARGS = ("out", "overwrite", "workers", "device", "eval_batch_size")
+NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size")
 
 
 def recipe_id(settings, identifying, non_result=NON_RESULT_ARGS):

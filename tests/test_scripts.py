@@ -1,8 +1,10 @@
 """The four scripts at the top, run the ways users run them: pasted whole into a notebook cell (kernel argv,
 arguments on the ARGS line), and from the command line (where ARGS must stay empty and typos stay errors)."""
+import argparse
 import csv
 import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -71,3 +73,31 @@ def test_a_typo_in_the_cell_arguments_is_still_an_error(typo, monkeypatch, capsy
     with pytest.raises(SystemExit):
         paste_into_cell("run_upscale.py", f"--arch bicubic {typo}", monkeypatch)
     assert f"unrecognized arguments: {typo}" in capsys.readouterr().err
+
+
+def test_a_user_error_is_one_line_and_leaves_no_empty_run_folder(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run_upscale.py"), "--arch", "bicubic",
+                             "--data", str(tmp_path / "nowhere"), "--out", str(out)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"error: {tmp_path / 'nowhere'}: no such folder" in result.stderr
+    assert not out.exists()
+
+
+def test_ctrl_c_says_how_to_continue_and_debug_shows_the_traceback(tmp_path, monkeypatch):
+    def interrupted(args):
+        os.makedirs(args.out)
+        raise KeyboardInterrupt
+
+    def bad_value(args):
+        raise ValueError("--weight 2: must be in (0, 1]")
+
+    with pytest.raises(SystemExit, match=f"Run the same command again.*{tmp_path / 'run'}"):
+        cli.run_script(interrupted, argparse.Namespace(out=str(tmp_path / "run")))
+    with pytest.raises(SystemExit, match=r"error: --weight 2"):
+        cli.run_script(bad_value, argparse.Namespace(out=None))
+    monkeypatch.setenv("RACECOMP_DEBUG", "1")
+    with pytest.raises(ValueError):
+        cli.run_script(bad_value, argparse.Namespace(out=None))

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from racecomp import facenets, toydata
-from racecomp.studies import STUDIES, quantize, verify
+from racecomp.studies import STUDIES, quantize, upscale, verify
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("run_upscale.py", "run_verify.py", "run_quantize.py", "summarize.py")
@@ -24,7 +24,8 @@ BASE = {"upscale": ["--minority", "black", "--weight", "0.5"],
         "verify": ["--minority", "african", "--weight", "0.5"],
         "quantize": ["--model-run", "/runs/verify/model"]}
 # Values to switch to where "the default, changed" has to be a valid value of that flag.
-VALID_CHANGES = {"minority": {"upscale": "white", "verify": "asian"}, "races": "african", "unfreeze": "1",
+VALID_CHANGES = {"minority": {"upscale": "white", "verify": "asian"}, "arch": {"upscale": "fastvit_t8", "verify": "iresnet18"},
+                 "races": "african", "unfreeze": "1",
                  "calib_race_weights": "caucasian=1", "bits": ["w4a4"]}
 MODEL_IDENTITY = {"study": "verify", "arch": "fastvit_t8", "seed": 0}  # stands for the model of --model-run
 
@@ -88,6 +89,20 @@ def test_verify_runs_that_differ_in_recipe_are_different_experiments():
                   ["--races", "african"]):
         assert experiment_rows("verify", parse(flags)) != base, flags
     assert experiment_rows("verify", parse(["--seed", "3", "--workers", "0"])) == base
+
+
+def test_bicubic_floor_recipe_ignores_training_flags_and_keeps_its_data():
+    parse = upscale.get_args_parser().parse_args
+    base = experiment_rows("upscale", parse(["--arch", "bicubic"]))
+    for flags in (["--epochs", "7"], ["--lr", "0.1"], ["--batch-size", "3"], ["--pixel-loss", "charbonnier"],
+                  ["--dev-fraction", "0.2"]):
+        assert experiment_rows("upscale", parse(["--arch", "bicubic", *flags])) == base, flags
+    for flags in (["--data", "/other"], ["--hr-size", "112"], ["--scale", "4"], ["--skip-bad"]):
+        assert experiment_rows("upscale", parse(["--arch", "bicubic", *flags])) != base, flags
+    with pytest.raises(ValueError, match="bicubic trains nothing"):
+        upscale.check_args(parse(["--arch", "bicubic", "--minority", "black", "--weight", "0.2"]))
+    with pytest.raises(ValueError, match="at least one epoch"):
+        upscale.check_args(parse(["--arch", "resnet50", "--epochs", "0"]))
 
 
 def test_quantize_recipe_follows_the_model_not_its_folder():

@@ -64,6 +64,7 @@ def test_trained_run_writes_every_output(tiny_fairface, tmp_path):
         assert float(row["psnr_y"]) == pytest.approx(sum(members) / len(members), rel=1e-12)
     assert len({round(float(r["psnr_y"]), 6) for r in images[:16]}) > 8  # one batch: distinct per-image values
     assert (out / "best.pth").exists() and (out / "samples_Black.png").exists()
+    assert not (out / "checkpoint.pth").exists()  # the resumable state goes once the run has finished
 
 
 def test_image_cache_trains_to_the_same_results(tiny_fairface, tmp_path, monkeypatch):
@@ -98,7 +99,7 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_csvs(tiny_fairface, tmp_p
     def command(out):
         return [sys.executable, SCRIPT, "--data", tiny_fairface, "--out", str(out), "--workers", "0",
                 "--batch-size", "8", "--log-every", "0", "--arch", "fastvit_t8", "--epochs", "2",
-                "--save-samples", "0", "--seed", "1"]
+                "--save-samples", "0", "--seed", "1", "--keep-checkpoint"]
 
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(command(tmp_path / "whole"), check=True, env=environment, capture_output=True)

@@ -5,8 +5,9 @@ Surface (the same in every study module): get_args_parser, check_args, run_colum
 is a shim over it.
 
 The model comes from a finished run_verify / run_upscale folder (--model-run), from an arcface_torch
-state dict (--weights, verify only), or, with neither, from run_verify's demo model trained into
-<out>/fp_model. Every setting (fp32, then each bit width x calibration source) is evaluated through the
+state dict (--weights, verify only), or, with neither, from run_verify's demo run (its own folder under
+runs/verify/, reused when it has finished: `python run_verify.py` then `python run_quantize.py` train it
+once). Every setting (fp32, then each bit width x calibration source) is evaluated through the
 model's own study (racecomp.studies.verify / upscale `evaluate_to_dir`) with the model run's own
 evaluation arguments (--align, --no-flip, --races, --image-size, --far, ...), so the fp32 baseline and
 the quantized scores use exactly the protocol the model was scored with. Only --rfw / --data / --far
@@ -157,9 +158,16 @@ def default_out(args):
     return os.path.join("runs", NAME, f"{args.task}-{model}-seed{args.seed}")
 
 
+def demo_arguments(args):
+    """run_verify's demo run (no flags but the seed) that main quantizes when no model is given."""
+    return verify.get_args_parser().parse_args(["--seed", str(args.seed), "--workers", str(args.workers),
+                                                "--device", args.device])
+
+
 def demo_model_run(args):
-    """Where main trains run_verify's demo model when neither --model-run nor --weights is given."""
-    return os.path.join(args.out, "fp_model")
+    """The folder of that demo run: the one `python run_verify.py --seed S` writes, so a finished one is reused
+    (and summarize.py sees one verify run, not two copies of the same experiment)."""
+    return os.path.abspath(verify.default_out(demo_arguments(args)))
 
 
 def run_columns(args, code_version, setting, model_identity):
@@ -198,6 +206,8 @@ def load_model_run(run_dir, task):
     run_args = study.get_args_parser().parse_args([])
     vars(run_args).update(record["args"])
     checkpoint = os.path.join(run_dir, study.FINAL_WEIGHTS)
+    if not os.path.isfile(checkpoint) and os.path.isfile(os.path.join(run_dir, "checkpoint.pth")):
+        checkpoint = os.path.join(run_dir, "checkpoint.pth")  # a verify run from before model.pth existed
     if os.path.isfile(checkpoint):
         model = study.build_model(run_args, starting_weights=False)
         model.load_state_dict(files.load_checkpoint(checkpoint)["model"])
@@ -211,12 +221,12 @@ def load_model_run(run_dir, task):
 
 
 def _train_demo_model(args):
-    """No model given: train run_verify's demo model once (it skips when already finished) and use it."""
-    out = demo_model_run(args)
-    print(f"[model] no --model-run/--weights: training run_verify's demo model into {out}")
-    verify.main(verify.get_args_parser().parse_args(
-        ["--out", out, "--seed", str(args.seed), "--workers", str(args.workers), "--device", args.device]))
-    return out
+    """No model given: run_verify's demo run, trained now unless it has finished before (then it is reused)."""
+    demo_args = demo_arguments(args)
+    demo_args.out = demo_model_run(args)
+    print(f"[model] no --model-run/--weights: run_verify's demo model, {demo_args.out}")
+    verify.main(demo_args)
+    return demo_args.out
 
 
 def evaluation_arguments(args, run_args):

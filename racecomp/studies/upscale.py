@@ -5,7 +5,8 @@ evaluation_data, evaluate_to_dir, main. run_upscale.py is a shim over it; raceco
 quantization study use it too.
 
 Without --data it runs on the built-in synthetic demo FairFace. Writes to --out: args.json,
-checkpoint.pth / best.pth, per_image.csv, per_race.csv (written last: a finished run), sample grids.
+best.pth (the weights chosen on dev), per_image.csv, per_race.csv (written last: a finished run), sample
+grids; checkpoint.pth (resumable state) only while the run is unfinished, or with --keep-checkpoint.
 Selection (the best epoch) uses dev, a seeded race-stratified carve-out of train; val is only reported.
 
 Several GPUs or nodes: start the same command with torchrun, one process per GPU (DistributedDataParallel).
@@ -36,6 +37,9 @@ IDENTIFYING = ("arch", "scale", "upsampler", "minority", "weight", "minority_mod
 # (tests/test_studies_upscale.py checks identical results).
 NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every", "save_samples", "image_cache")
 FINAL_WEIGHTS = "best.pth"  # the checkpoint chosen on dev
+# What can change the bicubic floor's numbers (besides scale, an identifying column): which val images, at
+# which size. Training flags cannot, so two bicubic runs that differ only in them are one experiment.
+BICUBIC_SETTINGS = ("data", "hr_size", "skip_bad")
 
 
 def get_args_parser(add_help=True):
@@ -86,7 +90,13 @@ def check_values(args):
 def check_args(args):
     """Every check that needs no data, before any work; returns the minority race label (or None)."""
     check_values(args)
-    return cli.check_minority(args, MINORITY_RACES)
+    minority = cli.check_minority(args, MINORITY_RACES)
+    if args.arch == "bicubic" and minority is not None:
+        raise ValueError("--arch bicubic trains nothing, so --minority does not apply to it")
+    if args.arch != "bicubic" and args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs}: a trained upscaler needs at least one epoch (an untrained UNet "
+                         f"is exactly bicubic: use --arch bicubic for that floor)")
+    return minority
 
 
 def default_out(args):
@@ -101,6 +111,8 @@ def run_columns(args, code_version):
     settings = vars(args)
     columns = {"study": NAME, **{key: settings[key] for key in IDENTIFYING}}
     columns["minority"] = check_args(args) or "none"
+    if args.arch == "bicubic":
+        settings = {key: settings[key] for key in BICUBIC_SETTINGS}
     return {**columns, schema.RECIPE_COLUMN: schema.recipe_id(settings, IDENTIFYING, NON_RESULT_ARGS),
             "seed": args.seed, "code_version": code_version}
 
@@ -157,7 +169,8 @@ def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device):
     table = evaluation.mean_by_group(rows, evaluation.IMAGE_QUALITY_KEYS, order=FAIRFACE_RACES)
     if distributed.is_main():
         evaluation.write_results(out_dir, rows, table, run_columns=run_columns)
-        print(f"[val] per race (reported split; a trained checkpoint was chosen on dev), results in {out_dir}")
+        chosen = "" if args.arch == "bicubic" else "; the checkpoint was chosen on dev"
+        print(f"[val] per race (the reported split{chosen}), results in {out_dir}")
         keys = evaluation.IMAGE_QUALITY_KEYS
         print(f"{'race':<16} {'n':>6} " + " ".join(f"{k:>9}" for k in keys))
         for row in table:
@@ -227,7 +240,9 @@ def _run(args, minority, device):
                                        seed=args.seed, num_replicas=world_size, rank=distributed.rank(),
                                        flips=True)
     counts = sampler.realized_counts()
-    if main_process:
+    if main_process and args.arch == "bicubic":
+        print(f"[data] {data_root(args)}: val {len(splits['val'])} (bicubic: no training)")
+    elif main_process:
         print(f"[data] {data_root(args)}: train {len(splits['train'])} (epoch of {sampler.num_samples} draws "
               f"over {world_size} process(es)), dev {len(splits['dev'])}, val {len(splits['val'])}; minority "
               f"{minority} weight {args.weight} ({args.minority_mode})")
@@ -272,6 +287,8 @@ def _run(args, minority, device):
             args.out, device)
     table, _ = evaluate_to_dir(model, args, splits["val"], args.out, run_columns(args, record["code_version"]),
                                device)
+    if main_process:
+        files.finish_run(args.out, args.keep_checkpoint)
     return table
 
 

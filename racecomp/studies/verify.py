@@ -4,7 +4,8 @@ Surface (the same in every study module): get_args_parser, check_args, run_colum
 evaluation_data, evaluate_to_dir, main. run_verify.py is a shim over it; racecomp.sweep and the
 quantization study use it too.
 
-Writes to --out: args.json, checkpoint.pth (when trained), optionally probe_gender.csv and bias_probe.csv
+Writes to --out: args.json, model.pth (the trained weights; checkpoint.pth, the resumable state, only while
+the run is unfinished or with --keep-checkpoint), optionally probe_gender.csv and bias_probe.csv
 (FairFace probes of the final backbone, see racecomp.probes), per_pair.csv (every pair's cosine score, so
 any metric can be recomputed) and per_race.csv (written last: a finished run). Verification rates are
 percentages; probe F1, accuracies and association scores are fractions.
@@ -26,7 +27,7 @@ MINORITY_RACES = RFW_RACES
 # --rfw), goes into `recipe`.
 IDENTIFYING = ("arch", "init", "finetune", "minority", "weight")
 NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every",)  # progress lines change no number
-FINAL_WEIGHTS = "checkpoint.pth"  # no selection split: the last epoch is the model
+FINAL_WEIGHTS = "model.pth"  # no selection split: the last epoch's weights are the model
 
 
 def get_args_parser(add_help=True):
@@ -235,6 +236,8 @@ def _train(args, model, minority, pairs, action, device, record):
     if action == "resume":
         trainer.resume()
     trainer.fit(loader)
+    files.save_checkpoint({"model": model.state_dict(), "epoch": trainer.epoch, "args": record["args"]},
+                          os.path.join(args.out, FINAL_WEIGHTS))
     record.update(train_root=train_root, realized_counts=counts, identity_overlap=overlap,
                   history=trainer.history, optimizer_steps=trainer.step, skipped_fp16_steps=trainer.skipped_steps)
 
@@ -268,6 +271,7 @@ def main(args):
     table, summary = evaluate_to_dir(model, args, data, args.out, columns, device)
     record.update(summary)
     files.write_json(os.path.join(args.out, "args.json"), record)
+    files.finish_run(args.out, args.keep_checkpoint)
     return table
 
 
