@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from racecomp.datasets.fairface import FaceRecord, FairFaceSR, read_fairface, split_dev
-from racecomp.datasets.images import downscale_bicubic, drop_unreadable
+from racecomp.datasets.check import drop_unreadable
+from racecomp.datasets.images import downscale_bicubic
 from racecomp.races import FAIRFACE_RACES
 from racecomp.toydata import make_fairface
 
@@ -184,8 +185,14 @@ def test_corrupt_image_named_and_skippable(tmp_path):
     records = read_fairface(str(tmp_path), "train")  # read time only checks existence
     with pytest.raises(ValueError, match=r"train/2\.jpg \(CSV line 3\): cannot decode image"):
         FairFaceSR(records, scale=2)[1]
-    good, bad = drop_unreadable(records)
-    assert [r.file for r in good] == ["train/1.jpg", "train/3.jpg"] and [r.file for r in bad] == ["train/2.jpg"]
+    for decode in (True, False):  # a broken header is found without decoding
+        good, bad = drop_unreadable(records, decode=decode, workers=2)
+        assert [r.file for r in good] == ["train/1.jpg", "train/3.jpg"]
+        assert [(r.file, "CSV line 3" in error) for r, error in bad] == [("train/2.jpg", True)]
+    jpeg = (tmp_path / "train" / "3.jpg").read_bytes()
+    (tmp_path / "train" / "3.jpg").write_bytes(jpeg[:len(jpeg) // 2])  # cut short: its header still reads
+    good, bad = drop_unreadable(records, decode=False, workers=1)
+    assert [r.file for r in good] == ["train/1.jpg"] and [r.file for r, _ in bad] == ["train/2.jpg", "train/3.jpg"]
 
 
 # ---------------------------------------------------------------------------------------------- demo generator output
@@ -200,3 +207,4 @@ def test_reads_toydata_fairface(tmp_path):
     item = FairFaceSR(val, scale=4)[0]
     assert item["hr"].shape == (3, 32, 32) and item["lr"].shape == (3, 8, 8)
     assert drop_unreadable(val) == (val, [])
+    assert drop_unreadable(val, decode=False) == (val, [])

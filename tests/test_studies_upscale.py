@@ -4,6 +4,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,3 +133,17 @@ def test_bad_arguments_are_refused_with_the_valid_names(tiny_fairface, tmp_path)
         run(tiny_fairface, tmp_path / "b", "--minority", "black", "--weight", "0")
     with pytest.raises(ValueError, match="needs --minority"):
         run(tiny_fairface, tmp_path / "c", "--weight", "0.5")
+
+
+def test_a_corrupt_val_image_stops_the_run_before_training_and_skip_bad_continues(tiny_fairface, tmp_path):
+    data = tmp_path / "fairface"
+    shutil.copytree(tiny_fairface, data)
+    (data / "val" / "3.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"1 unreadable image\(s\), found before training:\n  val/3\.jpg \(CSV line"):
+        run(str(data), out, "--arch", "fastvit_t8", "--epochs", "1")
+    assert not any(out.iterdir())  # nothing written, no optimizer step taken
+    run(str(data), out, "--arch", "fastvit_t8", "--epochs", "1", "--skip-bad", "--save-samples", "0")
+    record = json.loads((out / "args.json").read_text())
+    assert record["dropped_unreadable"] == {"train": 0, "dev": 0, "val": 1}
+    assert len(read_csv(out / "per_image.csv")) == 27

@@ -150,6 +150,30 @@ def _parallel(function, items, workers, chunk, label, every_fraction=None):
     return results, time.monotonic() - start
 
 
+def _header_flags(paths):
+    """Per path: True when its header is unreadable or it is a JPEG without its end marker (cut short)."""
+    return [error is not None or not ends_ok for _, error, ends_ok in _read_headers(paths)]
+
+
+def drop_unreadable(records, decode=True, workers=None):
+    """(good, bad) records (anything with `path`, `file`, `line`), both in input order, for a run's check before
+    it starts: every image decoded (`decode`), or only its header read, with a full decode of any JPEG cut
+    short (no end marker), in parallel processes. `bad` holds (record, error message naming file and line)."""
+    workers = workers or default_workers()
+    items = [(f"{r.file} (CSV line {r.line})", r.path) for r in records]
+    if decode:
+        errors, _ = _parallel(_decode, items, workers, 32, "decoding", every_fraction=0.1)
+    else:
+        flags, _ = _parallel(_header_flags, [path for _, path in items], workers, 512, "image headers")
+        errors = [None] * len(items)
+        flagged = [i for i, flag in enumerate(flags) if flag]  # decoded, so the message names file and line
+        for i, error in zip(flagged, _decode([items[i] for i in flagged])):
+            errors[i] = error
+    good = [r for r, error in zip(records, errors) if error is None]
+    bad = [(r, error) for r, error in zip(records, errors) if error is not None]
+    return good, bad
+
+
 def _check_images(report, items, workers, decode, published_size=None, equal_sizes_needed=False):
     """Sizes from the headers of all (where, path) items, and with `decode` a full decode of each.
 

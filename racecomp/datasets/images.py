@@ -55,22 +55,6 @@ def downscale_bicubic(hr, scale):
     return lr if hr.dim() == 4 else lr.squeeze(0)
 
 
-def drop_unreadable(records):
-    """Decode every record's image once; returns (good, bad) lists, for a `--skip-bad` flag.
-
-    records: anything with `path` and `file` (FaceRecord), in any order; both lists keep that order.
-    """
-    good, bad = [], []
-    for record in records:
-        try:
-            load_rgb(record.path, record.file)
-        except ValueError:
-            bad.append(record)
-        else:
-            good.append(record)
-    return good, bad
-
-
 class FaceImages(torch.utils.data.Dataset):
     """Face images for recognition: item = dict(image, index), `index` into `items`.
 

@@ -131,22 +131,32 @@ def data_root(args):
 
 
 def load_splits(args):
-    """{'train', 'dev', 'val', 'dropped'}: dev is a seeded, race-stratified carve-out of train used only
-    to choose the checkpoint; val is only for reporting. With --skip-bad, unreadable images are dropped
-    and counted; without it the first one stops the run with its file name."""
+    """{'train', 'dev', 'val', 'dropped'}: dev is a seeded, race-stratified carve-out of train used only to
+    choose the checkpoint; val is only for reporting.
+
+    Every image is checked before any training (in parallel): train images by header (a JPEG cut short is
+    decoded), dev and val decoded in full. Without --skip-bad an unreadable image stops the run here, naming
+    it; with it, unreadable images are left out of their split and counted (args.json: dropped_unreadable).
+    """
     root = data_root(args)
-    train_all = datasets.read_fairface(root, "train")
-    val = datasets.read_fairface(root, "val")
-    dropped = {}
-    if args.skip_bad:
-        train_all, bad_train = datasets.drop_unreadable(train_all)
-        val, bad_val = datasets.drop_unreadable(val)
-        dropped = {"train": len(bad_train), "val": len(bad_val)}
-        if distributed.is_main():
-            print(f"[data] --skip-bad: dropped {len(bad_train)} unreadable train and {len(bad_val)} val images"
-                  + "".join(f"\n  {r.file}" for r in (bad_train + bad_val)[:10]))
-    train, dev = datasets.split_dev(train_all, args.dev_fraction, args.seed)
-    return {"train": train, "dev": dev, "val": val, "dropped": dropped}
+    train, dev = datasets.split_dev(datasets.read_fairface(root, "train"), args.dev_fraction, args.seed)
+    splits = {"train": train, "dev": dev, "val": datasets.read_fairface(root, "val")}
+    if args.arch == "bicubic":  # only val is read
+        splits["train"] = splits["dev"] = []
+    bad = {}
+    for name, records in splits.items():
+        splits[name], bad[name] = datasets.drop_unreadable(records, decode=name != "train",
+                                                           workers=max(1, args.workers))
+    found = [error for errors in bad.values() for _, error in errors]
+    if found and not args.skip_bad:
+        raise ValueError(f"{len(found)} unreadable image(s), found before training:\n  " + "\n  ".join(found[:10]) +
+                         ("\n  ..." if len(found) > 10 else "") + "\nRun the same command with --skip-bad to leave "
+                         "them out (counted in args.json), or replace the files.")
+    if found:
+        print(f"[data] --skip-bad: left out {len(found)} unreadable image(s)" +
+              "".join(f"\n  {error}" for error in found[:10]))
+    splits["dropped"] = {name: len(errors) for name, errors in bad.items()}
+    return splits
 
 
 def evaluation_data(args):
@@ -235,11 +245,13 @@ def _run(args, minority, device):
         return None
     main_process = distributed.is_main()
     engine.seed_everything(args.seed)
-    splits = load_splits(args)
-    sampler = datasets.MinoritySampler(splits["train"], minority, args.weight, mode=args.minority_mode,
-                                       seed=args.seed, num_replicas=world_size, rank=distributed.rank(),
-                                       flips=True)
-    counts = sampler.realized_counts()
+    splits = distributed.run_on_main(load_splits, args)  # rank 0 checks the images, every rank gets its answer
+    sampler, counts = None, {}
+    if args.arch != "bicubic":
+        sampler = datasets.MinoritySampler(splits["train"], minority, args.weight, mode=args.minority_mode,
+                                           seed=args.seed, num_replicas=world_size, rank=distributed.rank(),
+                                           flips=True)
+        counts = sampler.realized_counts()
     if main_process and args.arch == "bicubic":
         print(f"[data] {data_root(args)}: val {len(splits['val'])} (bicubic: no training)")
     elif main_process:
