@@ -3,14 +3,18 @@
 Per-group numbers are always aggregated from per-item values, each item by its OWN label: an earlier
 study credited every image with its batch's mean, which made all races come out equal.
 """
+import io
 import math
 import os
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from racecomp import files, metrics
 
 IMAGE_QUALITY_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+SAMPLE_COLUMNS = ("LR", "bicubic", "model", "HR")  # the columns of a sample grid, labelled in its header
+SAMPLE_HEADER_PX = 14
 SAMPLE_KEYS = ("file", "race", "gender", "age")
 
 
@@ -60,11 +64,12 @@ def mean_by_group(rows, value_keys, group_key="race", order=None):
 
 @torch.no_grad()
 def save_sample_grids(model, dataset, n_per_group, out_dir, device, group_key="race"):
-    """One PNG per group: rows of (low-res input, bicubic, model output, target), n images each.
+    """One PNG per group: a header naming the columns (SAMPLE_COLUMNS), then rows of (low-res input,
+    bicubic, model output, target), n images each.
 
     The low-res input is shown with nearest-neighbour enlargement, so its pixels stay visible.
     """
-    from torchvision.utils import save_image
+    from torchvision.utils import make_grid
 
     model.eval()
     chosen = {}
@@ -85,9 +90,18 @@ def save_sample_grids(model, dataset, n_per_group, out_dir, device, group_key="r
             bicubic = torch.nn.functional.interpolate(lr, size=size, mode="bicubic", align_corners=False)
             output = model(lr).float()
             tiles += [nearest, bicubic.clamp(0, 1), output.clamp(0, 1), hr]
+        grid = make_grid(torch.cat(tiles), nrow=len(SAMPLE_COLUMNS), padding=2)  # (3, H, W) in [0, 1]
+        pixels = grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        body = Image.fromarray(pixels)
+        canvas = Image.new("RGB", (body.width, body.height + SAMPLE_HEADER_PX), "white")
+        canvas.paste(body, (0, SAMPLE_HEADER_PX))
+        draw = ImageDraw.Draw(canvas)
+        for column, name in enumerate(SAMPLE_COLUMNS):
+            draw.text((2 + column * (size[1] + 2), 1), name, fill="black", font=ImageFont.load_default())
+        buffer = io.BytesIO()
+        canvas.save(buffer, format="png")
         path = os.path.join(out_dir, f"samples_{label.replace(' ', '_')}.png")
-        with files.atomic_open(path, "wb") as handle:
-            save_image(torch.cat(tiles), handle, nrow=4, padding=2, format="png")
+        files.write_bytes(path, buffer.getvalue())
         written.append(path)
     return written
 

@@ -1,5 +1,8 @@
-"""Per-group aggregation: every item counted under its own label."""
-from racecomp import evaluation
+"""Evaluation passes: per-group aggregation (every item under its own label) and sample grids."""
+import numpy as np
+from PIL import Image
+
+from racecomp import datasets, evaluation, toydata, upscalers
 from racecomp.races import FAIRFACE_RACES
 
 
@@ -8,3 +11,14 @@ def test_mean_by_group_counts_each_row_under_its_own_label():
     table = evaluation.mean_by_group(rows, ["v"], order=FAIRFACE_RACES)
     assert table == [{"race": "White", "n": 1, "v": 3.0}, {"race": "Black", "n": 2, "v": 1.5}]
 
+
+
+def test_sample_grids_label_their_columns(tmp_path):
+    root = toydata.make_fairface(str(tmp_path / "ff"), n_train=7, n_val=14, size=32, seed=1)
+    val = datasets.FairFaceSR(datasets.read_fairface(root, "val"), 2)
+    (path, *_) = evaluation.save_sample_grids(upscalers.build_upscaler("bicubic", 2), val, 2, str(tmp_path), "cpu")
+    image = np.asarray(Image.open(path).convert("L"))
+    assert image.shape == (evaluation.SAMPLE_HEADER_PX + 2 + 2 * (32 + 2), 2 + 4 * (32 + 2))
+    for column in range(4):  # dark label text in the header above each column
+        header = image[:evaluation.SAMPLE_HEADER_PX, 2 + column * 34: column * 34 + 34]
+        assert header.min() < 128 and header.max() == 255
