@@ -1,7 +1,7 @@
-"""timm encoders shared by the upscalers and the recognition backbones.
+"""timm encoders shared by the upscalers and the recognition backbones, and their stages.
 
 Both studies build the encoder with the same call, so an upscaler's `encoder.*` weights load key for key
-into a recognition backbone (`--init-from`).
+into a recognition backbone (`--init-from`), and staged unfreezing finds the same stages in both.
 """
 import os
 
@@ -41,3 +41,36 @@ def create_encoder(name, pretrained=False, pretrained_path=None):
             f"could not load ImageNet weights for {name} from the hub ({error}). Offline, save them on a "
             f"machine with internet: torch.save(timm.create_model({name!r}, pretrained=True).state_dict(), "
             f"'{name}.pth'), then pass --pretrained-path {name}.pth") from error
+
+
+def encoder_stage_prefixes(model):
+    """Parameter-name prefixes of `model.encoder`'s stages, input to output, one tuple per feature_info entry.
+
+    Each prefix is a full parameter-name prefix ending in "." (e.g. "encoder.layer4."), so
+    `name.startswith(prefix)` selects exactly that sub-module. Modules before the first feature map go with the
+    first stage (ResNet50: conv1, bn1 -> ("encoder.conv1.", "encoder.bn1."); FastViT: stem_0..2 with stages_0).
+    Only sub-modules holding parameters are listed. Works for any model whose timm features_only encoder is
+    stored as `model.encoder` (UNet upscalers and facenets.EmbeddingNet alike); a model without one
+    (iresnet, mobilefacenet) has no stages to open and is refused with ValueError.
+    """
+    encoder = getattr(model, "encoder", None)
+    if encoder is None or not hasattr(encoder, "feature_info"):
+        raise ValueError(f"{type(model).__name__} has no timm encoder (`model.encoder` with feature_info), so it "
+                         f"has no encoder stages to unfreeze; staged unfreezing (--unfreeze) needs a model built "
+                         f"on {', '.join(ENCODER_NAMES)}")
+    # timm's FeatureListNet flattens nested names: feature module "stages.0" is the child "stages_0".
+    stage_ends = [name.replace(".", "_") for name in encoder.feature_info.module_name()]
+    stages, current = [], []
+    for name, child in encoder.named_children():
+        if len(stages) == len(stage_ends):
+            if any(True for _ in child.parameters()):
+                raise ValueError(f"encoder module {name!r} comes after the last feature stage {stage_ends[-1]!r}")
+            continue
+        if any(True for _ in child.parameters()):
+            current.append(f"encoder.{name}.")
+        if name == stage_ends[len(stages)]:
+            stages.append(tuple(current))
+            current = []
+    if len(stages) != len(stage_ends):
+        raise ValueError(f"encoder feature modules {stage_ends[len(stages):]} are not direct children of the encoder")
+    return stages

@@ -11,6 +11,7 @@ averaged over processes, and only rank 0 writes checkpoints and prints. BatchNor
 normalize with per-process batch statistics (as plain DDP does); the running statistics kept are rank 0's.
 """
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -20,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from racecomp import distributed, files
+from racecomp import distributed, encoders, files
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 FINETUNE_STRATEGIES = ("full", "frozen", "bn_stats", "bn_affine", "bn_skip")
@@ -142,23 +143,27 @@ def set_train_mode(model, strategy, frozen_prefixes=()):
 
 
 def parse_unfreeze(text):
-    """'0,2,4' -> [0, 2, 4]: at epoch e_k the last k encoder stages train (before e_1 only the decoder/head)."""
+    """'0,2,4' -> (0, 2, 4): at epoch e_k the last k encoder stages train (before e_1 only the decoder/head)."""
     if not text:
-        return []
+        return ()
     try:
-        epochs = [int(part) for part in text.split(",")]
+        epochs = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise ValueError(f"--unfreeze {text!r}: expected comma-separated epochs like 1,3,5") from None
-    if epochs != sorted(epochs) or any(e < 0 for e in epochs):
-        raise ValueError(f"--unfreeze {text!r}: epochs must be non-negative and increasing")
+    _check_unfreeze(epochs, f"--unfreeze {text!r}")
     return epochs
+
+
+def _check_unfreeze(epochs, name):
+    if list(epochs) != sorted(epochs) or any(e < 0 for e in epochs):
+        raise ValueError(f"{name}: epochs must be non-negative and increasing")
 
 
 def apply_unfreeze(model, schedule, stage_prefixes, epoch):
     """Freeze encoder parameters by name except the last k stages, k = number of schedule epochs <= epoch.
 
     `stage_prefixes` lists encoder stages in input-to-output order, each a name prefix (relative to the
-    model, e.g. "encoder.layer4.") or a tuple of them (upscalers.encoder_stage_prefixes).
+    model, e.g. "encoder.layer4.") or a tuple of them (encoders.encoder_stage_prefixes).
     Returns the prefixes that stay frozen (for set_train_mode). Parameters outside the encoder train.
     """
     n_open = sum(1 for start in schedule if epoch >= start)
@@ -208,6 +213,46 @@ def _restore_rng(plain):
         torch.cuda.set_rng_state_all(plain["cuda"])
 
 
+# ---------------------------------------------------------------- settings
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """How the loop trains, checked on construction (ValueError naming the flag); the rest of a Trainer
+    (stage prefixes, schedule length) is derived from the model and `steps_per_epoch`."""
+    epochs: int = 1             # passes over the loader
+    accum_steps: int = 1        # micro-batches per optimizer step
+    amp: str = "off"            # key of AMP_DTYPES
+    clip_grad: float = 0.0      # max gradient L2 norm, 0: none
+    warmup_steps: int = 0       # optimizer steps of linear warm-up
+    finetune: str = "full"      # one of FINETUNE_STRATEGIES
+    unfreeze: tuple = ()        # epochs at which the last 1, 2, ... encoder stages open (parse_unfreeze's result)
+    log_every: int = 10         # optimizer steps between progress lines, 0: none
+
+    def __post_init__(self):
+        object.__setattr__(self, "unfreeze", tuple(self.unfreeze))  # a list is accepted, stored as a tuple
+        for name in ("epochs", "warmup_steps", "log_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
+        if self.accum_steps < 1:
+            raise ValueError(f"--accum-steps {self.accum_steps}: must be >= 1")
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"--amp {self.amp!r}: must be one of {', '.join(AMP_DTYPES)}")
+        if not 0.0 <= self.clip_grad < math.inf:
+            raise ValueError(f"--clip-grad {self.clip_grad}: must be a finite max norm >= 0 (0: no clipping)")
+        if self.finetune not in FINETUNE_STRATEGIES:
+            raise ValueError(f"--finetune {self.finetune!r}: must be one of {', '.join(FINETUNE_STRATEGIES)}")
+        _check_unfreeze(self.unfreeze, f"--unfreeze {','.join(map(str, self.unfreeze))}")
+        if self.unfreeze and self.finetune != "full":
+            raise ValueError(f"--unfreeze schedules apply to --finetune full only (got --finetune {self.finetune})")
+
+    @classmethod
+    def from_args(cls, args):
+        """From an argparse namespace with cli.add_training_arguments' flags (--unfreeze as text, '1,3')."""
+        return cls(epochs=args.epochs, accum_steps=args.accum_steps, amp=args.amp, clip_grad=args.clip_grad,
+                   warmup_steps=args.warmup_steps, finetune=args.finetune, unfreeze=parse_unfreeze(args.unfreeze),
+                   log_every=args.log_every)
+
+
 # ---------------------------------------------------------------- the loop
 
 def _to_device(batch, device):
@@ -229,6 +274,10 @@ def format_seconds(seconds):
 class Trainer:
     """Runs epochs of `compute_loss` with one code path for every precision and accumulation window.
 
+    `settings` (TrainingSettings) says how; `steps_per_epoch` (optimizer steps, ceil(micro-batches /
+    accum_steps)) sizes the warm-up + cosine schedule over settings.epochs; with settings.unfreeze the
+    stages come from the model itself (encoders.encoder_stage_prefixes).
+
     An optimizer step happens every `accum_steps` micro-batches; each micro-batch's loss is divided by
     the size of its window, and the last window of an epoch may be shorter (then divided by its real
     size), so 2 x batch 4 gives the gradient of batch 8. The scheduler steps once per optimizer step.
@@ -244,41 +293,37 @@ class Trainer:
     split and gather (upscaling.mean_psnr_selector does), and must return the same score everywhere.
     """
 
-    def __init__(self, model, compute_loss, optimizer, out_dir, device="cpu", amp="off", accum_steps=1,
-                 clip_grad=None, epochs=1, steps_per_epoch=None, warmup_steps=0, finetune="full",
-                 unfreeze=(), stage_prefixes=(), select=None, log_every=10, extra_modules=(), run_args=None):
-        if accum_steps < 1:
-            raise ValueError("accum_steps must be >= 1")
-        if unfreeze and finetune != "full":
-            raise ValueError("--unfreeze schedules apply to --finetune full only")
+    def __init__(self, model, compute_loss, optimizer, out_dir, settings, steps_per_epoch, device="cpu",
+                 select=None, extra_modules=(), run_args=None):
+        if not isinstance(settings, TrainingSettings):
+            raise TypeError(f"settings must be a TrainingSettings (from a script's flags: "
+                            f"TrainingSettings.from_args(args)), got {type(settings).__name__}")
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch {steps_per_epoch}: must be >= 1 (optimizer steps per epoch, "
+                             f"ceil(micro-batches / accum_steps))")
         self.model = model
         self.compute_loss = compute_loss
         self.optimizer = optimizer
         self.out_dir = out_dir
+        self.settings = settings
         self.device = torch.device(device)
-        self.amp = amp
-        self.accum_steps = accum_steps
-        self.clip_grad = clip_grad
-        self.epochs = epochs
-        self.finetune = finetune
-        self.unfreeze = list(unfreeze)
-        self.stage_prefixes = list(stage_prefixes)
+        self.epochs = settings.epochs  # fit() stops here; the schedule always spans settings.epochs
+        # Staged unfreezing opens the model's own encoder stages; a model without them is refused here.
+        self.stage_prefixes = encoders.encoder_stage_prefixes(model) if settings.unfreeze else ()
         self.select = select
-        self.log_every = log_every
         self.extra_modules = list(extra_modules)
         self.run_args = run_args or {}
-        self.scaler = make_scaler(device, amp)
+        self.scaler = make_scaler(device, settings.amp)
         self.steps_per_epoch = steps_per_epoch
-        self.total_steps = epochs * steps_per_epoch if steps_per_epoch else None
-        self.warmup_steps = warmup_steps
-        self.scheduler = build_scheduler(optimizer, self.total_steps or 1, warmup_steps)
+        self.total_steps = settings.epochs * steps_per_epoch
+        self.scheduler = build_scheduler(optimizer, max(1, self.total_steps), settings.warmup_steps)
         self.epoch = 0          # next epoch to run
         self.step = 0           # optimizer steps done
         self.skipped_steps = 0  # fp16 steps the scaler skipped (inf/NaN gradients)
         self.best_score = None
         self.best_epoch = None
         self.history = []
-        configure_finetune(model, finetune)
+        configure_finetune(model, settings.finetune)
         self.ddp_model = model
         self._ddp_trainable = None  # names of the parameters the current DDP wrapper reduces
 
@@ -314,9 +359,9 @@ class Trainer:
     # -- one optimizer step
     def _optimizer_step(self):
         params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if self.clip_grad:
+        if self.settings.clip_grad:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
+            torch.nn.utils.clip_grad_norm_(params, self.settings.clip_grad)
         scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -346,9 +391,12 @@ class Trainer:
         return self.ddp_model.no_sync()
 
     def train_epoch(self, loader):
-        frozen = apply_unfreeze(self.model, self.unfreeze, self.stage_prefixes, self.epoch) if self.unfreeze else ()
+        settings = self.settings
+        frozen = ()
+        if settings.unfreeze:
+            frozen = apply_unfreeze(self.model, settings.unfreeze, self.stage_prefixes, self.epoch)
         self._wrap_for_ranks()
-        set_train_mode(self.model, self.finetune, frozen)
+        set_train_mode(self.model, settings.finetune, frozen)
         for module in self.extra_modules:
             module.train()
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
@@ -359,12 +407,12 @@ class Trainer:
         running = {}
         self.optimizer.zero_grad(set_to_none=True)
         for index, batch in enumerate(loader):
-            window_start = index // self.accum_steps * self.accum_steps
-            window = min(self.accum_steps, n_micro - window_start)
+            window_start = index // settings.accum_steps * settings.accum_steps
+            window = min(settings.accum_steps, n_micro - window_start)
             last_in_window = index + 1 == window_start + window
             batch = _to_device(batch, self.device)
             with self._gradient_sync(last_in_window):
-                with amp_context(self.device, self.amp):
+                with amp_context(self.device, settings.amp):
                     loss, parts = self.compute_loss(self.ddp_model, batch)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
@@ -377,7 +425,7 @@ class Trainer:
                 running[key] = running.get(key, 0.0) + value
             if last_in_window:
                 self._optimizer_step()
-                if self.log_every and self.step % self.log_every == 0 and distributed.is_main():
+                if settings.log_every and self.step % settings.log_every == 0 and distributed.is_main():
                     self._log(index + 1, n_micro, seen, started, running)
         distributed.broadcast_buffers(self.model)  # rank 0's BatchNorm statistics everywhere, as saved
         # Every rank runs the same number of equal-size micro-batches (the sampler pads), so the mean of
@@ -391,15 +439,13 @@ class Trainer:
         elapsed = time.time() - started
         rate = seen / max(1e-9, elapsed)
         eta_epoch = elapsed / done * (n_micro - done)
-        eta_total = ""
-        if self.total_steps:
-            remaining_steps = self.total_steps - self.step
-            eta_total = f", run ETA {format_seconds(elapsed / done * remaining_steps * self.accum_steps)}"
+        remaining_micro = (self.total_steps - self.step) * self.settings.accum_steps
+        eta_total = format_seconds(elapsed / done * remaining_micro)
         rate *= distributed.world_size()  # every rank draws as many images as this one
         loss = running["loss"] / done  # this rank's; the epoch summary averages over ranks
         lr = self.optimizer.param_groups[0]["lr"]
-        print(f"[train] epoch {self.epoch} step {self.step}/{self.total_steps or '?'} loss {loss:.4f} "
-              f"lr {lr:.2e} {rate:.1f} img/s, epoch ETA {format_seconds(eta_epoch)}{eta_total}", flush=True)
+        print(f"[train] epoch {self.epoch} step {self.step}/{self.total_steps} loss {loss:.4f} "
+              f"lr {lr:.2e} {rate:.1f} img/s, epoch ETA {format_seconds(eta_epoch)}, run ETA {eta_total}", flush=True)
 
     def fit(self, loader):
         """Train from self.epoch to self.epochs, checkpointing each epoch; returns the history."""

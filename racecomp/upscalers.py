@@ -155,40 +155,6 @@ class UNetUpscaler(nn.Module):
         y = self.upsampler(y)  # (B, C, h*s, w*s)
         return bicubic_upsample(lr, self.scale) + self.to_rgb(y)
 
-    def parameter_groups(self):
-        """[("encoder", params), ("decoder", params)]: decoder is everything outside the encoder (blocks,
-        upsampler, last conv), for a separate encoder learning rate."""
-        encoder_ids = {id(p) for p in self.encoder.parameters()}
-        return [("encoder", list(self.encoder.parameters())),
-                ("decoder", [p for p in self.parameters() if id(p) not in encoder_ids])]
-
-
-def encoder_stage_prefixes(model):
-    """Parameter-name prefixes of `model.encoder`'s stages, input to output, one tuple per feature_info entry.
-
-    Each prefix is a full parameter-name prefix ending in "." (e.g. "encoder.layer4."), so
-    `name.startswith(prefix)` selects exactly that sub-module. Modules before the first feature map go with the
-    first stage (ResNet50: conv1, bn1 -> ("encoder.conv1.", "encoder.bn1."); FastViT: stem_0..2 with stages_0).
-    Only sub-modules holding parameters are listed. Works for any model whose timm features_only encoder is
-    stored as `model.encoder` (upscalers and recognition backbones alike).
-    """
-    # timm's FeatureListNet flattens nested names: feature module "stages.0" is the child "stages_0".
-    stage_ends = [name.replace(".", "_") for name in model.encoder.feature_info.module_name()]
-    stages, current = [], []
-    for name, child in model.encoder.named_children():
-        if len(stages) == len(stage_ends):
-            if any(True for _ in child.parameters()):
-                raise ValueError(f"encoder module {name!r} comes after the last feature stage {stage_ends[-1]!r}")
-            continue
-        if any(True for _ in child.parameters()):
-            current.append(f"encoder.{name}.")
-        if name == stage_ends[len(stages)]:
-            stages.append(tuple(current))
-            current = []
-    if len(stages) != len(stage_ends):
-        raise ValueError(f"encoder feature modules {stage_ends[len(stages):]} are not direct children of the encoder")
-    return stages
-
 
 def build_upscaler(arch, scale, upsampler="pixelshuffle", pretrained=False, pretrained_path=None):
     """Factory: "bicubic", "resnet50", a FastViT name from encoders.ENCODER_NAMES, or "fastvit" (the default one)."""

@@ -1,12 +1,20 @@
 import argparse
 import math
 import os
+import re
 
 import pytest
 import torch
 from torch import nn
 
-from racecomp import engine, files
+from racecomp import cli, engine, files
+
+
+class TinyFeatureInfo:
+    """The part of timm's FeatureInfo that encoders.encoder_stage_prefixes reads: each stage's last module."""
+
+    def module_name(self):
+        return ["stem", "layer1"]
 
 
 class TinyEncoder(nn.Module):
@@ -18,6 +26,7 @@ class TinyEncoder(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), norm(8), nn.ReLU())
         self.layer1 = nn.ModuleList([nn.ModuleDict({"conv": nn.Conv2d(8, 8, 3, padding=1), "bn": norm(8),
                                                     "downsample": nn.Conv2d(8, 8, 1)})])
+        self.feature_info = TinyFeatureInfo()
 
     def forward(self, x):
         x = self.stem(x)
@@ -40,18 +49,19 @@ def mse_loss(model, batch):
     return loss, {}
 
 
-def make_batches(n_images, batch_size, seed=0):
+def make_batches(n_images, batch_size, seed=0, dtype=torch.float32):
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_images, 3, 8, 8, generator=generator)
-    y = torch.randn(n_images, 3, 8, 8, generator=generator)
+    x = torch.randn(n_images, 3, 8, 8, generator=generator, dtype=dtype)
+    y = torch.randn(n_images, 3, 8, 8, generator=generator, dtype=dtype)
     return [{"x": x[i:i + batch_size], "y": y[i:i + batch_size]} for i in range(0, n_images, batch_size)]
 
 
-def make_trainer(model, tmp_path, batches, accum=1, epochs=1, **kwargs):
-    optimizer = engine.build_optimizer(model, lr=1e-2, weight_decay=0.0)
+def make_trainer(model, tmp_path, batches, accum=1, epochs=1, optimizer=None, **settings):
+    """A Trainer over `batches` (AdamW at 1e-2 unless `optimizer` is given), silent, with `settings` added."""
+    optimizer = optimizer or engine.build_optimizer(model, lr=1e-2, weight_decay=0.0)
     steps = math.ceil(len(batches) / accum)
-    return engine.Trainer(model, mse_loss, optimizer, str(tmp_path), accum_steps=accum, epochs=epochs,
-                          steps_per_epoch=steps, log_every=0, **kwargs)
+    settings = engine.TrainingSettings(epochs=epochs, accum_steps=accum, log_every=0, **settings)
+    return engine.Trainer(model, mse_loss, optimizer, str(tmp_path), settings, steps)
 
 
 def test_lr_factor_warmup_then_cosine():
@@ -62,15 +72,87 @@ def test_lr_factor_warmup_then_cosine():
     assert engine.lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_training_settings_from_the_training_flags():
+    parser = argparse.ArgumentParser()
+    cli.add_training_arguments(parser)
+    args = parser.parse_args(["--epochs", "4", "--accum-steps", "2", "--amp", "bf16", "--clip-grad", "0.5",
+                              "--warmup-steps", "3", "--unfreeze", "1,3", "--log-every", "0"])
+    assert engine.TrainingSettings.from_args(args) == engine.TrainingSettings(
+        epochs=4, accum_steps=2, amp="bf16", clip_grad=0.5, warmup_steps=3, finetune="full", unfreeze=(1, 3),
+        log_every=0)
+    defaults = engine.TrainingSettings.from_args(parser.parse_args([]))
+    assert defaults.unfreeze == () and defaults.clip_grad == 1.0  # the flags' defaults, not the dataclass's
+    assert engine.TrainingSettings(unfreeze=[0, 2]).unfreeze == (0, 2)  # stored as a tuple: hashable, frozen
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"accum_steps": 0}, "--accum-steps 0: must be >= 1"),
+    ({"epochs": -1}, "--epochs -1"),
+    ({"warmup_steps": -2}, "--warmup-steps -2"),
+    ({"log_every": -1}, "--log-every -1"),
+    ({"amp": "fp8"}, "--amp 'fp8'"),
+    ({"clip_grad": -1.0}, "--clip-grad -1.0"),
+    ({"clip_grad": float("nan")}, "--clip-grad nan"),
+    ({"finetune": "lora"}, "--finetune 'lora'"),
+    ({"unfreeze": (3, 1)}, "increasing"),
+    ({"unfreeze": (-1,)}, "non-negative"),
+    ({"unfreeze": (1,), "finetune": "frozen"}, "--finetune full only"),
+])
+def test_training_settings_refuse_bad_values(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        engine.TrainingSettings(**settings)
+
+
+def test_unfreeze_text_is_parsed_or_refused():
+    assert engine.parse_unfreeze("0,2,4") == (0, 2, 4) and engine.parse_unfreeze("") == ()
+    with pytest.raises(ValueError, match="comma-separated"):
+        engine.parse_unfreeze("1;3")
+    with pytest.raises(ValueError, match="increasing"):
+        engine.parse_unfreeze("3,1")
+
+
+def test_trainer_refuses_unfreezing_a_model_without_encoder_stages(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 3, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="no timm encoder"):
+        engine.Trainer(model, mse_loss, optimizer, str(tmp_path), engine.TrainingSettings(unfreeze=(1,)), 1)
+    with pytest.raises(TypeError, match="TrainingSettings"):
+        engine.Trainer(model, mse_loss, optimizer, str(tmp_path), argparse.Namespace(epochs=1), 1)
+    with pytest.raises(ValueError, match="steps_per_epoch 0"):
+        engine.Trainer(model, mse_loss, optimizer, str(tmp_path), engine.TrainingSettings(), 0)
+
+
+def one_sgd_step(model, tmp_path, batches, accum):
+    """The parameter change of one optimizer step of SGD(lr=1) over `batches`: minus the step's gradient."""
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = make_trainer(model, tmp_path, batches, accum=accum, optimizer=torch.optim.SGD(model.parameters(), lr=1.0))
+    trainer.fit(batches)
+    assert trainer.step == 1
+    return {name: p.detach() - before[name] for name, p in model.named_parameters()}
+
+
 def test_accumulation_two_by_four_equals_batch_eight(tmp_path):
+    # SGD with lr 1 makes the step the gradient itself, so a window-sized error in the loss scaling (e.g.
+    # no division by the window: twice the gradient) is off by the gradient's own size. Batch 8 and 2 x 4
+    # sum in other orders, so they agree to float64 rounding relative to the gradient, not bit for bit.
     torch.manual_seed(0)
-    reference = TinyNet(bn=False)
-    accumulated = TinyNet(bn=False)
+    reference = TinyNet(bn=False).double()
+    accumulated = TinyNet(bn=False).double()
     accumulated.load_state_dict(reference.state_dict())
-    make_trainer(reference, tmp_path / "a", make_batches(8, 8), accum=1).fit(make_batches(8, 8))
-    make_trainer(accumulated, tmp_path / "b", make_batches(8, 4), accum=2).fit(make_batches(8, 4))
-    for (name, a), b in zip(reference.state_dict().items(), accumulated.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), name
+    start = _snapshot(reference)
+    step_8 = one_sgd_step(reference, tmp_path / "a", make_batches(8, 8, dtype=torch.float64), accum=1)
+    step_4x2 = one_sgd_step(accumulated, tmp_path / "b", make_batches(8, 4, dtype=torch.float64), accum=2)
+    # The step of batch 8 is minus the gradient of its mean loss, computed here without the Trainer.
+    model = TinyNet(bn=False).double()
+    model.load_state_dict(start)
+    batch = make_batches(8, 8, dtype=torch.float64)[0]
+    mse_loss(model, batch)[0].backward()
+    gradient = {name: p.grad for name, p in model.named_parameters()}
+    norm = torch.sqrt(sum(g.square().sum() for g in gradient.values()))
+    assert norm > 0 and all(torch.count_nonzero(g) > 0 for g in gradient.values())
+    for name, g in gradient.items():
+        assert (step_8[name] + g).abs().max() / norm < 1e-12, name
+        assert (step_4x2[name] - step_8[name]).abs().max() / norm < 1e-12, name
 
 
 def test_short_last_window_is_averaged_over_its_real_size(tmp_path):
@@ -99,7 +181,7 @@ def test_short_last_window_is_averaged_over_its_real_size(tmp_path):
         torch.Tensor.backward = original_backward
     assert trainer.step == 2
     ratios = [b / r for b, r in zip(backward_losses, raw_losses)]
-    assert ratios == pytest.approx([0.5, 0.5, 1.0], rel=1e-6)
+    assert ratios == [0.5, 0.5, 1.0]  # division by 2 or 1 is exact in floating point
 
 
 def test_scheduler_steps_once_per_optimizer_step(tmp_path):
@@ -119,9 +201,9 @@ def test_staged_unfreezing_freezes_by_name(tmp_path):
     torch.manual_seed(0)
     model = TinyNet()
     batches = make_batches(8, 4)
-    stages = ["encoder.stem.", "encoder.layer1."]
     before = _snapshot(model)
-    trainer = make_trainer(model, tmp_path, batches, epochs=3, unfreeze=[1, 2], stage_prefixes=stages)
+    trainer = make_trainer(model, tmp_path, batches, epochs=3, unfreeze=(1, 2))
+    assert trainer.stage_prefixes == [("encoder.stem.",), ("encoder.layer1.",)]  # derived from the model
     trainer.epochs = 1
     trainer.fit(batches)  # epoch 0: only the decoder trains
     after = _snapshot(model)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from racecomp import encoders, upscalers
+from racecomp import encoders, engine, upscalers
 
 # Every upsampler and scale for both encoder families; the default FastViT (sa24, slower) once, via its alias.
 COMBOS = ([(arch, up, scale) for arch in ("resnet50", "fastvit_t8") for up in upscalers.UPSAMPLERS for scale in (2, 4)]
@@ -73,31 +73,20 @@ def test_decoder_channels_must_match_stage_count():
         upscalers.UNetUpscaler("fastvit_t8", 2, decoder_channels=(64, 64))
 
 
-@pytest.mark.parametrize("arch, first, last", [
-    ("resnet50", ("encoder.conv1.", "encoder.bn1."), ("encoder.layer4.",)),
-    ("fastvit_t8", ("encoder.stem_0.", "encoder.stem_1.", "encoder.stem_2.", "encoder.stages_0."),
-     ("encoder.stages_3.",)),
-])
-def test_encoder_stage_prefixes_cover_every_encoder_parameter_once(arch, first, last):
-    model = upscalers.UNetUpscaler(arch, 2)
-    stages = upscalers.encoder_stage_prefixes(model)
-    assert len(stages) == len(model.encoder.feature_info.channels())
-    assert stages[0] == first and stages[-1] == last
-    prefixes = [prefix for stage in stages for prefix in stage]
-    for name, _ in model.named_parameters():
-        matches = sum(name.startswith(prefix) for prefix in prefixes)
-        assert matches == (1 if name.startswith("encoder.") else 0), name
-
-
-def test_parameter_groups_split_encoder_from_the_rest():
+def test_build_optimizer_gives_exactly_the_encoder_its_learning_rate():
+    # The encoder/decoder split of --encoder-lr is by parameter name: everything of the timm encoder is under
+    # `encoder.`, and nothing else is (blocks, upsampler and last conv train at --lr).
     model = upscalers.UNetUpscaler("fastvit_t8", 2)
-    groups = dict(model.parameter_groups())
-    assert list(groups) == ["encoder", "decoder"]
+    optimizer = engine.build_optimizer(model, lr=1e-3, encoder_lr=1e-4)
+    by_lr = {}
+    for group in optimizer.param_groups:
+        by_lr.setdefault(group["lr"], []).extend(group["params"])
+    assert sorted(by_lr) == [1e-4, 1e-3]
     encoder_ids = {id(p) for p in model.encoder.parameters()}
-    assert {id(p) for p in groups["encoder"]} == encoder_ids
-    assert not encoder_ids & {id(p) for p in groups["decoder"]}
-    assert len(groups["encoder"]) + len(groups["decoder"]) == len(list(model.parameters()))
-    assert any(p is model.to_rgb.weight for p in groups["decoder"])
+    assert {id(p) for p in by_lr[1e-4]} == encoder_ids
+    assert not encoder_ids & {id(p) for p in by_lr[1e-3]}
+    assert len(by_lr[1e-4]) + len(by_lr[1e-3]) == len(list(model.parameters()))
+    assert any(p is model.to_rgb.weight for p in by_lr[1e-3])
 
 
 def test_state_dict_has_encoder_keys_and_no_normalization_buffers():
