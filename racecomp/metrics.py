@@ -6,9 +6,12 @@ from MATLAB's `rgb2ycbcr` (BT.601, range 16-235, not rounded), PSNR with peak 25
 Gaussian window (sigma 1.5) over the valid region. Every image gets its own value; batching never mixes
 images. Torch, vectorized over the batch, on whatever device the tensors are on.
 
-Verification follows insightface's `eval/verification.py` protocol (10 contiguous folds, best-accuracy
-threshold chosen on the other nine) but on cosine similarity: higher score = more alike, and a pair is
-predicted genuine when score > threshold. Labels: 1 genuine, 0 impostor. Numpy, float64.
+Verification scores are cosine similarities (higher = more alike); labels 1 genuine, 0 impostor; numpy,
+float64. The 10-fold accuracy reproduces insightface's `calculate_roc` (recognition/arcface_torch/eval/
+verification.py) exactly: the squared L2 distance of the unit embeddings, 2 - 2 * score, against its grid of
+thresholds np.arange(0, 4, 0.01), "same" when distance < threshold, the first best on the training folds
+(see `kfold_accuracy`). The FAR-based functions (tpr_fpr, threshold_at_far, roc_points, tar_at_far) work on
+the cosine itself and accept a pair when score > threshold.
 """
 
 import math
@@ -213,21 +216,75 @@ def tpr_fpr(scores, labels, threshold):
     return float(accepted[genuine].mean()), float(accepted[~genuine].mean())
 
 
-def best_threshold(scores, labels):
-    """Threshold maximizing accuracy (genuine when score > threshold), and that accuracy in [0, 1].
+# insightface's calculate_roc thresholds, squared L2 distance of unit embeddings: 0.00, 0.01, ..., 3.99 (400).
+# Built with the very same expression, so every value is the same float as theirs (e.g. 0.29000000000000004).
+INSIGHTFACE_DISTANCE_THRESHOLDS = np.arange(0, 4, 0.01)
+THRESHOLD_SEARCHES = ("insightface", "midpoints")
 
-    Candidates: -inf (accept all), the midpoints between consecutive sorted unique scores, +inf (reject
-    all). Ties in accuracy go to the smallest candidate, as insightface's argmax over ascending thresholds.
+
+def cosine_to_distance(scores):
+    """Squared Euclidean distance of two unit vectors from their cosine: 2 - 2 * score, (N,) float64 in [0, 4].
+
+    Clipped below at 0: a cosine rounded just above 1 would give -4e-16, which insightface's sum of squared
+    differences can never be (and which its lowest threshold, 0.0, would then accept).
     """
+    return np.maximum(2.0 - 2.0 * np.asarray(scores, dtype=np.float64), 0.0)
+
+
+def predicted_genuine(scores, threshold, search="insightface"):
+    """(N,) bool: which pairs a threshold from `best_threshold(..., search)` predicts genuine.
+
+    insightface: cosine_to_distance(scores) < threshold (threshold a squared L2 distance);
+    midpoints: scores > threshold (threshold a cosine).
+    """
+    _check_search(search)
+    if search == "insightface":
+        return cosine_to_distance(scores) < threshold
+    return np.asarray(scores, dtype=np.float64) > threshold
+
+
+def _check_search(search):
+    if search not in THRESHOLD_SEARCHES:
+        raise ValueError(f"threshold search must be one of {THRESHOLD_SEARCHES}, got {search!r}")
+
+
+def best_threshold(scores, labels, search="insightface"):
+    """Threshold maximizing accuracy on (scores, labels), and that accuracy in [0, 1].
+
+    search="insightface" (default), insightface's `calculate_roc`: candidates INSIGHTFACE_DISTANCE_THRESHOLDS
+    (squared L2 distance 0.00-3.99, step 0.01), a pair "same" when 2 - 2 * score < threshold (strict), ties in
+    accuracy to the first candidate in ascending distance (np.argmax), i.e. the highest cosine, the strictest.
+    The threshold returned is a distance; its cosine is 1 - threshold / 2 (decide with `predicted_genuine`,
+    not with that cosine: the two comparisons can round differently for a pair on the grid). No candidate
+    accepts a distance >= 3.99 (cosine <= -0.995), so "accept all" is not available.
+
+    search="midpoints" (a departure, not insightface): the exact optimum over every split of the scores,
+    candidates -inf (accept all), the midpoints between consecutive sorted unique scores, +inf (reject all),
+    genuine when score > threshold; ties to the highest cosine, the same direction as insightface. The
+    threshold returned is a cosine. It departs from the insightface search in where the threshold sits (half
+    way between the training scores vs the first grid point past them, i.e. just below the lowest accepted
+    cosine) and in resolution (the grid, 0.005 apart in cosine, cannot split scores closer than that), so
+    held-out pairs, and the accuracy, can differ.
+    """
+    _check_search(search)
     scores, genuine = _check_scores_labels(scores, labels)
-    unique, n_genuine, n_impostor = _unique_counts(scores, genuine)
-    candidates = np.concatenate([[-np.inf], (unique[:-1] + unique[1:]) / 2, [np.inf]])
-    # Candidate k accepts exactly the unique scores with index >= k.
-    genuine_accepted = np.concatenate([[0.0], np.cumsum(n_genuine[::-1])])[::-1]
-    impostor_rejected = np.concatenate([[0.0], np.cumsum(n_impostor)])
-    accuracy = (genuine_accepted + impostor_rejected) / len(scores)
-    best = int(np.argmax(accuracy))
-    return float(candidates[best]), float(accuracy[best])
+    if search == "insightface":
+        candidates = INSIGHTFACE_DISTANCE_THRESHOLDS
+        dist = cosine_to_distance(scores)
+        # Integer counts (tp + tn) per candidate: equal counts are equal accuracies, as insightface's floats.
+        genuine_accepted = np.searchsorted(np.sort(dist[genuine]), candidates, side="left")  # dist < t
+        impostor_rejected = (~genuine).sum() - np.searchsorted(np.sort(dist[~genuine]), candidates, side="left")
+        right = genuine_accepted + impostor_rejected
+        best = int(np.argmax(right))  # first maximum over ascending distance
+    else:
+        unique, n_genuine, n_impostor = _unique_counts(scores, genuine)
+        candidates = np.concatenate([[-np.inf], (unique[:-1] + unique[1:]) / 2, [np.inf]])
+        # Candidate k accepts exactly the unique scores with index >= k.
+        genuine_accepted = np.concatenate([[0.0], np.cumsum(n_genuine[::-1])])[::-1]
+        impostor_rejected = np.concatenate([[0.0], np.cumsum(n_impostor)])
+        right = genuine_accepted + impostor_rejected
+        best = len(right) - 1 - int(np.argmax(right[::-1]))  # last maximum: the highest cosine
+    return float(candidates[best]), float(right[best] / len(scores))
 
 
 def _fold_members(folds, n_pairs):
@@ -245,17 +302,30 @@ def _fold_members(folds, n_pairs):
     return members
 
 
-def kfold_accuracy(scores, labels, folds=10):
+def kfold_accuracy(scores, labels, folds=10, search="insightface"):
     """LFW/RFW verification accuracy: best-accuracy threshold from the other folds, accuracy on the held-out one.
 
-    folds: a number of contiguous blocks in the given pair order, sizes differing by at most one (sklearn
-    KFold without shuffling, as insightface), or an (N,) array of fold ids when the pair list says which
-    fold each pair belongs to (folds then taken in sorted id order). Returns dict:
+    With the default search this is insightface's `calculate_roc` accuracy, pair for pair: for each fold,
+    `best_threshold(train, search="insightface")` (its distance grid, strict <, first best), then the held-out
+    pairs classified as 2 - 2 * score < threshold. The one difference left: insightface computes the distance
+    as the sum of squared differences of the unit embeddings, here it is 2 - 2 * cosine; the two agree to
+    about 1e-16, which can only matter for a pair lying within rounding of a grid threshold.
+    search="midpoints" is our exact-optimum search instead (see best_threshold for how it departs).
+
+    folds: a number of contiguous blocks in the given pair order, sizes differing by at most one, the first
+    n % folds one longer (sklearn KFold(n_splits=folds, shuffle=False), as insightface), or an (N,) array of
+    fold ids when the pair list says which fold each pair belongs to (folds then taken in sorted id order).
+    RFW's protocol uses the pair file's own folds (racecomp.datasets.rfw: fold = line index // (lines / 10),
+    i.e. 10 blocks of consecutive lines, each half genuine then half impostor): for one race's pairs in file
+    order, KFold(10, shuffle=False) gives exactly those blocks, since the line count is a multiple of 10.
+    Returns dict:
       accuracy: mean of the fold accuracies, fraction in [0, 1] (multiply by 100 for percent tables);
       accuracy_std: population std over folds (ddof=0, as insightface's np.std);
-      fold_accuracies (folds,), thresholds (folds,) on the cosine scale;
+      fold_accuracies (folds,);
+      thresholds (folds,): each fold's threshold, a squared L2 distance (insightface) or a cosine (midpoints);
       correct: (N,) int 0/1, whether each pair is classified right under its own fold's threshold.
     """
+    _check_search(search)
     scores, genuine = _check_scores_labels(scores, labels)
     members = _fold_members(folds, len(scores))
     correct = np.zeros(len(scores), dtype=np.int64)
@@ -264,8 +334,8 @@ def kfold_accuracy(scores, labels, folds=10):
     for fold, held_out in enumerate(members):
         train = np.ones(len(scores), dtype=bool)
         train[held_out] = False
-        thresholds[fold], _ = best_threshold(scores[train], genuine[train])
-        correct[held_out] = (scores[held_out] > thresholds[fold]) == genuine[held_out]
+        thresholds[fold], _ = best_threshold(scores[train], genuine[train], search)
+        correct[held_out] = predicted_genuine(scores[held_out], thresholds[fold], search) == genuine[held_out]
         fold_accuracies[fold] = correct[held_out].mean()
     return {
         "accuracy": float(fold_accuracies.mean()),

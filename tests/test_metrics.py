@@ -243,12 +243,144 @@ def test_pair_scores_are_cosines_of_normalized_embeddings():
         metrics.l2_normalize(np.zeros((1, 3)))
 
 
-def test_best_threshold_prefers_smallest_of_tied_candidates():
+# insightface's 10-fold accuracy (recognition/arcface_torch/eval/verification.py: `calculate_roc`, `calculate_accuracy`,
+# sklearn `KFold(n_splits, shuffle=False)`), re-implemented literally here from a reading of that code, loops and
+# all, independently of racecomp.metrics: the threshold grid np.arange(0, 4, 0.01) on squared L2 distance,
+# "same" when dist < threshold, the first maximum of the training accuracy (np.argmax).
+
+INSIGHTFACE_GRID = np.arange(0, 4, 0.01)
+
+
+def insightface_calculate_roc(dist, issame, nrof_folds=10):
+    """(best threshold per fold, accuracy per fold, per-pair 0/1 correctness) as insightface computes them."""
+    issame = np.asarray(issame, dtype=bool)
+    nrof_pairs = len(issame)
+    fold_sizes = np.full(nrof_folds, nrof_pairs // nrof_folds, dtype=int)  # sklearn KFold, shuffle=False
+    fold_sizes[: nrof_pairs % nrof_folds] += 1
+    starts = np.concatenate([[0], np.cumsum(fold_sizes)])
+
+    def calculate_accuracy(threshold, d, same):
+        predict_issame = np.less(d, threshold)
+        tp = np.sum(np.logical_and(predict_issame, same))
+        tn = np.sum(np.logical_and(np.logical_not(predict_issame), np.logical_not(same)))
+        return float(tp + tn) / d.size
+
+    indices = np.arange(nrof_pairs)
+    best = np.zeros(nrof_folds)
+    accuracy = np.zeros(nrof_folds)
+    correct = np.zeros(nrof_pairs, dtype=int)
+    for fold_idx in range(nrof_folds):
+        test_set = indices[starts[fold_idx]:starts[fold_idx + 1]]
+        train_set = np.setdiff1d(indices, test_set)
+        acc_train = np.zeros(len(INSIGHTFACE_GRID))
+        for threshold_idx, threshold in enumerate(INSIGHTFACE_GRID):
+            acc_train[threshold_idx] = calculate_accuracy(threshold, dist[train_set], issame[train_set])
+        best[fold_idx] = INSIGHTFACE_GRID[np.argmax(acc_train)]
+        accuracy[fold_idx] = calculate_accuracy(best[fold_idx], dist[test_set], issame[test_set])
+        correct[test_set] = np.less(dist[test_set], best[fold_idx]) == issame[test_set]
+    return best, accuracy, correct
+
+
+def rfw_layout(n_folds=10, per_half=300):
+    """Labels and fold ids in RFW's pair-file order: each fold is per_half genuine lines, then per_half impostor."""
+    labels = np.tile(np.repeat([1, 0], per_half), n_folds)
+    return labels, np.repeat(np.arange(n_folds), 2 * per_half)
+
+
+def rfw_like_embeddings(generator, labels, dim=32, noise=1.1):
+    """Paired embeddings: a genuine pair shares an identity vector plus noise, an impostor pair does not."""
+    first_id = generator.normal(size=(len(labels), dim))
+    second_id = np.where(labels[:, None] == 1, first_id, generator.normal(size=(len(labels), dim)))
+    return (first_id + noise * generator.normal(size=first_id.shape),
+            second_id + noise * generator.normal(size=first_id.shape))
+
+
+def assert_matches_insightface(result, dist, labels, nrof_folds=10):
+    best, accuracy, correct = insightface_calculate_roc(dist, labels, nrof_folds)
+    assert result["correct"].tolist() == correct.tolist()
+    assert result["fold_accuracies"].tolist() == accuracy.tolist()
+    assert result["thresholds"].tolist() == best.tolist()  # on insightface's distance grid, bit for bit
+    assert result["accuracy"] == np.mean(accuracy) and result["accuracy_std"] == np.std(accuracy)
+
+
+def test_kfold_matches_insightface_on_continuous_scores_from_embeddings():
+    generator = np.random.default_rng(20)
+    labels, fold_ids = rfw_layout()  # 6000 pairs, 10 RFW folds of 300 + 300 lines
+    emb_a, emb_b = rfw_like_embeddings(generator, labels)
+    # insightface: L2-normalize (sklearn.preprocessing.normalize), squared L2 distance of each pair.
+    unit_a = emb_a / np.linalg.norm(emb_a, axis=1, keepdims=True)
+    unit_b = emb_b / np.linalg.norm(emb_b, axis=1, keepdims=True)
+    dist = np.sum(np.square(unit_a - unit_b), 1)
+    scores = metrics.pair_scores(emb_a, emb_b)
+    assert 0.8 < metrics.kfold_accuracy(scores, labels, folds=fold_ids)["accuracy"] < 0.97  # overlapping classes
+    # RFW's own folds and KFold(10, shuffle=False) on the pair order are the same split here.
+    assert_matches_insightface(metrics.kfold_accuracy(scores, labels, folds=fold_ids), dist, labels)
+    assert_matches_insightface(metrics.kfold_accuracy(scores, labels, folds=10), dist, labels)
+
+
+@pytest.mark.parametrize("seed, step, per_half", [(21, None, 300), (22, 0.005, 300), (23, 0.05, 300), (26, 0.05, 5),
+                                                   (27, 0.1, 3)])
+def test_kfold_matches_insightface_on_rfw_like_scores(seed, step, per_half):
+    # step: scores rounded to multiples of it (then every distance 2 - 2s sits on a grid threshold, where the
+    # strict < decides, and whole ranges of thresholds tie, where the argmax tie-break decides). Small folds
+    # (per_half genuine + per_half impostor lines) make tied training accuracies common.
+    generator = np.random.default_rng(seed)
+    labels, fold_ids = rfw_layout(per_half=per_half)
+    scores = np.where(labels == 1, generator.normal(0.4, 0.2, len(labels)), generator.normal(0.1, 0.15, len(labels)))
+    scores = np.clip(scores, -1.0, 1.0)
+    if step is not None:
+        scores = np.round(scores / step) * step
+    dist = 2.0 - 2.0 * scores  # squared L2 distance of unit vectors with cosine s
+    assert_matches_insightface(metrics.kfold_accuracy(scores, labels, folds=fold_ids), dist, labels)
+    # KFold on a pair count that 10 does not divide, in shuffled order: the first n % 10 folds get one more.
+    order = generator.permutation(len(labels))[:-2]
+    assert_matches_insightface(metrics.kfold_accuracy(scores[order], labels[order], folds=10), dist[order],
+                               labels[order])
+
+
+def test_tie_break_takes_the_first_best_distance_threshold_hand_computed():
+    # Distances 2 - 2s: impostor .101 -> 1.798, genuine .201 -> 1.598, impostor .301 -> 1.398, genuine .401 ->
+    # 1.198. "Same" when dist < t: t in (1.198, 1.398] and t in (1.598, 1.798] both get 3 of 4 right.
+    # insightface's argmax over ascending t takes the first, t = 1.20 (cosine 0.4): the strictest threshold.
+    # The old search took the lowest cosine midpoint, 0.151, i.e. the other tied range.
+    threshold, accuracy = metrics.best_threshold([0.101, 0.201, 0.301, 0.401], [0, 1, 0, 1])
+    assert threshold == INSIGHTFACE_GRID[120] and accuracy == 0.75
+    # Two folds; fold 1 = (genuine .251 -> 1.498, impostor .051 -> 1.898).
+    #   fold 1 held out: trained on fold 0 -> t = 1.20; genuine 1.498 rejected (wrong), impostor right -> 1/2
+    #     (the old cosine 0.151 accepted the genuine: 2/2).
+    #   fold 0 held out: trained on fold 1 -> t in (1.498, 1.898], first t = 1.50; accepts .401 (right) and
+    #     .301 (wrong), rejects .201 (wrong) and .101 (right) -> 2/4 (the old midpoint 0.151: 3/4).
+    scores = [0.101, 0.201, 0.301, 0.401, 0.251, 0.051]
+    labels = [0, 1, 0, 1, 1, 0]
+    result = metrics.kfold_accuracy(scores, labels, folds=np.array([0, 0, 0, 0, 1, 1]))
+    assert result["correct"].tolist() == [1, 0, 0, 1, 0, 1]
+    assert result["fold_accuracies"].tolist() == [0.5, 0.5]
+    assert result["thresholds"].tolist() == [INSIGHTFACE_GRID[150], INSIGHTFACE_GRID[120]]
+
+
+def test_midpoints_search_breaks_ties_toward_the_highest_cosine():
+    # Updated: this test used to pin the LOWEST tied cosine (0.15), described as "insightface's argmax over
+    # ascending thresholds"; but insightface's thresholds ascend in distance 2 - 2s, i.e. descend in cosine, so
+    # its first best is the highest cosine. The midpoints option now breaks ties in that same direction.
     # Candidates -inf, .15, .25, .35, +inf give accuracies 2/4, 3/4, 2/4, 3/4, 2/4.
-    threshold, accuracy = metrics.best_threshold([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1])
-    assert threshold == pytest.approx(0.15) and accuracy == 0.75
-    threshold, accuracy = metrics.best_threshold([0.9, 0.8, 0.1], [1, 1, 1])
+    threshold, accuracy = metrics.best_threshold([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1], search="midpoints")
+    assert threshold == pytest.approx(0.35) and accuracy == 0.75
+    threshold, accuracy = metrics.best_threshold([0.9, 0.8, 0.1], [1, 1, 1], search="midpoints")
     assert threshold == -np.inf and accuracy == 1.0
+    assert metrics.predicted_genuine([0.4, 0.35, 0.3], 0.35, search="midpoints").tolist() == [True, False, False]
+
+
+def test_insightface_grid_edges():
+    # The grid stops at 3.99: cosines <= -0.995 (distance >= 3.99) are never accepted, even when all pairs are
+    # genuine; the midpoints search can accept all.
+    assert metrics.best_threshold([-0.999, -0.9999], [1, 1]) == (0.0, 0.0)  # all tie at 0/2: the first, 0.0
+    assert metrics.best_threshold([-0.999, -0.9999], [1, 1], search="midpoints") == (-np.inf, 1.0)
+    # A cosine rounded just above 1 is distance 0, not negative: threshold 0.0 accepts nothing, 0.01 accepts it.
+    assert metrics.cosine_to_distance([1.0000000000000002, 0.5]).tolist() == [0.0, 1.0]
+    assert metrics.predicted_genuine([1.0000000000000002], 0.0).tolist() == [False]
+    assert metrics.best_threshold([1.0000000000000002, 0.2], [1, 0]) == (INSIGHTFACE_GRID[1], 1.0)
+    with pytest.raises(ValueError, match="threshold search"):
+        metrics.kfold_accuracy([0.1, 0.2], [0, 1], folds=2, search="exact")
 
 
 def test_perfectly_separable_scores():
@@ -264,6 +396,40 @@ def test_perfectly_separable_scores():
 
 
 def test_kfold_accuracy_hand_computed():
+    # 10 folds of 2 pairs: (genuine, impostor). Genuine .801 except fold 0 (.101); impostor .201 except fold 3
+    # (.601) and fold 9 (.901). Distances 2 - 2s: .801 -> .398, .101 -> 1.798, .201 -> 1.598, .601 -> .798,
+    # .901 -> .198 (none on the 0.01 grid). Worked out by hand, "same" when distance < t:
+    #   fold 0 out: t in (.398, .798] right on 17/18, first t = .40; held out: genuine .101 rejected -> 1/2
+    #   fold 3 out: t in (.398, 1.598] all right on 16/18, first t = .40; held out: both right -> 1
+    #     (this is where the tie-break decides: the old lowest-cosine midpoint, .501, accepted the .601 impostor)
+    #   fold 9 out: t in (.398, .798] right on 17/18, t = .40; held out: impostor .901 accepted -> 1/2
+    #   other folds: t in (.398, .798] 16/18 beats (.798, 1.598] 15/18, t = .40; held out both right -> 1
+    genuine = [0.101] + [0.801] * 9
+    impostor = [0.201] * 10
+    impostor[3], impostor[9] = 0.601, 0.901
+    scores = [score for pair in zip(genuine, impostor) for score in pair]
+    labels = [1, 0] * 10
+    result = metrics.kfold_accuracy(scores, labels, folds=10)
+    assert result["thresholds"].tolist() == [INSIGHTFACE_GRID[40]] * 10
+    assert result["fold_accuracies"].tolist() == [0.5] + [1.0] * 8 + [0.5]
+    assert result["accuracy"] == pytest.approx(0.9)
+    assert result["accuracy_std"] == pytest.approx(0.2)  # ddof=0: sqrt((2 * .4^2 + 8 * .1^2) / 10)
+    expected_correct = [1] * 20
+    expected_correct[0] = 0  # fold 0 genuine
+    expected_correct[19] = 0  # fold 9 impostor
+    assert result["correct"].tolist() == expected_correct
+    assert_matches_insightface(result, 2.0 - 2.0 * np.array(scores), labels)
+    # The same folds given as explicit fold ids, with the pairs shuffled, give the same answer.
+    order = np.random.default_rng(0).permutation(20)
+    fold_ids = np.repeat(np.arange(10), 2)[order]
+    by_id = metrics.kfold_accuracy(np.array(scores)[order], np.array(labels)[order], folds=fold_ids)
+    assert by_id["thresholds"].tolist() == result["thresholds"].tolist()
+    assert by_id["accuracy"] == pytest.approx(0.9)
+    assert by_id["correct"].tolist() == np.array(expected_correct)[order].tolist()
+
+
+def test_kfold_accuracy_midpoints_search_hand_computed():
+    # The exact-optimum search (search="midpoints", not insightface): candidates are midpoints of the cosines.
     # 10 folds of 2 pairs: (genuine, impostor). Genuine 0.8 except fold 0 (0.1); impostor 0.2 except fold 3
     # (0.6) and fold 9 (0.9). Worked out by hand over the candidate midpoints of each training set:
     #   fold 0 out: train {.2,.6,.8,.9}: t=.7 right on 17/18; held out: genuine .1 rejected -> 1/2
@@ -275,7 +441,7 @@ def test_kfold_accuracy_hand_computed():
     impostor[3], impostor[9] = 0.6, 0.9
     scores = [score for pair in zip(genuine, impostor) for score in pair]
     labels = [1, 0] * 10
-    result = metrics.kfold_accuracy(scores, labels, folds=10)
+    result = metrics.kfold_accuracy(scores, labels, folds=10, search="midpoints")
     assert result["thresholds"] == pytest.approx([0.7, 0.7, 0.7, 0.5, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7])
     assert result["fold_accuracies"] == pytest.approx([0.5, 1, 1, 0.5, 1, 1, 1, 1, 1, 0.5])
     assert result["accuracy"] == pytest.approx(0.85)
@@ -288,7 +454,8 @@ def test_kfold_accuracy_hand_computed():
     # The same folds given as explicit fold ids, with the pairs shuffled, give the same answer.
     order = np.random.default_rng(0).permutation(20)
     fold_ids = np.repeat(np.arange(10), 2)[order]
-    by_id = metrics.kfold_accuracy(np.array(scores)[order], np.array(labels)[order], folds=fold_ids)
+    by_id = metrics.kfold_accuracy(np.array(scores)[order], np.array(labels)[order], folds=fold_ids,
+                                   search="midpoints")
     assert by_id["thresholds"] == pytest.approx(result["thresholds"])
     assert by_id["accuracy"] == pytest.approx(0.85)
     assert by_id["correct"].tolist() == np.array(expected_correct)[order].tolist()
