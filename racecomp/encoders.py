@@ -6,7 +6,6 @@ into a recognition backbone (`--init-from`), and staged unfreezing finds the sam
 import os
 
 import timm
-import torch
 
 ENCODER_NAMES = ("resnet50", "fastvit_t8", "fastvit_t12", "fastvit_s12", "fastvit_sa12", "fastvit_sa24",
                  "fastvit_sa36", "fastvit_ma36")

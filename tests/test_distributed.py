@@ -276,7 +276,8 @@ def test_two_processes_give_the_results_of_one(tmp_path, no_torchrun):
     best_one = files.load_checkpoint(str(tmp_path / "trained1" / "best.pth"))
     best = files.load_checkpoint(str(tmp_path / "trained2" / "best.pth"))
     assert list(best["model"]) == list(best_one["model"])  # unprefixed: loads in one process
-    record_one, record_two = (json.loads((tmp_path / run / "args.json").read_text()) for run in ("trained1", "trained2"))
+    record_one, record_two = (json.loads((tmp_path / run / "args.json").read_text())
+                              for run in ("trained1", "trained2"))
     assert record_two["world_size"] == 2 and record_two["args"]["world_size"] == 2
     assert record_one["optimizer_steps"] == record_two["optimizer_steps"] == 2 * 7
     one, two = read_csv(tmp_path / "trained1" / "per_race.csv"), read_csv(tmp_path / "trained2" / "per_race.csv")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from racecomp import datasets, fairness, probes, toydata
+from racecomp import datasets, probes, toydata
 from racecomp.races import FAIRFACE_RACES
 
 
@@ -137,7 +137,7 @@ def test_bias_probe_rows_comparisons_and_transfer_score():
     # Associations re-ordered by a different model: the score is their Spearman correlation.
     other = rng.normal(size=(28, 8))
     rows, score = probes.bias_probe(pretrained, other, records)
-    expected = fairness.spearman([row["assoc_pretrained"] for row in rows], [row["assoc_finetuned"] for row in rows])
+    expected = probes.spearman([row["assoc_pretrained"] for row in rows], [row["assoc_finetuned"] for row in rows])
     assert score == pytest.approx(expected) and score < 0.9
 
 

@@ -21,10 +21,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("run_upscale.py", "run_verify.py", "run_quantize.py", "summarize.py")
 # A base command line per study that passes its checks, with something under-sampled so --weight can vary.
 BASE = {"upscale": ["--minority", "black", "--weight", "0.5"],
-        "verify": ["--minority", "african", "--weight", "0.5"],
+        "verify": ["--minority", "african", "--weight", "0.5", "--arch", "fastvit_t8"],
         "quantize": ["--model-run", "/runs/verify/model"]}
 # Values to switch to where "the default, changed" has to be a valid value of that flag.
-VALID_CHANGES = {"minority": {"upscale": "white", "verify": "asian"}, "arch": {"upscale": "fastvit_t8", "verify": "iresnet18"},
+VALID_CHANGES = {"minority": {"upscale": "white", "verify": "asian"},
+                 "arch": {"upscale": "fastvit_t8", "verify": "iresnet18"},
                  "races": "african", "unfreeze": "1",
                  "calib_race_weights": "caucasian=1", "bits": ["w4a4"]}
 MODEL_IDENTITY = {"study": "verify", "arch": "fastvit_t8", "seed": 0}  # stands for the model of --model-run
@@ -183,3 +184,15 @@ def test_quantization_scores_with_the_model_runs_own_protocol(tmp_path):
     assert {row["race"] for row in read_csv(out / "w8a8-datafree" / "per_race.csv")} == {"Asian"}
     record = json.loads((out / "fp32" / "args.json").read_text())
     assert record["evaluation_args"]["align"] is True and record["evaluation_args"]["no_flip"] is True
+
+
+@pytest.mark.parametrize("study_name, flags, message", [
+    ("upscale", ["--accum-steps", "0"], "--accum-steps 0"),
+    ("upscale", ["--unfreeze", "1", "--finetune", "frozen"], "--finetune full only"),
+    ("verify", ["--unfreeze", "1"], "has none"),
+    ("verify", ["--amp", "off", "--warmup-steps", "-1"], "--warmup-steps"),
+])
+def test_training_flags_are_checked_before_any_work(study_name, flags, message):
+    study = STUDIES[study_name]
+    with pytest.raises(ValueError, match=message):
+        study.check_args(study.get_args_parser().parse_args(flags))

@@ -1,4 +1,5 @@
-"""The verification study (racecomp.studies.verify) end to end on tiny generated identity, RFW and FairFace trees (fastvit_t8 at 32 px)."""
+"""The verification study (racecomp.studies.verify) end to end on tiny generated identity, RFW and FairFace
+trees (fastvit_t8 at 32 px)."""
 import csv
 import json
 import math
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from racecomp import facenets, fairness, metrics, toydata
+from racecomp import facenets, metrics, probes, toydata
 from racecomp.studies import verify
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
 
@@ -87,7 +88,7 @@ def test_probes_write_their_files_before_the_finished_marker(balanced_run):
     assert all(-1.0 <= value <= 1.0 for value in pretrained + finetuned)
     assert pretrained != finetuned  # the trained backbone differs from the kept starting copy
     assert -1.0 <= record["bias_transfer_score"] <= 1.0
-    assert record["bias_transfer_score"] == pytest.approx(fairness.spearman(pretrained, finetuned))
+    assert record["bias_transfer_score"] == pytest.approx(probes.spearman(pretrained, finetuned))
     marker = (balanced_run / "per_race.csv").stat().st_mtime_ns
     assert (balanced_run / "probe_gender.csv").stat().st_mtime_ns <= marker
     assert (balanced_run / "bias_probe.csv").stat().st_mtime_ns <= marker
@@ -171,8 +172,8 @@ def test_planted_harder_group_gets_lower_accuracy(tmp_path, seed):
         rfw = toydata.make_rfw(tmp_path / name, **kwargs, **extra)
         args = verify.get_args_parser().parse_args(["--rfw", rfw, "--image-size", str(SIZE), "--workers", "0",
                                                     "--eval-batch-size", "128"])
-        table, _ = verify.evaluate_to_dir(CoarsePixels(), args, verify.evaluation_data(args), str(tmp_path / f"o{name}"),
-                                          {"study": "verify"}, "cpu")
+        table, _ = verify.evaluate_to_dir(CoarsePixels(), args, verify.evaluation_data(args),
+                                          str(tmp_path / f"o{name}"), {"study": "verify"}, "cpu")
         accuracy[name] = {row["race"]: row["accuracy"] for row in table}
     assert accuracy["hard"]["African"] < accuracy["plain"]["African"] - 5.0
     for race in ("Asian", "Caucasian", "Indian"):

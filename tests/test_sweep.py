@@ -86,7 +86,7 @@ def test_every_printed_command_parses_with_the_scripts_parser(tmp_path, capsys):
     (["archh=resnet50"], [], r"--grid archh=resnet50: unrecognized arguments: --archh"),
     (["arch=resnet50,resnet5O"], [], r"--grid arch=resnet5O: argument --arch: invalid choice"),
     (["scal=2"], [], r"--grid scal=2: unrecognized arguments"),  # no argparse abbreviations
-    (["minority=black,blak", "weight=0.2"], [], r"--grid minority=blak: unknown race 'blak'"),
+    (["minority=black,blak", "weight=0.2"], [], r"--grid minority=blak: --minority blak: unknown race 'blak'"),
     (["minority=black", "weight=0.2,1.5"], [], r"--grid weight=1.5: --weight 1.5: must be in \(0, 1\]"),
     (["seed=0,one"], [], r"--grid seed=one: argument --seed: invalid int value"),
     (["seed=0"], ["epochs=two"], r"--fixed epochs=two: argument --epochs: invalid int"),
@@ -119,7 +119,7 @@ def test_one_run_under_two_folders_or_two_runs_in_one_folder_are_refused():
 
 def test_rfw_vocabulary_and_bit_widths_are_checked_per_study():
     assert len(expand([["minority=none,african", "weight=0.1,0.5"]], study="verify")) == 3
-    with pytest.raises(ValueError, match="--grid minority=black: unknown race"):
+    with pytest.raises(ValueError, match="--grid minority=black: --minority black: unknown race"):
         expand([["minority=black"]], study="verify")  # a FairFace name, not an RFW one
     with pytest.raises(ValueError, match="--grid bits=w9a8: weight bits"):
         expand([["bits=w8a8,w9a8"]], study="quantize")

@@ -55,7 +55,8 @@ def read_fairface(root, split):
         raise ValueError(f"unknown FairFace split {split!r}; valid: {', '.join(FAIRFACE_SPLITS)}")
     csv_path = os.path.join(root, f"fairface_label_{split}.csv")
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root}: no such folder (FairFace root: fairface_label_{{train,val}}.csv, train/, val/)")
+        raise FileNotFoundError(f"{root}: no such folder (FairFace root: fairface_label_{{train,val}}.csv, "
+                                f"train/, val/)")
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(f"{csv_path}: FairFace label file not found")
     records = []

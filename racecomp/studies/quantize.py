@@ -135,7 +135,8 @@ def check_args(args):
     if args.task == "verify" and args.data is not None:
         raise ValueError("--data is for --task upscale (verify: --rfw)")
     defaults = get_args_parser()
-    given = [f"--{flag.replace('_', '-')}" for flag in MODEL_FLAGS[1:] if getattr(args, flag) != defaults.get_default(flag)]
+    given = [f"--{flag.replace('_', '-')}" for flag in MODEL_FLAGS[1:]
+             if getattr(args, flag) != defaults.get_default(flag)]
     if args.model_run is not None and given:
         raise ValueError(f"--model-run gives the model and its evaluation; {', '.join(given)} would be ignored")
     return settings(args)
@@ -340,7 +341,7 @@ def main(args):
 
 
 def command_line():
-    """`racecomp-quantize ...` (installed) and `python -m racecomp.studies.quantize ...`: the same as run_quantize.py."""
+    """`racecomp-quantize ...` (installed), `python -m racecomp.studies.quantize ...`: the same as run_quantize.py."""
     main(get_args_parser().parse_args())
 
 

@@ -96,6 +96,7 @@ def check_args(args):
     if args.arch != "bicubic" and args.epochs < 1:
         raise ValueError(f"--epochs {args.epochs}: a trained upscaler needs at least one epoch (an untrained UNet "
                          f"is exactly bicubic: use --arch bicubic for that floor)")
+    engine.TrainingSettings.from_args(args)  # the training flags' own checks, before any work
     return minority
 
 

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from racecomp import (cli, datasets, engine, evaluation, facenets, files, margin_heads, probes, schema, toydata,
-                      verification)
+from racecomp import (cli, datasets, encoders, engine, evaluation, facenets, files, margin_heads, probes, schema,
+                      toydata, verification)
 from racecomp.races import RFW_RACES, slug
 
 NAME = "verify"
@@ -94,6 +94,10 @@ def check_args(args):
         raise ValueError("--epochs 0 evaluates only: give --weights or --init-from (a random model scores ~50%)")
     if args.bias_probe and args.epochs == 0:
         raise ValueError("--bias-probe compares the backbone before and after training: needs --epochs > 0")
+    engine.TrainingSettings.from_args(args)  # the training flags' own checks, before any work
+    if args.unfreeze and args.arch not in encoders.ENCODER_NAMES:
+        raise ValueError(f"--unfreeze opens timm encoder stages; --arch {args.arch} has none (use one of "
+                         f"{', '.join(encoders.ENCODER_NAMES)})")
     return minority
 
 
