@@ -147,7 +147,7 @@ def evaluation_batches(sr, hr, scale, batch_size, device):
 def time_evaluate_upscaler(model, batches, scale, device):
     common.synchronize(device)
     started = time.perf_counter()
-    rows = evaluation.evaluate_upscaler(model, batches, scale, device, log_every=0)
+    rows = evaluation.evaluate_upscaler(model, batches, scale, device, show=False)
     common.synchronize(device)
     return time.perf_counter() - started, len(rows)
 

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from racecomp.progress import Progress
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 GAN_LATENT_SIZE = 100  # gan-face-generate's DCGAN: z of 100 values -> (3, 64, 64) image in [-1, 1] (tanh)
 GAN_FEATURE_MAPS = 64
@@ -219,6 +221,7 @@ def datafree_calibration(model, n, image_size, steps=500, lr=0.5, seed=0, batch_
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     batches, losses = [], []
+    progress = Progress("data-free calibration", -(-n // batch_size) * steps, unit="steps")
     try:
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
@@ -230,8 +233,10 @@ def datafree_calibration(model, n, image_size, steps=500, lr=0.5, seed=0, batch_
                 (images.grad,) = torch.autograd.grad(loss, [images])
                 optimizer.step()
                 history.append(loss.item())
+                progress.update()
             batches.append(images.detach())
             losses.append(history)
     finally:
         model.train(was_training)
+    progress.finish()
     return batches, losses

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from racecomp import distributed, encoders, files
+from racecomp.progress import EVERY_SECONDS, format_seconds
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 FINETUNE_STRATEGIES = ("full", "frozen", "bn_stats", "bn_affine", "bn_skip")
@@ -226,7 +227,7 @@ class TrainingSettings:
     warmup_steps: int = 0       # optimizer steps of linear warm-up
     finetune: str = "full"      # one of FINETUNE_STRATEGIES
     unfreeze: tuple = ()        # epochs at which the last 1, 2, ... encoder stages open (parse_unfreeze's result)
-    log_every: int = 10         # optimizer steps between progress lines, 0: none
+    log_every: int = 10         # optimizer steps between progress lines (and at least one per 10 s), 0: none
 
     def __post_init__(self):
         object.__setattr__(self, "unfreeze", tuple(self.unfreeze))  # a list is accepted, stored as a tuple
@@ -263,12 +264,6 @@ def _to_device(batch, device):
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
-
-
-def format_seconds(seconds):
-    """Seconds as h:mm:ss, for progress lines."""
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 class Trainer:
@@ -402,7 +397,7 @@ class Trainer:
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(self.epoch)
         n_micro = len(loader)
-        started = time.time()
+        started = last_line = time.time()
         seen = 0
         running = {}
         self.optimizer.zero_grad(set_to_none=True)
@@ -425,8 +420,12 @@ class Trainer:
                 running[key] = running.get(key, 0.0) + value
             if last_in_window:
                 self._optimizer_step()
-                if settings.log_every and self.step % settings.log_every == 0 and distributed.is_main():
+                # Every log_every steps, and at least every EVERY_SECONDS: slow steps never leave a run silent.
+                due = settings.log_every and (self.step % settings.log_every == 0
+                                              or time.time() - last_line >= EVERY_SECONDS)
+                if due and distributed.is_main():
                     self._log(index + 1, n_micro, seen, started, running)
+                    last_line = time.time()
         distributed.broadcast_buffers(self.model)  # rank 0's BatchNorm statistics everywhere, as saved
         # Every rank runs the same number of equal-size micro-batches (the sampler pads), so the mean of
         # the ranks' means is the mean over all draws.

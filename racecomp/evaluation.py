@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from racecomp import files, metrics
+from racecomp.progress import Progress
 
 IMAGE_QUALITY_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 SAMPLE_COLUMNS = ("LR", "bicubic", "model", "HR")  # the columns of a sample grid, labelled in its header
@@ -19,16 +20,19 @@ SAMPLE_KEYS = ("file", "race", "gender", "age")
 
 
 @torch.no_grad()
-def evaluate_upscaler(model, loader, scale, device, log_every=50):
+def evaluate_upscaler(model, loader, scale, device, label="eval", show=True):
     """One per-image row (file, race, gender, age, psnr_y, ssim_y, psnr_rgb, ssim_rgb) per evaluated image.
 
     The model runs in fp32 in eval mode; the metrics follow metrics.image_quality's pinned convention
-    (uint8-rounded, 0-255, `scale`-pixel border cropped, Gaussian-window SSIM).
+    (uint8-rounded, 0-255, `scale`-pixel border cropped, Gaussian-window SSIM). Progress lines are labelled
+    `label` (printed only with `show`).
     """
     model.eval()
     rows = []
-    total = len(loader)
-    for index, batch in enumerate(loader):
+    # A DataLoader, or any iterable of batches (bench/ passes prepared lists).
+    total = len(loader.dataset) if hasattr(loader, "dataset") else sum(len(batch["hr"]) for batch in loader)
+    progress = Progress(label, total, enabled=show)
+    for batch in loader:
         lr = batch["lr"].to(device, non_blocking=True)
         hr = batch["hr"].to(device, non_blocking=True)
         quality = metrics.image_quality(model(lr).float(), hr, scale)
@@ -37,8 +41,8 @@ def evaluate_upscaler(model, loader, scale, device, log_every=50):
             row = {key: batch[key][i] for key in SAMPLE_KEYS}
             row.update({key: quality[key][i] for key in IMAGE_QUALITY_KEYS})
             rows.append(row)
-        if log_every and (index + 1) % log_every == 0:
-            print(f"[eval] {index + 1}/{total} batches", flush=True)
+        progress.update(hr.shape[0])
+    progress.finish()
     return rows
 
 

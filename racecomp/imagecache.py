@@ -19,7 +19,8 @@ import time
 import numpy as np
 import torch
 
-from racecomp import datasets, engine, files
+from racecomp import datasets, files
+from racecomp.progress import format_seconds
 
 # Bump when the stored pixels would change for the same records (decoding, resizing, layout).
 CACHE_FORMAT_VERSION = "1"
@@ -176,7 +177,7 @@ def _build(path, records, hr_size, workers, progress):
                 elapsed = time.time() - started
                 rate = done / max(elapsed, 1e-9)
                 print(f"[imagecache] {path}: {done}/{total} images ({100 * done / total:.0f}%), "
-                      f"{rate:.0f} img/s, ETA {engine.format_seconds((total - done) / rate)}", flush=True)
+                      f"{rate:.0f} img/s, ETA {format_seconds((total - done) / rate)}", flush=True)
         shape = array.shape
         array.flush()
         del array

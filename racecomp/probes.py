@@ -31,7 +31,7 @@ def extract_features(model, records, image_size, batch_size, workers, device):
     """
     items = [((record.file,), record.path) for record in records]
     loader = engine.make_loader(datasets.FaceImages(items, image_size=image_size), batch_size, workers, device)
-    return verification.embed(model, loader, device, flip=False)
+    return verification.embed(model, loader, device, flip=False, label="probe features")
 
 
 def gender_labels(records):

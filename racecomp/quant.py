@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from racecomp import facenets, upscalers
+from racecomp.progress import Progress
 
 MIN_BITS, MAX_BITS = 2, 8
 ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU)
@@ -333,11 +334,15 @@ def calibrate(qmodel, batches):
     qmodel.eval()
     device = _device_of(qmodel)
     seen = 0
+    batches = list(batches)
+    progress = Progress("calibrate", sum(len(batch) for batch in batches))
     try:
         with torch.no_grad():
             for batch in batches:
                 qmodel(batch.to(device))
                 seen += len(batch)
+                progress.update(len(batch))
+        progress.finish()
     finally:
         freeze_ranges(qmodel)
         qmodel.train(was_training)
@@ -398,6 +403,7 @@ def distill(qmodel, teacher, batches, steps, lr, calibrate_steps=0, momentum=0.9
     params = [p for p in qmodel.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
     losses = []
+    progress = Progress("distill", steps, unit="steps")
     for step, batch in zip(range(steps), itertools.cycle(batches)):
         set_observing(qmodel, step < calibrate_steps)
         with torch.no_grad():
@@ -408,6 +414,8 @@ def distill(qmodel, teacher, batches, steps, lr, calibrate_steps=0, momentum=0.9
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         losses.append(loss.item())
+        progress.update()
+    progress.finish()
     freeze_ranges(qmodel)
     qmodel.eval()
     return losses

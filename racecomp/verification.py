@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from racecomp import datasets, engine, metrics
+from racecomp.progress import Progress
 from racecomp.races import RFW_RACES
 
 
@@ -27,20 +28,23 @@ def to_model_range(images):
 
 
 @torch.no_grad()
-def embed(model, loader, device, flip=True):
-    """(N, D) float64 numpy embeddings in loader order, fp32, eval mode.
+def embed(model, loader, device, flip=True, label="embed"):
+    """(N, D) float64 numpy embeddings in loader order, fp32, eval mode; progress lines labelled `label`.
 
     Flip test: the embedding of an image plus that of its mirror image (insightface's convention), so the
     score does not depend on which way the face looks. Normalization happens when pairs are scored.
     """
     model.eval()
     chunks = []
+    progress = Progress(label, len(loader.dataset))
     for batch in loader:
         images = to_model_range(batch["image"].to(device, non_blocking=True))
         embedding = model(images).float()
         if flip:
             embedding = embedding + model(images.flip(-1)).float()
         chunks.append(embedding.cpu().double().numpy())
+        progress.update(len(images))
+    progress.finish()
     return np.concatenate(chunks)
 
 

@@ -176,7 +176,7 @@ def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device):
                                                     hr_size=args.hr_size, train=False),
                                 args.eval_batch_size, args.workers, device)
     rows = distributed.gather_shards(evaluation.evaluate_upscaler(model, loader, args.scale, device,
-                                                                  log_every=50 if distributed.is_main() else 0))
+                                                                  show=distributed.is_main()))
     table = evaluation.mean_by_group(rows, evaluation.IMAGE_QUALITY_KEYS, order=FAIRFACE_RACES)
     if distributed.is_main():
         evaluation.write_results(out_dir, rows, table, run_columns=run_columns)
@@ -217,7 +217,7 @@ def mean_psnr_selector(loader, scale, device):
     the uncapped values).
     """
     def select(model):
-        rows = evaluation.evaluate_upscaler(model, loader, scale, device, log_every=0)
+        rows = evaluation.evaluate_upscaler(model, loader, scale, device, label="dev", show=distributed.is_main())
         values = [value for part in distributed.all_gather_objects([min(100.0, row["psnr_y"]) for row in rows])
                   for value in part]
         return math.fsum(values) / len(values)

@@ -156,7 +156,7 @@ def evaluate_to_dir(model, args, data, out_dir, run_columns, device):
     loader, keys = verification.rfw_loader(root, pairs, args.eval_batch_size, args.workers, device,
                                            align=args.align, image_size=args.image_size)
     pair_rows = verification.score_pairs(pairs, keys, verification.embed(model, loader, device,
-                                                                         flip=not args.no_flip))
+                                                                         flip=not args.no_flip, label="rfw"))
     table, threshold = verification.per_race_table(pair_rows, fars=tuple(args.far))
     evaluation.write_results(out_dir, pair_rows, table, item_name="per_pair.csv", run_columns=run_columns)
     verification.print_table(table, threshold, args.far[0])
