@@ -1,13 +1,15 @@
 """The quantization study (racecomp.studies.quantize) end to end, and quantized-vs-float closeness on demo faces."""
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from racecomp import calibration, datasets, facenets, quant, toydata, verification
-from racecomp.studies import quantize
+from racecomp.studies import quantize, verify
+from racecomp.tables import command as summarize
 
 ARCH = "resnet50"
 SCRIPT_ARCH = "fastvit_t8"  # the smallest backbone that runs the same code end to end
@@ -92,3 +94,28 @@ def test_an_unfinished_model_run_is_refused(tmp_path):
                                                        str(tmp_path / "q")])
     with pytest.raises(ValueError, match="not a finished run folder"):
         quantize.main(args)
+
+
+def test_readme_flow_quantizes_the_verify_demo_run_itself_and_keeps_its_table(demo, tmp_path, monkeypatch):
+    """python run_verify.py; python run_quantize.py; python summarize.py runs/: the quantization study reuses the
+    finished verification run (no second copy of the same experiment), so the verification table survives."""
+    monkeypatch.chdir(tmp_path)
+    small = ["--arch", SCRIPT_ARCH, "--image-size", str(SIZE), "--weights", demo["small_weights"], "--epochs", "0",
+             "--rfw", demo["rfw"], "--workers", "0"]
+
+    def demo_arguments(args):  # the demo run, made small enough for CI
+        return verify.get_args_parser().parse_args([*small, "--seed", str(args.seed)])
+
+    monkeypatch.setattr(quantize, "demo_arguments", demo_arguments)
+    verify_run = tmp_path / "runs" / "verify" / f"{SCRIPT_ARCH}-weights-full-balanced-seed0"
+    verify.main(verify.get_args_parser().parse_args(small))
+    assert (verify_run / "per_race.csv").is_file()
+    written = (verify_run / "per_race.csv").stat().st_mtime_ns
+    quantize.main(quantize.get_args_parser().parse_args(
+        ["--bits", "w8a8", "--calib", "datafree", "--calib-size", "4", "--datafree-steps", "1", "--workers", "0"]))
+    assert (verify_run / "per_race.csv").stat().st_mtime_ns == written  # reused, not retrained or rewritten
+    assert not list((tmp_path / "runs" / "quantize").rglob("fp_model"))
+    result = summarize.main(summarize.get_args_parser().parse_args(["runs", "--out", "tables", "--n-boot", "20"]))
+    assert not [message for _, message in result["problems"] if "same experiment and seed" in message]
+    written = sorted(os.path.basename(path) for path in result["written"])
+    assert [name for name in written if name.endswith("_verify.csv") and "quantize" not in name], written
