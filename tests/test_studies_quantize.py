@@ -117,5 +117,5 @@ def test_readme_flow_quantizes_the_verify_demo_run_itself_and_keeps_its_table(de
     assert not list((tmp_path / "runs" / "quantize").rglob("fp_model"))
     result = summarize.main(summarize.get_args_parser().parse_args(["runs", "--out", "tables", "--n-boot", "20"]))
     assert not [message for _, message in result["problems"] if "same experiment and seed" in message]
-    written = sorted(os.path.basename(path) for path in result["written"])
-    assert [name for name in written if name.endswith("_verify.csv") and "quantize" not in name], written
+    outputs = sorted(os.path.basename(path) for path in result["written"])
+    assert [name for name in outputs if name.endswith("_verify.csv") and "quantize" not in name], outputs
