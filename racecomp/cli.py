@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from racecomp import engine
+from racecomp import engine, finetune
 from racecomp.races import parse_race, slug
 
 
@@ -58,7 +58,7 @@ def add_training_arguments(parser):
     group.add_argument("--clip-grad", type=float, default=1.0, help="max gradient L2 norm (0: no clipping)")
     group.add_argument("--amp", choices=tuple(engine.AMP_DTYPES), default="off",
                        help="mixed precision: bf16, fp16 (with loss scaling) or off (fp32)")
-    group.add_argument("--finetune", choices=engine.FINETUNE_STRATEGIES, default="full",
+    group.add_argument("--finetune", choices=finetune.FINETUNE_STRATEGIES, default="full",
                        help="what of the encoder trains: full, frozen, bn_stats (BatchNorm statistics only), "
                             "bn_affine, bn_skip (BN + residual shortcuts)")
     group.add_argument("--unfreeze", default="", help="staged unfreezing: epochs at which the last 1, 2, ... "

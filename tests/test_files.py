@@ -1,5 +1,9 @@
-"""racecomp.files: atomic writes, their file modes, run-folder life cycle."""
+"""racecomp.files: atomic writes, their file modes, safe checkpoint loading, run-folder life cycle."""
+import argparse
 import os
+
+import pytest
+import torch
 
 from racecomp import files
 
@@ -14,3 +18,41 @@ def test_written_files_follow_the_umask(tmp_path):
         os.umask(previous)
     assert os.stat(tmp_path / "a.csv").st_mode & 0o777 == 0o640
     assert os.stat(tmp_path / "b.json").st_mode & 0o777 == 0o664
+
+
+def test_checkpoint_with_pickled_payload_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {}, "payload": argparse.Namespace(x=1)}, path)
+    with pytest.raises(ValueError, match="refused"):
+        files.load_checkpoint(str(path))
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    path = tmp_path / "table.csv"
+    files.write_csv(path, [{"a": 1}])
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with files.atomic_open(path, "w") as handle:
+            handle.write("half")
+            raise Boom()
+    assert path.read_text().splitlines() == ["a", "1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_prepare_out_dir_resumes_skips_or_refuses(tmp_path, capsys):
+    args = argparse.Namespace(arch="resnet50", seed=0, overwrite=False)
+    out = str(tmp_path)
+    assert files.prepare_out_dir(out, args) == "fresh"
+    files.write_json(os.path.join(out, "args.json"), files.run_record(args))
+    files.write_bytes(os.path.join(out, "checkpoint.pth"), b"")
+    assert files.prepare_out_dir(out, args) == "resume"
+    files.write_csv(os.path.join(out, "per_race.csv"), [{"race": "Black"}])
+    assert files.prepare_out_dir(out, args) == "skip"
+    assert "skipping" in capsys.readouterr().out
+    other = argparse.Namespace(arch="fastvit_sa24", seed=0, overwrite=False)
+    with pytest.raises(ValueError, match="different arguments.*arch"):
+        files.prepare_out_dir(out, other)
+    assert files.prepare_out_dir(out, other, overwrite=True) == "fresh"
