@@ -1,8 +1,28 @@
 """Simulated ("fake") quantization in plain torch: quantized models, calibration, size, distillation.
 
-Quantizer (same grid for weights and activations; widths 2..8 bits, weights `wbits` and activations `abits` set
-apart). A range [lo, hi] is first widened to include 0 (lo = min(lo, 0), hi = max(hi, 0)), so 0.0 is exactly
-representable and the zero point never needs clamping; then
+Two conventions (`quantize_model(..., convention=...)`), the same placement, per-channel/per-tensor split,
+activation range rule and straight-through gradient; widths 2..8 bits, weights `wbits` and activations `abits` set
+apart. A quantizer maps a range [lo, hi] onto 2^b levels.
+
+"quantface" (default): exactly QuantFace (github.com/fdbtrs/QuantFace, `quantization_utils/quant_utils.py`
+`asymmetric_linear_quantization_params` and `AsymmetricQuantFunction`, from ZeroQ), in its own float32 arithmetic:
+
+    m          = (2^b - 1) / max(hi - lo, 1e-8)                  levels per unit (QuantFace calls it `scale`)
+    zero_point = round(m * lo) + 2^(b-1)                         not clamped
+    q          = clamp(round(m * x - zero_point), -2^(b-1), 2^(b-1) - 1)      signed codes
+    x_hat      = (q + zero_point) / m
+
+  - weight ranges (conv / linear, per output channel) and PReLU slope ranges (per tensor) are the raw [min, max]
+    of the current values: a one-signed channel keeps its full 2^b levels and 0 need not be on its grid;
+  - PReLU slopes are quantized at the *activation* bits (QuantFace builds `QuantActPreLu(act_bit=...)`);
+  - activation ranges start at 0 and grow (QuantAct's zero-initialized running min/max), so they include 0.
+  Rounding is torch.round (half to even) of the signed, shifted code, so an exact tie can land one level off the
+  zero-inclusive convention's (range [-1, 2] at 2 bits: 0.5 -> 1.0 here, 0.0 there); apart from ties the two
+  arithmetics agree up to the last float32 bit of x_hat.
+
+"zero-inclusive" (this module's earlier behaviour, torch's observer convention): every range is first widened to
+include 0 (lo = min(lo, 0), hi = max(hi, 0)), so 0.0 is exactly representable and the zero point never needs
+clamping; PReLU slopes are quantized at the *weight* bits (they are weights). Then
 
     scale      = (hi - lo) / (2^b - 1)          (at least float32 eps, as torch's observers)
     zero_point = clamp(round(-lo / scale), 0, 2^b - 1)
@@ -10,24 +30,31 @@ representable and the zero point never needs clamping; then
     x_hat      = (q - zero_point) * scale
 
 which is bit for bit `torch.fake_quantize_per_channel_affine` / `torch.fake_quantize_per_tensor_affine` with that
-scale and zero point (tested). Gradients use the straight-through estimator `x + (x_hat - x).detach()`: identity
-everywhere, also where x was clamped (torch's fake_quantize masks those; QuantFace/ZeroQ pass them, and so do we).
-It is computed as `x_hat.detach() + (x - x.detach())`, the same gradient with a forward value exactly x_hat (the
-first spelling rounds twice, and in bfloat16 lands off the grid for values far outside the range).
+scale and zero point (tested), i.e. what torch's own quantized kernels would compute. Its departures from QuantFace:
+a weight or slope range that does not straddle 0 is widened, so its step is coarser (a depthwise channel with
+weights in [0.1, 0.45] gets a 29% larger step: 0.45/255 instead of 0.35/255 at 8 bits); PReLU slopes at wbits
+(the same for W8A8 / W6A6; at W4A8 slopes [0, 0.3] get a step of 0.02 instead of 0.0012); ties rounded as above.
+
+Both: gradients use the straight-through estimator: identity everywhere, also where x was clamped (torch's
+fake_quantize masks those; QuantFace/ZeroQ pass them, and so do we). It is computed as `x_hat.detach() + (x -
+x.detach())`, the same gradient with a forward value exactly x_hat (`x + (x_hat - x).detach()` rounds twice, and in
+bfloat16 lands off the grid for values far outside the range).
 
 - Weights: per output channel (dim 0 of Conv2d and Linear weights), asymmetric min/max of the current weights, taken
   at every forward, so quantization-aware training sees its updated weights. PReLU slopes have one value per channel,
   which a per-channel grid would store exactly, so they are quantized per tensor (one range over all slopes), as
   QuantFace does.
-- Activations: per tensor, asymmetric, range = running min/max over the calibration batches (always including 0),
-  then frozen. An `ActivationQuantizer` observes only while switched on by `calibrate` or `distill`; a fresh one
-  refuses to run rather than quantize with an empty range, so test images can never calibrate a model silently.
+- Activations: per tensor, asymmetric, range = running min/max over the calibration batches starting from 0 (so
+  always including 0; QuantFace's exponential-moving-average update is commented out in its QuantAct, and so not
+  used), then frozen. An `ActivationQuantizer` observes only while switched on by `calibrate` or `distill`; a fresh
+  one refuses to run rather than quantize with an empty range, so test images can never calibrate a model silently.
   Computed in float32 and cast back to the input's dtype.
 
 Placement by `quantize_model` (a deep copy; the float model is never changed; each target is wrapped, the wrapper
 holding the original module):
 - every `nn.Conv2d` weight (`QuantConv2d`) and `nn.Linear` weight (`QuantLinear`); biases stay full precision;
-- every `nn.PReLU`: slope quantized at wbits, output at abits (`QuantPReLU`);
+- every `nn.PReLU`: slope quantized per tensor (at abits for "quantface", wbits for "zero-inclusive"),
+  output at abits (`QuantPReLU`);
 - every ReLU / ReLU6 / LeakyReLU / GELU / SiLU module: output at abits (`QuantActivation`);
 - every residual block (and UNet decoder block): its output (after the addition) at abits (`QuantBlockOutput`);
 - normalization layers (BatchNorm, also timm's BatchNormAct) stay full precision, and so do the model input and the
@@ -66,6 +93,8 @@ from racecomp import facenets, upscalers
 from racecomp.progress import Progress
 
 MIN_BITS, MAX_BITS = 2, 8
+CONVENTIONS = ("quantface", "zero-inclusive")  # see the module docstring; the first is the default
+QUANTFACE_MIN_RANGE = 1e-8  # QuantFace's floor on hi - lo (quant_utils.py asymmetric_linear_quantization_params)
 ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU)
 # Blocks whose output tensor is the last activation inside them: that activation is not wrapped on its own, the
 # block output quantizer covers the same tensor.
@@ -83,8 +112,15 @@ def check_bits(bits, what="bits"):
     return bits
 
 
+def check_convention(convention):
+    if convention not in CONVENTIONS:
+        raise ValueError(f"quantization convention must be one of {CONVENTIONS}, got {convention!r}")
+    return convention
+
+
 def quantization_params(min_val, max_val, bits):
-    """(scale, zero_point) float32 tensors of the grid {0..2^bits-1} covering [min(min_val,0), max(max_val,0)].
+    """Zero-inclusive convention: (scale, zero_point) float32 tensors of the grid {0..2^bits-1} covering
+    [min(min_val,0), max(max_val,0)].
 
     Elementwise: 0-d ranges give a per-tensor grid, 1-d ranges one grid per channel. zero_point holds integers.
     """
@@ -111,21 +147,48 @@ def fake_quantize(x, scale, zero_point, bits, axis=None):
     return (q - zero_point) * scale
 
 
+def quantface_fake_quantize(x, min_val, max_val, bits, axis=None):
+    """QuantFace convention: x (float32) rounded onto the 2^bits levels spanning the raw range [min_val, max_val];
+    no gradient. QuantFace's float32 arithmetic, operation for operation (see the module docstring).
+
+    `axis` None: min_val/max_val are 0-d (per tensor); else 1-d with one entry per slice of x along `axis`.
+    """
+    half = 2 ** (bits - 1)
+    min_val, max_val = min_val.float(), max_val.float()
+    levels_per_unit = (2 ** bits - 1) / torch.clamp(max_val - min_val, min=QUANTFACE_MIN_RANGE)
+    zero_point = torch.round(levels_per_unit * min_val) + half
+    if axis is not None:
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        levels_per_unit, zero_point = levels_per_unit.view(shape), zero_point.view(shape)
+    q = torch.clamp(torch.round(levels_per_unit * x - zero_point), -half, half - 1)
+    return (q + zero_point) / levels_per_unit
+
+
+def fake_quantize_range(x, min_val, max_val, bits, convention, axis=None):
+    """x rounded onto the `convention`'s grid for the range [min_val, max_val]; no gradient."""
+    if convention == "quantface":
+        return quantface_fake_quantize(x, min_val, max_val, bits, axis)
+    scale, zero_point = quantization_params(min_val, max_val, bits)
+    return fake_quantize(x, scale, zero_point, bits, axis)
+
+
 def straight_through(x, x_hat):
     """x_hat (exactly) in the forward pass, identity gradient to x in the backward pass."""
     return x_hat.detach() + (x - x.detach())
 
 
-def quantize_weight(weight, bits, per_channel=True):
-    """Weight on its min/max grid (per output channel = dim 0, or per tensor), straight-through gradient."""
+def quantize_weight(weight, bits, per_channel=True, convention="quantface"):
+    """Weight on its min/max grid (per output channel = dim 0, or per tensor), straight-through gradient.
+
+    "quantface": the raw [min, max]; "zero-inclusive": widened to include 0.
+    """
     w = weight.detach().float()
     if per_channel:
         flat = w.reshape(w.shape[0], -1)
-        scale, zero_point = quantization_params(flat.amin(dim=1), flat.amax(dim=1), bits)
-        w_hat = fake_quantize(w, scale, zero_point, bits, axis=0)
+        w_hat = fake_quantize_range(w, flat.amin(dim=1), flat.amax(dim=1), bits, convention, axis=0)
     else:
-        scale, zero_point = quantization_params(w.min(), w.max(), bits)
-        w_hat = fake_quantize(w, scale, zero_point, bits)
+        w_hat = fake_quantize_range(w, w.min(), w.max(), bits, convention)
     return straight_through(weight, w_hat.to(weight.dtype))
 
 
@@ -134,12 +197,14 @@ class ActivationQuantizer(nn.Module):
 
     `observing` (set by calibrate/distill, saved in the state dict with the count of observed batches): widen the
     range with each batch's min/max, then quantize with it. Not observing: the range is frozen; forwarding before any
-    batch was observed is an error.
+    batch was observed is an error. The range starts at [0, 0] in both conventions; `convention` sets the grid
+    arithmetic (module docstring).
     """
 
-    def __init__(self, bits):
+    def __init__(self, bits, convention="quantface"):
         super().__init__()
         self.bits = check_bits(bits, "abits")
+        self.convention = check_convention(convention)
         self.register_buffer("min_val", torch.zeros(()))
         self.register_buffer("max_val", torch.zeros(()))
         self.observing = False
@@ -160,8 +225,8 @@ class ActivationQuantizer(nn.Module):
         elif self.observed_batches == 0:
             raise RuntimeError("activation ranges were never calibrated: run quant.calibrate(qmodel, batches) "
                                "(or quant.distill with calibrate_steps > 0) before using the quantized model")
-        scale, zero_point = quantization_params(self.min_val, self.max_val, self.bits)
-        return straight_through(x, fake_quantize(x.float(), scale, zero_point, self.bits).to(x.dtype))
+        x_hat = fake_quantize_range(x.float(), self.min_val, self.max_val, self.bits, self.convention)
+        return straight_through(x, x_hat.to(x.dtype))
 
     def get_extra_state(self):
         return {"observing": self.observing, "observed_batches": self.observed_batches}
@@ -172,55 +237,64 @@ class ActivationQuantizer(nn.Module):
 
     def extra_repr(self):
         return (f"bits={self.bits}, range=[{self.min_val.item():.4g}, {self.max_val.item():.4g}], "
-                f"observing={self.observing}")
+                f"observing={self.observing}, convention={self.convention}")
 
 
 class QuantConv2d(nn.Module):
     """Holds an nn.Conv2d (`conv`) and runs it with its weight quantized per output channel at `bits`."""
 
-    def __init__(self, conv, bits):
+    def __init__(self, conv, bits, convention="quantface"):
         super().__init__()
         self.conv = conv
         self.bits = check_bits(bits, "wbits")
+        self.convention = check_convention(convention)
 
     def forward(self, x):
         # _conv_forward applies the conv's own padding mode, stride, dilation and groups with the given weight.
-        return self.conv._conv_forward(x, quantize_weight(self.conv.weight, self.bits), self.conv.bias)
+        weight = quantize_weight(self.conv.weight, self.bits, convention=self.convention)
+        return self.conv._conv_forward(x, weight, self.conv.bias)
 
 
 class QuantLinear(nn.Module):
     """Holds an nn.Linear (`linear`) and runs it with its weight quantized per output feature at `bits`."""
 
-    def __init__(self, linear, bits):
+    def __init__(self, linear, bits, convention="quantface"):
         super().__init__()
         self.linear = linear
         self.bits = check_bits(bits, "wbits")
+        self.convention = check_convention(convention)
 
     def forward(self, x):
-        return F.linear(x, quantize_weight(self.linear.weight, self.bits), self.linear.bias)
+        return F.linear(x, quantize_weight(self.linear.weight, self.bits, convention=self.convention),
+                        self.linear.bias)
 
 
 class QuantPReLU(nn.Module):
-    """Holds an nn.PReLU (`prelu`): slopes quantized per tensor at `wbits`, output quantized at `abits`."""
+    """Holds an nn.PReLU (`prelu`): slopes quantized per tensor at `slope_bits`, output quantized at `abits`.
 
-    def __init__(self, prelu, wbits, abits):
+    `slope_bits` is abits for "quantface" (QuantFace's QuantActPreLu quantizes them with its activation bits) and
+    wbits for "zero-inclusive".
+    """
+
+    def __init__(self, prelu, wbits, abits, convention="quantface"):
         super().__init__()
         self.prelu = prelu
-        self.bits = check_bits(wbits, "wbits")
-        self.output_quantizer = ActivationQuantizer(abits)
+        self.convention = check_convention(convention)
+        self.slope_bits = check_bits(abits, "abits") if convention == "quantface" else check_bits(wbits, "wbits")
+        self.output_quantizer = ActivationQuantizer(abits, convention)
 
     def forward(self, x):
-        slopes = quantize_weight(self.prelu.weight, self.bits, per_channel=False)
+        slopes = quantize_weight(self.prelu.weight, self.slope_bits, per_channel=False, convention=self.convention)
         return self.output_quantizer(F.prelu(x, slopes))
 
 
 class QuantActivation(nn.Module):
     """Holds an activation module (`act`) and quantizes its output."""
 
-    def __init__(self, act, abits):
+    def __init__(self, act, abits, convention="quantface"):
         super().__init__()
         self.act = act
-        self.output_quantizer = ActivationQuantizer(abits)
+        self.output_quantizer = ActivationQuantizer(abits, convention)
 
     def forward(self, x):
         return self.output_quantizer(self.act(x))
@@ -229,10 +303,10 @@ class QuantActivation(nn.Module):
 class QuantBlockOutput(nn.Module):
     """Holds a block (`block`, its insides already quantized) and quantizes its output."""
 
-    def __init__(self, block, abits):
+    def __init__(self, block, abits, convention="quantface"):
         super().__init__()
         self.block = block
-        self.output_quantizer = ActivationQuantizer(abits)
+        self.output_quantizer = ActivationQuantizer(abits, convention)
 
     def forward(self, *inputs):  # a DecoderBlock takes (x, skip)
         return self.output_quantizer(self.block(*inputs))
@@ -248,16 +322,16 @@ def is_quantized_block(module):
     return isinstance(module, BLOCK_TYPES)
 
 
-def _quantized(module, wbits, abits):
+def _quantized(module, wbits, abits, convention):
     kind = type(module)
     if kind is nn.Conv2d:
-        return QuantConv2d(module, wbits)
+        return QuantConv2d(module, wbits, convention)
     if kind is nn.Linear:
-        return QuantLinear(module, wbits)
+        return QuantLinear(module, wbits, convention)
     if kind is nn.PReLU:
-        return QuantPReLU(module, wbits, abits)
+        return QuantPReLU(module, wbits, abits, convention)
     if kind in ACTIVATION_TYPES:
-        return QuantActivation(module, abits)
+        return QuantActivation(module, abits, convention)
     if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.PReLU)):
         raise ValueError(f"quantize_model: {kind.__module__}.{kind.__name__} is not supported (only exact "
                          f"nn.Conv2d / nn.Linear / nn.PReLU); refusing to leave it in full precision silently")
@@ -265,28 +339,31 @@ def _quantized(module, wbits, abits):
     final_activation = FINAL_ACTIVATION_OF_BLOCK.get(kind) if block else None
     for name, child in module.named_children():
         if name != final_activation:
-            setattr(module, name, _quantized(child, wbits, abits))
-    return QuantBlockOutput(module, abits) if block else module
+            setattr(module, name, _quantized(child, wbits, abits, convention))
+    return QuantBlockOutput(module, abits, convention) if block else module
 
 
 def _device_of(model):
     return next(itertools.chain(model.parameters(), model.buffers())).device
 
 
-def quantize_model(model, wbits, abits):
+def quantize_model(model, wbits, abits, convention="quantface"):
     """Deep copy of `model` with simulated quantization placed as in the module docstring; `model` is untouched.
 
+    `convention`: "quantface" (QuantFace exactly: raw weight/slope ranges, slopes at abits, its arithmetic) or
+    "zero-inclusive" (ranges widened to 0, slopes at wbits, torch's fake_quantize arithmetic); module docstring.
     FastViT blocks in the copy are reparameterized first. The copy's activation ranges are empty: run `calibrate`
     (or `distill`) before using it. `quantization_summary(qmodel)` counts what was quantized.
     """
     check_bits(wbits, "wbits")
     check_bits(abits, "abits")
+    check_convention(convention)
     if any(isinstance(m, QUANT_WRAPPERS) for m in model.modules()):
         raise ValueError("quantize_model: the model is already quantized")
     qmodel = copy.deepcopy(model)
     timm.utils.reparameterize_model(qmodel, inplace=True)  # no-op for models without reparameterizable blocks
     # The new quantizers' range buffers are made on the CPU: move them to the model's device.
-    return _quantized(qmodel, wbits, abits).to(_device_of(model))
+    return _quantized(qmodel, wbits, abits, convention).to(_device_of(model))
 
 
 def activation_quantizers(qmodel):
@@ -294,7 +371,8 @@ def activation_quantizers(qmodel):
 
 
 def quantization_summary(qmodel):
-    """Counts of quantized convs, linears, PReLUs, other activations and block outputs, and the bit widths used."""
+    """Counts of quantized convs, linears, PReLUs, other activations and block outputs, the bit widths used
+    (`wbits`: conv/linear weights, `slope_bits`: PReLU slopes, `abits`: activations) and the conventions."""
     modules = list(qmodel.modules())
     return {
         "convs": sum(isinstance(m, QuantConv2d) for m in modules),
@@ -302,8 +380,10 @@ def quantization_summary(qmodel):
         "prelus": sum(isinstance(m, QuantPReLU) for m in modules),
         "activations": sum(isinstance(m, QuantActivation) for m in modules),
         "block_outputs": sum(isinstance(m, QuantBlockOutput) for m in modules),
-        "wbits": sorted({m.bits for m in modules if isinstance(m, (QuantConv2d, QuantLinear, QuantPReLU))}),
+        "wbits": sorted({m.bits for m in modules if isinstance(m, (QuantConv2d, QuantLinear))}),
+        "slope_bits": sorted({m.slope_bits for m in modules if isinstance(m, QuantPReLU)}),
         "abits": sorted({m.bits for m in modules if isinstance(m, ActivationQuantizer)}),
+        "convention": sorted({m.convention for m in modules if hasattr(m, "convention")}),
     }
 
 
@@ -351,23 +431,28 @@ def calibrate(qmodel, batches):
     return seen
 
 
-def model_size_bytes(model, wbits):
-    """Storage of `model`'s parameters in bytes: quantized tensors at `wbits`, everything else at 32 bits.
+def model_size_bytes(model, wbits, slope_bits=None):
+    """Storage of `model`'s parameters in bytes: quantized tensors at their bits, everything else at 32 bits.
 
-    Quantized tensors are those quantize_model quantizes: weights of nn.Conv2d / nn.Linear and PReLU slopes.
-    Biases, BatchNorm weights/biases and any other parameter count at 32 bits; buffers (BatchNorm running
-    statistics) and the per-channel scales/zero points (one pair per output channel, well under 1% here) are not
-    counted, as in QuantFace's sizes (parameters x bits). wbits=32 gives the float size, 4 bytes per parameter.
+    Quantized tensors are those quantize_model quantizes: weights of nn.Conv2d / nn.Linear at `wbits` and PReLU
+    slopes at `slope_bits` (None: wbits, as the "zero-inclusive" convention stores them; "quantface" stores them at
+    abits: pass slope_bits=abits). Biases, BatchNorm weights/biases and any other parameter count at 32 bits;
+    buffers (BatchNorm running statistics) and the per-channel scales/zero points (one pair per output channel, well
+    under 1% here) are not counted, as in QuantFace's sizes (parameters x bits). wbits=32 gives the float size, 4
+    bytes per parameter.
     Works on a float model and on its quantize_model copy alike (the wrappers hold the original modules). A model
     with reparameterizable blocks (FastViT) is measured as deployed, on a reparameterized copy, for both.
     Total bits rounded up to whole bytes.
     """
-    if wbits != 32:
-        check_bits(wbits, "wbits")
+    slope_bits = wbits if slope_bits is None else slope_bits
+    for bits, what in ((wbits, "wbits"), (slope_bits, "slope_bits")):
+        if bits != 32:
+            check_bits(bits, what)
     if any(hasattr(m, name) for m in model.modules() for name in REPARAMETERIZE_METHODS):
         model = timm.utils.reparameterize_model(model)  # a deep copy; the caller's model is untouched
-    quantized = {id(m.weight) for m in model.modules() if type(m) in (nn.Conv2d, nn.Linear, nn.PReLU)}
-    bits = sum(p.numel() * (wbits if id(p) in quantized else 32) for p in model.parameters())
+    bits_of = {id(m.weight): wbits for m in model.modules() if type(m) in (nn.Conv2d, nn.Linear)}
+    bits_of.update({id(m.weight): slope_bits for m in model.modules() if type(m) is nn.PReLU})
+    bits = sum(p.numel() * bits_of.get(id(p), 32) for p in model.parameters())
     return math.ceil(bits / 8)
 
 

@@ -80,29 +80,32 @@ def test_grid_equals_torch_fake_quantize_per_tensor(bits):
 @pytest.mark.parametrize("bits", range(2, 9))
 def test_grid_equals_torch_fake_quantize_per_channel(bits):
     weight = torch.randn(16, 8, 3, 3, generator=torch.Generator().manual_seed(bits))
-    weight[3] = weight[3].abs() + 0.1  # an all-positive channel: its range still starts at 0
+    weight[3] = weight[3].abs() + 0.1  # an all-positive channel: in this convention its range still starts at 0
     flat = weight.reshape(16, -1)
     scale, zero_point = quant.quantization_params(flat.amin(1), flat.amax(1), bits)
     reference = torch.fake_quantize_per_channel_affine(weight, scale, zero_point.int(), 0, 0, 2 ** bits - 1)
-    assert torch.equal(quant.quantize_weight(weight, bits), reference)
+    # The torch-exact grid is the "zero-inclusive" convention, no longer the default ("quantface").
+    assert torch.equal(quant.quantize_weight(weight, bits, convention="zero-inclusive"), reference)
     assert zero_point[3].item() == 0
 
 
-def test_activation_range_includes_zero():
-    quantizer = quant.ActivationQuantizer(8)
+@pytest.mark.parametrize("convention", quant.CONVENTIONS)
+def test_activation_range_includes_zero(convention):
+    # Both conventions: QuantFace's QuantAct also starts its running min/max at 0.
+    quantizer = quant.ActivationQuantizer(8, convention)
     quantizer.observing = True
     out = quantizer(torch.tensor([2.0, 3.5, 5.0]))  # all positive
     assert quantizer.min_val.item() == 0.0 and quantizer.max_val.item() == 5.0
     assert out[-1].item() == pytest.approx(5.0)
     assert quantizer(torch.zeros(3)).eq(0).all()  # zero is exactly on the grid
-    negative = quant.ActivationQuantizer(8)
+    negative = quant.ActivationQuantizer(8, convention)
     negative.observing = True
     negative(torch.tensor([-4.0, -1.0]))
     assert negative.min_val.item() == -4.0 and negative.max_val.item() == 0.0
 
 
 def test_activation_quantizer_matches_torch_after_calibration():
-    quantizer = quant.ActivationQuantizer(6)
+    quantizer = quant.ActivationQuantizer(6, "zero-inclusive")  # torch's arithmetic; the default is "quantface"
     quantizer.observing = True
     quantizer(torch.randn(1000) * 2)
     quantizer.observing = False
@@ -130,17 +133,133 @@ def test_straight_through_gradient():
     assert torch.allclose(conv.weight.grad, w_hat.grad)
 
 
-def test_low_precision_input_lands_exactly_on_the_grid():
-    quantizer = quant.ActivationQuantizer(8)
+@pytest.mark.parametrize("convention", quant.CONVENTIONS)
+def test_low_precision_input_lands_exactly_on_the_grid(convention):
+    quantizer = quant.ActivationQuantizer(8, convention)
     quantizer.observing = True
     quantizer((torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 3).bfloat16())
     quantizer.observing = False
     # far outside the frozen range, where x + (x_hat - x) rounds off the grid in bfloat16 (3534 of 4096 values)
     x = (torch.randn(4096, generator=torch.Generator().manual_seed(1)) * 300).bfloat16()
     out = quantizer(x)
-    scale, zero_point = quant.quantization_params(quantizer.min_val, quantizer.max_val, 8)
+    expected = quant.fake_quantize_range(x.float(), quantizer.min_val, quantizer.max_val, 8, convention)
     assert out.dtype == torch.bfloat16
-    assert torch.equal(out, quant.fake_quantize(x.float(), scale, zero_point, 8).bfloat16())
+    assert torch.equal(out, expected.bfloat16())
+
+
+# ---------------------------------------------------------------- conventions: QuantFace's, and zero-inclusive
+# QuantFace (github.com/fdbtrs/QuantFace): quantization_utils/quant_utils.py asymmetric_linear_quantization_params
+# and AsymmetricQuantFunction; quant_modules.py Quant_Conv2d / Quant_Linear (raw per-channel min/max), QuantActPreLu
+# (slopes per tensor at the activation bits), QuantAct (running min/max from zero-initialized buffers).
+
+def test_one_signed_weight_channel_keeps_its_full_range_in_quantface():
+    # range [1, 4] at 2 bits: QuantFace's grid is 1, 2, 3, 4 (step 1); widened to [0, 4] the step is 4/3
+    weight = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert torch.equal(quant.quantize_weight(weight, 2), weight)  # the default is "quantface"
+    assert torch.equal(quant.quantize_weight(weight, 2, convention="quantface"), weight)
+    zero_inclusive = quant.quantize_weight(weight, 2, convention="zero-inclusive")
+    assert torch.allclose(zero_inclusive, torch.tensor([[4 / 3, 8 / 3, 8 / 3, 4.0]]))
+
+
+def test_one_signed_depthwise_channel_step_size():
+    conv = nn.Conv2d(2, 2, 3, groups=2, bias=False)
+    with torch.no_grad():
+        conv.weight[0, 0] = torch.linspace(0.1, 0.45, 9).view(3, 3)  # one-signed, as trained depthwise kernels are
+        conv.weight[1, 0] = torch.linspace(-0.3, 0.5, 9).view(3, 3)  # straddles 0: the same range either way
+    steps = {"quantface": 0.35 / 255, "zero-inclusive": 0.45 / 255}  # 29% coarser: 0.45 / 0.35 = 1.286
+    hats = {}
+    for convention, step in steps.items():
+        w_hat = quant.quantize_weight(conv.weight.detach(), 8, convention=convention)
+        codes = w_hat[0] / step  # both grids are integer multiples of their step
+        assert torch.allclose(codes, codes.round(), atol=1e-3)
+        assert (w_hat[0] - conv.weight[0]).abs().max() <= step / 2 * 1.001
+        hats[convention] = w_hat
+    assert not torch.allclose((hats["zero-inclusive"][0] / steps["quantface"]).frac(), torch.zeros(1, 3, 3), atol=1e-3)
+    assert torch.allclose(hats["quantface"][1], hats["zero-inclusive"][1], rtol=0, atol=1e-7)
+    # the default model path uses QuantFace's grid
+    qconv = quant.quantize_model(nn.Sequential(conv), 8, 8)[0]
+    image = torch.randn(1, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(qconv(image), F.conv2d(image, hats["quantface"], groups=2))
+
+
+def prelu_outputs(slopes, wbits, abits, convention):
+    """Output of a quantized PReLU at input -1 per channel: -(quantized slope), then the output quantizer."""
+    prelu = nn.PReLU(len(slopes))
+    with torch.no_grad():
+        prelu.weight.copy_(torch.tensor(slopes))
+    qmodel = quant.quantize_model(nn.Sequential(prelu), wbits, abits, convention=convention)
+    x = -torch.ones(1, len(slopes), 1, 1)
+    quant.calibrate(qmodel, [x])
+    with torch.no_grad():
+        return qmodel(x).flatten(), quant.quantization_summary(qmodel)
+
+
+def test_prelu_slopes_at_activation_bits_in_quantface():
+    # W4A8, slopes [0, 0.111, 0.3]. QuantFace: 8-bit grid, step 0.3 / 255: 0.111 -> 94/850 = 0.110588 (error 0.0004);
+    # zero-inclusive: 4-bit grid, step 0.3 / 15 = 0.02: 0.111 -> 0.12 (error 0.009). The output grid (range [-0.3, 0]
+    # at 8 bits) holds both values, so the output shows the quantized slope.
+    out, summary = prelu_outputs([0.0, 0.111, 0.3], 4, 8, "quantface")
+    assert out.tolist() == pytest.approx([0.0, -94 / 850, -0.3], abs=1e-6)
+    assert summary["wbits"] == [] and summary["slope_bits"] == [8] and summary["abits"] == [8]
+    out, summary = prelu_outputs([0.0, 0.111, 0.3], 4, 8, "zero-inclusive")
+    assert out.tolist() == pytest.approx([0.0, -0.12, -0.3], abs=1e-6)
+    assert summary["slope_bits"] == [4]
+    qmodel = quant.quantize_model(nn.Sequential(nn.PReLU(3)), 4, 8)
+    assert [m.slope_bits for m in qmodel.modules() if isinstance(m, quant.QuantPReLU)] == [8]  # default quantface
+
+
+def test_one_signed_prelu_slopes_keep_their_range_in_quantface():
+    # slopes in [0.1, 0.4] at 2 bits: QuantFace's grid 0.1, 0.2, 0.3, 0.4; widened to [0, 0.4]: 0, 0.133, 0.267, 0.4
+    prelu = nn.PReLU(3)
+    with torch.no_grad():
+        prelu.weight.copy_(torch.tensor([0.1, 0.3, 0.4]))
+    expected = {"quantface": [0.1, 0.3, 0.4], "zero-inclusive": [0.4 / 3, 0.8 / 3, 0.4]}
+    for convention, slopes in expected.items():
+        wrapped = quant.QuantPReLU(prelu, 2, 2, convention)
+        wrapped.output_quantizer = nn.Identity()  # look at the slopes alone
+        out = wrapped(-torch.ones(1, 3, 1, 1)).flatten()
+        assert (-out).tolist() == pytest.approx(slopes, abs=1e-6)
+
+
+def test_quantface_rounds_ties_on_its_signed_codes():
+    # range [-1, 2] at 2 bits, grid -1, 0, 1, 2 in both. QuantFace: m = 1, zero_point = round(-1) + 2 = 1,
+    # q = round(0.5 - 1) = round(-0.5) = 0 -> x_hat = 1. torch: round(0.5) + 1 = 1 -> x_hat = 0.
+    x = torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0])
+    expected = {"quantface": [-1.0, 0.0, 1.0, 1.0, 2.0], "zero-inclusive": [-1.0, 0.0, 0.0, 1.0, 2.0]}
+    for convention, values in expected.items():
+        quantizer = quant.ActivationQuantizer(2, convention)
+        quantizer.observing = True
+        quantizer(torch.tensor([-1.0, 2.0]))
+        quantizer.observing = False
+        assert quantizer(x).tolist() == values
+    assert quant.ActivationQuantizer(2).convention == "quantface"
+
+
+def test_quantface_constant_channels():
+    # max == min: QuantFace floors the range at 1e-8; a constant channel (PReLU's 0.25 init, a pruned channel) stays
+    weight = torch.tensor([[0.25] * 4, [0.0] * 4, [-0.7] * 4])
+    for bits in (2, 4, 8):
+        w_hat = quant.quantize_weight(weight, bits, convention="quantface")
+        assert w_hat[:2].tolist() == weight[:2].tolist()
+        assert w_hat[2].tolist() == pytest.approx(weight[2].tolist(), rel=1e-6)
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_quantface_grid_is_the_raw_range_grid(bits):
+    # every value of a per-channel range lands within half a step (max - min) / (2^b - 1) of itself, on that grid
+    weight = torch.randn(16, 8, 3, 3, generator=torch.Generator().manual_seed(bits))
+    weight[3] = weight[3].abs() + 0.1
+    weight[4] = -weight[4].abs() - 0.2
+    flat = weight.reshape(16, -1)
+    step = ((flat.amax(1) - flat.amin(1)) / (2 ** bits - 1)).view(16, 1)
+    w_hat = quant.quantize_weight(weight, bits).reshape(16, -1)
+    assert ((w_hat - flat).abs() <= step / 2 * 1.0001).all()
+    assert all(row.unique().numel() <= 2 ** bits for row in w_hat)
+
+
+def test_unknown_convention_refused():
+    with pytest.raises(ValueError, match="convention must be one of"):
+        quant.quantize_model(SmallFaceNet(), 8, 8, convention="torch")
 
 
 @pytest.mark.parametrize("bits", [1, 9, 4.0, True])
@@ -171,8 +290,9 @@ def test_placement_on_small_net_and_float_model_untouched():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     qmodel = quant.quantize_model(model, 4, 4)
     summary = quant.quantization_summary(qmodel)
+    # slope_bits and convention were added with the "quantface" default (PReLU slopes at abits, not wbits)
     assert summary == {"convs": 3, "linears": 1, "prelus": 2, "activations": 1, "block_outputs": 1,
-                       "wbits": [4], "abits": [4]}
+                       "wbits": [4], "slope_bits": [4], "abits": [4], "convention": ["quantface"]}
     quant.calibrate(qmodel, [smooth_images(8)])
     quant.distill(qmodel, model, [smooth_images(8)], steps=2, lr=0.1)
     after = model.state_dict()
@@ -275,6 +395,11 @@ def test_model_size_bytes_hand_computed():
     assert quant.model_size_bytes(model, 3) == math.ceil((120 * 3 + 14 * 32) / 8) == 101
     assert quant.model_size_bytes(model, 32) == 4 * 134
     assert quant.model_size_bytes(quant.quantize_model(model, 4, 4), 4) == 116
+    # "quantface" stores the PReLU slopes at abits: W4A8 -> 4 slopes at 8 bits
+    assert quant.model_size_bytes(model, 4, slope_bits=8) == (116 * 4 + 4 * 8 + 14 * 32) // 8 == 118
+    assert quant.model_size_bytes(model, 32, slope_bits=32) == 4 * 134
+    with pytest.raises(ValueError, match="slope_bits"):
+        quant.model_size_bytes(model, 4, slope_bits=9)
 
 
 def test_unsupported_layer_is_refused():
