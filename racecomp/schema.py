@@ -23,7 +23,12 @@ ITEM_FILES = {"upscale": "per_image.csv", "verify": "per_pair.csv"}
 RACES = {"upscale": FAIRFACE_RACES, "verify": RFW_RACES}
 COUNT_COLUMN = {"upscale": "n", "verify": "n_pairs"}  # per_race.csv column holding the items per race
 RACE_METRICS = {"upscale": ("ssim_y", "psnr_y", "ssim_rgb", "psnr_rgb"), "verify": ("accuracy",)}
-ITEM_COLUMNS = {"upscale": ("file", "race", "psnr_y", "ssim_y"), "verify": ("race", "fold", "line", "id1", "correct")}
+ITEM_COLUMNS = {"upscale": ("file", "race", "psnr_y", "ssim_y"),
+                "verify": ("race", "fold", "line", "id1", "id2", "correct")}  # both identities: two-way clusters
+# Metrics only some runs have, in per_race.csv and under the same names in the per-item file: upscaling runs
+# with --identity-model write id_cos / id_cos_bicubic (cosine of recognition embeddings, upscaled or bicubic
+# face vs original, in [-1, 1], higher = identity kept; racecomp.identity). A run without them is not broken.
+OPTIONAL_RACE_METRICS = {"upscale": ("id_cos", "id_cos_bicubic")}
 
 # Flags every study has that never change a result: where a run goes and how fast it gets there. Each
 # study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.

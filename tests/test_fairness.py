@@ -37,7 +37,76 @@ def test_group_summary_std_is_sample_std_and_ser_edge_cases():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# bootstrap_groups
+# Student's t, Holm
+
+
+@pytest.mark.parametrize("q, df, expected", [
+    (0.975, 1, 12.706204736), (0.975, 2, 4.302652730), (0.975, 10, 2.228138852), (0.975, 30, 2.042272456),
+    (0.995, 5, 4.032142984), (0.975, math.inf, 1.959963985), (0.025, 10, -2.228138852), (0.5, 3, 0.0),
+])
+def test_t_quantile_matches_tables(q, df, expected):
+    assert fairness.t_quantile(q, df) == pytest.approx(expected, abs=1e-8)
+    if q != 0.5:
+        assert fairness.t_sf(expected, df) == pytest.approx(1.0 - q, rel=1e-8)
+
+
+def test_t_sf_closed_forms_and_fractional_df():
+    assert fairness.t_sf(1.0, 1) == pytest.approx(0.25)  # Cauchy: arctan
+    assert fairness.t_sf(0.0, 7.3) == 0.5
+    for t in (0.3, 1.0, 2.5):  # df = 2: 1/2 - t / (2 sqrt(2 + t^2))
+        assert fairness.t_sf(t, 2) == pytest.approx(0.5 - t / (2 * math.sqrt(2 + t * t)), rel=1e-12)
+    between = fairness.t_quantile(0.975, 2.5)
+    assert fairness.t_quantile(0.975, 3) < between < fairness.t_quantile(0.975, 2)
+    with pytest.raises(ValueError, match="quantile level"):
+        fairness.t_quantile(1.0, 3)
+
+
+def test_holm_step_down():
+    assert fairness.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert fairness.holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # monotone: never below an earlier step
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Variance of a mean of dependent items
+
+
+def brute_force_two_way(values, id1, id2):
+    """sum over item pairs sharing at least one identity of e_i e_j (the dyadic sandwich's middle)."""
+    residuals = values - values.mean()
+    total = 0.0
+    for i in range(len(values)):
+        for j in range(len(values)):
+            if {id1[i], id2[i]} & {id1[j], id2[j]}:
+                total += residuals[i] * residuals[j]
+    return total
+
+
+def test_two_way_variance_equals_the_dyadic_sandwich():
+    generator = np.random.default_rng(0)
+    id1 = generator.integers(0, 12, 60)
+    id2 = np.where(np.arange(60) < 20, id1, generator.integers(0, 12, 60))  # 20 genuine pairs, then impostors
+    values = generator.normal(size=60) + np.arange(60) % 3
+    first, second = fairness._item_codes(60, id1, id2)
+    variance, df = fairness._mean_variance(values, first, second)
+    sizes = np.bincount(np.concatenate([first, second[first != second]])).astype(float)
+    effective = (sizes @ sizes) ** 2 / np.sum(sizes ** 4)
+    middle = max(brute_force_two_way(values, id1, id2), float(np.sum((values - values.mean()) ** 2)))
+    assert variance == pytest.approx(effective / (effective - 1) * middle / 60 ** 2)
+    assert df == pytest.approx(effective - 1)
+
+
+def test_one_way_and_independent_variances():
+    values = np.array([1.0, 2.0, 4.0, 7.0])
+    assert fairness._mean_variance(values) == pytest.approx((np.var(values, ddof=1) / 4, 3.0))
+    # Clusters of one item each are independent items.
+    assert fairness._mean_variance(values, np.arange(4)) == pytest.approx(fairness._mean_variance(values))
+    # Two clusters of two: residual sums -2.5 - 1.5 = -4 and 4; g = 2, so 2 x 32 / 16.
+    assert fairness._mean_variance(values, np.array([0, 0, 1, 1])) == pytest.approx((4.0, 1.0))
+    assert fairness._mean_variance(values, np.zeros(4, dtype=int))[0] == math.inf  # one cluster: unknown
+
+
+# ---------------------------------------------------------------------------------------------------------
+# group_intervals
 
 
 def planted_groups(generator, means, per_group=300, spread=1.0):
@@ -46,38 +115,52 @@ def planted_groups(generator, means, per_group=300, spread=1.0):
     return values, groups
 
 
-def test_bootstrap_planted_gap_is_detected_and_equal_groups_are_not():
+def test_planted_gap_is_detected_and_equal_groups_are_not():
     generator = np.random.default_rng(1)
     values, groups = planted_groups(generator, [30.0, 30.0, 29.0, 30.0])
-    planted = fairness.bootstrap_groups(values, groups, "mean", seed=0)
+    planted = fairness.group_intervals(values, groups, "mean", seed=0)
     assert planted["summary"]["worst"]["value"] == pytest.approx(planted["groups"]["g2"]["value"])
     assert planted["summary"]["gap"]["lo"] > 0.5  # a 1 dB gap with SE ~0.06 per group
-    assert planted["gap_p_value"] < 0.01
+    assert planted["equal_means_p"] < 0.01
     assert planted["groups"]["g2"]["hi"] < min(planted["groups"][g]["lo"] for g in ("g0", "g1", "g3"))
+    assert {(p["a"], p["b"]) for p in planted["pairs"] if p["lo"] > 0 or p["hi"] < 0} == {
+        ("g0", "g2"), ("g1", "g2"), ("g2", "g3")}  # only the low group differs from the others
 
     values, groups = planted_groups(generator, [30.0] * 4)
-    equal = fairness.bootstrap_groups(values, groups, "mean", seed=0)
-    assert equal["gap_p_value"] > 0.05
+    equal = fairness.group_intervals(values, groups, "mean", seed=0)
+    assert equal["equal_means_p"] > 0.05
     assert equal["summary"]["mean"]["lo"] < 30.0 < equal["summary"]["mean"]["hi"]
-    assert equal["summary"]["gap"]["hi"] < 0.5
-    # max - min is positive by construction, so its percentile CI sits above 0 even here: that is why the
-    # test of "any gap at all" is gap_p_value, not this interval.
-    assert equal["summary"]["gap"]["lo"] > 0
+    # Simultaneous intervals reach 0 when no pair of groups is told apart; the gap's point value stays
+    # max - min > 0 (biased upward), which is why the interval, not the value, is the statement.
+    assert equal["summary"]["gap"]["lo"] == 0.0 and equal["summary"]["gap"]["value"] > 0
+    assert equal["summary"]["std"]["lo"] == 0.0
 
 
-def test_bootstrap_ci_of_a_group_mean_matches_normal_theory():
+def test_gap_interval_and_equal_means_test_agree():
+    generator = np.random.default_rng(11)
+    for shift in (0.0, 0.1, 0.2, 0.3, 0.5):
+        values, groups = planted_groups(generator, [30.0, 30.0 + shift, 30.0], per_group=200)
+        result = fairness.group_intervals(values, groups, "mean", n_boot=50, seed=0)
+        assert (result["summary"]["gap"]["lo"] > 0) == (result["equal_means_p"] < 0.05)
+        pairs = result["pairs"]
+        assert result["equal_means_p"] == pytest.approx(min(1.0, 3 * min(p["p_value"] for p in pairs)))
+
+
+def test_group_interval_of_a_mean_matches_normal_theory():
     generator = np.random.default_rng(2)
     values, groups = planted_groups(generator, [0.0, 1.0], per_group=400, spread=2.0)
-    result = fairness.bootstrap_groups(values, groups, "mean", n_boot=2000, seed=0)
+    result = fairness.group_intervals(values, groups, "mean", n_boot=2000, seed=0)
     for label in ("g0", "g1"):
         entry = result["groups"][label]
         members = values[groups == label]
         assert entry["value"] == pytest.approx(members.mean()) and entry["n"] == 400
-        expected_half_width = 1.96 * members.std() / math.sqrt(400)
-        assert (entry["hi"] - entry["lo"]) / 2 == pytest.approx(expected_half_width, rel=0.1)
+        assert entry["se"] == pytest.approx(members.std(ddof=1) / math.sqrt(400))
+        assert entry["lo"] <= entry["value"] - fairness.t_quantile(0.975, 399) * entry["se"] + 1e-12
+        assert (entry["hi"] - entry["lo"]) / 2 == pytest.approx(1.96 * entry["se"], rel=0.05)
+        assert entry["level"] == "model" and math.isnan(entry["seed_sd"])
 
 
-def test_bootstrap_resamples_clusters_not_rows():
+def test_clustered_items_are_not_counted_as_independent():
     # Each measurement appears 5 times (one identity, 5 near-identical pairs): rows are not independent.
     generator = np.random.default_rng(3)
     base, base_groups = planted_groups(generator, [0.0, 0.0], per_group=200)
@@ -88,48 +171,72 @@ def test_bootstrap_resamples_clusters_not_rows():
     def width(result):
         return result["groups"]["g0"]["hi"] - result["groups"]["g0"]["lo"]
 
-    independent = width(fairness.bootstrap_groups(base, base_groups, "mean", seed=0))
-    clustered = width(fairness.bootstrap_groups(values, groups, "mean", seed=0, clusters=clusters))
-    naive = width(fairness.bootstrap_groups(values, groups, "mean", seed=0))
-    assert clustered == pytest.approx(independent, rel=0.15)
-    assert naive == pytest.approx(independent / math.sqrt(5), rel=0.15)
+    independent = width(fairness.group_intervals(base, base_groups, "mean", seed=0))
+    clustered = width(fairness.group_intervals(values, groups, "mean", seed=0, clusters=clusters))
+    naive = width(fairness.group_intervals(values, groups, "mean", seed=0))
+    assert clustered == pytest.approx(independent, rel=0.05)
+    assert naive == pytest.approx(independent / math.sqrt(5), rel=0.1)
 
 
-def test_bootstrap_percent_statistic_feeds_ser_in_percent():
+def test_percent_statistic_feeds_ser_in_percent():
     correct = np.array([1] * 95 + [0] * 5 + [1] * 90 + [0] * 10)
     groups = np.array(["A"] * 100 + ["B"] * 100)
-    result = fairness.bootstrap_groups(correct, groups, "percent", n_boot=200, seed=0)
+    result = fairness.group_intervals(correct, groups, "percent", n_boot=200, seed=0)
     assert result["groups"]["A"]["value"] == pytest.approx(95.0)
     assert result["groups"]["B"]["value"] == pytest.approx(90.0)
     assert result["summary"]["ser"]["value"] == pytest.approx(10.0 / 5.0)
+    assert result["summary"]["ser"]["lo"] < 2.0 < result["summary"]["ser"]["hi"]
     assert result["summary"]["gap"]["value"] == pytest.approx(5.0)
-    as_fraction = fairness.bootstrap_groups(correct, groups, "mean", n_boot=200, seed=0)
+    as_fraction = fairness.group_intervals(correct, groups, "mean", n_boot=200, seed=0)
     assert as_fraction["groups"]["A"]["value"] == pytest.approx(0.95)
     assert math.isnan(as_fraction["summary"]["ser"]["value"])  # (100 - .90) / (100 - .95) would look plausible
     with pytest.raises(ValueError, match="statistic"):
-        fairness.bootstrap_groups(correct, groups, np.mean)
+        fairness.group_intervals(correct, groups, np.mean)
 
 
-def test_bootstrap_handles_perfect_groups_without_nan():
+def test_a_perfect_group_gets_a_wilson_interval_not_a_point():
+    # 50 of 50 correct does not prove 100%: Wilson's lower end n / (n + z^2), z = t(0.975, 49 df).
     correct = np.array([1] * 50 + [1] * 45 + [0] * 5)
     groups = np.array(["A"] * 50 + ["B"] * 50)
-    result = fairness.bootstrap_groups(correct, groups, "percent", n_boot=200, seed=0)
-    assert result["summary"]["ser"] == {"value": math.inf, "lo": math.inf, "hi": math.inf}
-    assert result["groups"]["A"] == {"value": 100.0, "lo": 100.0, "hi": 100.0, "n": 50}
+    result = fairness.group_intervals(correct, groups, "percent", n_boot=200, seed=0)
+    z = fairness.t_quantile(0.975, 49)
+    assert result["groups"]["A"]["value"] == 100.0 and result["groups"]["A"]["hi"] == 100.0
+    assert result["groups"]["A"]["lo"] == pytest.approx(100.0 * 50 / (50 + z * z))
+    assert result["summary"]["ser"]["value"] == math.inf and result["summary"]["ser"]["hi"] == math.inf
+    assert result["summary"]["ser"]["lo"] < 1.0  # the data cannot rule out that A errs as often as B
 
 
-def test_bootstrap_is_seeded_and_validates_inputs():
+def test_several_seeds_give_recipe_level_intervals():
+    # 3 seeds shift every image of a group together (seed-to-seed sd 0.5): the recipe-level interval must
+    # hold that variance, which the item-level one does not see.
+    generator = np.random.default_rng(4)
+    values, groups = planted_groups(generator, [30.0, 29.0], per_group=300)
+    column = (groups == "g1").astype(int)
+    runs = values + generator.normal(0.0, 0.5, (3, 2))[:, column] + generator.normal(0.0, 0.1, (3, len(values)))
+    result = fairness.group_intervals(runs, groups, "mean", n_boot=200, seed=0)
+    entry = result["groups"]["g0"]
+    seed_means = runs[:, groups == "g0"].mean(axis=1)
+    assert result["level"] == "recipe" and result["n_seeds"] == 3 and entry["level"] == "recipe"
+    assert entry["value"] == pytest.approx(seed_means.mean())
+    assert entry["seed_sd"] == pytest.approx(seed_means.std(ddof=1))
+    assert entry["df"] == 2.0  # the seed part's: k - 1
+    assert entry["hi"] - entry["lo"] > 5 * (entry["image_hi"] - entry["image_lo"])
+    single = fairness.group_intervals(runs[0], groups, "mean", n_boot=200, seed=0)
+    assert single["level"] == "model" and single["groups"]["g0"]["lo"] == single["groups"]["g0"]["image_lo"]
+
+
+def test_group_intervals_are_seeded_and_validate_inputs():
     generator = np.random.default_rng(4)
     values, groups = planted_groups(generator, [1.0, 2.0, 3.0], per_group=50)
-    first = fairness.bootstrap_groups(values, groups, "mean", n_boot=300, seed=7)
-    again = fairness.bootstrap_groups(values, groups, "mean", n_boot=300, seed=7)
-    other = fairness.bootstrap_groups(values, groups, "mean", n_boot=300, seed=8)
-    assert first["groups"] == again["groups"] and first["summary"]["gap"] == again["summary"]["gap"]
-    assert first["groups"] != other["groups"]
+    first = fairness.group_intervals(values, groups, "mean", n_boot=300, seed=7)
+    again = fairness.group_intervals(values, groups, "mean", n_boot=300, seed=7)
+    assert first == again
     with pytest.raises(ValueError, match="two groups"):
-        fairness.bootstrap_groups(values, np.zeros(len(values)), "mean")
+        fairness.group_intervals(values, np.zeros(len(values)), "mean")
     with pytest.raises(ValueError, match="NaN or inf"):
-        fairness.bootstrap_groups(np.append(values[:-1], np.inf), groups, "mean")
+        fairness.group_intervals(np.append(values[:-1], np.inf), groups, "mean")
+    with pytest.raises(ValueError, match="clusters2"):
+        fairness.group_intervals(values, groups, "mean", clusters2=np.arange(len(values)))
 
 
 def test_percentile_matches_numpy_linear_on_finite_values():
@@ -158,8 +265,9 @@ def test_paired_test_detects_planted_shift_on_half_the_images():
     result = fairness.paired_test(a, b, seed=0)["overall"]
     assert result["mean_diff"] == pytest.approx(np.mean(a - b))
     assert 0.15 < result["lo"] < result["mean_diff"] < result["hi"] < 0.35  # planted mean shift 0.25 dB
-    assert result["p_value"] == pytest.approx(1 / 1001)  # no sign flip comes close
+    assert result["p_value"] == pytest.approx(2 / 1001)  # the bootstrap-t part's floor with 1000 replicates
     assert result["n"] == 200
+    assert result["level"] == "model" and result["scope"] == fairness.MODEL_DIFFERENCE
 
 
 def test_paired_test_finds_nothing_without_a_shift():
@@ -178,14 +286,37 @@ def test_paired_test_per_group_locates_the_shift():
     assert result["groups"]["Black"]["lo"] > 0.3
     assert result["groups"]["White"]["p_value"] > 0.05
     assert result["groups"]["White"]["n"] == 100
+    assert result["groups"]["White"]["p_holm"] == pytest.approx(
+        max(result["groups"]["White"]["p_value"], min(1.0, 2 * result["groups"]["Black"]["p_value"])))
 
 
-def test_sign_flip_p_value_matches_exact_distribution():
-    # Three differences of +1: of the 8 equally likely sign patterns, 2 (all + / all -) reach |mean| 1.
-    result = fairness.paired_test([1.0, 1.0, 1.0], [0.0, 0.0, 0.0], n_boot=20000, seed=0)["overall"]
-    assert result["p_value"] == pytest.approx(0.25, abs=0.01)
-    clustered = fairness.paired_test([1.0] * 6, [0.0] * 6, clusters=[0, 0, 1, 1, 2, 2], n_boot=20000, seed=0)
-    assert clustered["overall"]["p_value"] == pytest.approx(0.25, abs=0.01)  # 3 clusters flip, not 6 rows
+def test_paired_test_at_the_recipe_level_needs_two_seeds_on_both_sides():
+    generator = np.random.default_rng(9)
+    a, b = paired_psnr(generator, shift_on=np.arange(200))
+    seeds_a = a + generator.normal(0.0, 0.3, (3, 1))  # each seed shifts all images together
+    seeds_b = b + generator.normal(0.0, 0.3, (3, 1))
+    one_seed = fairness.paired_test(seeds_a, seeds_b[:1], seed=0)["overall"]
+    assert one_seed["level"] == "model" and one_seed["scope"] == fairness.MODEL_DIFFERENCE
+    unpaired = fairness.paired_test(seeds_a, seeds_b, seed=0)["overall"]
+    assert unpaired["level"] == "recipe" and unpaired["scope"] == fairness.RECIPE_DIFFERENCE
+    assert unpaired["seed_sd_a"] == pytest.approx(seeds_a.mean(axis=1).std(ddof=1))
+    assert unpaired["hi"] - unpaired["lo"] > 5 * (unpaired["image_hi"] - unpaired["image_lo"])
+    paired = fairness.paired_test(seeds_a, seeds_b, paired_seeds=True, seed=0)["overall"]
+    differences = seeds_a.mean(axis=1) - seeds_b.mean(axis=1)
+    assert paired["df"] == 2.0 and paired["seed_sd_difference"] == pytest.approx(differences.std(ddof=1))
+    assert paired["mean_diff"] == pytest.approx(differences.mean())
+    with pytest.raises(ValueError, match="as many seeds"):
+        fairness.paired_test(seeds_a, seeds_b[:2], paired_seeds=True)
+
+
+def test_percent_differences_are_in_points_and_never_zero_width():
+    a = np.array([1.0] * 100)
+    b = np.array([1.0] * 100)
+    result = fairness.paired_test(a, b, statistic="percent", seed=0)["overall"]
+    assert result["mean_diff"] == 0.0 and result["lo"] < 0 < result["hi"]  # 100 agreements do not prove 0
+    b[:10] = 0.0
+    result = fairness.paired_test(a, b, statistic="percent", seed=0)["overall"]
+    assert result["mean_diff"] == pytest.approx(10.0) and result["lo"] > 0
 
 
 def test_minority_penalty_aligns_by_key():
@@ -201,6 +332,7 @@ def test_minority_penalty_aligns_by_key():
     assert result["Black"]["lo"] == pytest.approx(-0.8) and result["Black"]["hi"] == pytest.approx(-0.8)
     assert result["Indian"]["penalty"] == pytest.approx(0.0, abs=1e-12)
     assert result["Black"]["n"] == 30
+    assert result["Black"]["scope"] == fairness.MODEL_DIFFERENCE  # one seed each: not a recipe effect
     with pytest.raises(ValueError, match="keys differ"):
         fairness.minority_penalty(under, balanced, keys, keys[:-1] + ["other"], groups)
     with pytest.raises(ValueError, match="duplicate"):

@@ -185,13 +185,19 @@ def test_planted_minority_penalty_sign_and_intervals(tmp_path):
     assert float(white["under_minus_balanced"]) == pytest.approx(0.0, abs=1e-9)
     assert float(white["lo"]) < 0 < float(white["hi"])
     assert black["n"] == "30"  # items paired per file after averaging the two seeds
+    # Two seeds on both sides, the same seed labels: a recipe-level difference with seeds paired.
+    assert black["level"] == "recipe" and black["seeds_paired"] == "1" and black["n_seeds"] == "2"
+    assert black["scope"] == "recipe difference (seed and item variance)"
     gain = [r for r in read_csv(tmp_path / "out" / "table4_gain_over_bicubic_upscale.csv")
             if r["metric"] == "psnr_y" and r["arch"] == "resnet50" and r["minority"] == "none"]
     assert {r["race"] for r in gain} == {"White", "Black", "East Asian"}
     assert all(float(r["model_minus_bicubic"]) == pytest.approx(2.0) for r in gain)
     paired = read_csv(tmp_path / "out" / "table3_paired_upscale.csv")
     assert {r["relation"] for r in paired} == {"bicubic", "balanced"}
-    assert "**Black (under-sampled)** | -1.00 [" in (tmp_path / "out" / "tables.md").read_text()
+    text = (tmp_path / "out" / "tables.md").read_text()
+    assert "**Black (under-sampled)** | -1.00 [" in text
+    assert "recipe difference (seed and item variance): 2 vs 2 seeds, seeds paired" in text
+    assert "| equal-means p |" in text
     assert not result["problems"]
 
 
@@ -214,11 +220,16 @@ def test_planted_verification_penalty_in_percentage_points(tmp_path):
     assert by_race["African"]["n"] == "100"
     assert float(by_race["Asian"]["under_minus_balanced"]) == 0.0
     assert float(by_race["Asian"]["lo"]) <= 0.0 <= float(by_race["Asian"]["hi"])
-    # The same 30 wrong pairs inside 3 of the 10 identities: resampling identities (not pairs) finds that
-    # the effect may come from a few people, and the interval reaches 0.
+    # The same 30 wrong pairs inside 3 of the 10 identities: clustering by identity (not pairs) finds that
+    # the effect may come from a few people, and the interval reaches past 0.
     by_race = verification_penalty(tmp_path / "clustered", lambda i: i % 10 < 3)
     assert float(by_race["African"]["under_minus_balanced"]) == pytest.approx(-30.0)
-    assert float(by_race["African"]["hi"]) == 0.0
+    assert float(by_race["African"]["hi"]) > 0.0
+    # One seed on each side: a difference between two trained models, never presented as a penalty.
+    assert by_race["African"]["scope"] == "model difference (1 seed; not a recipe effect)"
+    assert by_race["African"]["level"] == "model" and by_race["African"]["seed_sd"] == "nan"
+    text = (tmp_path / "clustered" / "out" / "tables.md").read_text()
+    assert "| **African (under-sampled)** | -30.00 [" in text and "| model difference (1 seed; not a recipe " in text
 
 
 def test_quantized_minus_fp32_and_missing_fp32(tmp_path):

@@ -1,7 +1,11 @@
-"""racecomp.tables.comparisons: Table 2 rows from per-race means, and finding a run's reference."""
+"""racecomp.tables.comparisons: Table 2 rows from per-race means, finding a run's reference, and the scope of a
+comparison (model difference with one seed, recipe difference with several)."""
+import math
+
+import numpy as np
 import pytest
 
-from racecomp.tables.comparisons import find_reference, race_columns_row
+from racecomp.tables.comparisons import compare, fairness_interval_rows, find_reference, race_columns_row
 from racecomp.tables.runs import Experiment, Problems, Run
 
 
@@ -50,3 +54,47 @@ def test_find_reference_bicubic_of_the_same_scale_by_value():
     assert find_reference(model, [bicubic_4, model, bicubic_2], "bicubic", problems) is bicubic_2  # '2' == '2.0'
     assert find_reference(model, [bicubic_4, model], "bicubic", problems) is None
     assert "no bicubic counterpart (arch=bicubic, minority=none, same study, same scale)" in problems.entries[0][1]
+
+
+def seeds_experiment(values, seeds, minority="none"):
+    """Upscale Experiment: values (seeds, images) of PSNR-Y on images img0.. (first half Black, then White)."""
+    columns = {"study": "upscale", "arch": "resnet50", "minority": minority}
+    n = values.shape[1]
+    runs = [Run(f"{minority}-{seed}", "upscale", "upscale", {**columns, "seed": str(seed), "code_version": "x"}, {},
+                [{"key": f"img{i}", "race": "Black" if i < n // 2 else "White", "cluster": f"img{i}", "psnr_y": v,
+                  "ssim_y": 0.5} for i, v in enumerate(row)]) for seed, row in zip(seeds, values)]
+    return Experiment("upscale", "upscale", columns, runs)
+
+
+def test_compare_with_one_seed_is_a_model_difference_not_a_recipe_effect():
+    generator = np.random.default_rng(0)
+    base = generator.normal(30.0, 2.0, 40)
+    under = seeds_experiment(base - 1.0 + generator.normal(0.0, 0.1, (3, 40)), (0, 1, 2), minority="Black")
+    one_seed = seeds_experiment(base[None, :], (0,))
+    result = compare(under, one_seed, "psnr_y", 100, 0, 0.95, Problems())["groups"]["Black"]
+    assert result["scope"] == "model difference (1 seed; not a recipe effect)" and result["level"] == "model"
+    assert result["lo"] == result["image_lo"] and result["hi"] == result["image_hi"]
+
+
+def test_compare_pairs_seeds_only_when_both_sides_have_the_same_seeds():
+    generator = np.random.default_rng(1)
+    base = generator.normal(30.0, 2.0, 40)
+    under = seeds_experiment(base - 1.0 + generator.normal(0.0, 0.1, (3, 40)), (0, 1, 2), minority="Black")
+    same = seeds_experiment(base + generator.normal(0.0, 0.1, (3, 40)), ("0", "1.0", "2"))
+    other = seeds_experiment(base + generator.normal(0.0, 0.1, (3, 40)), (3, 4, 5))
+    paired = compare(under, same, "psnr_y", 100, 0, 0.95, Problems())["groups"]["Black"]
+    unpaired = compare(under, other, "psnr_y", 100, 0, 0.95, Problems())["groups"]["Black"]
+    assert paired["level"] == unpaired["level"] == "recipe"
+    assert paired["seeds_paired"] and paired["df"] == 2.0
+    assert not unpaired["seeds_paired"] and math.isnan(unpaired["seed_sd_difference"])
+
+
+def test_items_missing_from_a_seed_are_left_out_and_reported():
+    values = np.random.default_rng(2).normal(30.0, 2.0, (2, 40))
+    experiment = seeds_experiment(values, (0, 1))
+    experiment.runs[1].items = experiment.runs[1].items[:-1]  # seed 1 lacks img39
+    problems = Problems()
+    rows = {row["quantity"]: row for row in fairness_interval_rows(experiment, "psnr_y", 50, 0, 0.95, problems)}
+    assert rows["White"]["n_items"] == 19 and rows["White"]["n"] == 38
+    ((path, message),) = problems.entries
+    assert "1 items evaluated by only some seeds are left out" in message

@@ -63,3 +63,34 @@ def test_group_experiments_leaves_out_every_run_of_a_clashing_seed():
     (experiment,) = group_experiments(runs, problems)
     assert [r.folder for r in experiment.runs] == ["a"]
     assert sorted(path for path, _ in problems.entries) == ["b/per_race.csv", "c/per_race.csv"]
+
+
+VERIFY_IDENTITY = ("study", "arch", "recipe", "seed", "code_version")
+VERIFY_RACE_COLUMNS = ["race", "n_pairs", "accuracy"]
+
+
+def verify_folder(path, pair_header, pair_rows):
+    write_csv(path / "per_race.csv", list(VERIFY_IDENTITY) + VERIFY_RACE_COLUMNS,
+              [["verify", "mobilefacenet", "r1", "0", "abc", "African", len(pair_rows), 50.0]])
+    write_csv(path / "per_pair.csv", pair_header, pair_rows)
+
+
+def test_load_run_reads_both_identities_of_a_pair(tmp_path):
+    header = ["race", "fold", "line", "id1", "n1", "id2", "n2", "label", "score", "correct"]
+    verify_folder(tmp_path, header, [["African", 0, 1, "m.01", 1, "m.01", 2, 1, 0.7, 1],
+                                     ["African", 0, 2, "m.02", 1, "m.01", 3, 0, 0.2, 0]])
+    problems = Problems()
+    run = load_run(str(tmp_path), problems)
+    assert not problems.entries
+    assert [(i["key"], i["cluster"], i["cluster2"]) for i in run.items] == [
+        (("African", 1), "m.01", "m.01"), (("African", 2), "m.02", "m.01")]  # genuine, then impostor
+
+
+def test_load_run_without_the_second_identity_has_no_item_statistics(tmp_path):
+    # Pairs sharing only their second identity cannot be clustered without id2: no CI rather than a narrow one.
+    verify_folder(tmp_path, ["race", "fold", "line", "id1", "correct"], [["African", 0, 1, "m.01", 1],
+                                                                        ["African", 0, 2, "m.02", 0]])
+    problems = Problems()
+    run = load_run(str(tmp_path), problems)
+    assert run is not None and run.items is None
+    assert any("missing column(s) ['id2']" in message for _, message in problems.entries)

@@ -1,5 +1,6 @@
-"""Per-race tables a paper can print, from finished run folders: seeds pooled per experiment, fairness gaps
-with bootstrap CIs, paired model-vs-reference tests, minority penalties; markdown, CSV and PNG dot plots.
+"""Per-race tables a paper can print, from finished run folders: seeds pooled per experiment, per-race intervals,
+fairness gaps with simultaneous intervals, paired model-vs-reference tests, minority penalties; markdown, CSV and
+PNG dot plots.
 
 A run folder is finished when it holds per_race.csv (the files and their columns: racecomp.schema). Its rows
 start with the run's identifying columns (every column before `race`: study, the settings, seed,
@@ -10,17 +11,22 @@ quantize-upscale and quantize-verify (quantize runs by `task`).
 Conventions used by every table:
   - n beside a value counts items pooled over seeds: an image (or pair) evaluated by two seeds counts twice.
   - Per-item statistics use per_image.csv (PSNR-Y in dB, SSIM-Y in [0, 1]) or per_pair.csv (`correct`, 0/1,
-    reported as percent). An infinite per-image PSNR (an image reproduced exactly) is capped at
-    comparisons.PSNR_CAP_DB for the bootstrap and paired tests only, and each capped count is reported as a problem.
-  - Bootstrap resampling: images are clustered by file (the same image under two seeds is drawn together),
-    pairs by their first identity `id1`; every bootstrap is seeded with the same --seed, so an experiment's
-    intervals do not change when other runs are added.
+    reported as percent; `id1` and `id2` needed). An infinite per-image PSNR (an image reproduced exactly) is
+    capped at comparisons.PSNR_CAP_DB for the intervals and paired tests only, and each capped count is reported
+    as a problem. They use the items every seed of the experiment evaluated (others are reported), laid out
+    seeds x items (racecomp.fairness).
+  - Level: with >= 2 seeds an interval is about the recipe (seed-to-seed variance included); with 1 seed it is
+    about the trained model only, and a comparison says "model difference (1 seed; not a recipe effect)".
+    Seeds of two experiments are paired when both have the same seed labels.
+  - Dependence: an image is one item (its seeds averaged); a pair is dependent on every pair that shares either
+    of its identities (two-way clustering by id1 and id2). The bootstrap-t part of image intervals is seeded
+    with --seed, so an experiment's intervals do not change when other runs are added.
   - Differences are experiment minus reference: the minority penalty is under-sampled - balanced (negative =
     the under-sampled model is worse), the gain is model - bicubic, quantization is quantized - fp32.
   - Nothing is dropped silently: every file or experiment left out is reported with its path and the reason.
 
-Modules: runs (find, read and check run folders; group experiments), comparisons (per-race rows, bootstrap
-intervals, paired tests against references), plots (PNG dot plots), report (markdown/CSV/PNG and summarize).
+Modules: runs (find, read and check run folders; group experiments), comparisons (per-race rows, intervals,
+paired tests against references), plots (PNG dot plots), report (markdown/CSV/PNG and summarize).
 """
 from racecomp.tables.report import summarize
 

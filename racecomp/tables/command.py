@@ -14,9 +14,9 @@ def get_args_parser(add_help=True):
     parser.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_GLOB",
                         help="run folders, folders of runs, or globs (quoted; ** recurses)")
     parser.add_argument("--out", required=True, help="folder for tables.md, the CSVs and the PNGs")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (and permutations)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every bootstrap and permutation test")
-    parser.add_argument("--ci", type=float, default=0.95, help="confidence level of the percentile intervals")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (studentized intervals, paired tests)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every bootstrap")
+    parser.add_argument("--ci", type=float, default=0.95, help="confidence level of every interval")
     return parser
 
 

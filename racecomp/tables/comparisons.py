@@ -1,5 +1,5 @@
-"""The statistics behind the tables: per-race means over seeds, bootstrap intervals of the per-item values,
-and paired experiment-minus-reference tests.
+"""The statistics behind the tables: per-race means over seeds, intervals of the per-item values (recipe level
+with >= 2 seeds, model level with one), and paired experiment-minus-reference tests (racecomp.fairness).
 """
 import math
 
@@ -79,15 +79,52 @@ def race_columns_row(experiment, metric, races, problems):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Per-item statistics: bootstrap CIs and paired tests
+# Per-item statistics: intervals and paired tests (racecomp.fairness)
 
 
-def _item_values(experiment, metric):
-    """Values, race labels and cluster ids of every item of every seed (PSNR not yet capped)."""
+def _item_matrix(experiment, metric):
+    """The items every seed of the experiment evaluated, in the first seed's order: {"values": (seeds, items)
+    (PSNR not yet capped), "keys", "races", "clusters" (file or id1), "clusters2" (id2 of pairs, else None),
+    "left_out": items evaluated by only some seeds}. ValueError when seeds label an item with two races."""
     column, _ = ITEM_METRICS[experiment.kind][metric]
-    items = [item for run in experiment.runs for item in run.items]
-    values = np.array([item[column] for item in items], dtype=np.float64)
-    return values, [item["race"] for item in items], [item["cluster"] for item in items]
+    by_seed = [{item["key"]: item for item in run.items} for run in experiment.runs]
+    keys = [key for key in by_seed[0] if all(key in other for other in by_seed[1:])]
+    for key in keys:
+        races = {items[key]["race"] for items in by_seed}
+        if len(races) > 1:
+            raise ValueError(f"item {key!r} is labelled {' and '.join(sorted(races))} by different seeds")
+    first = by_seed[0]
+    return {"values": np.array([[items[key][column] for key in keys] for items in by_seed], dtype=np.float64),
+            "keys": keys, "races": [first[key]["race"] for key in keys],
+            "clusters": [first[key]["cluster"] for key in keys],
+            "clusters2": [first[key]["cluster2"] for key in keys] if experiment.kind == "verify" else None,
+            "left_out": len(set().union(*by_seed)) - len(keys)}
+
+
+def _items_of(experiment, metric, problems, purpose):
+    """_item_matrix of an experiment, or None (reported); items not evaluated by every seed are reported."""
+    where, label = experiment.runs[0].path, f"[{experiment.label()}] {metric}"
+    try:
+        matrix = _item_matrix(experiment, metric)
+    except ValueError as error:
+        problems.add(where, f"{label}: {error}; left out of the {purpose}")
+        return None
+    if matrix["left_out"]:
+        problems.add(where, f"{label}: {matrix['left_out']} items evaluated by only some seeds are left out of "
+                            f"the {purpose} (seed-level statistics need every seed on the same items)")
+    if not matrix["keys"]:
+        problems.add(where, f"{label}: no item evaluated by every seed; left out of the {purpose}")
+        return None
+    return matrix
+
+
+def _clusters(matrix, kind, index=None):
+    """(clusters, clusters2) arguments of racecomp.fairness: None for images (each file is one item after
+    pooling its seeds), both identities for pairs."""
+    if kind != "verify":
+        return None, None
+    index = range(len(matrix["keys"])) if index is None else index
+    return (np.array([matrix["clusters"][i] for i in index]), np.array([matrix["clusters2"][i] for i in index]))
 
 
 def _capped(values):
@@ -105,44 +142,45 @@ def usable_for_items(experiment, problems, purpose):
 
 
 def fairness_interval_rows(experiment, metric, n_boot, seed, ci, problems):
-    """Table 3 rows: bootstrap_groups over the items of all seeds: per race value [lo, hi] and n, then the
-    across-race mean, gap, STD and (accuracy only) SER with CIs, and the gap's permutation p-value."""
-    values, races, clusters = _item_values(experiment, metric)
-    values, capped = _capped(values)
+    """Table 3 rows of fairness.group_intervals over the items every seed evaluated (seeds x items).
+
+    Per race: value [lo, hi], n (items x seeds, the package's n convention), n_items, level ("recipe": seed
+    and item variance, with >= 2 seeds; "model": item variance only, one seed), df, the item-level interval
+    image_lo / image_hi and seed_sd (sd over seeds of the race mean). Then the across-race mean, gap, STD and
+    (accuracy only) SER, whose intervals are simultaneous over races; every pairwise race difference
+    ("A - B": Bonferroni interval, Welch p_value); and equal_means_p (no race differs from another).
+    """
+    matrix = _items_of(experiment, metric, problems, "CI tables")
+    if matrix is None:
+        return []
+    values, capped = _capped(matrix["values"])
     if capped:
-        problems.add(experiment.runs[0].path, f"[{experiment.label()}]: {capped} of {len(values)} per-image "
+        problems.add(experiment.runs[0].path, f"[{experiment.label()}]: {capped} of {values.size} per-image "
                                               f"{metric} values are infinite; capped at {PSNR_CAP_DB:g} dB for "
                                               f"the CIs and paired tests")
     statistic = ITEM_METRICS[experiment.kind][metric][1]
+    clusters, clusters2 = _clusters(matrix, experiment.kind)
     try:
-        result = fairness.bootstrap_groups(values, np.array(races), statistic, n_boot=n_boot, seed=seed,
-                                           clusters=np.array(clusters), ci=ci)
+        result = fairness.group_intervals(values, np.array(matrix["races"]), statistic, clusters=clusters,
+                                          clusters2=clusters2, n_boot=n_boot, seed=seed, ci=ci)
     except ValueError as error:
         problems.add(experiment.runs[0].path, f"[{experiment.label()}] {metric}: no CIs ({error})")
         return []
+    seeds = values.shape[0]
     base = {**experiment.columns, **experiment.pooled_columns(), "metric": metric}
-    order = [race for race in RACES[experiment.kind] if race in result["groups"]]
-    rows = [{**base, "quantity": race, **result["groups"][race]} for race in order]
+    rows = []
+    for race in [race for race in RACES[experiment.kind] if race in result["groups"]]:
+        entry = result["groups"][race]
+        rows.append({**base, "quantity": race, "value": entry["value"], "lo": entry["lo"], "hi": entry["hi"],
+                     "n": entry["n"] * seeds, "n_items": entry["n"], "level": entry["level"], "df": entry["df"],
+                     "image_lo": entry["image_lo"], "image_hi": entry["image_hi"], "seed_sd": entry["seed_sd"]})
     keys = ("mean", "gap", "std", "ser") if statistic == "percent" else ("mean", "gap", "std")
-    rows += [{**base, "quantity": key, **result["summary"][key], "n": len(values)} for key in keys]
-    rows.append({**base, "quantity": "gap_p_value", "value": result["gap_p_value"], "lo": "", "hi": "",
-                 "n": len(values)})
+    common = {"n": values.size, "n_items": values.shape[1], "level": result["level"]}
+    rows += [{**base, "quantity": key, **result["summary"][key], **common} for key in keys]
+    rows += [{**base, "quantity": f"{pair['a']} - {pair['b']}", "value": pair["diff"], "lo": pair["lo"],
+              "hi": pair["hi"], "p_value": pair["p_value"], "df": pair["df"], **common} for pair in result["pairs"]]
+    rows.append({**base, "quantity": "equal_means_p", "value": result["equal_means_p"], "lo": "", "hi": "", **common})
     return rows
-
-
-def _seed_averaged(experiment, metric):
-    """{item key: (race, cluster, value averaged over the seeds that have the item)}, PSNR capped (the cap is
-    reported by the experiment's CI table), accuracy in percent."""
-    _, statistic = ITEM_METRICS[experiment.kind][metric]
-    values, _, _ = _item_values(experiment, metric)
-    values = _capped(values)[0] * (100.0 if statistic == "percent" else 1.0)
-    collected = {}
-    for item, value in zip((item for run in experiment.runs for item in run.items), values):
-        entry = collected.setdefault(item["key"], [item["race"], item["cluster"], []])
-        if entry[0] != item["race"]:
-            raise ValueError(f"item {item['key']!r} is {entry[0]} in one seed and {item['race']} in another")
-        entry[2].append(value)
-    return {key: (race, cluster, math.fsum(vals) / len(vals)) for key, (race, cluster, vals) in collected.items()}
 
 
 def find_reference(experiment, experiments, relation, problems):
@@ -180,34 +218,47 @@ def find_reference(experiment, experiments, relation, problems):
 def compare(experiment, reference, metric, n_boot, seed, ci, problems):
     """Paired test of experiment - reference per race (and over all races) on the items both evaluated.
 
-    Items are paired by file (images) or (race, line) (pairs), each averaged over its seeds first; pairs
-    are resampled by identity cluster. Accuracy differences are in percentage points. Returns
-    {"overall": {...}, "groups": {race: {mean_diff, lo, hi, p_value, n}}} or None (reported).
+    Items are paired by file (images) or (race, line) (pairs; clustered by both identities), using the items
+    every seed of each side evaluated. Accuracy differences are in percentage points. With >= 2 seeds on
+    both sides the headline interval and p-value are at the recipe level (seed-to-seed variance included;
+    seeds paired by label when both experiments have the same seeds, e.g. the same initialization), else
+    they are a model difference (1 seed; not a recipe effect); see fairness.paired_test. Returns
+    {"overall": {...}, "groups": {race: {mean_diff, lo, hi, p_value, p_holm, n, level, scope, ...}}} or
+    None (reported).
     With reference = the balanced run this is the minority penalty as defined for RaceComp, under - balanced
-    (fairness.minority_penalty returns the opposite sign, so it is not used here).
+    (negative = the under-sampled run is worse), the same sign as fairness.minority_penalty; paired_test is
+    called directly because the items are already aligned here and pairs need identity clusters, which
+    minority_penalty does not take.
     """
     where = experiment.runs[0].path
-    try:
-        mine = _seed_averaged(experiment, metric)
-        theirs = _seed_averaged(reference, metric)
-    except ValueError as error:
-        problems.add(where, f"[{experiment.label()}] vs [{reference.label()}]: {error}; comparison left out")
+    pair_label = f"[{experiment.label()}] vs [{reference.label()}]"
+    mine = _items_of(experiment, metric, problems, f"comparison with [{reference.label()}]")
+    theirs = _items_of(reference, metric, problems, f"comparison of [{experiment.label()}]")
+    if mine is None or theirs is None:
+        problems.add(where, f"{pair_label}: no usable items; comparison left out")
         return None
-    shared = sorted(set(mine) & set(theirs), key=str)
-    if len(shared) != len(mine) or len(shared) != len(theirs):
-        problems.add(where, f"[{experiment.label()}] vs [{reference.label()}]: {len(mine) - len(shared)} and "
-                            f"{len(theirs) - len(shared)} items evaluated by only one of the two; paired on the "
-                            f"{len(shared)} shared ones")
-    clashing = [key for key in shared if mine[key][0] != theirs[key][0]]
+    position = {key: index for index, key in enumerate(theirs["keys"])}
+    mine_index = [index for index, key in enumerate(mine["keys"]) if key in position]
+    theirs_index = [position[mine["keys"][index]] for index in mine_index]
+    shared = len(mine_index)
+    if shared != len(mine["keys"]) or shared != len(theirs["keys"]):
+        problems.add(where, f"{pair_label}: {len(mine['keys']) - shared} and {len(theirs['keys']) - shared} items "
+                            f"evaluated by only one of the two; paired on the {shared} shared ones")
+    clashing = [mine["keys"][i] for i, j in zip(mine_index, theirs_index) if mine["races"][i] != theirs["races"][j]]
     if clashing or not shared:
         reason = f"{len(clashing)} items labelled with different races, e.g. {clashing[0]!r}" if clashing else \
             "no shared items"
-        problems.add(where, f"[{experiment.label()}] vs [{reference.label()}]: {reason}; comparison left out")
+        problems.add(where, f"{pair_label}: {reason}; comparison left out")
         return None
-    clusters = [mine[key][1] for key in shared] if experiment.kind == "verify" else None
-    return fairness.paired_test([mine[key][2] for key in shared], [theirs[key][2] for key in shared],
-                                groups=np.array([mine[key][0] for key in shared]),
-                                clusters=None if clusters is None else np.array(clusters),
+    seeds = [canonical(run.identity["seed"]) for run in experiment.runs]
+    clusters, clusters2 = _clusters(mine, experiment.kind, mine_index)
+    mine_values = _capped(mine["values"][:, mine_index])[0]
+    theirs_values = _capped(theirs["values"][:, theirs_index])[0]
+    return fairness.paired_test(mine_values, theirs_values,
+                                groups=np.array([mine["races"][i] for i in mine_index]), clusters=clusters,
+                                clusters2=clusters2, statistic=ITEM_METRICS[experiment.kind][metric][1],
+                                paired_seeds=len(seeds) >= 2 and seeds == [canonical(run.identity["seed"])
+                                                                            for run in reference.runs],
                                 n_boot=n_boot, seed=seed, ci=ci)
 
 

@@ -38,6 +38,28 @@ def _difference_text(entry, decimals):
     return f"{_interval_text(entry, decimals, 'mean_diff')} p={_p_text(entry['p_value'])} (n={entry['n']})"
 
 
+def _scope_text(entry):
+    """What a paired_test entry's headline interval is about, with its seeds."""
+    if entry["level"] != "recipe":
+        return entry["scope"]
+    paired = ", seeds paired" if entry["seeds_paired"] else ""
+    return f"{entry['scope']}: {entry['n_seeds_a']} vs {entry['n_seeds_b']} seeds{paired}"
+
+
+def _seed_sd_text(entry, decimals):
+    """Seed-to-seed sd of each side's per-seed mean (and of the per-seed difference when seeds are paired)."""
+    if entry["level"] != "recipe":
+        return "(1 seed)"
+    text = f"{_format(entry['seed_sd_a'], decimals)} / {_format(entry['seed_sd_b'], decimals)}"
+    return text + (f" (difference {_format(entry['seed_sd_difference'], decimals)})" if entry["seeds_paired"] else "")
+
+
+LEVEL_NOTE = ("level recipe (>= 2 seeds): the interval adds the seed-to-seed variance of the per-seed means to the "
+              "item-level variance (t with the seeds' df, normal seed variation assumed): it is about the recipe, "
+              "over training runs and items. level model (1 seed): item-level interval only: it is about the "
+              "trained model at hand, over items like these, and says nothing about another training run.")
+
+
 def _markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
@@ -161,22 +183,37 @@ def _table3(output, family, experiments, comparisons, n_boot, seed, ci, problems
             ci_rows += results[id(e)]
             if not by_quantity:
                 continue
-            body.append(_row_label_cells(e, varying) + [e.pooled_columns()["n_seeds"]]
-                        + [f"{_interval_text(by_quantity[r], decimals)} (n={by_quantity[r]['n']})"
-                           if r in by_quantity else "" for r in races]
+
+            def cell(race):
+                row = by_quantity[race]
+                spread = f"; seed sd {_format(row['seed_sd'], decimals)}" if row["level"] == "recipe" else ""
+                return f"{_interval_text(row, decimals)} (n={row['n']}{spread})"
+
+            body.append(_row_label_cells(e, varying) + [e.pooled_columns()["n_seeds"], by_quantity["mean"]["level"]]
+                        + [cell(r) if r in by_quantity else "" for r in races]
                         + [_interval_text(by_quantity[k], decimals) for k in summary_names]
-                        + [_p_text(by_quantity["gap_p_value"]["value"])])
+                        + [_p_text(by_quantity["equal_means_p"]["value"])])
             series.append((e.label(varying or None), {r: (by_quantity[r]["value"], by_quantity[r]["lo"],
                                                           by_quantity[r]["hi"]) for r in races if r in by_quantity}))
-        header = (varying or ["experiment"]) + ["n_seeds"] + races + [s.upper() if s != "mean" else "Avg"
-                                                                      for s in summary_names] + ["gap p"]
-        output.section(f"Table 3 ({family}): {METRIC_NAMES[metric]} per race with {level} bootstrap CIs",
-                       _family_intro(constant, f"Items of all seeds pooled; value [lo, hi] (n = items); {n_boot} "
-                                     f"bootstrap replicates, seed {seed}. The gap's CI sizes it; 'gap p' "
-                                     f"(permutation test) tests it.") + "\n\n" + _markdown_table(header, body))
+        header = (varying or ["experiment"]) + ["n_seeds", "level"] + races + [
+            s.upper() if s != "mean" else "Avg" for s in summary_names] + ["equal-means p"]
+        output.section(f"Table 3 ({family}): {METRIC_NAMES[metric]} per race with {level} CIs",
+                       _family_intro(constant, "Items evaluated by every seed; value [lo, hi] (n = items x seeds; "
+                                     "seed sd = sd over seeds of the race mean). " + LEVEL_NOTE + " Per race: "
+                                     + ("Wilson interval (effective size from the variance with pairs clustered by "
+                                        "both identities)" if metric == "accuracy" else
+                                        f"t interval joined with a bootstrap-t interval ({n_boot} replicates, seed "
+                                        f"{seed})") + " at level model. GAP, STD" + (", SER" if metric == "accuracy"
+                                                                                    else "")
+                                     + " intervals are simultaneous over races (Bonferroni: at least "
+                                     f"{level} coverage, conservative, valid near ties); GAP's lower end is 0 unless "
+                                     "two races differ. equal-means p: Bonferroni over pairwise Welch t tests of "
+                                     "'no race differs from another' (unequal variances allowed); it is below "
+                                     f"{1 - ci:g} exactly when GAP's interval excludes 0. Pairwise race differences: "
+                                     f"table3_ci_{family}.csv.") + "\n\n" + _markdown_table(header, body))
         if series:
             output.plot(f"table3_{family}_{metric}.png", f"Table 3 ({family}): {METRIC_NAMES[metric]} per race, "
-                        f"{level} bootstrap CI", METRIC_NAMES[metric], races, series, decimals)
+                        f"{level} CI", METRIC_NAMES[metric], races, series, decimals)
         body, series = [], []
         for e in usable:
             for relation, reference in comparisons.get(id(e), {}).items():
@@ -191,16 +228,20 @@ def _table3(output, family, experiments, comparisons, n_boot, seed, ci, problems
                         paired_rows.append({**base, "race": race, **entry})
                 cells = [_difference_text(result["groups"][r], decimals) if r in result["groups"] else ""
                          for r in races]
-                body.append(_row_label_cells(e, varying) + [relation] + cells)
+                body.append(_row_label_cells(e, varying) + [relation, _scope_text(result["overall"])] + cells)
                 series.append((f"{e.label(varying or None)} - {relation}",
                                {r: (g["mean_diff"], g["lo"], g["hi"]) for r, g in result["groups"].items()}))
         if body:
             output.section(f"Table 3 ({family}): {METRIC_NAMES[metric]}, experiment - reference, paired per item",
                            "References: bicubic = the bicubic run of the same scale; balanced = the same settings "
                            "with minority none; fp32 = the same task/model at wbits=abits=32, calib=none. Items "
-                           "paired by file (images) or (race, line) (pairs), averaged over seeds first; mean "
-                           f"difference [{level} CI], sign-flip p-value, n = paired items.\n\n"
-                           + _markdown_table((varying or ["experiment"]) + ["reference"] + races, body))
+                           "paired by file (images) or (race, line) (pairs, clustered by both identities); mean "
+                           f"difference [{level} CI], p-value, n = paired items. With >= 2 seeds on both sides the "
+                           "interval and p are at the recipe level (seed-to-seed variance included; seeds paired "
+                           "by label when both sides have the same seeds); with 1 seed on either side they are a "
+                           "model difference (1 seed; not a recipe effect). Item-level intervals, seed sds and "
+                           f"Holm-adjusted p over races: table3_paired_{family}.csv.\n\n"
+                           + _markdown_table((varying or ["experiment"]) + ["reference", "scope"] + races, body))
             output.plot(f"table3_paired_{family}_{metric}.png", f"Table 3 ({family}): {METRIC_NAMES[metric]}, "
                         f"experiment - reference, {level} CI", f"difference, {METRIC_NAMES[metric]}", races, series,
                         decimals, zero_line=True)
@@ -209,11 +250,12 @@ def _table3(output, family, experiments, comparisons, n_boot, seed, ci, problems
 
 
 def _table4(output, family, experiments, comparisons, ci):
-    """Minority penalty (under - balanced) of every under-sampled run, and gain over bicubic (upscale)."""
+    """Under-sampled - balanced of every under-sampled run (a minority penalty when both sides have >= 2 seeds,
+    else a model difference), and the gain over bicubic (upscale)."""
     varying, constant = _varying_columns(experiments)
     races = races_of(experiments)
     level = f"{100 * ci:g}%"
-    for relation, title, column in (("balanced", "minority penalty, under-sampled - balanced", "under_minus_balanced"),
+    for relation, title, column in (("balanced", "under-sampled - balanced (minority penalty)", "under_minus_balanced"),
                                     ("bicubic", "gain over bicubic, model - bicubic", "model_minus_bicubic")):
         rows = []
         for metric in ITEM_METRICS[experiments[0].kind]:
@@ -234,18 +276,36 @@ def _table4(output, family, experiments, comparisons, ci):
                     rows.append({**e.columns, **e.pooled_columns(), "reference": comparison["experiment"].label(),
                                  "metric": metric, "race": race, "headline": int(headline),
                                  column: entry["mean_diff"], "lo": entry["lo"], "hi": entry["hi"],
-                                 "p_value": entry["p_value"], "n": entry["n"]})
-                    body.append(_row_label_cells(e, varying) + [f"**{race} (under-sampled)**" if headline else race,
-                                                                _interval_text(entry, decimals, "mean_diff"),
-                                                                _p_text(entry["p_value"]), entry["n"]])
+                                 "p_value": entry["p_value"], "p_holm": entry["p_holm"], "n": entry["n"],
+                                 "level": entry["level"], "scope": entry["scope"], "df": entry["df"],
+                                 "image_lo": entry["image_lo"], "image_hi": entry["image_hi"],
+                                 "image_p_value": entry["image_p_value"], "n_seeds": entry["n_seeds_a"],
+                                 "n_seeds_reference": entry["n_seeds_b"], "seeds_paired": int(entry["seeds_paired"]),
+                                 "seed_sd": entry["seed_sd_a"], "seed_sd_reference": entry["seed_sd_b"],
+                                 "seed_sd_difference": entry["seed_sd_difference"]})
+                    name = f"{race} (under-sampled)" if headline else race
+                    body.append(_row_label_cells(e, varying) + [
+                        f"**{name}**" if headline else name, _interval_text(entry, decimals, "mean_diff"),
+                        _p_text(entry["p_value"]), _p_text(entry["p_holm"]), _scope_text(entry),
+                        f"[{_format(entry['image_lo'], decimals)}, {_format(entry['image_hi'], decimals)}]",
+                        _seed_sd_text(entry, decimals), entry["n"]])
                 series.append((e.label(varying or None),
                                {r: (g["mean_diff"], g["lo"], g["hi"]) for r, g in groups.items()}))
             if not body:
                 continue
-            header = (varying or ["experiment"]) + ["race", f"{column.replace('_', ' ')} [{level} CI]", "p", "n"]
+            header = (varying or ["experiment"]) + ["race", f"{column.replace('_', ' ')} [{level} CI]", "p",
+                                                    "p (Holm, races)", "scope", f"item-level {level} CI",
+                                                    "seed sd (experiment / reference)", "n"]
             output.section(f"Table 4 ({family}): {title}, {METRIC_NAMES[metric]}",
                            _family_intro(constant, "Paired per item (averaged over seeds); negative = the first "
-                                         "model is worse on that race; n = paired items.") + "\n\n"
+                                         "model is worse on that race; n = paired items. A row is a recipe "
+                                         "effect (e.g. a minority penalty) only when its scope is a recipe "
+                                         "difference (>= 2 seeds on both sides: seed-to-seed variance "
+                                         "included); with 1 seed on either side it is a model difference: "
+                                         "another training run of the same recipe could differ as much. The "
+                                         "item-level CI leaves the seed variance out. p (Holm, races) adjusts "
+                                         "for the races of one row group; the under-sampled race's p is the "
+                                         "pre-specified one.") + "\n\n"
                            + _markdown_table(header, body))
             name = "penalty" if relation == "balanced" else "gain_over_bicubic"
             output.plot(f"table4_{name}_{family}_{metric}.png", f"Table 4 ({family}): {title}, {METRIC_NAMES[metric]}, "
@@ -279,8 +339,10 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95):
             _table4(output, family, members, comparisons, ci)
     listed = "\n".join(f"- `{path}`: {message}" for path, message in problems.entries) or "None."
     text = ("# RaceComp per-race tables\n\n"
-            f"{len(runs)} runs, {len(experiments)} experiments (seeds pooled). Bootstrap: {n_boot} replicates, "
-            f"seed {seed}, {100 * ci:g}% percentile intervals.\n\n" + "\n".join(output.sections)
+            f"{len(runs)} runs, {len(experiments)} experiments (seeds pooled). {100 * ci:g}% intervals "
+            f"(racecomp.fairness): Student t on cluster-robust standard errors, with a bootstrap-t ({n_boot} "
+            f"replicates, seed {seed}) for image means, Wilson for per-race accuracy; recipe level (seed-to-seed "
+            f"variance included) with >= 2 seeds, model level with 1.\n\n" + "\n".join(output.sections)
             + f"\n## Problems\n\n{listed}\n")
     path = os.path.join(out_dir, "tables.md")
     files.write_bytes(path, text.encode("utf-8"))

@@ -14,6 +14,11 @@ from racecomp.schema import (COUNT_COLUMN, FAMILIES, FINISHED_MARKER, ITEM_COLUM
                              RACE_METRICS, RACES, STUDIES)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
+# Per-item columns the tables need: the schema's, plus a pair's second identity. Without it, pairs that share
+# only their second identity would count as independent and the intervals would be too narrow
+# (racecomp.fairness clusters pairs by both identities).
+REQUIRED_ITEM_COLUMNS = {kind: tuple(dict.fromkeys(columns + (("id2",) if kind == "verify" else ())))
+                         for kind, columns in ITEM_COLUMNS.items()}
 
 
 class Problems:
@@ -37,7 +42,7 @@ class Run:
     kind: str  # "upscale" or "verify": which per-item file and metrics
     identity: dict  # identifying column -> value as written, in file order
     per_race: dict  # race -> {"n": items, metric: mean}
-    items: list  # [{"key", "race", "cluster", <per-item column>: float}] or None
+    items: list  # [{"key", "race", "cluster" (file or id1), "cluster2" (id2, pairs only), <per-item column>}] or None
 
     @property
     def path(self):
@@ -213,7 +218,8 @@ def _per_race_values(rows, kind):
 
 
 def _item_rows(rows, kind):
-    """Per-item dicts {key, race, cluster, value columns} of per_image.csv / per_pair.csv rows."""
+    """Per-item dicts {key, race, cluster, value columns} of per_image.csv / per_pair.csv rows; a pair also
+    has cluster2 (its second identity, the same as the first for a genuine pair)."""
     items, seen = [], set()
     for line, row in rows:
         race = check_label(row["race"], RACES[kind], f"line {line}")
@@ -226,7 +232,9 @@ def _item_rows(rows, kind):
             correct = _number(row, "correct", line)
             if correct not in (0.0, 1.0):
                 raise ValueError(f"line {line}: column 'correct' must be 0 or 1, got {row['correct']!r}")
-            item = {"correct": correct, "fold": row["fold"]}
+            if not row["id1"].strip() or not row["id2"].strip():
+                raise ValueError(f"line {line}: empty identity (id1 {row['id1']!r}, id2 {row['id2']!r})")
+            item = {"cluster2": row["id2"], "correct": correct, "fold": row["fold"]}
         if not key or key in seen:
             raise ValueError(f"line {line}: item {key!r} is empty or appears twice")
         seen.add(key)
@@ -294,7 +302,7 @@ def load_run(folder, problems):
     if not os.path.isfile(item_path):
         problems.add(item_path, "missing: the run appears only in the per-race tables (no CIs, no paired tests)")
         return run
-    table = _read_csv(item_path, ITEM_COLUMNS[kind], problems)
+    table = _read_csv(item_path, REQUIRED_ITEM_COLUMNS[kind], problems)
     if table is None:
         problems.add(item_path, "unusable: the run appears only in the per-race tables")
         return run
