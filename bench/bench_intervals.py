@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from racecomp import fairness
+from racecomp import estimates, fairness
 
 DISTRIBUTIONS = ("normal", "lognormal", "t3")
 SIZES = (30, 1500)
@@ -110,11 +110,11 @@ def study_means(args, rng):
                 values = draw(rng, distribution, 2 * n)
                 old, _ = old_percentile_means(values, groups, args.n_boot, rng)
                 hits["old: percentile bootstrap"] += old[0, 0] <= 0.0 <= old[0, 1]
-                estimate = fairness._item_estimate(values[:n], None, None, "mean", None, args.n_boot, rng, n)
+                estimate = estimates.item_estimate(values[:n], None, None, "mean", None, args.n_boot, rng, n)
                 t_only = {**estimate, "kind": "t"}
-                lo, hi = fairness._interval(t_only, 0.95)
+                lo, hi = estimates.interval(t_only, 0.95)
                 hits["t only"] += lo <= 0.0 <= hi
-                lo, hi = fairness._interval(estimate, 0.95)
+                lo, hi = estimates.interval(estimate, 0.95)
                 hits["new: t joined with bootstrap-t"] += lo <= 0.0 <= hi
             rows += [[method, distribution, n, "-", rate(h, args.reps), "", ""] for method, h in hits.items()]
     return rows
@@ -245,8 +245,8 @@ def study_pairs(args, rng):
                                        "connected components": (roots, None),
                                        "new: two-way (both identities)": (first, second)}.items():
                     codes = fairness._item_codes(len(correct), a, b)
-                    estimate = fairness._item_estimate(correct, *codes, "percent", (0.0, 1.0), 1, rng, len(correct))
-                    lo, hi = fairness._interval(estimate, 0.95)
+                    estimate = estimates.item_estimate(correct, *codes, "percent", (0.0, 1.0), 1, rng, len(correct))
+                    lo, hi = estimates.interval(estimate, 0.95)
                     hits[method] += lo <= share <= hi
                     widths[method] += 100.0 * (hi - lo) / args.reps
             layout = f"identity sd {identity_sd}, folds {'disjoint' if disjoint else 'shared'}"

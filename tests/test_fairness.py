@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from racecomp import fairness
+from racecomp import estimates, fairness, student_t
 
 # ---------------------------------------------------------------------------------------------------------
 # group_summary
@@ -45,25 +45,25 @@ def test_group_summary_std_is_sample_std_and_ser_edge_cases():
     (0.995, 5, 4.032142984), (0.975, math.inf, 1.959963985), (0.025, 10, -2.228138852), (0.5, 3, 0.0),
 ])
 def test_t_quantile_matches_tables(q, df, expected):
-    assert fairness.t_quantile(q, df) == pytest.approx(expected, abs=1e-8)
+    assert student_t.t_quantile(q, df) == pytest.approx(expected, abs=1e-8)
     if q != 0.5:
-        assert fairness.t_sf(expected, df) == pytest.approx(1.0 - q, rel=1e-8)
+        assert student_t.t_sf(expected, df) == pytest.approx(1.0 - q, rel=1e-8)
 
 
 def test_t_sf_closed_forms_and_fractional_df():
-    assert fairness.t_sf(1.0, 1) == pytest.approx(0.25)  # Cauchy: arctan
-    assert fairness.t_sf(0.0, 7.3) == 0.5
+    assert student_t.t_sf(1.0, 1) == pytest.approx(0.25)  # Cauchy: arctan
+    assert student_t.t_sf(0.0, 7.3) == 0.5
     for t in (0.3, 1.0, 2.5):  # df = 2: 1/2 - t / (2 sqrt(2 + t^2))
-        assert fairness.t_sf(t, 2) == pytest.approx(0.5 - t / (2 * math.sqrt(2 + t * t)), rel=1e-12)
-    between = fairness.t_quantile(0.975, 2.5)
-    assert fairness.t_quantile(0.975, 3) < between < fairness.t_quantile(0.975, 2)
+        assert student_t.t_sf(t, 2) == pytest.approx(0.5 - t / (2 * math.sqrt(2 + t * t)), rel=1e-12)
+    between = student_t.t_quantile(0.975, 2.5)
+    assert student_t.t_quantile(0.975, 3) < between < student_t.t_quantile(0.975, 2)
     with pytest.raises(ValueError, match="quantile level"):
-        fairness.t_quantile(1.0, 3)
+        student_t.t_quantile(1.0, 3)
 
 
 def test_holm_step_down():
-    assert fairness.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
-    assert fairness.holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # monotone: never below an earlier step
+    assert student_t.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert student_t.holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # monotone: never below an earlier step
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ def test_two_way_variance_equals_the_dyadic_sandwich():
     id2 = np.where(np.arange(60) < 20, id1, generator.integers(0, 12, 60))  # 20 genuine pairs, then impostors
     values = generator.normal(size=60) + np.arange(60) % 3
     first, second = fairness._item_codes(60, id1, id2)
-    variance, df = fairness._mean_variance(values, first, second)
+    variance, df = estimates.mean_variance(values, first, second)
     sizes = np.bincount(np.concatenate([first, second[first != second]])).astype(float)
     effective = (sizes @ sizes) ** 2 / np.sum(sizes ** 4)
     middle = max(brute_force_two_way(values, id1, id2), float(np.sum((values - values.mean()) ** 2)))
@@ -97,12 +97,12 @@ def test_two_way_variance_equals_the_dyadic_sandwich():
 
 def test_one_way_and_independent_variances():
     values = np.array([1.0, 2.0, 4.0, 7.0])
-    assert fairness._mean_variance(values) == pytest.approx((np.var(values, ddof=1) / 4, 3.0))
+    assert estimates.mean_variance(values) == pytest.approx((np.var(values, ddof=1) / 4, 3.0))
     # Clusters of one item each are independent items.
-    assert fairness._mean_variance(values, np.arange(4)) == pytest.approx(fairness._mean_variance(values))
+    assert estimates.mean_variance(values, np.arange(4)) == pytest.approx(estimates.mean_variance(values))
     # Two clusters of two: residual sums -2.5 - 1.5 = -4 and 4; g = 2, so 2 x 32 / 16.
-    assert fairness._mean_variance(values, np.array([0, 0, 1, 1])) == pytest.approx((4.0, 1.0))
-    assert fairness._mean_variance(values, np.zeros(4, dtype=int))[0] == math.inf  # one cluster: unknown
+    assert estimates.mean_variance(values, np.array([0, 0, 1, 1])) == pytest.approx((4.0, 1.0))
+    assert estimates.mean_variance(values, np.zeros(4, dtype=int))[0] == math.inf  # one cluster: unknown
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_group_interval_of_a_mean_matches_normal_theory():
         members = values[groups == label]
         assert entry["value"] == pytest.approx(members.mean()) and entry["n"] == 400
         assert entry["se"] == pytest.approx(members.std(ddof=1) / math.sqrt(400))
-        assert entry["lo"] <= entry["value"] - fairness.t_quantile(0.975, 399) * entry["se"] + 1e-12
+        assert entry["lo"] <= entry["value"] - student_t.t_quantile(0.975, 399) * entry["se"] + 1e-12
         assert (entry["hi"] - entry["lo"]) / 2 == pytest.approx(1.96 * entry["se"], rel=0.05)
         assert entry["level"] == "model" and math.isnan(entry["seed_sd"])
 
@@ -199,7 +199,7 @@ def test_a_perfect_group_gets_a_wilson_interval_not_a_point():
     correct = np.array([1] * 50 + [1] * 45 + [0] * 5)
     groups = np.array(["A"] * 50 + ["B"] * 50)
     result = fairness.group_intervals(correct, groups, "percent", n_boot=200, seed=0)
-    z = fairness.t_quantile(0.975, 49)
+    z = student_t.t_quantile(0.975, 49)
     assert result["groups"]["A"]["value"] == 100.0 and result["groups"]["A"]["hi"] == 100.0
     assert result["groups"]["A"]["lo"] == pytest.approx(100.0 * 50 / (50 + z * z))
     assert result["summary"]["ser"]["value"] == math.inf and result["summary"]["ser"]["hi"] == math.inf
@@ -242,7 +242,7 @@ def test_group_intervals_are_seeded_and_validate_inputs():
 def test_percentile_matches_numpy_linear_on_finite_values():
     replicates = np.random.default_rng(5).normal(size=101)
     for q in (0.025, 0.5, 0.975):
-        assert fairness._percentile(replicates, q) == pytest.approx(np.quantile(replicates, q))
+        assert estimates.percentile(replicates, q) == pytest.approx(np.quantile(replicates, q))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from racecomp import fairness
+from racecomp import estimates, fairness
 from racecomp.tables import comparisons
 from racecomp.tables.runs import Experiment, Problems, Run
 
@@ -207,7 +207,7 @@ def test_two_way_variance_counts_pairs_sharing_a_second_identity():
     id2 = np.array([f"b{i % 5}" for i in range(200)])
     correct = (np.arange(200) % 5 < 2).astype(float)
     first, second = fairness._item_codes(200, id1, id2)
-    two_way, df = fairness._mean_variance(correct, first, second)
-    first_only, _ = fairness._mean_variance(correct, fairness._codes(id1))
+    two_way, df = estimates.mean_variance(correct, first, second)
+    first_only, _ = estimates.mean_variance(correct, fairness._codes(id1))
     assert two_way > 30 * first_only
     assert df < 10  # the effective number of clusters, not the number of identities

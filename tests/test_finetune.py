@@ -1,4 +1,4 @@
-"""racecomp.finetune: parsing the unfreezing schedule and refusing what a strategy cannot do (in training: test_engine)."""
+"""racecomp.finetune: parsing the unfreezing schedule, refusing what a strategy cannot do (in training: test_engine)."""
 import pytest
 from torch import nn
 

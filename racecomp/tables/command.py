@@ -6,7 +6,8 @@
 from racecomp.cli import make_parser
 from racecomp.tables.report import summarize
 
-DESCRIPTION = "Per-race fairness tables from finished runs: seeds pooled, bootstrap CIs, paired tests, minority penalties."
+DESCRIPTION = ("Per-race fairness tables from finished runs: seeds pooled, confidence intervals, paired tests, "
+               "minority penalties.")
 
 
 def get_args_parser(add_help=True):
@@ -14,7 +15,8 @@ def get_args_parser(add_help=True):
     parser.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_GLOB",
                         help="run folders, folders of runs, or globs (quoted; ** recurses)")
     parser.add_argument("--out", required=True, help="folder for tables.md, the CSVs and the PNGs")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (studentized intervals, paired tests)")
+    parser.add_argument("--n-boot", type=int, default=1000,
+                        help="bootstrap replicates (studentized intervals, paired tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every bootstrap")
     parser.add_argument("--ci", type=float, default=0.95, help="confidence level of every interval")
     return parser
