@@ -298,7 +298,8 @@ def _paired_entry(runs_a, runs_b, first, second, statistic, paired_seeds, n_boot
     lo, hi = estimates.interval(headline, ci)
     image_lo, image_hi = estimates.interval(item, ci)
     return {"mean_diff": factor * item["value"], "lo": factor * lo, "hi": factor * hi,
-            "p_value": estimates.p_value(headline), "n": int(n), "level": level, "scope": scope, "se": factor * math.sqrt(headline["var"]),
+            "p_value": estimates.p_value(headline), "n": int(n), "level": level, "scope": scope,
+            "se": factor * math.sqrt(headline["var"]),
             "df": headline["df"], "image_lo": factor * image_lo, "image_hi": factor * image_hi,
             "image_p_value": estimates.p_value(item), "n_seeds_a": int(k_a), "n_seeds_b": int(k_b),
             "seed_sd_a": factor * float(np.std(seeds_a, ddof=1)) if k_a >= 2 else math.nan,
