@@ -251,7 +251,7 @@ def evaluate_as_two_ranks(model, records, scale, batch_size):
     with one_thread():
         for rank in (0, 1):
             loader = engine.make_loader(FairFaceSR(records[rank::2], scale, train=False), batch_size, 0, "cpu")
-            rows[rank::2] = evaluation.evaluate_upscaler(model, loader, scale, "cpu", log_every=0)
+            rows[rank::2] = evaluation.evaluate_upscaler(model, loader, scale, "cpu", show=False)
     return rows
 
 
