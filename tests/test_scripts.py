@@ -4,7 +4,7 @@ import argparse
 import csv
 import os
 import re
-import subprocess
+import runpy
 import sys
 
 import pytest
@@ -75,14 +75,16 @@ def test_a_typo_in_the_cell_arguments_is_still_an_error(typo, monkeypatch, capsy
     assert f"unrecognized arguments: {typo}" in capsys.readouterr().err
 
 
-def test_a_user_error_is_one_line_and_leaves_no_empty_run_folder(tmp_path):
+def test_a_user_error_is_one_line_and_leaves_no_empty_run_folder(tmp_path, monkeypatch):
+    # The script as `python run_upscale.py ...` runs it (runpy, __main__): SystemExit carries the one line that
+    # Python prints to stderr, with exit status 1, instead of a traceback.
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run_upscale.py"), "--arch", "bicubic",
-                             "--data", str(tmp_path / "nowhere"), "--out", str(out)],
-                            capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert f"error: {tmp_path / 'nowhere'}: no such folder" in result.stderr
+    monkeypatch.setattr(sys, "argv", ["run_upscale.py", "--arch", "bicubic", "--data", str(tmp_path / "nowhere"),
+                                      "--out", str(out)])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_path(os.path.join(REPO_ROOT, "run_upscale.py"), run_name="__main__")
+    message = str(stopped.value.code)
+    assert message.startswith(f"error: {tmp_path / 'nowhere'}: no such folder") and "Traceback" not in message
     assert not out.exists()
 
 

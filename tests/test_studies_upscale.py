@@ -103,7 +103,9 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_csvs(tiny_fairface, tmp_p
                 "--save-samples", "0", "--seed", "1", "--keep-checkpoint"]
 
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(command(tmp_path / "whole"), check=True, env=environment, capture_output=True)
+    # The uninterrupted run goes alongside (one thread each: the two share the cores rather than wait).
+    whole_run = subprocess.Popen(command(tmp_path / "whole"), env=environment, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
     victim = subprocess.Popen(command(tmp_path / "killed"), env=environment, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoint.pth"
@@ -117,6 +119,7 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_csvs(tiny_fairface, tmp_p
     resumed = subprocess.run(command(tmp_path / "killed"), check=True, env=environment, capture_output=True,
                              text=True)
     assert "resuming" in resumed.stdout
+    assert whole_run.wait() == 0
     whole = files.load_checkpoint(str(tmp_path / "whole" / "checkpoint.pth"))
     again = files.load_checkpoint(str(checkpoint))
     assert again["epoch"] == whole["epoch"] == 2
