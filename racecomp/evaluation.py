@@ -20,12 +20,14 @@ SAMPLE_KEYS = ("file", "race", "gender", "age")
 
 
 @torch.no_grad()
-def evaluate_upscaler(model, loader, scale, device, label="eval", show=True):
+def evaluate_upscaler(model, loader, scale, device, label="eval", show=True, identity=None):
     """One per-image row (file, race, gender, age, psnr_y, ssim_y, psnr_rgb, ssim_rgb) per evaluated image.
 
     The model runs in fp32 in eval mode; the metrics follow metrics.image_quality's pinned convention
     (uint8-rounded, 0-255, `scale`-pixel border cropped, Gaussian-window SSIM). Progress lines are labelled
-    `label` (printed only with `show`).
+    `label` (printed only with `show`). `identity` (optional, racecomp.identity.IdentitySimilarity) is
+    called on each batch on the device, identity(lr, output, hr) -> {column: per-image values}, and its
+    columns (id_cos, id_cos_bicubic) join the rows: no second pass over the data.
     """
     model.eval()
     rows = []
@@ -35,11 +37,14 @@ def evaluate_upscaler(model, loader, scale, device, label="eval", show=True):
     for batch in loader:
         lr = batch["lr"].to(device, non_blocking=True)
         hr = batch["hr"].to(device, non_blocking=True)
-        quality = metrics.image_quality(model(lr).float(), hr, scale)
-        quality = {key: quality[key].cpu().tolist() for key in IMAGE_QUALITY_KEYS}
+        output = model(lr).float()
+        quality = metrics.image_quality(output, hr, scale)
+        values = {key: quality[key].cpu().tolist() for key in IMAGE_QUALITY_KEYS}
+        if identity is not None:
+            values.update(identity(lr, output, hr))
         for i in range(hr.shape[0]):
             row = {key: batch[key][i] for key in SAMPLE_KEYS}
-            row.update({key: quality[key][i] for key in IMAGE_QUALITY_KEYS})
+            row.update({key: column[i] for key, column in values.items()})
             rows.append(row)
         progress.update(hr.shape[0])
     progress.finish()

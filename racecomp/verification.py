@@ -27,22 +27,39 @@ def to_model_range(images):
     return images * 2.0 - 1.0
 
 
+def embed_batch(model, images, flip=True):
+    """(B, D) float32 embeddings of faces `images` (B, 3, S, S) RGB in [0, 1], on their device.
+
+    The one embedding step of every recognition score (RFW pairs, the upscaling study's id_cos): the faces
+    go to the model in [-1, 1] (to_model_range), the output is taken in fp32, and with `flip` the embedding
+    of the mirror image is added (insightface's flip test, so the score does not depend on which way the
+    face looks). The caller sets eval mode and no_grad; normalization happens when pairs are scored.
+    """
+    images = to_model_range(images)
+    embedding = model(images).float()
+    if flip:
+        embedding = embedding + model(images.flip(-1)).float()
+    return embedding
+
+
 @torch.no_grad()
-def embed(model, loader, device, flip=True, label="embed"):
+def embed(model, loader, device, flip=True, label="embed", restore=None):
     """(N, D) float64 numpy embeddings in loader order, fp32, eval mode; progress lines labelled `label`.
 
-    Flip test: the embedding of an image plus that of its mirror image (insightface's convention), so the
-    score does not depend on which way the face looks. Normalization happens when pairs are scored.
+    Each batch goes through embed_batch (flip test with `flip`). `restore` (optional, e.g.
+    racecomp.identity.Restoration, run in eval mode): a module applied to each batch of [0, 1] faces on
+    the device before embedding (degrade, then restore), so the flip test mirrors the restored face.
     """
     model.eval()
+    if restore is not None:
+        restore.eval()
     chunks = []
     progress = Progress(label, len(loader.dataset))
     for batch in loader:
-        images = to_model_range(batch["image"].to(device, non_blocking=True))
-        embedding = model(images).float()
-        if flip:
-            embedding = embedding + model(images.flip(-1)).float()
-        chunks.append(embedding.cpu().double().numpy())
+        images = batch["image"].to(device, non_blocking=True)
+        if restore is not None:
+            images = restore(images)
+        chunks.append(embed_batch(model, images, flip).cpu().double().numpy())
         progress.update(len(images))
     progress.finish()
     return np.concatenate(chunks)

@@ -27,7 +27,7 @@ BASE = {"upscale": ["--minority", "black", "--weight", "0.5"],
 VALID_CHANGES = {"minority": {"upscale": "white", "verify": "asian"},
                  "arch": {"upscale": "fastvit_t8", "verify": "iresnet18"},
                  "races": "african", "unfreeze": "1",
-                 "calib_race_weights": "caucasian=1", "bits": ["w4a4"]}
+                 "calib_race_weights": "caucasian=1", "bits": ["w4a4"], "restore": "bicubic-x2"}
 MODEL_IDENTITY = {"study": "verify", "arch": "fastvit_t8", "seed": 0}  # stands for the model of --model-run
 
 

@@ -18,7 +18,6 @@ per-item CSV as run_verify / run_upscale, plus the bits, calibration and model s
 """
 import argparse
 import copy
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -89,6 +88,10 @@ def get_args_parser(add_help=True):
     quantize = parser.add_argument_group("quantization")
     quantize.add_argument("--bits", nargs="+", default=["w8a8", "w6a6"], help="settings wXaY: X weight bits "
                           "(per output channel), Y activation bits (per tensor)")
+    quantize.add_argument("--quant-convention", choices=quant.CONVENTIONS, default="quantface",
+                          help="quantizer: quantface = QuantFace's code exactly (raw weight and PReLU-slope "
+                               "ranges, slopes at the activation bits); zero-inclusive = ranges widened to include "
+                               "0, slopes at the weight bits, torch's fake_quantize arithmetic")
     quantize.add_argument("--calib", nargs="+", choices=CALIBRATION_SOURCES, default=list(CALIBRATION_SOURCES),
                           help="calibration images: real training images, a synthetic face folder, or data-free "
                                "images distilled from BatchNorm statistics")
@@ -190,37 +193,6 @@ def model_identity(study, run_args, from_run):
     return {"arch": run_args.arch, "weights": run_args.weights, "image_size": run_args.image_size}
 
 
-def load_model_run(run_dir, task):
-    """(run arguments, run record, model with the run's final weights) of a finished run folder.
-
-    Arguments the run's args.json lacks (flags added since) take the study's defaults.
-    """
-    args_path = os.path.join(run_dir, "args.json")
-    if not os.path.isfile(os.path.join(run_dir, files.FINISHED_MARKER)) or not os.path.isfile(args_path):
-        raise ValueError(f"--model-run {run_dir}: not a finished run folder (needs args.json and "
-                         f"{files.FINISHED_MARKER})")
-    with open(args_path, encoding="utf-8") as handle:
-        record = json.load(handle)
-    if record.get("study") != task:
-        raise ValueError(f"{run_dir}: a {record.get('study')!r} run, not a {task!r} run (--task)")
-    study = TASKS[task]
-    run_args = study.get_args_parser().parse_args([])
-    vars(run_args).update(record["args"])
-    checkpoint = os.path.join(run_dir, study.FINAL_WEIGHTS)
-    if not os.path.isfile(checkpoint) and os.path.isfile(os.path.join(run_dir, "checkpoint.pth")):
-        checkpoint = os.path.join(run_dir, "checkpoint.pth")  # a verify run from before model.pth existed
-    if os.path.isfile(checkpoint):
-        model = study.build_model(run_args, starting_weights=False)
-        model.load_state_dict(files.load_checkpoint(checkpoint)["model"])
-    elif task == "upscale" and run_args.arch == "bicubic":
-        raise ValueError(f"{run_dir}: the bicubic baseline has no weights to quantize")
-    elif task == "verify" and (run_args.weights or run_args.init_from):
-        model = study.build_model(run_args)  # evaluated without training: its starting weights are the model
-    else:
-        raise ValueError(f"{run_dir}: no checkpoint to quantize ({checkpoint} missing)")
-    return run_args, record, model
-
-
 def _train_demo_model(args):
     """No model given: run_verify's demo run, trained now unless it has finished before (then it is reused)."""
     demo_args = demo_arguments(args)
@@ -296,7 +268,7 @@ def main(args):
         args.model_run = _train_demo_model(args)
     study = TASKS[args.task]
     if args.model_run is not None:
-        run_args, model_record, model = load_model_run(args.model_run, args.task)
+        run_args, model_record, model = verify.load_trained(args.model_run, study, "--model-run")
     else:
         run_args = verify.get_args_parser().parse_args(
             ["--arch", args.arch, "--weights", args.weights, "--image-size", str(args.image_size), "--epochs", "0"])
@@ -327,7 +299,7 @@ def main(args):
         batches, calib_info = _calibration_batches(source, args, model, input_size, real_dataset, real_races)
         batches = [b.to(device) for b in batches]
         for setting in (s for s in run_settings[1:] if s.calib == source):
-            qmodel = quant.quantize_model(model, setting.wbits, setting.abits)
+            qmodel = quant.quantize_model(model, setting.wbits, setting.abits, convention=args.quant_convention)
             quant.calibrate(qmodel, batches)
             qat_losses = []
             if args.qat_steps:

@@ -20,13 +20,23 @@ Each process uses cuda:LOCAL_RANK (--device auto or cuda; gloo on CPU); the samp
 and flips are the same whatever the number of processes; evaluation is sharded over processes and
 gathered; only rank 0 writes files. --out (and --data) must be on a file system every node shares.
 A run folder records its process count (world_size), and resuming it with another count is refused.
+
+Identity after upscaling (--identity-model: an arcface_torch backbone.pth with --identity-arch, or a
+finished run_verify folder): per_image.csv and per_race.csv gain id_cos, the cosine similarity between
+the recognition embeddings of the upscaled face and of the high-resolution original, and id_cos_bicubic,
+the same for the bicubic upscale (racecomp.identity: faces as 8-bit images, resized, not aligned, to the
+recognition model's input, 112 px or the verify run's --image-size; [-1, 1]; fp32, eval mode; the flip
+test unless the verify run used --no-flip). Computed batch by batch inside the evaluation pass.
+
+    python run_upscale.py --arch resnet50 --identity-model backbone.pth --identity-arch iresnet50
+    python run_upscale.py --arch resnet50 --identity-model runs/verify/<run>
 """
 import math
 import os
 import time
 
-from racecomp import (cli, datasets, distributed, engine, evaluation, files, imagecache, losses, schema, toydata,
-                      upscalers)
+from racecomp import (cli, datasets, distributed, engine, evaluation, facenets, files, identity, imagecache, losses,
+                      schema, toydata, upscalers)
 from racecomp.races import FAIRFACE_RACES, slug
 
 NAME = "upscale"
@@ -38,8 +48,12 @@ IDENTIFYING = ("arch", "scale", "upsampler", "minority", "weight", "minority_mod
 NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every", "save_samples", "image_cache")
 FINAL_WEIGHTS = "best.pth"  # the checkpoint chosen on dev
 # What can change the bicubic floor's numbers (besides scale, an identifying column): which val images, at
-# which size. Training flags cannot, so two bicubic runs that differ only in them are one experiment.
-BICUBIC_SETTINGS = ("data", "hr_size", "skip_bad")
+# which size, and the identity metric's recognition model. Training flags cannot, so two bicubic runs that
+# differ only in them are one experiment.
+BICUBIC_SETTINGS = ("data", "hr_size", "skip_bad", "identity_model", "identity_arch")
+# Flags added after runs were made that leave the recipe as it was while unset (None): a run without them
+# and one from before they existed are one experiment.
+UNSET_LEAVES_RECIPE = ("identity_model", "identity_arch")
 
 
 def get_args_parser(add_help=True):
@@ -77,6 +91,12 @@ def get_args_parser(add_help=True):
     evaluate.add_argument("--eval-batch-size", type=int, default=32, help="images per evaluation batch")
     evaluate.add_argument("--save-samples", type=int, default=4,
                           help="images per race in the sample grids of the best checkpoint (0: none)")
+    evaluate.add_argument("--identity-model", default=None, help="face-recognition model of the identity "
+                          "metric: an arcface_torch backbone.pth (with --identity-arch; 112 px, flip test) or a "
+                          "finished run_verify folder (its model, --image-size and --no-flip). Adds id_cos and "
+                          "id_cos_bicubic (cosine of the upscaled / bicubic face's embedding with the original's)")
+    evaluate.add_argument("--identity-arch", choices=facenets.FACE_MODEL_NAMES, default=None,
+                          help="architecture of an --identity-model backbone.pth")
     cli.add_output_arguments(parser, "run folder (unset: runs/upscale/<arch>-x<scale>-<upsampler>-<minority>"
                                      "[-w<weight>]-seed<seed>)")
     return parser
@@ -96,6 +116,8 @@ def check_args(args):
     if args.arch != "bicubic" and args.epochs < 1:
         raise ValueError(f"--epochs {args.epochs}: a trained upscaler needs at least one epoch (an untrained UNet "
                          f"is exactly bicubic: use --arch bicubic for that floor)")
+    if args.identity_model is None and args.identity_arch is not None:
+        raise ValueError("--identity-arch is the architecture of an --identity-model backbone.pth: give that too")
     engine.TrainingSettings.from_args(args)  # the training flags' own checks, before any work
     return minority
 
@@ -111,9 +133,10 @@ def run_columns(args, code_version):
     """The identifying columns of every per_race.csv row of this run, `recipe` hashing all other settings."""
     settings = vars(args)
     columns = {"study": NAME, **{key: settings[key] for key in IDENTIFYING}}
-    columns["minority"] = check_args(args) or "none"
+    columns["minority"] = cli.check_minority(args, MINORITY_RACES) or "none"
     if args.arch == "bicubic":
         settings = {key: settings[key] for key in BICUBIC_SETTINGS}
+    settings = {key: value for key, value in settings.items() if not (key in UNSET_LEAVES_RECIPE and value is None)}
     return {**columns, schema.RECIPE_COLUMN: schema.recipe_id(settings, IDENTIFYING, NON_RESULT_ARGS),
             "seed": args.seed, "code_version": code_version}
 
@@ -124,6 +147,34 @@ def build_model(args, starting_weights=True):
     pretrained = args.pretrained and starting_weights
     return upscalers.build_upscaler(args.arch, args.scale, args.upsampler, pretrained=pretrained,
                                     pretrained_path=args.pretrained_path if pretrained else None)
+
+
+def identity_similarity(args, device):
+    """The identity.IdentitySimilarity of --identity-model on `device` (None without it) and what it is, for
+    args.json. With --identity-arch the model is a weights file, loaded as run_verify --arch A --weights W
+    --epochs 0 loads it; without, a finished run_verify folder."""
+    if args.identity_model is None:
+        return None, None
+    from racecomp.studies import verify  # verify imports this module (--restore), so it is imported where used
+
+    spec = args.identity_model
+    if args.identity_arch is None and os.path.isfile(spec):
+        raise ValueError(f"--identity-model {spec}: a weights file needs --identity-arch (one of "
+                         f"{', '.join(facenets.FACE_MODEL_NAMES)})")
+    if args.identity_arch is not None and os.path.isdir(spec):
+        raise ValueError(f"--identity-model {spec} is a folder: a run_verify folder gives its own architecture "
+                         f"(leave out --identity-arch), a backbone is a file")
+    if args.identity_arch is None:
+        run_args, _, model = verify.load_trained(spec, verify, "--identity-model")
+    else:
+        run_args = verify.get_args_parser().parse_args(["--arch", args.identity_arch, "--weights", spec,
+                                                        "--epochs", "0"])
+        model = verify.build_model(run_args)
+    info = {"model": args.identity_model, "arch": run_args.arch, "face_px": run_args.image_size,
+            "flip_test": not run_args.no_flip, "faces": "resized (antialiased bicubic), not aligned; [-1, 1]"}
+    similarity = identity.IdentitySimilarity(model.to(device), run_args.image_size, flip=not run_args.no_flip,
+                                             scale=args.scale)
+    return similarity, info
 
 
 def data_root(args):
@@ -165,9 +216,11 @@ def evaluation_data(args):
     return datasets.read_fairface(data_root(args), "val")
 
 
-def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device):
+def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device, identity_metric=None):
     """Evaluate on `val_records` (deterministic, fp32, eval mode), write per_image.csv and per_race.csv
-    (last), print the table; return (table, {}) — the empty dict is the run-level summary verify has.
+    (last), print the table; return (table, summary): summary (the run-level facts verify has too) holds
+    the identity metric's model and convention with --identity-model, else it is empty.
+    `identity_metric`: identity_similarity(args, device) when already loaded (else it is loaded here).
 
     Under torchrun each rank evaluates its shard (distributed.shard: positions rank, rank + world, ...)
     and the rows of all ranks are put back in file order on every rank; only rank 0 writes and prints.
@@ -175,19 +228,20 @@ def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device):
     loader = engine.make_loader(datasets.FairFaceSR(distributed.shard(val_records), args.scale,
                                                     hr_size=args.hr_size, train=False),
                                 args.eval_batch_size, args.workers, device)
+    similarity, identity_info = identity_metric or identity_similarity(args, device)
     rows = distributed.gather_shards(evaluation.evaluate_upscaler(model, loader, args.scale, device,
-                                                                  show=distributed.is_main()))
-    table = evaluation.mean_by_group(rows, evaluation.IMAGE_QUALITY_KEYS, order=FAIRFACE_RACES)
+                                                                  show=distributed.is_main(), identity=similarity))
+    keys = evaluation.IMAGE_QUALITY_KEYS + (identity.IDENTITY_KEYS if similarity is not None else ())
+    table = evaluation.mean_by_group(rows, keys, order=FAIRFACE_RACES)
     if distributed.is_main():
         evaluation.write_results(out_dir, rows, table, run_columns=run_columns)
         chosen = "" if args.arch == "bicubic" else "; the checkpoint was chosen on dev"
         print(f"[val] per race (the reported split{chosen}), results in {out_dir}")
-        keys = evaluation.IMAGE_QUALITY_KEYS
         print(f"{'race':<16} {'n':>6} " + " ".join(f"{k:>9}" for k in keys))
         for row in table:
             print(f"{row['race']:<16} {row['n']:>6} " + " ".join(f"{row[k]:>9.4f}" for k in keys))
     distributed.barrier()  # the run's files exist when any rank returns
-    return table, {}
+    return table, ({"identity_metric": identity_info} if identity_info else {})
 
 
 def training_dataset(records, args):
@@ -263,10 +317,12 @@ def _run(args, minority, device):
             print(f"  {race:<16} available {count['available']:>6}  expected draws/epoch "
                   f"{count['expected_per_epoch']:>9.1f}")
     model = build_model(args).to(device)
+    identity_metric = identity_similarity(args, device)  # loaded before training: a bad model fails now
     record = files.run_record(args, study=NAME, data_root=data_root(args), device=str(device),
                               parameters=upscalers.count_parameters(model), world_size=world_size,
                               split_sizes={k: len(v) for k, v in splits.items() if k != "dropped"},
-                              dropped_unreadable=splits["dropped"], realized_counts=counts)
+                              dropped_unreadable=splits["dropped"], realized_counts=counts,
+                              **({"identity_metric": identity_metric[1]} if identity_metric[1] else {}))
     if main_process:
         files.write_json(os.path.join(args.out, "args.json"), record)
     started = time.time()
@@ -299,7 +355,7 @@ def _run(args, minority, device):
             model, datasets.FairFaceSR(splits["val"], args.scale, hr_size=args.hr_size), args.save_samples,
             args.out, device)
     table, _ = evaluate_to_dir(model, args, splits["val"], args.out, run_columns(args, record["code_version"]),
-                               device)
+                               device, identity_metric)
     if main_process:
         files.finish_run(args.out, args.keep_checkpoint)
     return table

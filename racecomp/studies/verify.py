@@ -9,25 +9,43 @@ the run is unfinished or with --keep-checkpoint), optionally probe_gender.csv an
 (FairFace probes of the final backbone, see racecomp.probes), per_pair.csv (every pair's cosine score, so
 any metric can be recomputed) and per_race.csv (written last: a finished run). Verification rates are
 percentages; probe F1, accuracies and association scores are fractions.
+
+Verification after upscaling (--restore, with --epochs 0): every RFW face, at --image-size (112 px), is
+degraded exactly as the upscaling study makes its low-resolution images (datasets.downscale_bicubic:
+antialiased bicubic, 8-bit) to 1/N of its size (56 px at x2, 28 px at x4), restored to --image-size by
+bicubic or by a finished run_upscale folder's model (racecomp.identity.Restoration, batched on the device
+inside the embedding pass, eval mode, fp32), and scored with the standard protocol. The upscaler learned
+on FairFace crops at its own --hr-size (224 px with margin), so an aligned RFW face is at a smaller pixel
+scale than what it was trained on: the degradation and the factor are the same, the face scale is not.
+(Degrading at the upscaler's size instead, 112 -> 224 -> 112, would lose nothing a 112 px model can see.)
+per_race.csv then carries `restore` (bicubic-x2, <arch>-x<scale>) and `restore_model` (an id of the
+upscaler run; none for bicubic); runs without --restore have neither column.
+
+    python run_verify.py --arch iresnet50 --weights backbone.pth --epochs 0 --restore bicubic-x2
+    python run_verify.py --arch iresnet50 --weights backbone.pth --epochs 0 --restore runs/upscale/<run>
 """
 import copy
+import json
 import os
 import time
 
 import torch
 
-from racecomp import (cli, datasets, encoders, engine, evaluation, facenets, files, margin_heads, probes, schema,
-                      toydata, verification)
+from racecomp import (cli, datasets, encoders, engine, evaluation, facenets, files, identity, margin_heads, probes,
+                      schema, toydata, upscalers, verification)
 from racecomp.races import RFW_RACES, slug
+from racecomp.studies import upscale
 
 NAME = "verify"
 MINORITY_RACES = RFW_RACES
-# Columns of per_race.csv that name the experiment (`init` is derived from --weights / --init-from); every
-# other result-changing flag, the evaluation protocol's included (--align, --no-flip, --races, --far,
-# --rfw), goes into `recipe`.
-IDENTIFYING = ("arch", "init", "finetune", "minority", "weight")
+# Columns of per_race.csv that name the experiment (`init` is derived from --weights / --init-from; `restore`
+# stands for the columns restore and restore_model, present only with --restore); every other
+# result-changing flag, the evaluation protocol's included (--align, --no-flip, --races, --far, --rfw),
+# goes into `recipe`.
+IDENTIFYING = ("arch", "init", "finetune", "minority", "weight", "restore")
 NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every",)  # progress lines change no number
 FINAL_WEIGHTS = "model.pth"  # no selection split: the last epoch's weights are the model
+BICUBIC_RESTORES = {f"bicubic-x{scale}": scale for scale in upscalers.SCALES}  # --restore value -> factor
 
 
 def get_args_parser(add_help=True):
@@ -55,6 +73,10 @@ def get_args_parser(add_help=True):
     data.add_argument("--align", action="store_true", help="align RFW images with the 5-point ArcFace template "
                       "from <Race>_lmk.txt (for unaligned copies)")
     data.add_argument("--image-size", type=int, default=112, help="face crop size in px")
+    data.add_argument("--restore", default=None, help="score restored faces: each RFW face (at --image-size) "
+                      "degraded to 1/N of its size as the upscaling study makes its low-resolution images, then "
+                      "brought back by bicubic-x2 or bicubic-x4, or by the model of a finished run_upscale folder "
+                      "(N: that run's --scale); needs --epochs 0. Unset (or none): the faces as they are")
     data.add_argument("--allow-overlap", action="store_true", help="train even if training identities appear "
                       "in evaluated RFW pairs (reported in args.json)")
     evaluate = parser.add_argument_group("evaluation")
@@ -72,7 +94,7 @@ def get_args_parser(add_help=True):
     probe.add_argument("--probe-steps", type=int, default=100, help="L-BFGS iterations (full batch) of the "
                        "gender probe's logistic regression, at most")
     cli.add_output_arguments(parser, "run folder (unset: runs/verify/<arch>-<init>-<finetune>-<minority>"
-                                     "[-w<weight>]-seed<seed>)")
+                                     "[-w<weight>]-seed<seed>[-restore-<restore or its folder name>])")
     return parser
 
 
@@ -84,6 +106,10 @@ def check_values(args):
         raise ValueError(f"--probe-steps {args.probe_steps}: must be >= 1")
     if not all(0.0 < far < 1.0 for far in args.far):
         raise ValueError(f"--far {args.far}: false-accept rates must be in (0, 1)")
+    restore = restore_setting(args)
+    if restore is not None and restore.startswith("bicubic") and restore not in BICUBIC_RESTORES:
+        raise ValueError(f"--restore {restore}: bicubic restoration is {' or '.join(BICUBIC_RESTORES)} (or give a "
+                         f"run_upscale folder)")
 
 
 def check_args(args):
@@ -94,6 +120,16 @@ def check_args(args):
         raise ValueError("--epochs 0 evaluates only: give --weights or --init-from (a random model scores ~50%)")
     if args.bias_probe and args.epochs == 0:
         raise ValueError("--bias-probe compares the backbone before and after training: needs --epochs > 0")
+    restore = restore_setting(args)
+    # Evaluation only: the comparison is one model on original vs restored faces. Training here would train
+    # a new model per restoration setting, and two trainings never give the same model.
+    if restore is not None and args.epochs > 0:
+        raise ValueError(f"--restore scores a given model on restored faces: use --epochs 0 with --weights (an "
+                         f"arcface_torch backbone.pth, or the {FINAL_WEIGHTS} of a finished run), not --epochs "
+                         f"{args.epochs}")
+    if restore in BICUBIC_RESTORES and args.image_size % BICUBIC_RESTORES[restore]:
+        raise ValueError(f"--restore {restore}: --image-size {args.image_size} is not divisible by "
+                         f"{BICUBIC_RESTORES[restore]}")
     engine.TrainingSettings.from_args(args)  # the training flags' own checks, before any work
     if args.unfreeze and args.arch not in encoders.ENCODER_NAMES:
         raise ValueError(f"--unfreeze opens timm encoder stages; --arch {args.arch} has none (use one of "
@@ -108,16 +144,111 @@ def _init(args):
 def default_out(args):
     minority = f"{slug(args.minority)}-w{args.weight:g}" if args.minority != "none" else "balanced"
     source = "init-upscaler" if args.init_from else ("weights" if args.weights else "scratch")
-    return os.path.join("runs", NAME, f"{args.arch}-{source}-{args.finetune}-{minority}-seed{args.seed}")
+    restore = restore_setting(args)
+    restored = "" if restore is None else f"-restore-{os.path.basename(os.path.normpath(restore))}"
+    return os.path.join("runs", NAME, f"{args.arch}-{source}-{args.finetune}-{minority}-seed{args.seed}{restored}")
 
 
 def run_columns(args, code_version):
-    """The identifying columns of every per_race.csv row of this run, `recipe` hashing all other settings."""
+    """The identifying columns of every per_race.csv row of this run, `recipe` hashing all other settings.
+
+    With --restore, `restore` and `restore_model` (restore_columns) come before `recipe`; a run folder given
+    to --restore is read (its args.json) for them.
+    """
     settings = vars(args)
     columns = {"study": NAME, "arch": args.arch, "init": _init(args), "finetune": args.finetune,
-               "minority": check_args(args) or "none", "weight": args.weight}
+               "minority": cli.check_minority(args, MINORITY_RACES) or "none", "weight": args.weight,
+               **restore_columns(args)}
     return {**columns, schema.RECIPE_COLUMN: schema.recipe_id(settings, IDENTIFYING, NON_RESULT_ARGS),
             "seed": args.seed, "code_version": code_version}
+
+
+def restore_setting(args):
+    """--restore, with `none` read as unset (None)."""
+    return None if args.restore in (None, "none") else args.restore
+
+
+def restore_columns(args):
+    """{} without --restore; else `restore` (bicubic-x2, bicubic-x4 or <arch>-x<scale> of the upscaler run)
+    and `restore_model`: "none" for bicubic, else an id of the upscaler run (a hash of its identifying
+    columns, recipe and seed, not of its folder: two copies of one run are one restoration)."""
+    restore = restore_setting(args)
+    if restore is None:
+        return {}
+    if restore in BICUBIC_RESTORES:
+        return {"restore": restore, "restore_model": "none"}
+    run_args, _ = read_run(restore, upscale, "--restore")
+    if run_args.arch == "bicubic":  # the bicubic floor's folder: the same restoration as bicubic-x<scale>
+        return {"restore": f"bicubic-x{run_args.scale}", "restore_model": "none"}
+    return {"restore": f"{run_args.arch}-x{run_args.scale}",
+            "restore_model": schema.recipe_id({"upscaler": run_identity(upscale, run_args)}, ())}
+
+
+def run_identity(study, run_args):
+    """A finished run as a recipe sees it: its identifying columns and seed, without its code version."""
+    return {key: value for key, value in study.run_columns(run_args, None).items() if key != "code_version"}
+
+
+def read_run(run_dir, study, flag):
+    """(arguments, record) of the finished run folder `run_dir` of `study` (a study module: verify, upscale).
+
+    Arguments its args.json lacks (flags added since) take the study's defaults. `flag` names the option
+    that gave the folder, in errors.
+    """
+    args_path = os.path.join(run_dir, "args.json")
+    if not os.path.isfile(os.path.join(run_dir, files.FINISHED_MARKER)) or not os.path.isfile(args_path):
+        raise ValueError(f"{flag} {run_dir}: not a finished run folder (needs args.json and "
+                         f"{files.FINISHED_MARKER})")
+    with open(args_path, encoding="utf-8") as handle:
+        record = json.load(handle)
+    if record.get("study") != study.NAME:
+        raise ValueError(f"{flag} {run_dir}: a {record.get('study')!r} run, not a {study.NAME!r} run")
+    run_args = study.get_args_parser().parse_args([])
+    vars(run_args).update(record["args"])
+    return run_args, record
+
+
+def load_trained(run_dir, study, flag="--model-run"):
+    """(run arguments, run record, model with the run's final weights, on the CPU) of a finished run folder
+    of `study` (verify or upscale): what quantization quantizes, what --restore restores with and what
+    run_upscale --identity-model recognises with. See read_run."""
+    run_args, record = read_run(run_dir, study, flag)
+    checkpoint = os.path.join(run_dir, study.FINAL_WEIGHTS)
+    if not os.path.isfile(checkpoint) and os.path.isfile(os.path.join(run_dir, "checkpoint.pth")):
+        checkpoint = os.path.join(run_dir, "checkpoint.pth")  # a verify run from before model.pth existed
+    if os.path.isfile(checkpoint):
+        model = study.build_model(run_args, starting_weights=False)
+        model.load_state_dict(files.load_checkpoint(checkpoint)["model"])
+    elif study.NAME == upscale.NAME and run_args.arch == "bicubic":
+        raise ValueError(f"{flag} {run_dir}: the bicubic baseline has no weights")
+    elif study.NAME == NAME and (run_args.weights or run_args.init_from):
+        model = study.build_model(run_args)  # evaluated without training: its starting weights are the model
+    else:
+        raise ValueError(f"{flag} {run_dir}: no checkpoint ({checkpoint} missing)")
+    return run_args, record, model
+
+
+def restoration(args):
+    """(identity.Restoration on the CPU, what it is for args.json) of --restore, or (None, None)."""
+    restore = restore_setting(args)
+    if restore is None:
+        return None, None
+    if restore in BICUBIC_RESTORES:
+        scale = BICUBIC_RESTORES[restore]
+        upscaler, info = upscalers.build_upscaler("bicubic", scale), {}
+    else:
+        run_args, _ = read_run(restore, upscale, "--restore")
+        scale = run_args.scale
+        if run_args.arch == "bicubic":
+            upscaler = upscalers.build_upscaler("bicubic", scale)
+        else:
+            upscaler = load_trained(restore, upscale, "--restore")[2]
+        info = {"upscaler_run": os.path.abspath(restore), "upscaler": run_identity(upscale, run_args),
+                "upscaler_hr_px": run_args.hr_size or "native"}
+    if args.image_size % scale:
+        raise ValueError(f"--restore {restore} (x{scale}): --image-size {args.image_size} is not divisible by {scale}")
+    info.update(restore_columns(args), scale=scale, face_px=args.image_size, low_resolution_px=args.image_size // scale)
+    return identity.Restoration(upscaler, scale), info
 
 
 def build_model(args, starting_weights=True):
@@ -149,19 +280,26 @@ def evaluation_data(args):
 
 def evaluate_to_dir(model, args, data, out_dir, run_columns, device):
     """Score `model` on the RFW pairs of `data` (evaluation_data) with the protocol of `args` (--align,
-    --no-flip, --image-size, --far), write per_pair.csv and per_race.csv (last), print the table; return
-    (table, {"global_threshold": cosine}).
+    --no-flip, --image-size, --far, --restore), write per_pair.csv and per_race.csv (last), print the table;
+    return (table, {"global_threshold": cosine, "restore": what restored the faces (with --restore)}).
     """
     root, pairs = data
     loader, keys = verification.rfw_loader(root, pairs, args.eval_batch_size, args.workers, device,
                                            align=args.align, image_size=args.image_size)
-    pair_rows = verification.score_pairs(pairs, keys, verification.embed(model, loader, device,
-                                                                         flip=not args.no_flip, label="rfw"))
+    restore, restore_info = restoration(args)
+    summary = {}
+    if restore is not None:
+        restore = restore.to(device)
+        summary["restore"] = restore_info
+        print(f"[rfw] restored faces: {restore_info['face_px']} px -> {restore_info['low_resolution_px']} px "
+              f"(bicubic, antialiased, 8-bit) -> {restore_info['restore']} -> {restore_info['face_px']} px")
+    embeddings = verification.embed(model, loader, device, flip=not args.no_flip, label="rfw", restore=restore)
+    pair_rows = verification.score_pairs(pairs, keys, embeddings)
     table, threshold = verification.per_race_table(pair_rows, fars=tuple(args.far))
     evaluation.write_results(out_dir, pair_rows, table, item_name="per_pair.csv", run_columns=run_columns)
     verification.print_table(table, threshold, args.far[0])
     print(f"[rfw] results in {out_dir}")
-    return table, {"global_threshold": threshold}
+    return table, {"global_threshold": threshold, **summary}
 
 
 def identity_loss(head, labels):
@@ -248,6 +386,7 @@ def _train(args, model, minority, pairs, action, device, record):
 
 def main(args):
     minority = check_args(args)
+    restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
     args.out = os.path.abspath(args.out or default_out(args))
     device = cli.resolve_device(args.device)
     action = files.prepare_out_dir(args.out, args, overwrite=args.overwrite)
