@@ -456,6 +456,16 @@ def model_size_bytes(model, wbits, slope_bits=None):
     return math.ceil(bits / 8)
 
 
+def quantized_size_bytes(qmodel, model):
+    """model_size_bytes of the float `model` at the bits its quantize_model copy `qmodel` stores: its weight bits
+    and its PReLU-slope bits (abits under "quantface", wbits under "zero-inclusive"), read from qmodel itself."""
+    summary = quantization_summary(qmodel)
+    if len(summary["wbits"]) != 1 or len(summary["slope_bits"]) > 1:
+        raise ValueError(f"quantized_size_bytes: one weight and one slope bit width expected, got {summary}")
+    slope_bits = summary["slope_bits"][0] if summary["slope_bits"] else None
+    return model_size_bytes(model, summary["wbits"][0], slope_bits=slope_bits)
+
+
 def distillation_loss(student_out, teacher_out):
     """QuantFace loss: MSE (mean over all elements) between L2-normalized embeddings (B, D); for any other
     layout (upscaler images (B, 3, H, W)) MSE between the raw outputs."""

@@ -402,6 +402,15 @@ def test_model_size_bytes_hand_computed():
         quant.model_size_bytes(model, 4, slope_bits=9)
 
 
+def test_quantized_size_counts_slopes_at_the_bits_the_convention_stores():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.PReLU(4), nn.Flatten(), nn.Linear(4, 2))
+    # 116 weights at 4 bits, 4 slopes at 8 (quantface: abits) or 4 (zero-inclusive: wbits), 14 floats at 32
+    quantface = quant.quantize_model(model, 4, 8, convention="quantface")
+    assert quant.quantized_size_bytes(quantface, model) == (116 * 4 + 4 * 8 + 14 * 32) // 8 == 118
+    zero_inclusive = quant.quantize_model(model, 4, 8, convention="zero-inclusive")
+    assert quant.quantized_size_bytes(zero_inclusive, model) == (120 * 4 + 14 * 32) // 8 == 116
+
+
 def test_unsupported_layer_is_refused():
     with pytest.raises(ValueError, match="ConvTranspose2d is not supported"):
         quant.quantize_model(nn.Sequential(nn.ConvTranspose2d(3, 3, 2)), 8, 8)

@@ -307,7 +307,7 @@ def main(args):
                                            calibrate_steps=args.qat_calibrate_steps)
             qmodel.eval()
             evaluate(qmodel, setting, {"calibration": calib_info, "quantization": quant.quantization_summary(qmodel),
-                                       "model_size_bytes": quant.model_size_bytes(model, setting.wbits),
+                                       "model_size_bytes": quant.quantized_size_bytes(qmodel, model),
                                        "qat_losses": qat_losses})
     print(f"[quantize] results in {args.out}; tables: python summarize.py {args.out} --out tables/")
 
