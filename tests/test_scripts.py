@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from racecomp import cli, facenets, toydata
+from racecomp.studies import upscale
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNEL_ARGV = ["/usr/local/lib/python3.11/dist-packages/colab_kernel_launcher.py", "-f",
@@ -75,14 +76,18 @@ def test_a_typo_in_the_cell_arguments_is_still_an_error(typo, monkeypatch, capsy
     assert f"unrecognized arguments: {typo}" in capsys.readouterr().err
 
 
-def test_a_user_error_is_one_line_and_leaves_no_empty_run_folder(tmp_path, monkeypatch):
-    # The script as `python run_upscale.py ...` runs it (runpy, __main__): SystemExit carries the one line that
-    # Python prints to stderr, with exit status 1, instead of a traceback.
+@pytest.mark.parametrize("entry", ["script", "installed"])
+def test_a_user_error_is_one_line_and_leaves_no_empty_run_folder(entry, tmp_path, monkeypatch):
+    # `python run_upscale.py ...` (runpy, __main__) and the installed `racecomp-upscale` (command_line): SystemExit
+    # carries the one line that Python prints to stderr, with exit status 1, instead of a traceback.
     out = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", ["run_upscale.py", "--arch", "bicubic", "--data", str(tmp_path / "nowhere"),
                                       "--out", str(out)])
     with pytest.raises(SystemExit) as stopped:
-        runpy.run_path(os.path.join(REPO_ROOT, "run_upscale.py"), run_name="__main__")
+        if entry == "script":
+            runpy.run_path(os.path.join(REPO_ROOT, "run_upscale.py"), run_name="__main__")
+        else:
+            upscale.command_line()
     message = str(stopped.value.code)
     assert message.startswith(f"error: {tmp_path / 'nowhere'}: no such folder") and "Traceback" not in message
     assert not out.exists()

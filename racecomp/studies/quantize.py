@@ -314,7 +314,7 @@ def main(args):
 
 def command_line():
     """`racecomp-quantize ...` (installed), `python -m racecomp.studies.quantize ...`: the same as run_quantize.py."""
-    main(get_args_parser().parse_args())
+    cli.run_script(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

@@ -363,7 +363,7 @@ def _run(args, minority, device):
 
 def command_line():
     """`racecomp-upscale ...` (installed) and `python -m racecomp.studies.upscale ...`: the same as run_upscale.py."""
-    main(get_args_parser().parse_args())
+    cli.run_script(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

@@ -420,7 +420,7 @@ def main(args):
 
 def command_line():
     """`racecomp-verify ...` (installed) and `python -m racecomp.studies.verify ...`: the same as run_verify.py."""
-    main(get_args_parser().parse_args())
+    cli.run_script(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python summarize.py runs/ --out tables/
     python -m racecomp.tables runs/ --out tables/      # the same, from an installed package
 """
-from racecomp.cli import make_parser
+from racecomp.cli import make_parser, run_script
 from racecomp.tables.report import summarize
 
 DESCRIPTION = ("Per-race fairness tables from finished runs: seeds pooled, confidence intervals, paired tests, "
@@ -38,4 +38,4 @@ def main(args):
 
 def command_line():
     """`racecomp-summarize ...` (installed) and `python -m racecomp.tables ...`: the same as summarize.py."""
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser().parse_args())
