@@ -6,8 +6,8 @@
 Per upscaler (--arch, untrained, pretrained=False) and scale, one evaluation pass (model forward, PSNR/SSIM,
 per-image rows) over --images high-resolution images of --hr-size px (random, on the uint8 grid, as in
 bench_eval), timed without the identity metric and with it for each --identity-arch (random weights: the cost
-does not depend on them; faces resized to 112 px, flip test on, as for an arcface_torch backbone.pth: 6
-recognition forwards per image, original, upscaled and bicubic, each with its mirror). The settings take
+does not depend on them; faces resized to 112 px as for an arcface_torch backbone.pth: 2 recognition forwards
+per image, original and upscaled, in one batch; no flip test). The settings take
 turns within each repeat, so they see the same background load; the ratio with / without of the medians is
 printed (the target: at most ~1.3).
 """
@@ -33,7 +33,6 @@ def get_args_parser(add_help=True):
                        default=["mobilefacenet", "iresnet18"], help="recognition models of the identity metric")
     group.add_argument("--face-px", type=int, default=facenets.FACE_IMAGE_SIZE,
                        help="recognition input side, px (arcface_torch backbones: 112)")
-    group.add_argument("--no-flip", action="store_true", help="identity metric without the flip test")
     return parser
 
 
@@ -56,8 +55,7 @@ def main(args):
         for arch in args.arch:
             model = upscalers.build_upscaler(arch, scale).to(device)
             settings = {"without": None}
-            settings.update({f"with {name}": identity.IdentitySimilarity(recogniser, args.face_px, not args.no_flip,
-                                                                         scale)
+            settings.update({f"with {name}": identity.IdentitySimilarity(recogniser, args.face_px)
                              for name, recogniser in recognisers.items()})
             for similarity in settings.values():  # warm-up: allocator, kernels, first-call overheads
                 time_pass(model, batches[:args.warmup], scale, device, similarity)

@@ -26,8 +26,8 @@ def evaluate_upscaler(model, loader, scale, device, label="eval", show=True, ide
     The model runs in fp32 in eval mode; the metrics follow metrics.image_quality's pinned convention
     (uint8-rounded, 0-255, `scale`-pixel border cropped, Gaussian-window SSIM). Progress lines are labelled
     `label` (printed only with `show`). `identity` (optional, racecomp.identity.IdentitySimilarity) is
-    called on each batch on the device, identity(lr, output, hr) -> {column: per-image values}, and its
-    columns (id_cos, id_cos_bicubic) join the rows: no second pass over the data.
+    called on each batch on the device, identity(output, hr) -> {column: per-image values}, and its
+    columns (id_cos) join the rows: no second pass over the data.
     """
     model.eval()
     rows = []
@@ -41,7 +41,7 @@ def evaluate_upscaler(model, loader, scale, device, label="eval", show=True, ide
         quality = metrics.image_quality(output, hr, scale)
         values = {key: quality[key].cpu().tolist() for key in IMAGE_QUALITY_KEYS}
         if identity is not None:
-            values.update(identity(lr, output, hr))
+            values.update(identity(output, hr))
         for i in range(hr.shape[0]):
             row = {key: batch[key][i] for key in SAMPLE_KEYS}
             row.update({key: column[i] for key, column in values.items()})

@@ -2,8 +2,9 @@
 
 Two uses of one convention:
 - `IdentitySimilarity` (upscaling study, `--identity-model`): per image, the cosine similarity between the
-  recognition embeddings of the upscaled face and of the high-resolution original (`id_cos`), and of the
-  bicubic upscale and the original (`id_cos_bicubic`), batch by batch inside evaluation.evaluate_upscaler.
+  recognition embeddings of the upscaled face and of the high-resolution original (`id_cos`), batch by batch
+  inside evaluation.evaluate_upscaler. The bicubic reference is the `--arch bicubic` run with the same
+  `--identity-model` (its upscaled face is the bicubic one), so a model run pays for one set of faces only.
 - `Restoration` (verification study, `--restore`): every RFW face degraded exactly as the upscaling study
   makes its low-resolution images (datasets.downscale_bicubic) and restored by an upscaler, batch by batch
   inside verification.embed, before the standard RFW protocol.
@@ -13,16 +14,18 @@ recognition model as an 8-bit image (clamped to [0, 1] and rounded to the uint8 
 it), resized with datasets.resize_bicubic (antialiased) to the model's square input (112 px for arcface_torch
 backbones, else the verification run's --image-size) when it is not already that size. FairFace crops are
 resized, not aligned: FairFace has no landmarks. Then the path of run_verify: RGB in [-1, 1], eval mode,
-fp32, the flip test unless the recognition run used --no-flip, and the cosine of L2-normalized float64
-embeddings. id_cos is a similarity of two images of one face, in [-1, 1] (1: the same embedding direction),
-not a verification accuracy: it has no threshold and no impostors.
+fp32, and the cosine of L2-normalized float64 embeddings. id_cos uses no flip test whatever the recognition
+run did: both faces of a pair have the same orientation, and mirrored forwards would double the metric's
+cost (bench/bench_identity.py); restored RFW faces get the recognition run's flip test, as its protocol does.
+id_cos is a similarity of two images of one face, in [-1, 1] (1: the same embedding direction), not a
+verification accuracy: it has no threshold and no impostors.
 """
 import torch
 from torch import nn
 
-from racecomp import datasets, metrics, upscalers, verification
+from racecomp import datasets, metrics, verification
 
-IDENTITY_KEYS = ("id_cos", "id_cos_bicubic")  # per_image.csv / per_race.csv columns, cosine in [-1, 1]
+IDENTITY_KEYS = ("id_cos",)  # per_image.csv / per_race.csv columns, cosine in [-1, 1]
 
 
 def as_face(images, size):
@@ -39,30 +42,24 @@ def as_face(images, size):
 
 
 class IdentitySimilarity:
-    """id_cos and id_cos_bicubic of a batch: identity(lr, output, hr) -> {column: [per-image cosine]}.
+    """id_cos of a batch: identity(output, hr) -> {"id_cos": [per-image cosine]}.
 
     `model`: a recognition backbone (facenets), on the device of the batches; `image_size`: its square
-    input in px; `flip`: the flip test; `scale`: the upscaling factor (for the bicubic reference, the same
-    upscalers.bicubic_upsample as `--arch bicubic`). The three sets of faces (original, upscaled, bicubic)
-    are embedded in one batched call, fp32, eval mode; cosines are metrics.pair_scores on float64.
+    input in px. The original and upscaled faces are embedded in one batched call (2B faces), fp32, eval
+    mode, without the flip test; cosines are metrics.pair_scores on float64.
     """
 
-    def __init__(self, model, image_size, flip, scale):
+    def __init__(self, model, image_size):
         self.model = model
         self.image_size = image_size
-        self.flip = flip
-        self.scale = scale
 
     @torch.no_grad()
-    def __call__(self, lr, output, hr):
+    def __call__(self, output, hr):
         self.model.eval()
         count = len(hr)
-        faces = torch.cat([as_face(images, self.image_size)
-                           for images in (hr, output, upscalers.bicubic_upsample(lr, self.scale))])  # (3B, 3, S, S)
-        embeddings = verification.embed_batch(self.model, faces, self.flip).cpu().double().numpy()
-        original, upscaled, bicubic = embeddings[:count], embeddings[count:2 * count], embeddings[2 * count:]
-        return {"id_cos": metrics.pair_scores(upscaled, original).tolist(),
-                "id_cos_bicubic": metrics.pair_scores(bicubic, original).tolist()}
+        faces = torch.cat([as_face(images, self.image_size) for images in (hr, output)])  # (2B, 3, S, S)
+        embeddings = verification.embed_batch(self.model, faces, flip=False).cpu().double().numpy()
+        return {"id_cos": metrics.pair_scores(embeddings[count:], embeddings[:count]).tolist()}
 
 
 class Restoration(nn.Module):

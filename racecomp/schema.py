@@ -26,9 +26,16 @@ RACE_METRICS = {"upscale": ("ssim_y", "psnr_y", "ssim_rgb", "psnr_rgb"), "verify
 ITEM_COLUMNS = {"upscale": ("file", "race", "psnr_y", "ssim_y"),
                 "verify": ("race", "fold", "line", "id1", "id2", "correct")}  # both identities: two-way clusters
 # Metrics only some runs have, in per_race.csv and under the same names in the per-item file: upscaling runs
-# with --identity-model write id_cos / id_cos_bicubic (cosine of recognition embeddings, upscaled or bicubic
-# face vs original, in [-1, 1], higher = identity kept; racecomp.identity). A run without them is not broken.
-OPTIONAL_RACE_METRICS = {"upscale": ("id_cos", "id_cos_bicubic")}
+# with --identity-model write id_cos (cosine of the recognition embeddings of the upscaled face and of the
+# original, in [-1, 1], higher = identity kept; racecomp.identity). A bicubic run with the same
+# --identity-model gives the bicubic value itself. A run without them is not broken.
+OPTIONAL_RACE_METRICS = {"upscale": ("id_cos",)}
+# Arguments (args.json) that choose the recognition model behind id_cos: two runs' id_cos compare only when
+# these agree.
+IDENTITY_MODEL_ARGS = ("identity_model", "identity_arch")
+# Identifying columns of a verification run scored on restored faces (run_verify --restore); a run on the
+# original faces has neither.
+RESTORE_COLUMNS = ("restore", "restore_model")
 
 # Flags every study has that never change a result: where a run goes and how fast it gets there. Each
 # study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.

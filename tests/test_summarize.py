@@ -19,6 +19,7 @@ VERIFY_ID = ("study", "arch", "init", "finetune", "minority", "weight", "seed", 
 QUANT_ID = ("study", "task", "arch", "init", "finetune", "minority", "weight", "wbits", "abits", "calib",
             "qat_steps", "seed", "code_version")
 N_BOOT = 200
+MAX_COLUMNS = 10  # the widest table a paper can paste (racecomp.tables.report.MAX_COLUMNS)
 
 
 def write_rows(path, header, rows):
@@ -29,37 +30,57 @@ def write_rows(path, header, rows):
         writer.writerows(rows)
 
 
-def upscale_run(root, name, images, seed=0, arch="resnet50", minority="none", weight=1.0, scale=2):
-    """Run folder of run_upscale.py; images = [(file, race, psnr_y, ssim_y)]; RGB = Y - 1 dB / Y - 0.01."""
+def identifying_columns(columns, recipe, extra=()):
+    """The run's identifying columns in file order: `extra` (e.g. restore) and `recipe` go before the seed."""
+    seed = columns.index("seed")
+    return columns[:seed] + tuple(extra) + (("recipe",) if recipe is not None else ()) + columns[seed:]
+
+
+def write_args(folder, study, args, **record):
+    with open(os.path.join(folder, "args.json"), "w") as handle:
+        json.dump({"study": study, "args": args, "code_version": "abc123", **record}, handle)
+
+
+def upscale_run(root, name, images, seed=0, arch="resnet50", minority="none", weight=1.0, scale=2, recipe=None,
+                args=None):
+    """Run folder of run_upscale.py; images = [(file, race, psnr_y, ssim_y[, id_cos])] (id_cos: a run with
+    --identity-model); RGB = Y - 1 dB / Y - 0.01. args.json holds `args` (default: the identifying values);
+    args=False: no args.json."""
     folder = os.path.join(root, name)
     identity = {"study": "upscale", "arch": arch, "scale": scale, "upsampler": "pixelshuffle",
                 "minority": minority, "weight": weight, "minority_mode": "subsample", "finetune": "full",
-                "seed": seed, "code_version": "abc123"}
-    rows = [[f, race, "Male", "20-29", psnr, ssim, psnr - 1.0, ssim - 0.01] for f, race, psnr, ssim in images]
-    write_rows(os.path.join(folder, "per_image.csv"),
-               ["file", "race", "gender", "age", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"], rows)
+                "recipe": recipe, "seed": seed, "code_version": "abc123"}
+    columns = identifying_columns(UPSCALE_ID, recipe)
+    with_id_cos = len(images[0]) == 5
+    metrics = ["psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"] + (["id_cos"] if with_id_cos else [])
+    rows = [[f, race, "Male", "20-29", psnr, ssim, psnr - 1.0, ssim - 0.01, *rest]
+            for f, race, psnr, ssim, *rest in images]
+    write_rows(os.path.join(folder, "per_image.csv"), ["file", "race", "gender", "age"] + metrics, rows)
     per_race = []
     for race in dict.fromkeys(r[1] for r in rows):
         members = [r for r in rows if r[1] == race]
-        means = [math.fsum(m[k] for m in members) / len(members) for k in range(4, 8)]
-        per_race.append([identity[c] for c in UPSCALE_ID] + [race, len(members)] + means)
-    write_rows(os.path.join(folder, "per_race.csv"), list(UPSCALE_ID) + ["race", "n", "psnr_y", "ssim_y",
-                                                                         "psnr_rgb", "ssim_rgb"], per_race)
-    with open(os.path.join(folder, "args.json"), "w") as handle:
-        json.dump({"args": identity, "code_version": "abc123"}, handle)
+        means = [math.fsum(m[k] for m in members) / len(members) for k in range(4, 4 + len(metrics))]
+        per_race.append([identity[c] for c in columns] + [race, len(members)] + means)
+    write_rows(os.path.join(folder, "per_race.csv"), list(columns) + ["race", "n"] + metrics, per_race)
+    if args is not False:
+        write_args(folder, "upscale", identity if args is None else args)
     return folder
 
 
-def verify_run(root, name, pairs, seed=0, minority="none", weight=1.0, quant=None):
+def verify_run(root, name, pairs, seed=0, minority="none", weight=1.0, quant=None, restore=None, upscaler=None):
     """Run folder of run_verify.py (or run_quantize.py with quant={wbits, abits, calib, qat_steps});
-    pairs = [(race, line, id1, correct)], 10 equal folds per race in line order."""
+    pairs = [(race, line, id1, correct)], 10 equal folds per race in line order. restore = (restore,
+    restore_model): scored on restored faces (run_verify --restore), `upscaler` the restoring run's columns."""
     folder = os.path.join(root, name)
-    identity = {"study": "verify", "arch": "mobilefacenet", "init": "scratch", "finetune": "full",
+    identity = {"study": "verify", "arch": "mobilefacenet", "init": "weights", "finetune": "full",
                 "minority": minority, "weight": weight, "seed": seed, "code_version": "abc123"}
     columns = VERIFY_ID
     if quant is not None:
         identity.update(study="quantize", task="verify", **quant)
         columns = QUANT_ID
+    if restore is not None:
+        identity.update(restore=restore[0], restore_model=restore[1])
+        columns = identifying_columns(VERIFY_ID, None, ("restore", "restore_model"))
     rows = []
     for race in dict.fromkeys(p[0] for p in pairs):
         members = [p for p in pairs if p[0] == race]
@@ -76,6 +97,8 @@ def verify_run(root, name, pairs, seed=0, minority="none", weight=1.0, quant=Non
     write_rows(os.path.join(folder, "per_race.csv"), list(columns) + [
         "race", "n_pairs", "n_identities", "accuracy", "accuracy_std", "tpr", "fpr", "tar_at_far_0.001",
         "tar_at_far_0.01"], per_race)
+    if upscaler is not None:
+        write_args(folder, "verify", identity, restore={"upscaler": upscaler})
     return folder
 
 
@@ -91,6 +114,12 @@ def run_main(paths, out, *extra):
 
 def problems_text(result):
     return "\n".join(f"{path}: {message}" for path, message in result["problems"])
+
+
+def sections(markdown):
+    """{title: text} of the ## sections of tables.md."""
+    parts = markdown.split("\n## ")[1:]
+    return {part.split("\n", 1)[0]: part.split("\n", 1)[1] for part in parts}
 
 
 HAND_SEEDS = {  # seed -> [(file, race, psnr_y, ssim_y)]
@@ -109,10 +138,10 @@ def hand_runs(root):
 # Table values
 
 
-def test_table1_mean_min_max_delta_over_seeds(tmp_path):
+def test_seeds_table_mean_min_max_over_seeds(tmp_path):
     hand_runs(tmp_path / "runs")
     result = run_main([tmp_path / "runs"], tmp_path / "out")
-    rows = {r["race"]: r for r in read_csv(tmp_path / "out" / "table1_upscale.csv")}
+    rows = {r["race"]: r for r in read_csv(tmp_path / "out" / "seeds_upscale-x2.csv")}
     # White: seed means PSNR 31 and 33, SSIM 0.85 and 0.87; Black: PSNR 29 and 27, SSIM 0.75 and 0.73.
     expected = {"White": {"psnr_y": (32, 31, 33, 2), "ssim_y": (0.86, 0.85, 0.87, 0.02), "psnr_rgb": (31, 30, 32, 2)},
                 "Black": {"psnr_y": (28, 27, 29, 2), "ssim_y": (0.74, 0.73, 0.75, 0.02), "psnr_rgb": (27, 26, 28, 2)}}
@@ -122,12 +151,14 @@ def test_table1_mean_min_max_delta_over_seeds(tmp_path):
         for metric, values in metrics.items():
             got = [float(rows[race][f"{metric}_{stat}"]) for stat in ("mean", "min", "max", "delta")]
             assert got == pytest.approx(values, abs=1e-9)
-    text = (tmp_path / "out" / "tables.md").read_text()
-    assert "| White | 2 | 4 | 0.8600 | 0.8500 | 0.8700 | 0.0200 | 32.00 | 31.00 | 33.00 | 2.00 |" in text
+    table = sections((tmp_path / "out" / "tables.md").read_text())["Per-race quality over seeds, upscaling x2"]
+    assert "| race | seeds | images | PSNR-Y (dB) | SSIM-Y | PSNR-RGB (dB) | SSIM-RGB |" in table
+    assert "| White | 2 | 4 | 32.0 [31.0, 33.0] | 0.860 [0.850, 0.870] | 31.0 [30.0, 32.0] | 0.850 [0.840, 0.860] |" \
+        in table
     assert result["experiments"] == 1
 
 
-def test_table2_verification_rows_mean_over_seeds(tmp_path):
+def test_means_table_verification_rows_mean_over_seeds(tmp_path):
     # Seeds 0 and 1: African 40/40 and 36/40 correct -> 95.00; Asian 30/40 and 34/40 -> 80.00.
     def pairs(n_african, n_asian):
         return ([("African", i + 1, f"a{i % 8}", int(i < n_african)) for i in range(40)]
@@ -135,15 +166,17 @@ def test_table2_verification_rows_mean_over_seeds(tmp_path):
     verify_run(tmp_path, "v0", pairs(40, 30), seed=0)
     verify_run(tmp_path, "v1", pairs(36, 34), seed=1)
     run_main([tmp_path], tmp_path / "out")
-    (row,) = read_csv(tmp_path / "out" / "table2_verify_accuracy.csv")
+    (row,) = read_csv(tmp_path / "out" / "means_verify_accuracy.csv")
     assert float(row["African"]) == pytest.approx(95.0) and float(row["Asian"]) == pytest.approx(80.0)
     assert row["African_n"] == "80" and row["n_seeds"] == "2"
     assert float(row["Avg"]) == pytest.approx(87.5)
     assert float(row["STD"]) == pytest.approx(math.sqrt(2) * 7.5)
     assert float(row["SER"]) == pytest.approx(20.0 / 5.0)
-    text = (tmp_path / "out" / "tables.md").read_text()
-    assert "| 2 | 95.00 (n=80) | 80.00 (n=80) | 87.50 | 10.61 | 4.00 |" in text
-    ci = {r["quantity"]: r for r in read_csv(tmp_path / "out" / "table3_ci_verify.csv")}
+    tables = sections((tmp_path / "out" / "tables.md").read_text())
+    table = tables["Per-race accuracy (%), mean over seeds, verification"]
+    assert "| African | Asian | Avg | STD | SER |" in table  # one experiment: no label column
+    assert "| 95.0 (n=80) | 80.0 (n=80) | 87.5 | 10.6 | 4.00 |" in table
+    ci = {r["quantity"]: r for r in read_csv(tmp_path / "out" / "ci_verify.csv")}
     assert float(ci["African"]["value"]) == pytest.approx(95.0) and ci["African"]["n"] == "80"
     assert float(ci["gap"]["value"]) == pytest.approx(15.0)
     assert float(ci["ser"]["value"]) == pytest.approx(4.0)
@@ -176,7 +209,7 @@ def planted_upscale(root, penalty=1.0):
 def test_planted_minority_penalty_sign_and_intervals(tmp_path):
     planted_upscale(tmp_path / "runs")
     result = run_main([tmp_path / "runs"], tmp_path / "out")
-    rows = [r for r in read_csv(tmp_path / "out" / "table4_minority_penalty_upscale.csv") if r["metric"] == "psnr_y"]
+    rows = [r for r in read_csv(tmp_path / "out" / "minority_penalty_upscale-x2.csv") if r["metric"] == "psnr_y"]
     by_race = {r["race"]: r for r in rows}
     assert rows[0]["race"] == "Black" and rows[0]["headline"] == "1"  # the headline row comes first
     black, white = by_race["Black"], by_race["White"]
@@ -188,16 +221,15 @@ def test_planted_minority_penalty_sign_and_intervals(tmp_path):
     # Two seeds on both sides, the same seed labels: a recipe-level difference with seeds paired.
     assert black["level"] == "recipe" and black["seeds_paired"] == "1" and black["n_seeds"] == "2"
     assert black["scope"] == "recipe difference (seed and item variance)"
-    gain = [r for r in read_csv(tmp_path / "out" / "table4_gain_over_bicubic_upscale.csv")
+    gain = [r for r in read_csv(tmp_path / "out" / "gain_over_bicubic_upscale-x2.csv")
             if r["metric"] == "psnr_y" and r["arch"] == "resnet50" and r["minority"] == "none"]
     assert {r["race"] for r in gain} == {"White", "Black", "East Asian"}
     assert all(float(r["model_minus_bicubic"]) == pytest.approx(2.0) for r in gain)
-    paired = read_csv(tmp_path / "out" / "table3_paired_upscale.csv")
-    assert {r["relation"] for r in paired} == {"bicubic", "balanced"}
-    text = (tmp_path / "out" / "tables.md").read_text()
-    assert "**Black (under-sampled)** | -1.00 [" in text
-    assert "recipe difference (seed and item variance): 2 vs 2 seeds, seeds paired" in text
-    assert "| equal-means p |" in text
+    tables = sections((tmp_path / "out" / "tables.md").read_text())
+    penalty = tables["Minority penalty (under-sampled - balanced), PSNR-Y (dB), upscaling x2"]
+    assert "| **Black (under-sampled)** | -1.00 [" in penalty and "| <0.001 |" in penalty
+    assert "recipe difference (seed and item variance): 2 vs 2 seeds, seeds paired" in penalty
+    assert "| equal-means p |" in tables["Fairness of PSNR-Y (dB) across races with 95% CIs, upscaling x2"]
     assert not result["problems"]
 
 
@@ -210,7 +242,7 @@ def verification_penalty(root, wrong):
     verify_run(root, "balanced", pairs(False))
     verify_run(root, "under", pairs(True), minority="African", weight=0.25)
     run_main([root], root / "out")
-    return {r["race"]: r for r in read_csv(root / "out" / "table4_minority_penalty_verify.csv")}
+    return {r["race"]: r for r in read_csv(root / "out" / "minority_penalty_verify.csv")}
 
 
 def test_planted_verification_penalty_in_percentage_points(tmp_path):
@@ -229,7 +261,7 @@ def test_planted_verification_penalty_in_percentage_points(tmp_path):
     assert by_race["African"]["scope"] == "model difference (1 seed; not a recipe effect)"
     assert by_race["African"]["level"] == "model" and by_race["African"]["seed_sd"] == "nan"
     text = (tmp_path / "clustered" / "out" / "tables.md").read_text()
-    assert "| **African (under-sampled)** | -30.00 [" in text and "| model difference (1 seed; not a recipe " in text
+    assert "| **African (under-sampled)** | -30.0 [" in text and "| model difference (1 seed; not a recipe " in text
 
 
 def test_quantized_minus_fp32_and_missing_fp32(tmp_path):
@@ -242,15 +274,237 @@ def test_quantized_minus_fp32_and_missing_fp32(tmp_path):
     verify_run(tmp_path, "lonely/w8a8", full, quant={**fp32, "wbits": 8, "abits": 8, "calib": "real"}, weight=0.5,
                minority="Indian")
     result = run_main([tmp_path], tmp_path / "out")
-    paired = [r for r in read_csv(tmp_path / "out" / "table3_paired_quantize-verify.csv") if r["wbits"] == "4"]
-    by_race = {r["race"]: r for r in paired}
-    assert float(by_race["Indian"]["mean_diff"]) == pytest.approx(-20.0)  # quantized - fp32, percentage points
-    assert float(by_race["African"]["mean_diff"]) == 0.0
+    rows = read_csv(tmp_path / "out" / "quantized_minus_fp32_quantize-verify.csv")
+    by_race = {r["race"]: r for r in rows}
+    assert {r["wbits"] for r in rows} == {"4"}
+    assert float(by_race["Indian"]["quantized_minus_fp32"]) == pytest.approx(-20.0)  # percentage points
+    assert float(by_race["African"]["quantized_minus_fp32"]) == 0.0
     assert "wbits=32, abits=32, calib=none" in by_race["Indian"]["reference"]
-    table = read_csv(tmp_path / "out" / "table2_quantize-verify_accuracy.csv")
+    table = read_csv(tmp_path / "out" / "means_quantize-verify_accuracy.csv")
     assert sorted(r["wbits"] for r in table) == ["32", "4", "8"]
     assert any(path.endswith(os.path.join("lonely", "w8a8", "per_race.csv")) and "no fp32 counterpart" in message
                for path, message in result["problems"])
+    assert "Quantized - fp32, accuracy (%), quantized verification" in sections(
+        (tmp_path / "out" / "tables.md").read_text())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Identity after upscaling: id_cos
+
+
+ID_COS_IMAGES = [  # (file, race, psnr_y, ssim_y, id_cos of the model, id_cos of bicubic)
+    ("val/1.jpg", "White", 30.0, 0.80, 0.90, 0.70), ("val/2.jpg", "White", 32.0, 0.90, 0.80, 0.75),
+    ("val/3.jpg", "Black", 28.0, 0.70, 0.60, 0.50), ("val/4.jpg", "Black", 30.0, 0.80, 0.70, 0.40)]
+
+
+def identity_runs(root, bicubic_identities=(None, "X"), model_identities=("X", None)):
+    """Model runs (resnet50) and bicubic floors with and without --identity-model, one seed each. A run with
+    identity model M has id_cos (ID_COS_IMAGES) and recipe <arch>-<M>; bicubic = model - 2 dB, SSIM - 0.1."""
+    for identity_model in bicubic_identities:
+        images = [(f, r, p - 2.0, s - 0.1) + ((bicubic,) if identity_model else ())
+                  for f, r, p, s, _, bicubic in ID_COS_IMAGES]
+        upscale_run(root, f"bicubic-{identity_model}", images, arch="bicubic", recipe=f"bicubic-{identity_model}",
+                    args={"arch": "bicubic", "identity_model": identity_model})
+    for identity_model in model_identities:
+        images = [(f, r, p, s) + ((model,) if identity_model else ()) for f, r, p, s, model, _ in ID_COS_IMAGES]
+        upscale_run(root, f"resnet50-{identity_model}", images, recipe=f"resnet50-{identity_model}",
+                    args={"arch": "resnet50", "identity_model": identity_model, "lr": 0.001})
+
+
+def test_id_cos_per_race_means_and_gain_over_bicubic_by_hand(tmp_path):
+    identity_runs(tmp_path / "runs")
+    result = run_main([tmp_path / "runs"], tmp_path / "out")
+    assert "ambiguous" not in problems_text(result)  # two bicubic floors (with and without --identity-model)
+    means = {r["recipe"]: r for r in read_csv(tmp_path / "out" / "means_upscale-x2_id_cos.csv")}
+    assert set(means) == {"bicubic-X", "resnet50-X"}  # only the runs that have id_cos
+    # Model: White (0.90 + 0.80) / 2, Black (0.60 + 0.70) / 2; bicubic: (0.70 + 0.75) / 2, (0.50 + 0.40) / 2.
+    assert [float(means["resnet50-X"][r]) for r in ("White", "Black")] == pytest.approx([0.85, 0.65])
+    assert [float(means["bicubic-X"][r]) for r in ("White", "Black")] == pytest.approx([0.725, 0.45])
+    assert float(means["resnet50-X"]["STD"]) == pytest.approx(0.2 / math.sqrt(2)) and "SER" not in means["resnet50-X"]
+    gain = read_csv(tmp_path / "out" / "gain_over_bicubic_upscale-x2.csv")
+    id_cos = {r["race"]: r for r in gain if r["metric"] == "id_cos"}
+    # Paired by file: White 0.90 - 0.70 and 0.80 - 0.75 -> 0.125; Black 0.60 - 0.50 and 0.70 - 0.40 -> 0.20.
+    assert {r["recipe"] for r in gain if r["metric"] == "id_cos"} == {"resnet50-X"}
+    assert float(id_cos["White"]["model_minus_bicubic"]) == pytest.approx(0.125)
+    assert float(id_cos["Black"]["model_minus_bicubic"]) == pytest.approx(0.20)
+    assert all("recipe=bicubic-X" in r["reference"] for r in id_cos.values())
+    # PSNR: each model against the bicubic floor of its own identity model (the same PSNR either way).
+    psnr = [r for r in gain if r["metric"] == "psnr_y"]
+    assert {(r["recipe"], r["reference"].split("recipe=")[1]) for r in psnr} == {
+        ("resnet50-X", "bicubic-X"), ("resnet50-None", "bicubic-None")}
+    assert all(float(r["model_minus_bicubic"]) == pytest.approx(2.0) for r in psnr)
+    tables = sections((tmp_path / "out" / "tables.md").read_text())
+    assert "| race | seeds | images | PSNR-Y (dB) | SSIM-Y | id_cos | PSNR-RGB (dB) | SSIM-RGB |" in \
+        tables["Per-race quality over seeds, upscaling x2"]  # id_cos next to PSNR/SSIM
+    assert "| resnet50 | resnet50-X | 0.850 (n=2) | 0.650 (n=2) | 0.750 | 0.141 |" in \
+        tables["Per-race id_cos, mean over seeds, upscaling x2"]
+    assert "| White | 0.125 " in tables["Gain over bicubic (model - bicubic), id_cos, upscaling x2"]
+    assert "Per-race id_cos with 95% CIs, upscaling x2" in tables
+    assert "Minority penalty" not in " ".join(tables)
+
+
+def test_id_cos_is_not_compared_across_recognition_models(tmp_path):
+    # The only bicubic floor with id_cos used another recognition model: PSNR is compared, id_cos is not.
+    identity_runs(tmp_path / "runs", bicubic_identities=("X",), model_identities=("Y",))
+    result = run_main([tmp_path / "runs"], tmp_path / "out")
+    gain = read_csv(tmp_path / "out" / "gain_over_bicubic_upscale-x2.csv")
+    assert {r["metric"] for r in gain} == {"psnr_y", "ssim_y"}
+    assert "id_cos of the bicubic reference [" in problems_text(result)
+    assert "comparison left out (needs a bicubic run with the same identity_model, identity_arch)" in \
+        problems_text(result)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Verification on restored faces
+
+
+def test_restored_faces_side_by_side_per_recognition_model(tmp_path):
+    def pairs(wrong_african, wrong_asian):  # the first n pairs of a race are wrong
+        return ([("African", i + 1, f"a{i % 10}", int(i >= wrong_african)) for i in range(20)]
+                + [("Asian", i + 1, f"b{i % 10}", int(i >= wrong_asian)) for i in range(20)])
+    upscaler = {"study": "upscale", "arch": "fastvit_t8", "scale": 2, "minority": "none", "seed": 0}
+    verify_run(tmp_path / "runs", "hr", pairs(0, 0))
+    verify_run(tmp_path / "runs", "bicubic", pairs(4, 2), restore=("bicubic-x2", "none"))
+    verify_run(tmp_path / "runs", "model", pairs(2, 0), restore=("fastvit_t8-x2", "m1"), upscaler=upscaler)
+    run_main([tmp_path / "runs"], tmp_path / "out")
+    tables = sections((tmp_path / "out" / "tables.md").read_text())
+    restored = tables["Verification on restored faces, accuracy (%) per race, verification"]
+    # HR 20/20 and 20/20; bicubic 16/20 and 18/20 (Avg 85, STD 7.07, SER 20 / 10); the upscaler 18/20 and 20/20.
+    rows = restored.split("| faces | African | Asian | Avg | STD | SER |")[1].splitlines()[2:5]
+    assert rows == ["| HR | 100 (n=20) | 100 (n=20) | 100 | 0 | nan |",
+                    "| LR + bicubic-x2 | 80.0 (n=20) | 90.0 (n=20) | 85.0 | 7.07 | 2.00 |",
+                    "| LR + fastvit_t8-x2 (upscaler m1) | 90.0 (n=20) | 100 (n=20) | 95.0 | 7.07 | inf |"]
+    change = {(r["restore"], r["race"]): float(r["restored_minus_hr"])
+              for r in read_csv(tmp_path / "out" / "restored_minus_hr_verify.csv")}
+    assert change == pytest.approx({("bicubic-x2", "African"): -20.0, ("bicubic-x2", "Asian"): -10.0,
+                                    ("fastvit_t8-x2", "African"): -10.0, ("fastvit_t8-x2", "Asian"): 0.0})
+    legend = tables["Legend: recipe hashes and upscaler ids"]
+    assert "| m1 | arch=fastvit_t8, scale=2, minority=none, seed=0 |" in legend
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the tables: legend, names, widths, flags, the --out folder
+
+
+def test_recipe_legend_maps_each_hash_to_the_settings_that_differ(tmp_path):
+    root = tmp_path / "runs"
+
+    def args(lr, seed, **extra):  # out and workers differ run to run but never change a result
+        return {"arch": "resnet50", "lr": lr, "epochs": 2, "seed": seed, "out": f"/runs/{lr}-{seed}",
+                "workers": seed, **extra}
+
+    for seed, save_samples in ((0, 4), (1, 0)):  # save_samples differs inside one recipe: not a result setting
+        upscale_run(root, f"a{seed}", HAND_SEEDS[seed], seed=seed, recipe="r-lr1",
+                    args=args(0.001, seed, save_samples=save_samples))
+    upscale_run(root, "b0", HAND_SEEDS[0], recipe="r-lr2", args=args(0.002, 0, save_samples=4))
+    upscale_run(root, "old", HAND_SEEDS[0], recipe="r-old", args=False)
+    result = run_main([root], tmp_path / "out")
+    legend = sections((tmp_path / "out" / "tables.md").read_text())["Legend: recipe hashes and upscaler ids"]
+    assert "| block | recipe | runs | settings that differ |" in legend
+    assert "| upscaling x2 | r-lr1 | 2 | lr=0.001 |" in legend
+    assert "| upscaling x2 | r-lr2 | 1 | lr=0.002 |" in legend
+    assert "| upscaling x2 | r-old | 1 | (no args.json) |" in legend
+    assert {(r["recipe"], r.get("lr")) for r in read_csv(tmp_path / "out" / "recipes.csv")} == {
+        ("r-lr1", "0.001"), ("r-lr2", "0.002"), ("r-old", "")}
+    assert "recipe r-old: no args.json in its runs" in problems_text(result)
+
+
+def test_rerun_writes_exactly_its_own_files_and_removes_stale_ones(tmp_path):
+    planted_upscale(tmp_path / "runs")
+    out = tmp_path / "out"
+    first = run_main([tmp_path / "runs"], out)
+    assert (out / "gain_over_bicubic_upscale-x2.csv").is_file()
+    (out / ".tables.md.k1ll3d.tmp").write_text("")  # left by a summarize killed while writing
+    for seed in (0, 1):  # without the bicubic floor, no gain over bicubic
+        for name in os.listdir(tmp_path / "runs" / f"bicubic-s{seed}"):
+            os.remove(tmp_path / "runs" / f"bicubic-s{seed}" / name)
+    second = run_main([tmp_path / "runs"], out)
+    assert not (out / "gain_over_bicubic_upscale-x2.csv").exists()
+    assert sorted(os.listdir(out)) == sorted([os.path.basename(p) for p in second["written"]] + ["summarize_files.txt"])
+    assert len(second["written"]) < len(first["written"])
+    listed = [line for line in (out / "summarize_files.txt").read_text().splitlines() if not line.startswith("#")]
+    assert sorted(listed) == sorted(os.path.basename(p) for p in second["written"])
+
+
+def test_out_holding_files_summarize_did_not_write_is_refused(tmp_path):
+    hand_runs(tmp_path / "runs")
+    out = tmp_path / "out"
+    run_main([tmp_path / "runs"], out)
+    before = sorted(os.listdir(out))
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt, which summarize.py did not write") as error:
+        run_main([tmp_path / "runs"], out)
+    assert "\n" not in str(error.value) and str(out / "notes.txt") in str(error.value)
+    assert sorted(os.listdir(out)) == sorted(before + ["notes.txt"])  # nothing removed
+    os.makedirs(tmp_path / "paper")
+    (tmp_path / "paper" / "draft.tex").write_text("")
+    with pytest.raises(ValueError, match="draft.tex"):  # a folder of other files, never written by summarize
+        run_main([tmp_path / "runs"], tmp_path / "paper")
+
+
+def test_one_seed_and_one_item_cells_say_so_instead_of_a_zero_width_interval(tmp_path):
+    white = [(f"val/w{i}.jpg", "White", 30.0 + i, 0.8) for i in range(6)]  # enough images for an interval
+    upscale_run(tmp_path / "runs", "one", white + [("val/5.jpg", "Indian", 29.0, 0.75)])
+    run_main([tmp_path / "runs"], tmp_path / "out")
+    tables = sections((tmp_path / "out" / "tables.md").read_text())
+    assert "| White | 1 | 6 | 32.5 (n=1, no seed range) | 0.800 (n=1, no seed range) |" in \
+        tables["Per-race quality over seeds, upscaling x2"]
+    per_race = tables["Per-race PSNR-Y (dB) with 95% CIs, upscaling x2"]
+    assert "| 29.0 (n=1, no CI) |" in per_race  # one Indian image: no interval to show
+    assert "| 32.5 [" in per_race and " (n=6) |" in per_race  # six White images: an item-level interval
+    ci = {r["quantity"]: r for r in read_csv(tmp_path / "out" / "ci_upscale-x2.csv") if r["metric"] == "psnr_y"}
+    assert ci["Indian"]["n"] == "1" and ci["White"]["n"] == "6"
+    assert {r["n_seeds"] for r in read_csv(tmp_path / "out" / "seeds_upscale-x2.csv")} == {"1"}
+
+
+def sweep(root):
+    """Every kind of table: two scales, three upscaler kinds, seven races, id_cos, two recipes, minority runs,
+    verification on restored faces with a minority run, quantization."""
+    races = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
+    rng = np.random.default_rng(3)
+    files = [(f"val/{i}.jpg", races[i % 7]) for i in range(35)]
+    for scale in (2, 4):
+        for arch, minority, weight, identity_model, seeds in (
+                ("bicubic", "none", 1.0, "X", (0,)), ("bicubic", "none", 1.0, None, (0,)),
+                ("resnet50", "none", 1.0, "X", (0, 1)), ("resnet50", "Black", 0.2, "X", (0, 1)),
+                ("fastvit", "none", 1.0, None, (0,)), ("fastvit", "Indian", 0.5, None, (0,))):
+            for seed in seeds:
+                images = [(f, r, float(rng.normal(30, 2)), float(rng.uniform(0.7, 0.9)))
+                          + ((float(rng.uniform(0.5, 0.9)),) if identity_model else ()) for f, r in files]
+                upscale_run(root, f"{arch}-x{scale}-{minority}-{identity_model}-{seed}", images, seed=seed, arch=arch,
+                            minority=minority, weight=weight, scale=scale, recipe=f"{arch}-{identity_model}",
+                            args={"arch": arch, "identity_model": identity_model, "lr": 0.001 * scale})
+    pairs = [(race, i + 1, f"{race}{i % 5}", int(rng.uniform() < 0.9)) for race in ("African", "Asian", "Caucasian",
+                                                                                     "Indian") for i in range(20)]
+    for minority in ("none", "Asian"):
+        verify_run(root, f"verify-{minority}", pairs, minority=minority, weight=0.5)
+        verify_run(root, f"verify-{minority}-bicubic", pairs, minority=minority, weight=0.5,
+                   restore=("bicubic-x2", "none"))
+    fp32 = {"wbits": 32, "abits": 32, "calib": "none", "qat_steps": 0}
+    verify_run(root, "q/fp32", pairs, quant=fp32)
+    verify_run(root, "q/w8a8", pairs, quant={**fp32, "wbits": 8, "abits": 8, "calib": "real"})
+
+
+def test_every_table_has_its_own_name_and_fits_a_page(tmp_path):
+    sweep(tmp_path / "runs")
+    result = run_main([tmp_path / "runs"], tmp_path / "out", "--n-boot", "20")
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    titles = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
+    assert len(titles) == len(set(titles)) and not [t for t in titles if "Table" in t]
+    for expected in ("Per-race quality over seeds, upscaling x2", "Per-race id_cos, mean over seeds, upscaling x4",
+                     "Gain over bicubic (model - bicubic), id_cos, upscaling x4",
+                     "Minority penalty (under-sampled - balanced), PSNR-Y (dB), upscaling x2",
+                     "Verification on restored faces, accuracy (%) per race, verification",
+                     "Restored - original faces (restored - HR), accuracy (%), verification",
+                     "Minority penalty (under-sampled - balanced), accuracy (%), verification",
+                     "Quantized - fp32, accuracy (%), quantized verification",
+                     "Fairness of SSIM-Y across races with 95% CIs, upscaling x4",
+                     "Legend: recipe hashes and upscaler ids"):
+        assert expected in titles
+    widths = [len(line.strip().strip("|").split("|")) for line in markdown.splitlines() if line.startswith("|")]
+    assert max(widths) <= MAX_COLUMNS
+    assert max(widths) == MAX_COLUMNS  # the seven FairFace races are there: the limit is reached, not avoided
+    assert "ambiguous" not in problems_text(result)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -290,9 +544,9 @@ def test_bad_inputs_are_reported_and_good_runs_remain(tmp_path):
     assert str(root / "no_items" / "per_image.csv") + ": missing" in text
     assert str(root / "cut_items" / "per_image.csv") + ": Black: 1 rows but per_race.csv says 2" in text
     assert str(root / "unfinished") + ": unfinished run" in text
-    table1 = read_csv(tmp_path / "out" / "table1_upscale.csv")
-    assert {r["arch"] for r in table1} == {"resnet50", "vgg", "convnext"}  # runs without usable items still appear
-    ci_archs = {r["arch"] for r in read_csv(tmp_path / "out" / "table3_ci_upscale.csv")}
+    seeds = read_csv(tmp_path / "out" / "seeds_upscale-x2.csv")
+    assert {r["arch"] for r in seeds} == {"resnet50", "vgg", "convnext"}  # runs without usable items still appear
+    ci_archs = {r["arch"] for r in read_csv(tmp_path / "out" / "ci_upscale-x2.csv")}
     assert ci_archs == {"resnet50"}
     markdown = (tmp_path / "out" / "tables.md").read_text()
     problems_section = markdown.split("## Problems")[1]
@@ -307,7 +561,7 @@ def test_clash_same_experiment_and_seed(tmp_path):
     clashing = [path for path, message in result["problems"] if "same experiment and seed 1" in message]
     assert sorted(clashing) == sorted([str(tmp_path / "a" / "resnet50-balanced-seed1" / "per_race.csv"),
                                        str(tmp_path / "b" / "copy" / "per_race.csv")])
-    rows = read_csv(tmp_path / "out" / "table1_upscale.csv")
+    rows = read_csv(tmp_path / "out" / "seeds_upscale-x2.csv")
     assert {r["seeds"] for r in rows} == {"0"}  # both seed-1 runs left out, seed 0 remains
     assert float(rows[0]["psnr_y_mean"]) == 31.0
 
@@ -318,10 +572,10 @@ def test_missing_balanced_and_bicubic_counterparts(tmp_path):
     messages = [m for path, m in result["problems"] if path == str(tmp_path / "under" / "per_race.csv")]
     assert any("no balanced counterpart" in m for m in messages)
     assert any("no bicubic counterpart" in m for m in messages)
-    assert read_csv(tmp_path / "out" / "table1_upscale.csv")
+    assert read_csv(tmp_path / "out" / "seeds_upscale-x2.csv")
 
 
-def test_nothing_usable_exits_non_zero(tmp_path):
+def test_nothing_usable_exits_non_zero_and_leaves_the_out_folder_alone(tmp_path):
     os.makedirs(tmp_path / "bad")
     (tmp_path / "bad" / "per_race.csv").write_text("")
     with pytest.raises(SystemExit, match="no usable finished run"):
@@ -339,10 +593,10 @@ def test_main_on_globs_and_plots_are_png(tmp_path):
     hand_runs(tmp_path / "runs")
     upscale_run(tmp_path / "runs", "other-seed0", HAND_SEEDS[0], arch="vgg")
     result = run_main([tmp_path / "runs" / "*-seed0"], tmp_path / "out")
-    assert {r["arch"] for r in read_csv(tmp_path / "out" / "table1_upscale.csv")} == {"resnet50", "vgg"}
-    assert {r["seeds"] for r in read_csv(tmp_path / "out" / "table1_upscale.csv")} == {"0"}
+    assert {r["arch"] for r in read_csv(tmp_path / "out" / "seeds_upscale-x2.csv")} == {"resnet50", "vgg"}
+    assert {r["seeds"] for r in read_csv(tmp_path / "out" / "seeds_upscale-x2.csv")} == {"0"}
     pngs = [p for p in result["written"] if p.endswith(".png")]
-    assert {os.path.basename(p) for p in pngs} >= {"table1_upscale_psnr_y.png", "table3_upscale_ssim_y.png"}
+    assert {os.path.basename(p) for p in pngs} >= {"seeds_upscale-x2_psnr_y.png", "ci_upscale-x2_ssim_y.png"}
     for path in pngs:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width >= 640 and image.height >= 400
@@ -355,8 +609,8 @@ def test_infinite_psnr_is_kept_in_means_and_capped_for_intervals(tmp_path):
               ("val/3.jpg", "Black", 28.0, 0.7), ("val/4.jpg", "Black", 30.0, 0.8)]
     upscale_run(tmp_path, "exact", images)
     result = run_main([tmp_path], tmp_path / "out")
-    white = [r for r in read_csv(tmp_path / "out" / "table1_upscale.csv") if r["race"] == "White"][0]
+    white = [r for r in read_csv(tmp_path / "out" / "seeds_upscale-x2.csv") if r["race"] == "White"][0]
     assert white["psnr_y_mean"] == "inf"
-    ci = {r["quantity"]: r for r in read_csv(tmp_path / "out" / "table3_ci_upscale.csv") if r["metric"] == "psnr_y"}
+    ci = {r["quantity"]: r for r in read_csv(tmp_path / "out" / "ci_upscale-x2.csv") if r["metric"] == "psnr_y"}
     assert float(ci["White"]["value"]) == pytest.approx((PSNR_CAP_DB + 30.0) / 2)
     assert any("1 of 4 per-image psnr_y values are infinite" in m for _, m in result["problems"])

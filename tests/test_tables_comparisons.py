@@ -1,4 +1,4 @@
-"""racecomp.tables.comparisons: Table 2 rows from per-race means, finding a run's reference, and the scope of a
+"""racecomp.tables.comparisons: per-race means rows (Table I layout), finding a run's reference, and the scope of a
 comparison (model difference with one seed, recipe difference with several)."""
 import math
 
@@ -15,7 +15,7 @@ def experiment_of(family, columns, per_race=None, folder="r"):
     return Experiment(family, family, dict(columns), [run])
 
 
-def test_table2_avg_std_ser_of_table_one_vector():
+def test_means_row_avg_std_ser_of_table_one_vector():
     # The vector of "Compressed Models Decompress Race Biases" Table I style: Avg 91.83, STD 2.41, SER 2.09.
     run = Run("r", "verify", "verify", {"study": "verify", "seed": "0", "code_version": "x"},
               {race: {"n": 6000, "accuracy": value} for race, value in
@@ -98,3 +98,51 @@ def test_items_missing_from_a_seed_are_left_out_and_reported():
     assert rows["White"]["n_items"] == 19 and rows["White"]["n"] == 38
     ((path, message),) = problems.entries
     assert "1 items evaluated by only some seeds are left out" in message
+
+
+def bicubic_of(identity_model, id_cos, recipe, args=True):
+    """A bicubic experiment (scale 2) with per-race means, with or without id_cos and args.json."""
+    columns = {"study": "upscale", "arch": "bicubic", "scale": "2", "minority": "none", "recipe": recipe}
+    per_race = {"White": {"n": 1, "psnr_y": 28.0, **({"id_cos": 0.7} if id_cos else {})}}
+    run = Run(recipe, "upscale", "upscale", {**columns, "seed": "0", "code_version": "x"}, per_race, None,
+              {"args": {"identity_model": identity_model}} if args else None)
+    return Experiment("upscale", "upscale", columns, [run])
+
+
+def model_of(identity_model, args=True):
+    experiment = bicubic_of(identity_model, identity_model is not None, f"model-{identity_model}", args)
+    experiment.columns["arch"] = "resnet50"
+    return experiment
+
+
+def test_bicubic_floors_with_and_without_identity_model_are_not_a_tie():
+    plain, with_x = bicubic_of(None, False, "b-plain"), bicubic_of("X", True, "b-x")
+    floors = [plain, with_x]
+    problems = Problems()
+    assert find_reference(model_of("X"), floors, "bicubic", problems) is with_x  # the same recognizer
+    assert find_reference(model_of(None), floors, "bicubic", problems) is plain
+    # Another recognizer (or no args.json to tell): the floor without id_cos, whose PSNR/SSIM are the same.
+    assert find_reference(model_of("Y"), floors, "bicubic", problems) is plain
+    unknown = [bicubic_of(None, False, "b-plain", args=False), bicubic_of("X", True, "b-x", args=False)]
+    assert find_reference(model_of("X", args=False), unknown, "bicubic", problems) is unknown[0]
+    assert not problems.entries
+    # Two floors of the same recognizer that differ in their recipe (e.g. other val images) stay ambiguous.
+    assert find_reference(model_of("X"), [with_x, bicubic_of("X", True, "b-x-other-data")], "bicubic", problems) is None
+    assert "ambiguous bicubic counterpart" in problems.entries[0][1]
+
+
+def test_find_reference_of_a_run_on_original_faces_ignores_restored_runs():
+    base = {"study": "verify", "arch": "iresnet50", "init": "weights", "weight": "1.0"}
+    under = experiment_of("verify", {**base, "minority": "African"})
+    balanced = experiment_of("verify", {**base, "minority": "none"})
+    balanced_restored = experiment_of("verify", {**base, "minority": "none", "restore": "bicubic-x2",
+                                                 "restore_model": "none"})
+    under_restored = experiment_of("verify", {**base, "minority": "African", "restore": "bicubic-x2",
+                                              "restore_model": "none"})
+    everything = [under, balanced, balanced_restored, under_restored]
+    problems = Problems()
+    assert find_reference(under, everything, "balanced", problems) is balanced  # restore must agree, even absent
+    assert find_reference(under_restored, everything, "balanced", problems) is balanced_restored
+    assert find_reference(under_restored, everything, "hr", problems) is under  # restored - original faces
+    assert find_reference(balanced_restored, everything, "hr", problems) is balanced
+    assert not problems.entries

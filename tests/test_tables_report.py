@@ -1,28 +1,44 @@
-"""racecomp.tables.report: cell formatting and the row labels of a family's tables."""
-import numpy as np
-
-from racecomp.tables.report import _format, _scope_text, _seed_sd_text, _varying_columns
+"""racecomp.tables.report: the blocks of experiments, the columns that label rows, and the scope of a comparison."""
+from racecomp.tables.report import MAX_COLUMNS, _label_layout, _scope_text, _seed_sd_text, _varying_columns, blocks_of
 from racecomp.tables.runs import Experiment
 
 
-def test_format_counts_as_integers_and_blanks_as_empty():
-    assert _format(3, 2) == "3" and _format(np.int64(3), 2) == "3"
-    assert _format(3.14159, 2) == "3.14" and _format(float("inf"), 2) == "inf"
-    assert _format("", 2) == "" and _format(None, 2) == ""
+def experiment(family="upscale", **columns):
+    return Experiment(family, family.split("-")[-1], {"study": family.split("-")[0], **columns}, [])
 
 
 def test_varying_columns_compare_values_not_spellings():
-    experiments = [Experiment("upscale", "upscale", {"study": "upscale", "arch": arch, "scale": scale}, [])
-                   for arch, scale in (("resnet50", "2"), ("vgg", "2.0"))]
+    experiments = [experiment(arch=arch, scale=scale) for arch, scale in (("resnet50", "2"), ("vgg", "2.0"))]
     varying, constant = _varying_columns(experiments)
     assert varying == ["arch"] and constant == "scale=2"
+
+
+def test_label_columns_are_joined_when_they_would_not_fit():
+    experiments = [experiment(arch=arch, minority=minority, weight=weight)
+                   for arch, minority, weight in (("resnet50", "none", "1.0"), ("vgg", "Black", "0.2"))]
+    header, cells, _ = _label_layout(experiments, MAX_COLUMNS - 3)  # three columns fit beside the others
+    assert header == ["arch", "minority", "weight"] and cells(experiments[1]) == ["vgg", "Black", "0.2"]
+    header, cells, _ = _label_layout(experiments, MAX_COLUMNS - 2)
+    assert header == ["experiment"] and cells(experiments[1]) == ["arch=vgg, minority=Black, weight=0.2"]
+    header, cells, constant = _label_layout(experiments[:1], MAX_COLUMNS)  # one experiment: the intro names it
+    assert header == [] and cells(experiments[0]) == [] and constant == "arch=resnet50, minority=none, weight=1.0"
+
+
+def test_blocks_split_upscaling_by_scale_in_family_order():
+    experiments = [experiment("verify", arch="mobilefacenet"), experiment(arch="vgg", scale="4"),
+                   experiment(arch="bicubic", scale="2.0"), experiment("quantize-verify", arch="iresnet50"),
+                   experiment(arch="resnet50", scale="2")]
+    blocks = blocks_of(experiments)
+    assert [(b.name, b.title, len(b.experiments)) for b in blocks] == [
+        ("upscale-x2", "upscaling x2", 2), ("upscale-x4", "upscaling x4", 1), ("verify", "verification", 1),
+        ("quantize-verify", "quantized verification", 1)]
 
 
 def test_scope_and_seed_spread_say_what_a_comparison_is_about():
     one_seed = {"level": "model", "scope": "model difference (1 seed; not a recipe effect)"}
     assert _scope_text(one_seed) == "model difference (1 seed; not a recipe effect)"
-    assert _seed_sd_text(one_seed, 2) == "(1 seed)"
+    assert _seed_sd_text(one_seed) == "(1 seed)"
     seeds = {"level": "recipe", "scope": "recipe difference (seed and item variance)", "n_seeds_a": 3,
              "n_seeds_b": 3, "seeds_paired": True, "seed_sd_a": 0.12, "seed_sd_b": 0.2, "seed_sd_difference": 0.1}
     assert _scope_text(seeds) == "recipe difference (seed and item variance): 3 vs 3 seeds, seeds paired"
-    assert _seed_sd_text(seeds, 2) == "0.12 / 0.20 (difference 0.10)"
+    assert _seed_sd_text(seeds) == "0.120 / 0.200 (difference 0.100)"

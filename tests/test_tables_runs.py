@@ -1,7 +1,8 @@
 """racecomp.tables.runs: reading a run folder and pooling seeds into experiments."""
 import csv
+import json
 
-from racecomp.tables.runs import Problems, Run, group_experiments, load_run
+from racecomp.tables.runs import Experiment, Problems, Run, differing_settings, group_experiments, load_run
 
 IDENTITY = ("study", "arch", "weight", "recipe", "seed", "code_version")
 
@@ -94,3 +95,58 @@ def test_load_run_without_the_second_identity_has_no_item_statistics(tmp_path):
     run = load_run(str(tmp_path), problems)
     assert run is not None and run.items is None
     assert any("missing column(s) ['id2']" in message for _, message in problems.entries)
+
+
+def test_load_run_reads_id_cos_when_the_run_has_it_and_args_json(tmp_path):
+    write_csv(tmp_path / "per_race.csv", list(IDENTITY) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb",
+                                                           "id_cos"],
+              [["upscale", "resnet50", "1.0", "r1", "0", "abc", "White", 2, 31.0, 0.85, 30.0, 0.84, 0.75]])
+    write_csv(tmp_path / "per_image.csv", ["file", "race", "psnr_y", "ssim_y", "id_cos"],
+              [["a.jpg", "White", 30.0, 0.8, 0.7], ["b.jpg", "White", 32.0, 0.9, 0.8]])
+    (tmp_path / "args.json").write_text(json.dumps({"args": {"identity_model": "backbone.pth", "lr": 0.001}}))
+    problems = Problems()
+    run = load_run(str(tmp_path), problems)
+    assert not problems.entries
+    assert run.per_race["White"]["id_cos"] == 0.75 and [i["id_cos"] for i in run.items] == [0.7, 0.8]
+    assert run.args == {"identity_model": "backbone.pth", "lr": 0.001}
+    experiment = Experiment("upscale", "upscale", {}, [run])
+    assert experiment.race_metrics() == ["ssim_y", "psnr_y", "ssim_rgb", "psnr_rgb", "id_cos"]
+    assert experiment.setting("identity_model") == (True, "backbone.pth")
+    assert experiment.setting("identity_arch") == (True, None)  # a flag args.json lacks reads as unset
+
+
+def test_id_cos_of_only_some_seeds_is_not_a_metric_of_the_experiment():
+    with_id_cos = Run("a", "upscale", "upscale", {"seed": "0"}, {"White": {"n": 1, "psnr_y": 30.0, "id_cos": 0.7}},
+                      None, {"args": {"identity_model": "m"}})
+    without = Run("b", "upscale", "upscale", {"seed": "1"}, {"White": {"n": 1, "psnr_y": 30.0}}, None)
+    experiment = Experiment("upscale", "upscale", {}, [with_id_cos, without])
+    assert "id_cos" not in experiment.race_metrics()
+    assert experiment.setting("identity_model") == (False, None)  # one seed has no args.json: unknown
+
+
+def test_load_run_reports_an_unreadable_args_json_and_keeps_the_run(tmp_path):
+    write_csv(tmp_path / "per_race.csv", list(IDENTITY) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"],
+              [["upscale", "resnet50", "1.0", "r1", "0", "abc", "White", 1, 31.0, 0.85, 30.0, 0.84]])
+    (tmp_path / "args.json").write_text("{\"args\": {")
+    problems = Problems()
+    run = load_run(str(tmp_path), problems)
+    assert run is not None and run.record is None
+    assert any(path == str(tmp_path / "args.json") and "unreadable" in message for path, message in problems.entries)
+
+
+def args_run(folder, **args):
+    return Run(folder, "upscale", "upscale", {}, {}, None, {"args": args})
+
+
+def test_differing_settings_are_those_that_set_recipes_apart():
+    by_recipe = {
+        "r1": [args_run("a", arch="resnet50", lr=0.001, epochs=2, seed=0, out="/a", save_samples=4),
+               args_run("b", arch="resnet50", lr=0.001, epochs=2, seed=1, out="/b", save_samples=0)],
+        "r2": [args_run("c", arch="resnet50", lr=0.002, epochs=2, seed=0, out="/c", save_samples=4, far=[0.1, 0.2])],
+        "r3": [Run("d", "upscale", "upscale", {}, {}, None)],  # no args.json
+    }
+    settings, unknown = differing_settings(by_recipe, skip=("arch",))
+    # lr differs; far is unset (None) in r1: it differs too. epochs agrees; seed, out (never a result), arch
+    # (skipped: an identifying column) and save_samples (differs inside r1) are left out.
+    assert settings == {"r1": {"far": None, "lr": 0.001}, "r2": {"far": [0.1, 0.2], "lr": 0.002}}
+    assert unknown == ["r3"]

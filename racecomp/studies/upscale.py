@@ -23,10 +23,11 @@ A run folder records its process count (world_size), and resuming it with anothe
 
 Identity after upscaling (--identity-model: an arcface_torch backbone.pth with --identity-arch, or a
 finished run_verify folder): per_image.csv and per_race.csv gain id_cos, the cosine similarity between
-the recognition embeddings of the upscaled face and of the high-resolution original, and id_cos_bicubic,
-the same for the bicubic upscale (racecomp.identity: faces as 8-bit images, resized, not aligned, to the
-recognition model's input, 112 px or the verify run's --image-size; [-1, 1]; fp32, eval mode; the flip
-test unless the verify run used --no-flip). Computed batch by batch inside the evaluation pass.
+the recognition embeddings of the upscaled face and of the high-resolution original (racecomp.identity:
+faces as 8-bit images, resized, not aligned, to the recognition model's input, 112 px or the verify run's
+--image-size; [-1, 1]; fp32, eval mode; no flip test). Computed batch
+by batch inside the evaluation pass. Its bicubic reference is an --arch bicubic run with the same
+--identity-model, which summarize.py pairs with the model runs by image.
 
     python run_upscale.py --arch resnet50 --identity-model backbone.pth --identity-arch iresnet50
     python run_upscale.py --arch resnet50 --identity-model runs/verify/<run>
@@ -92,13 +93,14 @@ def get_args_parser(add_help=True):
     evaluate.add_argument("--save-samples", type=int, default=4,
                           help="images per race in the sample grids of the best checkpoint (0: none)")
     evaluate.add_argument("--identity-model", default=None, help="face-recognition model of the identity "
-                          "metric: an arcface_torch backbone.pth (with --identity-arch; 112 px, flip test) or a "
-                          "finished run_verify folder (its model, --image-size and --no-flip). Adds id_cos and "
-                          "id_cos_bicubic (cosine of the upscaled / bicubic face's embedding with the original's)")
+                          "metric: an arcface_torch backbone.pth (with --identity-arch; 112 px) or a finished "
+                          "run_verify folder (its model and --image-size). Adds id_cos (cosine of "
+                          "the upscaled face's embedding with the original's; with --arch bicubic: the bicubic "
+                          "reference)")
     evaluate.add_argument("--identity-arch", choices=facenets.FACE_MODEL_NAMES, default=None,
                           help="architecture of an --identity-model backbone.pth")
     cli.add_output_arguments(parser, "run folder (unset: runs/upscale/<arch>-x<scale>-<upsampler>-<minority>"
-                                     "[-w<weight>]-seed<seed>)")
+                                     "[-w<weight>]-seed<seed>[-id-<identity model>])")
     return parser
 
 
@@ -123,10 +125,14 @@ def check_args(args):
 
 
 def default_out(args):
+    """runs/upscale/<arch>-x<scale>-<upsampler>-<minority or balanced>[-w<weight>]-seed<seed>[-id-<model>]: the
+    suffix names the --identity-model (its --identity-arch, or the run_verify folder), so runs with and
+    without the identity metric get their own folders."""
     minority = slug(args.minority) if args.minority != "none" else "balanced"
     weight = f"-w{args.weight:g}" if args.minority != "none" else ""
+    recognizer = args.identity_arch or os.path.basename(os.path.normpath(args.identity_model or ""))
     return os.path.join("runs", NAME, f"{args.arch}-x{args.scale}-{args.upsampler}-{minority}{weight}"
-                        f"-seed{args.seed}")
+                        f"-seed{args.seed}" + (f"-id-{recognizer}" if args.identity_model else ""))
 
 
 def run_columns(args, code_version):
@@ -171,9 +177,8 @@ def identity_similarity(args, device):
                                                         "--epochs", "0"])
         model = verify.build_model(run_args)
     info = {"model": args.identity_model, "arch": run_args.arch, "face_px": run_args.image_size,
-            "flip_test": not run_args.no_flip, "faces": "resized (antialiased bicubic), not aligned; [-1, 1]"}
-    similarity = identity.IdentitySimilarity(model.to(device), run_args.image_size, flip=not run_args.no_flip,
-                                             scale=args.scale)
+            "flip_test": False, "faces": "resized (antialiased bicubic), not aligned; [-1, 1]"}
+    similarity = identity.IdentitySimilarity(model.to(device), run_args.image_size)
     return similarity, info
 
 

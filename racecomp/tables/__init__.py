@@ -25,8 +25,15 @@ Conventions used by every table:
     the under-sampled model is worse), the gain is model - bicubic, quantization is quantized - fp32.
   - Nothing is dropped silently: every file or experiment left out is reported with its path and the reason.
 
+  - Optional metrics (schema.OPTIONAL_RACE_METRICS: id_cos of upscaling runs with --identity-model) are
+    tabulated like the others for the experiments whose every seed has them; SER is for accuracy only (a ratio
+    of error rates; 1 - id_cos is not one). id_cos is compared only between runs of the same recognition model
+    (schema.IDENTITY_MODEL_ARGS in args.json): the gain over bicubic uses the bicubic run with the same
+    --identity-model, which is also the preferred bicubic reference of PSNR/SSIM (the same there either way).
+
 Modules: runs (find, read and check run folders; group experiments), comparisons (per-race rows, intervals,
-paired tests against references), plots (PNG dot plots), report (markdown/CSV/PNG and summarize).
+paired tests against references), formatting (how numbers are written), plots (PNG dot plots), output (the
+--out folder and its manifest), report (the tables and summarize).
 """
 from racecomp.tables.report import summarize
 

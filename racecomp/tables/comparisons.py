@@ -6,19 +6,24 @@ import math
 import numpy as np
 
 from racecomp import fairness
-from racecomp.schema import RACE_METRICS, RACES
+from racecomp.schema import IDENTITY_MODEL_ARGS, RACES, RESTORE_COLUMNS
 from racecomp.tables.runs import canonical, races_of
 
-# Metrics with per-item values: (column of the per-item file, fairness statistic).
-ITEM_METRICS = {"upscale": {"psnr_y": ("psnr_y", "mean"), "ssim_y": ("ssim_y", "mean")},
+# Metrics with per-item values: (column of the per-item file, fairness statistic). id_cos (optional) is used
+# for the experiments whose every seed has it.
+ITEM_METRICS = {"upscale": {"psnr_y": ("psnr_y", "mean"), "ssim_y": ("ssim_y", "mean"), "id_cos": ("id_cos", "mean")},
                 "verify": {"accuracy": ("correct", "percent")}}
+# Arguments (args.json) that must agree for two runs' values of a metric to be compared: the recognition model.
+COMPARABLE_IF_SAME = {"id_cos": IDENTITY_MODEL_ARGS}
 PSNR_CAP_DB = 100.0  # same cap as upscaling.mean_psnr_selector
 # Reference of each relation: values it must have, and the experiment columns it may differ in (None: all but
-# study and scale, for the bicubic floor of the same scale).
+# study and scale, for the bicubic floor of the same scale). "hr": the same verification run on the original
+# faces, which has no restore columns (read as "").
 REFERENCES = {
     "bicubic": ({"arch": "bicubic", "minority": "none"}, None),
     "balanced": ({"minority": "none"}, ("minority", "weight", "minority_mode")),
     "fp32": ({"wbits": "32", "abits": "32", "calib": "none"}, ("wbits", "abits", "calib", "qat_steps")),
+    "hr": ({"restore": ""}, RESTORE_COLUMNS),
 }
 
 
@@ -27,7 +32,7 @@ REFERENCES = {
 
 
 def seed_spread_rows(experiment):
-    """Table 1 rows: per race, mean / min / max / delta (max - min) over seeds of each per-race metric.
+    """Seeds-table rows: per race, mean / min / max / delta (max - min) over seeds of each per-race metric.
 
     n_images sums the race's images over seeds (the n convention of racecomp.tables); n_seeds counts the
     seeds that evaluated the race.
@@ -37,7 +42,7 @@ def seed_spread_rows(experiment):
         runs = [run for run in experiment.runs if race in run.per_race]
         row = {**experiment.columns, **experiment.pooled_columns(), "race": race, "n_seeds": len(runs),
                "n_images": sum(run.per_race[race]["n"] for run in runs)}
-        for metric in RACE_METRICS[experiment.kind]:
+        for metric in experiment.race_metrics():
             values = [run.per_race[race][metric] for run in runs]
             mean = math.inf if math.inf in values else math.fsum(values) / len(values)
             row.update({f"{metric}_mean": mean, f"{metric}_min": min(values), f"{metric}_max": max(values),
@@ -47,9 +52,10 @@ def seed_spread_rows(experiment):
 
 
 def race_columns_row(experiment, metric, races, problems):
-    """Table 2 row ('Compressed Models Decompress Race Biases' Table I layout): per race the mean over seeds
-    of `metric` and its n, then Avg, STD (ddof=1) and, for accuracy in percent, SER, all three computed
-    from the shown per-race means (so a reader can recompute them from the row)."""
+    """Per-race means row ('Compressed Models Decompress Race Biases' Table I layout): per race the mean over
+    seeds of `metric` and its n, then Avg, STD (ddof=1) and, for accuracy in percent, SER, all three computed
+    from the shown per-race means (so a reader can recompute them from the row). SER is a ratio of error
+    rates, (100 - worst) / (100 - best): PSNR, SSIM and id_cos have none (1 - id_cos is not an error rate)."""
     row = {**experiment.columns, **experiment.pooled_columns()}
     means = {}
     for race in races:
@@ -132,6 +138,14 @@ def _capped(values):
     return np.minimum(values, PSNR_CAP_DB), int(np.sum(np.isinf(values)))
 
 
+def item_metrics(experiment):
+    """The per-item metrics every seed's items have ([] when a seed has no usable items)."""
+    if any(run.items is None for run in experiment.runs):
+        return []
+    return [metric for metric, (column, _) in ITEM_METRICS[experiment.kind].items()
+            if all(column in run.items[0] for run in experiment.runs)]
+
+
 def usable_for_items(experiment, problems, purpose):
     missing = [run.path for run in experiment.runs if run.items is None]
     if missing:
@@ -142,7 +156,7 @@ def usable_for_items(experiment, problems, purpose):
 
 
 def fairness_interval_rows(experiment, metric, n_boot, seed, ci, problems):
-    """Table 3 rows of fairness.group_intervals over the items every seed evaluated (seeds x items).
+    """Per-race interval rows of fairness.group_intervals over the items every seed evaluated (seeds x items).
 
     Per race: value [lo, hi], n (items x seeds, the package's n convention), n_items, level ("recipe": seed
     and item variance, with >= 2 seeds; "model": item variance only, one seed), df, the item-level interval
@@ -183,33 +197,53 @@ def fairness_interval_rows(experiment, metric, n_boot, seed, ci, problems):
     return rows
 
 
+def same_setting(experiment, other, names):
+    """Whether both experiments' args.json are known and agree on every argument in `names`."""
+    settings = [(experiment.setting(name), other.setting(name)) for name in names]
+    return all(mine[0] and theirs[0] and mine[1] == theirs[1] for mine, theirs in settings)
+
+
+def _recognizer_preference(experiment, other):
+    """2: the same recognition model behind id_cos (args.json); 1: `other` has no id_cos, so it cannot be taken
+    for an id_cos reference of another recognizer; 0: otherwise. Bicubic runs with and without
+    --identity-model have the same PSNR/SSIM, so this decides between them instead of calling it a tie."""
+    if same_setting(experiment, other, IDENTITY_MODEL_ARGS):
+        return 2
+    return 0 if "id_cos" in other.race_metrics() else 1
+
+
 def find_reference(experiment, experiments, relation, problems):
     """The experiment's unique `relation` counterpart (see REFERENCES) in its family, or None (reported).
 
-    Among several candidates the one agreeing on the most free columns wins; a tie is reported as ambiguous.
+    A candidate has the required values and agrees on every column that is not free (one that only one side
+    has, e.g. restore, must agree too). Among several, the one agreeing on the most free columns wins, then the
+    one with the same recognition model behind id_cos (_recognizer_preference); a tie is reported as ambiguous.
     """
     required, free = REFERENCES[relation]
-    if free is None:
-        must_match = [c for c in ("study", "scale") if c in experiment.columns]
-        free = [c for c in experiment.columns if c not in must_match]
-    else:
-        must_match = [c for c in experiment.columns if c not in free]
+
+    def fixed(column):  # a column both must agree on; a column one of them lacks reads as ""
+        return column in ("study", "scale") if free is None else column not in free
+
+    def agrees(other, column):
+        return canonical(other.columns.get(column, "")) == canonical(experiment.columns.get(column, ""))
+
     candidates = [
         other for other in experiments
         if other is not experiment and other.family == experiment.family
         and all(canonical(other.columns.get(c, "")) == canonical(v) for c, v in required.items())
-        and all(canonical(other.columns.get(c, "")) == canonical(experiment.columns[c]) for c in must_match)
+        and all(agrees(other, c) for c in {**experiment.columns, **other.columns} if fixed(c))
     ]
     if candidates:
-        agreement = [sum(canonical(o.columns.get(c, "")) == canonical(experiment.columns.get(c, ""))
-                         for c in free) for o in candidates]
+        agreement = [(sum(agrees(o, c) for c in experiment.columns if not fixed(c)),
+                      _recognizer_preference(experiment, o)) for o in candidates]
         best = [o for o, a in zip(candidates, agreement) if a == max(agreement)]
         if len(best) == 1:
             return best[0]
         problems.add(experiment.runs[0].path, f"[{experiment.label()}]: ambiguous {relation} counterpart "
                                               f"({'; '.join(o.label() for o in best)}); comparison left out")
         return None
-    wanted = ", ".join([f"{c}={v}" for c, v in required.items()] + [f"same {c}" for c in must_match])
+    wanted = ", ".join([f"{c}={v}" for c, v in required.items()]
+                       + [f"same {c}" for c in experiment.columns if fixed(c)])
     problems.add(experiment.runs[0].path, f"[{experiment.label()}]: no {relation} counterpart ({wanted}) among "
                                           f"the runs found; comparison left out")
     return None
@@ -265,17 +299,37 @@ def compare(experiment, reference, metric, n_boot, seed, ci, problems):
 def _relations(experiment):
     """Which references an experiment is compared with."""
     columns = experiment.columns
+    balanced = ["balanced"] if columns.get("minority", "none") != "none" else []
     if experiment.family == "upscale":
-        return (["bicubic"] if columns.get("arch") != "bicubic" else []) + \
-            (["balanced"] if columns.get("minority", "none") != "none" else [])
+        return (["bicubic"] if columns.get("arch") != "bicubic" else []) + balanced
     if experiment.family == "verify":
-        return ["balanced"] if columns.get("minority", "none") != "none" else []
+        return balanced + (["hr"] if "restore" in columns else [])
     fp32 = all(canonical(columns.get(c, "")) == canonical(v) for c, v in REFERENCES["fp32"][0].items())
     return [] if fp32 else ["fp32"]
 
 
+def _comparable_metrics(experiment, reference, relation, problems):
+    """The item metrics both sides have and may be compared on; an optional metric left out is reported."""
+    theirs = item_metrics(reference)
+    kept = []
+    for metric in item_metrics(experiment):
+        names = COMPARABLE_IF_SAME.get(metric, ())
+        if metric not in theirs:
+            reason = f"the {relation} reference [{reference.label()}] has no {metric}"
+        elif not same_setting(experiment, reference, names):
+            reason = (f"{metric} of the {relation} reference [{reference.label()}] may come from another "
+                      f"recognition model ({', '.join(names)} differ or no args.json)")
+        else:
+            kept.append(metric)
+            continue
+        problems.add(experiment.runs[0].path, f"[{experiment.label()}]: {reason}; {metric} comparison left out "
+                                              f"(needs a {relation} run with the same {', '.join(names)})")
+    return kept
+
+
 def reference_comparisons(experiments, n_boot, seed, ci, problems):
-    """{id(experiment): {relation: {"experiment": reference, "results": {metric: paired_test result}}}}."""
+    """{id(experiment): {relation: {"experiment": reference, "results": {metric: paired_test result}}}} over
+    the metrics both sides have (id_cos only when both come from the same recognition model)."""
     comparisons = {}
     for experiment in experiments:
         for relation in _relations(experiment):
@@ -286,7 +340,7 @@ def reference_comparisons(experiments, n_boot, seed, ci, problems):
                     and usable_for_items(reference, problems, f"{relation} comparison of [{experiment.label()}]")):
                 continue
             results = {metric: compare(experiment, reference, metric, n_boot, seed, ci, problems)
-                       for metric in ITEM_METRICS[experiment.kind]}
+                       for metric in _comparable_metrics(experiment, reference, relation, problems)}
             comparisons.setdefault(id(experiment), {})[relation] = {"experiment": reference, "results": results}
     return comparisons
 

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from racecomp import files
+from racecomp.tables.formatting import cell_magnitude, format_number
 
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
@@ -31,12 +32,13 @@ def _nice_ticks(low, high, count=6):
     return ticks, decimals
 
 
-def plot_intervals(path, title, y_label, categories, series, decimals, zero_line=False):
+def plot_intervals(path, title, y_label, categories, series, zero_line=False):
     """Write a PNG dot plot: x = categories (races), per category one dot per series (experiment) with its
-    [lo, hi] whisker and its value printed above; one colour per series, legend below.
+    [lo, hi] whisker and its value printed above (tables.formatting); one colour per series, legend below.
 
-    series: [(label, {category: (value, lo, hi)})]. Non-finite values are not drawn; their count is printed
-    under the plot so that no gap goes unexplained.
+    series: [(label, {category: (value, lo, hi)})]; lo = hi = NaN: a dot without whisker (n=1, no interval).
+    Non-finite values are not drawn; the counts of both are printed under the plot so that no gap goes
+    unexplained.
     """
     font, small = _font(14), _font(12)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -46,18 +48,19 @@ def plot_intervals(path, title, y_label, categories, series, decimals, zero_line
         return box[2] - box[0], box[3] - box[1]
 
     points = [(s, c, v) for s, (_, values) in enumerate(series) for c, v in values.items() if c in categories]
-    finite = [(s, c, v) for s, c, v in points if all(np.isfinite(x) for x in v)]
+    finite = [(s, c, v) for s, c, v in points if np.isfinite(v[0])]
+    whiskerless = sum(not (np.isfinite(v[1]) and np.isfinite(v[2])) for _, _, v in finite)
     slot = 60
     category_width = max(120, slot * len(series) + 20)
     left, right, top, plot_height = 96, 24, 56, 360
     legend_width = max([text_size(label, small)[0] for label, _ in series] + [0]) + 60
     width = max(640, left + right + category_width * len(categories), left + legend_width,
                 left + text_size(title, font)[0] + 20)
-    height = top + plot_height + 50 + 20 * len(series) + 20
+    height = top + plot_height + 50 + 20 * len(series) + 40  # legend, then up to two notes
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.text((left, 14), title, fill="black", font=font)
-    bounds = [x for _, _, v in finite for x in v] + ([0.0] if zero_line else [])
+    bounds = [x for _, _, v in finite for x in v if np.isfinite(x)] + ([0.0] if zero_line else [])
     low, high = (min(bounds), max(bounds)) if bounds else (0.0, 1.0)
     pad = (high - low) * 0.12 if high > low else max(abs(high) * 0.05, 1e-3)
     low, high = low - pad, high + pad
@@ -90,21 +93,26 @@ def plot_intervals(path, title, y_label, categories, series, decimals, zero_line
     for s, category, (value, lo, hi) in finite:
         x = left + categories.index(category) * category_width + first_x + s * slot
         colour = PALETTE[s % len(PALETTE)]
-        draw.line([(x, y_of(lo)), (x, y_of(hi))], fill=colour, width=2)
-        for end in (lo, hi):
-            draw.line([(x - 5, y_of(end)), (x + 5, y_of(end))], fill=colour, width=2)
+        whisker = np.isfinite(lo) and np.isfinite(hi)
+        if whisker:
+            draw.line([(x, y_of(lo)), (x, y_of(hi))], fill=colour, width=2)
+            for end in (lo, hi):
+                draw.line([(x - 5, y_of(end)), (x + 5, y_of(end))], fill=colour, width=2)
         draw.ellipse([x - 5, y_of(value) - 5, x + 5, y_of(value) + 5], fill=colour)
-        text = f"{value:.{decimals}f}"
-        draw.text((x - text_size(text, small)[0] / 2, y_of(hi) - 20), text, fill=colour, font=small)
+        text = format_number(value, cell_magnitude(value, lo, hi))
+        draw.text((x - text_size(text, small)[0] / 2, y_of(hi if whisker else value) - 20), text, fill=colour,
+                  font=small)
     y = top + plot_height + 40
     for s, (label, _) in enumerate(series):
         colour = PALETTE[s % len(PALETTE)]
         draw.ellipse([left, y + 4, left + 10, y + 14], fill=colour)
         draw.text((left + 18, y), label, fill="black", font=small)
         y += 20
-    if len(finite) < len(points):
-        draw.text((left, y + 4), f"{len(points) - len(finite)} non-finite value(s) not drawn", fill=(200, 0, 0),
-                  font=small)
+    notes = ([f"{len(points) - len(finite)} non-finite value(s) not drawn"] if len(finite) < len(points) else []) + \
+        ([f"{whiskerless} value(s) without whiskers (n=1: no interval)"] if whiskerless else [])
+    for note in notes:
+        draw.text((left, y + 4), note, fill=(200, 0, 0), font=small)
+        y += 20
     encoded = io.BytesIO()
     image.save(encoded, format="PNG")
     files.write_bytes(path, encoded.getvalue())

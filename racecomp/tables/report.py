@@ -1,41 +1,79 @@
-"""The markdown/CSV/PNG report: formatting, the four tables of each family, and `summarize`."""
+"""The markdown/CSV/PNG report and `summarize`.
+
+Experiments are reported in blocks: a family, split by scale for upscaling ("upscaling x2", "verification",
+"quantized verification", ...). Each table is named after what it holds and its block, never numbered:
+  - Per-race quality over seeds (upscaling kinds): mean [min, max] over seeds of every metric, races as rows.
+  - Per-race <metric>, mean over seeds: races as columns, Avg, STD (and SER for accuracy).
+  - Verification on restored faces: HR, LR + bicubic and LR + model side by side per recognition model.
+  - Per-race <metric> with CIs, and Fairness of <metric> across races (Avg, Gap, STD, SER, equal-means p).
+  - One table per comparison with a reference: minority penalty, gain over bicubic, quantized - fp32,
+    restored - HR faces, races as rows.
+  - The recipe legend: what each recipe hash (and restore_model id) stands for.
+No markdown table is wider than MAX_COLUMNS: when the columns that tell experiments apart do not fit beside
+the rest, they are joined into one "experiment" column. Numbers are written by tables.formatting.
+"""
 import math
-import os
+from dataclasses import dataclass
 
-import numpy as np
-
-from racecomp import files
-from racecomp.schema import FAMILIES, RACE_METRICS
-from racecomp.tables.comparisons import (ITEM_METRICS, fairness_interval_rows, race_columns_row,
+from racecomp.schema import FAMILIES, RECIPE_COLUMN, RESTORE_COLUMNS
+from racecomp.tables.comparisons import (ITEM_METRICS, fairness_interval_rows, item_metrics, race_columns_row,
                                          reference_comparisons, seed_spread_rows, usable_for_items)
-from racecomp.tables.plots import plot_intervals
-from racecomp.tables.runs import Problems, canonical, find_run_folders, group_experiments, load_run, races_of
+from racecomp.tables.formatting import cell_magnitude, format_number, interval_text, p_text
+from racecomp.tables.output import Output
+from racecomp.tables.runs import (Problems, canonical, differing_settings, find_run_folders, group_experiments,
+                                  load_run, races_of, sort_key)
 
-METRIC_NAMES = {"psnr_y": "PSNR-Y (dB)", "ssim_y": "SSIM-Y", "psnr_rgb": "PSNR-RGB (dB)", "ssim_rgb": "SSIM-RGB",
-                "accuracy": "accuracy (%)"}
-DECIMALS = {"psnr_y": 2, "ssim_y": 4, "psnr_rgb": 2, "ssim_rgb": 4, "accuracy": 2}
+MAX_COLUMNS = 10  # the widest markdown table: what a paper's page holds
+# Display order and names; id_cos sits next to PSNR-Y and SSIM-Y.
+METRIC_NAMES = {"psnr_y": "PSNR-Y (dB)", "ssim_y": "SSIM-Y", "id_cos": "id_cos", "psnr_rgb": "PSNR-RGB (dB)",
+                "ssim_rgb": "SSIM-RGB", "accuracy": "accuracy (%)"}
+FAMILY_TITLES = {"upscale": "upscaling", "verify": "verification", "quantize-upscale": "quantized upscaling",
+                 "quantize-verify": "quantized verification"}
+SEED_PLOT_METRICS = ("psnr_y", "ssim_y", "id_cos")
+# relation -> (title, file stem, CSV column of the difference, what the reference is)
+RELATIONS = {
+    "balanced": ("Minority penalty (under-sampled - balanced)", "minority_penalty", "under_minus_balanced",
+                 "the same settings with minority none"),
+    "bicubic": ("Gain over bicubic (model - bicubic)", "gain_over_bicubic", "model_minus_bicubic",
+                "the bicubic run of the same scale (for id_cos: with the same --identity-model)"),
+    "fp32": ("Quantized - fp32", "quantized_minus_fp32", "quantized_minus_fp32",
+             "the same task and model at wbits=abits=32, calib=none"),
+    "hr": ("Restored - original faces (restored - HR)", "restored_minus_hr", "restored_minus_hr",
+           "the same recognition model on the original RFW faces (no --restore)"),
+}
+LEVEL_NOTE = ("level recipe (>= 2 seeds): the interval adds the seed-to-seed variance of the per-seed means to the "
+              "item-level variance (t with the seeds' df, normal seed variation assumed): it is about the recipe, "
+              "over training runs and items. level model (1 seed): item-level interval only: it is about the "
+              "trained model at hand, over items like these, and says nothing about another training run.")
 
 
-def _format(value, decimals):
-    if value == "" or value is None:
-        return ""
-    if isinstance(value, (int, np.integer)):
-        return str(value)
-    return f"{value:.{decimals}f}"
+@dataclass
+class Block:
+    """Experiments reported together: one family, and for upscaling one scale."""
+    name: str  # in file names: "upscale-x2"
+    title: str  # in table names: "upscaling x2"
+    experiments: list
 
 
-def _interval_text(entry, decimals, value_key="value"):
-    return (f"{_format(entry[value_key], decimals)} [{_format(entry['lo'], decimals)}, "
-            f"{_format(entry['hi'], decimals)}]")
+def blocks_of(experiments):
+    """Blocks of the experiments in family order, then by scale (compared by value: '2' is '2.0')."""
+    grouped = {}
+    for e in experiments:
+        scale = e.columns.get("scale")
+        grouped.setdefault((e.family, None if scale is None else canonical(scale)), []).append(e)
+    blocks = []
+    for (family, scale), members in sorted(grouped.items(), key=lambda item: (FAMILIES.index(item[0][0]),
+                                                                               sort_key(str(item[0][1])))):
+        name, title = family, FAMILY_TITLES[family]
+        if scale is not None:
+            factor = f"x{scale:g}" if isinstance(scale, float) else f"x{scale}"
+            name, title = f"{family}-{factor}", f"{title} {factor}"
+        blocks.append(Block(name, title, members))
+    return blocks
 
 
-def _p_text(p):
-    return f"{p:.4f}"
-
-
-def _difference_text(entry, decimals):
-    """'mean_diff [lo, hi] p=... (n=...)' of a paired_test entry."""
-    return f"{_interval_text(entry, decimals, 'mean_diff')} p={_p_text(entry['p_value'])} (n={entry['n']})"
+# ---------------------------------------------------------------------------------------------------------
+# Cells and layout
 
 
 def _scope_text(entry):
@@ -46,18 +84,17 @@ def _scope_text(entry):
     return f"{entry['scope']}: {entry['n_seeds_a']} vs {entry['n_seeds_b']} seeds{paired}"
 
 
-def _seed_sd_text(entry, decimals):
+def _seed_sd_text(entry):
     """Seed-to-seed sd of each side's per-seed mean (and of the per-seed difference when seeds are paired)."""
     if entry["level"] != "recipe":
         return "(1 seed)"
-    text = f"{_format(entry['seed_sd_a'], decimals)} / {_format(entry['seed_sd_b'], decimals)}"
-    return text + (f" (difference {_format(entry['seed_sd_difference'], decimals)})" if entry["seeds_paired"] else "")
+    text = f"{format_number(entry['seed_sd_a'])} / {format_number(entry['seed_sd_b'])}"
+    return text + (f" (difference {format_number(entry['seed_sd_difference'])})" if entry["seeds_paired"] else "")
 
 
-LEVEL_NOTE = ("level recipe (>= 2 seeds): the interval adds the seed-to-seed variance of the per-seed means to the "
-              "item-level variance (t with the seeds' df, normal seed variation assumed): it is about the recipe, "
-              "over training runs and items. level model (1 seed): item-level interval only: it is about the "
-              "trained model at hand, over items like these, and says nothing about another training run.")
+def _bounds_text(lo, hi):
+    magnitude = cell_magnitude(lo, hi)
+    return f"[{format_number(lo, magnitude)}, {format_number(hi, magnitude)}]"
 
 
 def _markdown_table(header, rows):
@@ -66,215 +103,236 @@ def _markdown_table(header, rows):
     return "\n".join(lines)
 
 
-def _varying_columns(experiments):
+def _varying_columns(experiments, exclude=()):
     """(columns whose values differ between the experiments, 'column=value' text of the constant ones)."""
-    columns = [c for c in experiments[0].columns if c != "study"]
-    for e in experiments[1:]:
-        columns += [c for c in e.columns if c not in columns and c != "study"]
+    columns = []
+    for e in experiments:
+        columns += [c for c in e.columns if c not in columns and c != "study" and c not in exclude]
     varying = [c for c in columns if len({canonical(e.columns.get(c, "")) for e in experiments}) > 1]
     constant = ", ".join(f"{c}={experiments[0].columns.get(c, '')}" for c in columns if c not in varying)
     return varying, constant
 
 
-def _row_label_cells(experiment, varying):
-    return [experiment.columns.get(c, "") for c in varying] if varying else [experiment.label()]
+def _label_layout(experiments, other_columns, exclude=()):
+    """(header, experiment -> cells, constant text) of the columns that tell the rows' experiments apart: one
+    column each when the table stays within MAX_COLUMNS beside `other_columns`, else one joined column; none
+    for a single experiment (the constant text names it)."""
+    varying, constant = _varying_columns(experiments, exclude)
+    if not varying:
+        return [], lambda e: [], constant
+    if len(varying) + other_columns <= MAX_COLUMNS:
+        return varying, lambda e: [e.columns.get(c, "-") for c in varying], constant
+    return ["experiment"], lambda e: [", ".join(f"{c}={e.columns.get(c, '-')}" for c in varying)], constant
 
 
-class _Output:
-    """Collects what summarize writes: CSVs, PNGs and markdown sections."""
-
-    def __init__(self, out_dir):
-        self.out_dir = out_dir
-        self.written = []
-        self.sections = []
-
-    def csv(self, name, rows):
-        if rows:
-            fieldnames = []
-            for row in rows:
-                fieldnames += [key for key in row if key not in fieldnames]
-            path = os.path.join(self.out_dir, name)
-            files.write_csv(path, rows, fieldnames=fieldnames)
-            self.written.append(path)
-
-    def plot(self, name, *args, **kwargs):
-        path = os.path.join(self.out_dir, name)
-        plot_intervals(path, *args, **kwargs)
-        self.written.append(path)
-
-    def section(self, title, text):
-        self.sections.append(f"## {title}\n\n{text}\n")
-
-
-def _family_intro(constant, extra=""):
+def _intro(constant, extra=""):
     common = f"Common to all rows: {constant}." if constant else ""
     return " ".join(part for part in (common, extra) if part)
 
 
-def _table1(output, family, experiments):
-    rows = [row for e in experiments for row in seed_spread_rows(e)]
-    output.csv(f"table1_{family}.csv", rows)
-    varying, constant = _varying_columns(experiments)
-    metrics = RACE_METRICS[experiments[0].kind]
-    header = (varying or ["experiment"]) + ["race", "n_seeds", "n_images"] + [
-        f"{METRIC_NAMES[m]} {stat}" for m in metrics for stat in ("mean", "min", "max", "delta")]
-    body = []
-    for e in experiments:
-        for row in seed_spread_rows(e):
-            body.append(_row_label_cells(e, varying) + [row["race"], row["n_seeds"], row["n_images"]] + [
-                _format(row[f"{m}_{stat}"], DECIMALS[m]) for m in metrics for stat in ("mean", "min", "max", "delta")])
-    output.section(f"Table 1 ({family}): per-race quality over seeds",
-                   _family_intro(constant, "Mean / min / max / delta (max - min) over seeds of each seed's per-race "
-                                 "mean; n_images sums the race's images over seeds.") + "\n\n"
-                   + _markdown_table(header, body))
-    races = races_of(experiments)
-    for metric in ("ssim_y", "psnr_y"):
-        series = [(e.label(varying or None), {r["race"]: (r[f"{metric}_mean"], r[f"{metric}_min"], r[f"{metric}_max"])
-                                             for r in seed_spread_rows(e)}) for e in experiments]
-        output.plot(f"table1_{family}_{metric}.png", f"Table 1 ({family}): {METRIC_NAMES[metric]}, mean over seeds "
-                    f"(whiskers: min-max over seeds)", METRIC_NAMES[metric], races, series, DECIMALS[metric])
+def _metrics_of(experiments, metrics_of):
+    """The metrics any experiment has (metrics_of(e)), in display order."""
+    present = {metric for e in experiments for metric in metrics_of(e)}
+    return [metric for metric in METRIC_NAMES if metric in present]
 
 
-def _table2(output, family, experiments, problems):
+# ---------------------------------------------------------------------------------------------------------
+# Tables of per-race means over seeds
+
+
+def _seeds_table(output, block):
+    """Per-race mean [min, max] over seeds of every metric (upscaling kinds), races as rows."""
+    experiments = block.experiments
+    rows = {id(e): seed_spread_rows(e) for e in experiments}
+    output.csv(f"seeds_{block.name}.csv", [row for e in experiments for row in rows[id(e)]])
+    metrics = _metrics_of(experiments, lambda e: e.race_metrics())
+    label_header, label_cells, constant = _label_layout(experiments, 3 + len(metrics))
+    body = [label_cells(e) + [row["race"], row["n_seeds"], row["n_images"]]
+            + [interval_text(row[f"{m}_mean"], row[f"{m}_min"], row[f"{m}_max"], row["n_seeds"], "no seed range")
+               if f"{m}_mean" in row else "" for m in metrics]
+            for e in experiments for row in rows[id(e)]]
+    title = f"Per-race quality over seeds, {block.title}"
+    output.section(title, _intro(constant, "Each cell: mean [min, max] over seeds of each seed's per-race mean; "
+                                           "images sums the race's images over seeds; a metric some runs lack is "
+                                           "blank.") + "\n\n"
+                   + _markdown_table(label_header + ["race", "seeds", "images"] + [METRIC_NAMES[m] for m in metrics],
+                                     body))
     races = races_of(experiments)
-    metrics = ("accuracy",) if experiments[0].kind == "verify" else ("ssim_y", "psnr_y")
-    varying, constant = _varying_columns(experiments)
-    for metric in metrics:
-        rows = [race_columns_row(e, metric, races, problems) for e in experiments]
-        output.csv(f"table2_{family}_{metric}.csv", rows)
-        names = ["Avg", "STD", "SER"] if metric == "accuracy" else ["Avg", "STD"]
-        header = (varying or ["experiment"]) + ["n_seeds"] + races + names
-        body = [_row_label_cells(e, varying) + [row["n_seeds"]]
-                + [f"{_format(row[r], DECIMALS[metric])} (n={row[f'{r}_n']})" if row[r] != "" else "" for r in races]
-                + [_format(row[name], DECIMALS[metric]) for name in names] for e, row in zip(experiments, rows)]
-        output.section(f"Table 2 ({family}): {METRIC_NAMES[metric]} per race, mean over seeds",
-                       _family_intro(constant, "Avg = mean over races, STD = sample std over races (ddof=1)"
-                                     + (", SER = (100 - worst) / (100 - best)" if metric == "accuracy" else "")
-                                     + ", all computed from the per-race means shown; n = items summed over "
-                                       "seeds.") + "\n\n" + _markdown_table(header, body))
+    for metric in [m for m in SEED_PLOT_METRICS if m in metrics]:
+        series = [(e.label(_varying_columns(experiments)[0] or None),
+                   {r["race"]: (r[f"{metric}_mean"],) + ((r[f"{metric}_min"], r[f"{metric}_max"]) if r["n_seeds"] > 1
+                                                         else (math.nan, math.nan))
+                    for r in rows[id(e)] if f"{metric}_mean" in r}) for e in experiments]
+        output.plot(f"seeds_{block.name}_{metric}.png", f"{METRIC_NAMES[metric]} per race, mean over seeds "
+                    f"(whiskers: min-max over seeds), {block.title}", METRIC_NAMES[metric], races, series)
+
+
+def _means_row_cells(row, races, summary_names):
+    return ([f"{format_number(row[r])} (n={row[f'{r}_n']})" if row[r] != "" else "" for r in races]
+            + [format_number(row[name]) for name in summary_names])
+
+
+def _summary_names(metric):
+    return ["Avg", "STD", "SER"] if metric == "accuracy" else ["Avg", "STD"]
+
+
+SUMMARY_NOTE = ("Avg = mean over races, STD = sample std over races (ddof=1){ser}, all computed from the per-race "
+                "means shown; n = items summed over seeds.")
+
+
+def _means_tables(output, block, problems):
+    """Per metric with per-item values (the RGB ones are in the seeds table): one row per experiment, per race
+    the mean over seeds, then Avg, STD (and SER)."""
+    races = races_of(block.experiments)
+    for metric in _metrics_of(block.experiments, lambda e: [m for m in e.race_metrics() if m in ITEM_METRICS[e.kind]]):
+        members = [e for e in block.experiments if metric in e.race_metrics()]
+        rows = [race_columns_row(e, metric, races, problems) for e in members]
+        output.csv(f"means_{block.name}_{metric}.csv", rows)
+        names = _summary_names(metric)
+        label_header, label_cells, constant = _label_layout(members, len(races) + len(names))
+        body = [label_cells(e) + _means_row_cells(row, races, names) for e, row in zip(members, rows)]
+        ser = ", SER = (100 - worst) / (100 - best)" if metric == "accuracy" else ""
+        output.section(f"Per-race {METRIC_NAMES[metric]}, mean over seeds, {block.title}",
+                       _intro(constant, SUMMARY_NOTE.format(ser=ser)) + "\n\n"
+                       + _markdown_table(label_header + races + names, body))
         if metric == "accuracy":
             series = []
-            for e in experiments:
+            for e in members:
                 spread = {}
                 for race in races:
                     values = [run.per_race[race][metric] for run in e.runs if race in run.per_race]
                     if values:
-                        spread[race] = (math.fsum(values) / len(values), min(values), max(values))
-                series.append((e.label(varying or None), spread))
-            output.plot(f"table2_{family}_{metric}.png", f"Table 2 ({family}): {METRIC_NAMES[metric]}, mean over "
-                        f"seeds (whiskers: min-max over seeds)", METRIC_NAMES[metric], races, series, DECIMALS[metric])
+                        bounds = (min(values), max(values)) if len(values) > 1 else (math.nan, math.nan)
+                        spread[race] = (math.fsum(values) / len(values),) + bounds
+                series.append((e.label(_varying_columns(members)[0] or None), spread))
+            output.plot(f"means_{block.name}_{metric}.png", f"{METRIC_NAMES[metric]} per race, mean over seeds "
+                        f"(whiskers: min-max over seeds), {block.title}", METRIC_NAMES[metric], races, series)
 
 
-def _table3(output, family, experiments, comparisons, n_boot, seed, ci, problems):
-    usable = [e for e in experiments if usable_for_items(e, problems, "CI tables")]
-    if not usable:
+def _faces_text(experiment):
+    """What the faces of a verification run were: HR (original) or LR + the restoration."""
+    restore = experiment.columns.get("restore")
+    if restore is None:
+        return "HR"
+    model = experiment.columns.get("restore_model", "none")
+    return f"LR + {restore}" + ("" if model == "none" else f" (upscaler {model})")
+
+
+def _restored_table(output, block, problems):
+    """Per recognition model, accuracy per race on the original faces and on each restoration, side by side."""
+    by_model = {}
+    for e in block.experiments:
+        key = tuple((c, canonical(v)) for c, v in e.columns.items() if c not in RESTORE_COLUMNS)
+        by_model.setdefault(key, []).append(e)
+    groups = [sorted(members, key=lambda e: ("restore" in e.columns, not _faces_text(e).startswith("LR + bicubic"),
+                                             _faces_text(e)))
+              for members in by_model.values() if any("restore" in e.columns for e in members)]
+    if not groups:
         return
-    varying, constant = _varying_columns(experiments)
-    races = races_of(experiments)
+    races = races_of(block.experiments)
+    names = _summary_names("accuracy")
+    label_header, label_cells, constant = _label_layout([g[0] for g in groups], 1 + len(races) + len(names),
+                                                        exclude=RESTORE_COLUMNS)
+    rows, body = [], []
+    for group in groups:
+        for e in group:
+            row = race_columns_row(e, "accuracy", races, problems)
+            rows.append({"faces": _faces_text(e), **row})
+            body.append(label_cells(e) + [_faces_text(e)] + _means_row_cells(row, races, names))
+    output.csv(f"restored_{block.name}.csv", rows)
+    output.section(f"Verification on restored faces, {METRIC_NAMES['accuracy']} per race, {block.title}",
+                   _intro(constant, "One recognition model scored on the original RFW faces (HR) and on the same "
+                                    "faces degraded to 1/N of their size and restored (LR + bicubic-xN, LR + an "
+                                    "upscaler run: run_verify.py --restore; upscaler ids in the legend). "
+                                    + SUMMARY_NOTE.format(ser=", SER = (100 - worst) / (100 - best)")
+                                    + " Paired differences: the 'Restored - original faces' tables.") + "\n\n"
+                   + _markdown_table(label_header + ["faces"] + races + names, body))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-item statistics: intervals and comparisons with references
+
+
+def _interval_tables(output, block, n_boot, seed, ci, problems):
+    """Per metric: per-race intervals, and the across-race summary with simultaneous intervals."""
+    usable = [e for e in block.experiments if usable_for_items(e, problems, "CI tables")]
+    races = races_of(block.experiments)
     level = f"{100 * ci:g}%"
-    ci_rows, paired_rows = [], []
-    for metric in ITEM_METRICS[experiments[0].kind]:
-        decimals = DECIMALS[metric]
-        results = {id(e): fairness_interval_rows(e, metric, n_boot, seed, ci, problems) for e in usable}
-        summary_names = ["mean", "gap", "std", "ser"] if metric == "accuracy" else ["mean", "gap", "std"]
-        body, series = [], []
-        for e in usable:
-            by_quantity = {row["quantity"]: row for row in results[id(e)]}
-            ci_rows += results[id(e)]
-            if not by_quantity:
-                continue
+    csv_rows = []
+    for metric in _metrics_of(usable, item_metrics):
+        results = {}
+        for e in [e for e in usable if metric in item_metrics(e)]:
+            rows = fairness_interval_rows(e, metric, n_boot, seed, ci, problems)
+            csv_rows += rows
+            if rows:
+                results[id(e)] = {row["quantity"]: row for row in rows}
+        members = [e for e in usable if id(e) in results]
+        if not members:
+            continue
 
-            def cell(race):
-                row = by_quantity[race]
-                spread = f"; seed sd {_format(row['seed_sd'], decimals)}" if row["level"] == "recipe" else ""
-                return f"{_interval_text(row, decimals)} (n={row['n']}{spread})"
+        def race_cell(row):
+            spread = f"; seed sd {format_number(row['seed_sd'])}" if row["level"] == "recipe" else ""
+            return interval_text(row["value"], row["lo"], row["hi"], row["n_items"], note=f"n={row['n']}{spread}")
 
-            body.append(_row_label_cells(e, varying) + [e.pooled_columns()["n_seeds"], by_quantity["mean"]["level"]]
-                        + [cell(r) if r in by_quantity else "" for r in races]
-                        + [_interval_text(by_quantity[k], decimals) for k in summary_names]
-                        + [_p_text(by_quantity["equal_means_p"]["value"])])
-            series.append((e.label(varying or None), {r: (by_quantity[r]["value"], by_quantity[r]["lo"],
-                                                          by_quantity[r]["hi"]) for r in races if r in by_quantity}))
-        header = (varying or ["experiment"]) + ["n_seeds", "level"] + races + [
-            s.upper() if s != "mean" else "Avg" for s in summary_names] + ["equal-means p"]
-        output.section(f"Table 3 ({family}): {METRIC_NAMES[metric]} per race with {level} CIs",
-                       _family_intro(constant, "Items evaluated by every seed; value [lo, hi] (n = items x seeds; "
-                                     "seed sd = sd over seeds of the race mean). " + LEVEL_NOTE + " Per race: "
-                                     + ("Wilson interval (effective size from the variance with pairs clustered by "
-                                        "both identities)" if metric == "accuracy" else
-                                        f"t interval joined with a bootstrap-t interval ({n_boot} replicates, seed "
-                                        f"{seed})") + " at level model. GAP, STD" + (", SER" if metric == "accuracy"
-                                                                                    else "")
-                                     + " intervals are simultaneous over races (Bonferroni: at least "
-                                     f"{level} coverage, conservative, valid near ties); GAP's lower end is 0 unless "
-                                     "two races differ. equal-means p: Bonferroni over pairwise Welch t tests of "
-                                     "'no race differs from another' (unequal variances allowed); it is below "
-                                     f"{1 - ci:g} exactly when GAP's interval excludes 0. Pairwise race differences: "
-                                     f"table3_ci_{family}.csv.") + "\n\n" + _markdown_table(header, body))
-        if series:
-            output.plot(f"table3_{family}_{metric}.png", f"Table 3 ({family}): {METRIC_NAMES[metric]} per race, "
-                        f"{level} CI", METRIC_NAMES[metric], races, series, decimals)
-        body, series = [], []
-        for e in usable:
-            for relation, reference in comparisons.get(id(e), {}).items():
-                result = reference["results"].get(metric)
-                if result is None:
-                    continue
-                base = {**e.columns, **e.pooled_columns(), "relation": relation,
-                        "reference": reference["experiment"].label(), "metric": metric}
-                for race in races + ["all"]:
-                    entry = result["overall"] if race == "all" else result["groups"].get(race)
-                    if entry is not None:
-                        paired_rows.append({**base, "race": race, **entry})
-                cells = [_difference_text(result["groups"][r], decimals) if r in result["groups"] else ""
-                         for r in races]
-                body.append(_row_label_cells(e, varying) + [relation, _scope_text(result["overall"])] + cells)
-                series.append((f"{e.label(varying or None)} - {relation}",
-                               {r: (g["mean_diff"], g["lo"], g["hi"]) for r, g in result["groups"].items()}))
-        if body:
-            output.section(f"Table 3 ({family}): {METRIC_NAMES[metric]}, experiment - reference, paired per item",
-                           "References: bicubic = the bicubic run of the same scale; balanced = the same settings "
-                           "with minority none; fp32 = the same task/model at wbits=abits=32, calib=none. Items "
-                           "paired by file (images) or (race, line) (pairs, clustered by both identities); mean "
-                           f"difference [{level} CI], p-value, n = paired items. With >= 2 seeds on both sides the "
-                           "interval and p are at the recipe level (seed-to-seed variance included; seeds paired "
-                           "by label when both sides have the same seeds); with 1 seed on either side they are a "
-                           "model difference (1 seed; not a recipe effect). Item-level intervals, seed sds and "
-                           f"Holm-adjusted p over races: table3_paired_{family}.csv.\n\n"
-                           + _markdown_table((varying or ["experiment"]) + ["reference", "scope"] + races, body))
-            output.plot(f"table3_paired_{family}_{metric}.png", f"Table 3 ({family}): {METRIC_NAMES[metric]}, "
-                        f"experiment - reference, {level} CI", f"difference, {METRIC_NAMES[metric]}", races, series,
-                        decimals, zero_line=True)
-    output.csv(f"table3_ci_{family}.csv", ci_rows)
-    output.csv(f"table3_paired_{family}.csv", paired_rows)
+        label_header, label_cells, constant = _label_layout(members, 2 + len(races))
+        body = [label_cells(e) + [e.pooled_columns()["n_seeds"], results[id(e)]["mean"]["level"]]
+                + [race_cell(results[id(e)][r]) if r in results[id(e)] else "" for r in races] for e in members]
+        per_race = "Wilson interval (effective size from the variance with pairs clustered by both identities)" \
+            if metric == "accuracy" else f"t interval joined with a bootstrap-t interval ({n_boot} replicates, " \
+                                         f"seed {seed})"
+        output.section(f"Per-race {METRIC_NAMES[metric]} with {level} CIs, {block.title}",
+                       _intro(constant, f"Items evaluated by every seed; value [lo, hi] (n = items x seeds; seed sd = "
+                                        f"sd over seeds of the race mean). {LEVEL_NOTE} Per race: {per_race} at "
+                                        f"level model. Pairwise race differences: ci_{block.name}.csv.") + "\n\n"
+                       + _markdown_table(label_header + ["seeds", "level"] + races, body))
+        output.plot(f"ci_{block.name}_{metric}.png", f"{METRIC_NAMES[metric]} per race, {level} CI, {block.title}",
+                    METRIC_NAMES[metric], races,
+                    [(e.label(_varying_columns(members)[0] or None),
+                      {r: (results[id(e)][r]["value"], results[id(e)][r]["lo"], results[id(e)][r]["hi"])
+                       for r in races if r in results[id(e)]}) for e in members])
+        keys = ["mean", "gap", "std"] + (["ser"] if metric == "accuracy" else [])
+        label_header, label_cells, constant = _label_layout(members, 3 + len(keys))
+        body = [label_cells(e) + [e.pooled_columns()["n_seeds"], results[id(e)]["mean"]["level"]]
+                + [interval_text(results[id(e)][k]["value"], results[id(e)][k]["lo"], results[id(e)][k]["hi"],
+                                 results[id(e)][k]["n_items"]) for k in keys]
+                + [p_text(results[id(e)]["equal_means_p"]["value"])] for e in members]
+        ser = " SER = (100 - worst) / (100 - best) of accuracy;" if metric == "accuracy" else ""
+        output.section(f"Fairness of {METRIC_NAMES[metric]} across races with {level} CIs, {block.title}",
+                       _intro(constant, f"Avg = mean over races, Gap = best - worst, STD = sample std over races;{ser} "
+                                        f"Gap, STD{', SER' if ser else ''} intervals are simultaneous over races "
+                                        f"(Bonferroni: at least {level} coverage, conservative, valid near ties); "
+                                        f"Gap's lower end is 0 unless two races differ. equal-means p: Bonferroni "
+                                        f"over pairwise Welch t tests of 'no race differs from another' (unequal "
+                                        f"variances allowed); it is below {1 - ci:g} exactly when Gap's interval "
+                                        f"excludes 0.") + "\n\n"
+                       + _markdown_table(label_header + ["seeds", "level", "Avg", "Gap", "STD"]
+                                         + (["SER"] if ser else []) + ["equal-means p"], body))
+    output.csv(f"ci_{block.name}.csv", csv_rows)
 
 
-def _table4(output, family, experiments, comparisons, ci):
-    """Under-sampled - balanced of every under-sampled run (a minority penalty when both sides have >= 2 seeds,
-    else a model difference), and the gain over bicubic (upscale)."""
-    varying, constant = _varying_columns(experiments)
-    races = races_of(experiments)
+def _relation_tables(output, block, comparisons, ci):
+    """Per relation and metric: experiment - reference per race (the under-sampled race first), paired per
+    item; one CSV per relation."""
+    races = races_of(block.experiments)
     level = f"{100 * ci:g}%"
-    for relation, title, column in (("balanced", "under-sampled - balanced (minority penalty)", "under_minus_balanced"),
-                                    ("bicubic", "gain over bicubic, model - bicubic", "model_minus_bicubic")):
+    for relation, (title, stem, column, reference_text) in RELATIONS.items():
+        compared = [e for e in block.experiments if relation in comparisons.get(id(e), {})]
         rows = []
-        for metric in ITEM_METRICS[experiments[0].kind]:
-            decimals = DECIMALS[metric]
+        for metric in _metrics_of(compared, lambda e: comparisons[id(e)][relation]["results"]):
+            members = [e for e in compared if comparisons[id(e)][relation]["results"].get(metric)]
+            if not members:
+                continue
+            label_header, label_cells, constant = _label_layout(members, 8)
             body, series = [], []
-            for e in experiments:
-                comparison = comparisons.get(id(e), {}).get(relation)
-                if comparison is None or comparison["results"].get(metric) is None:
-                    continue
+            for e in members:
+                comparison = comparisons[id(e)][relation]
                 groups = comparison["results"][metric]["groups"]
                 minority = e.columns.get("minority", "none")
-                # The under-sampled race's row first: it is the headline of a minority penalty.
-                order = ([minority] if relation == "balanced" and minority in groups else []) + \
-                    [r for r in races if r in groups and (relation != "balanced" or r != minority)]
-                for race in order:
+                headline = minority if relation == "balanced" and minority in groups else None
+                for race in ([headline] if headline else []) + [r for r in races if r in groups and r != headline]:
                     entry = groups[race]
-                    headline = relation == "balanced" and race == minority
                     rows.append({**e.columns, **e.pooled_columns(), "reference": comparison["experiment"].label(),
-                                 "metric": metric, "race": race, "headline": int(headline),
+                                 "metric": metric, "race": race, "headline": int(race == headline),
                                  column: entry["mean_diff"], "lo": entry["lo"], "hi": entry["hi"],
                                  "p_value": entry["p_value"], "p_holm": entry["p_holm"], "n": entry["n"],
                                  "level": entry["level"], "scope": entry["scope"], "df": entry["df"],
@@ -283,68 +341,126 @@ def _table4(output, family, experiments, comparisons, ci):
                                  "n_seeds_reference": entry["n_seeds_b"], "seeds_paired": int(entry["seeds_paired"]),
                                  "seed_sd": entry["seed_sd_a"], "seed_sd_reference": entry["seed_sd_b"],
                                  "seed_sd_difference": entry["seed_sd_difference"]})
-                    name = f"{race} (under-sampled)" if headline else race
-                    body.append(_row_label_cells(e, varying) + [
-                        f"**{name}**" if headline else name, _interval_text(entry, decimals, "mean_diff"),
-                        _p_text(entry["p_value"]), _p_text(entry["p_holm"]), _scope_text(entry),
-                        f"[{_format(entry['image_lo'], decimals)}, {_format(entry['image_hi'], decimals)}]",
-                        _seed_sd_text(entry, decimals), entry["n"]])
-                series.append((e.label(varying or None),
+                    name = f"**{race} (under-sampled)**" if race == headline else race
+                    body.append(label_cells(e) + [
+                        name, interval_text(entry["mean_diff"], entry["lo"], entry["hi"], entry["n"]),
+                        p_text(entry["p_value"]), p_text(entry["p_holm"]), _scope_text(entry),
+                        _bounds_text(entry["image_lo"], entry["image_hi"]), _seed_sd_text(entry), entry["n"]])
+                series.append((e.label(_varying_columns(members)[0] or None),
                                {r: (g["mean_diff"], g["lo"], g["hi"]) for r, g in groups.items()}))
-            if not body:
-                continue
-            header = (varying or ["experiment"]) + ["race", f"{column.replace('_', ' ')} [{level} CI]", "p",
-                                                    "p (Holm, races)", "scope", f"item-level {level} CI",
-                                                    "seed sd (experiment / reference)", "n"]
-            output.section(f"Table 4 ({family}): {title}, {METRIC_NAMES[metric]}",
-                           _family_intro(constant, "Paired per item (averaged over seeds); negative = the first "
-                                         "model is worse on that race; n = paired items. A row is a recipe "
-                                         "effect (e.g. a minority penalty) only when its scope is a recipe "
-                                         "difference (>= 2 seeds on both sides: seed-to-seed variance "
-                                         "included); with 1 seed on either side it is a model difference: "
-                                         "another training run of the same recipe could differ as much. The "
-                                         "item-level CI leaves the seed variance out. p (Holm, races) adjusts "
-                                         "for the races of one row group; the under-sampled race's p is the "
-                                         "pre-specified one.") + "\n\n"
-                           + _markdown_table(header, body))
-            name = "penalty" if relation == "balanced" else "gain_over_bicubic"
-            output.plot(f"table4_{name}_{family}_{metric}.png", f"Table 4 ({family}): {title}, {METRIC_NAMES[metric]}, "
-                        f"{level} CI", f"difference, {METRIC_NAMES[metric]}", races, series, decimals, zero_line=True)
-        name = "minority_penalty" if relation == "balanced" else "gain_over_bicubic"
-        output.csv(f"table4_{name}_{family}.csv", rows)
+            header = label_header + ["race", f"difference [{level} CI]", "p", "p (Holm, races)", "scope",
+                                     f"item-level {level} CI", "seed sd (experiment / reference)", "n"]
+            output.section(f"{title}, {METRIC_NAMES[metric]}, {block.title}",
+                           _intro(constant, f"Reference: {reference_text} ({stem}_{block.name}.csv names it). Paired "
+                                            "per item (file for images; (race, line) for pairs, clustered by both "
+                                            "identities), averaged over seeds; negative = the experiment is worse "
+                                            "on that race; n = paired items. A row is a recipe effect (e.g. a "
+                                            "minority penalty) only when its scope is a recipe difference (>= 2 "
+                                            "seeds on both sides: seed-to-seed variance included); with 1 seed on "
+                                            "either side it is a model difference: another training run of the "
+                                            "same recipe could differ as much. The item-level CI leaves the seed "
+                                            "variance out. p (Holm, races) adjusts over the races of one "
+                                            "experiment; the under-sampled race's p is the pre-specified one.")
+                           + "\n\n" + _markdown_table(header, body))
+            output.plot(f"{stem}_{block.name}_{metric}.png", f"{title}, {METRIC_NAMES[metric]}, {level} CI, "
+                        f"{block.title}", f"difference, {METRIC_NAMES[metric]}", races, series, zero_line=True)
+        output.csv(f"{stem}_{block.name}.csv", rows)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The legend of the hashes in the rows
+
+
+def _setting_text(value):
+    if value is None:
+        return "unset"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _legend(output, blocks, problems):
+    """What each recipe hash shown stands for (the settings that differ between the recipes of a block, from
+    args.json), and which upscaler run each restore_model id is."""
+    csv_rows, body = [], []
+    for block in blocks:
+        by_recipe = {}
+        for e in block.experiments:
+            if RECIPE_COLUMN in e.columns:
+                by_recipe.setdefault(e.columns[RECIPE_COLUMN], []).extend(e.runs)
+        shown = {c for e in block.experiments for c in e.columns}
+        settings, unknown = differing_settings(by_recipe, skip=shown)
+        for recipe, runs in by_recipe.items():
+            if recipe in unknown:
+                problems.add(runs[0].path, f"recipe {recipe}: no args.json in its runs; its settings are not in "
+                                           f"the recipe legend")
+                text = "(no args.json)"
+            else:
+                text = ", ".join(f"{k}={_setting_text(v)}" for k, v in settings[recipe].items()) or \
+                    ("(the only recipe)" if len(by_recipe) == 1 else "(no recorded difference)")
+            csv_rows.append({"block": block.name, "recipe": recipe, "runs": len(runs),
+                             **{k: _setting_text(v) for k, v in settings.get(recipe, {}).items()}})
+            body.append([block.title, recipe, len(runs), text])
+    upscalers = {}  # restore_model -> the upscaler run's columns (args.json "restore" of run_verify --restore)
+    for e in [e for block in blocks for e in block.experiments if e.columns.get("restore_model", "none") != "none"]:
+        recorded = [(run.record or {}).get("restore", {}).get("upscaler") for run in e.runs]
+        if not upscalers.get(e.columns["restore_model"]):
+            upscalers[e.columns["restore_model"]] = next((upscaler for upscaler in recorded if upscaler), None)
+    parts = []
+    if body:
+        output.csv("recipes.csv", csv_rows)
+        parts.append("recipe: a hash of every result-changing argument that is not an identifying column (racecomp."
+                     "schema.recipe_id). Shown: the arguments (args.json) that differ between the recipes of a block; "
+                     "arguments that never change a result, and those that differ between runs of one recipe, are "
+                     "left out.\n\n" + _markdown_table(["block", "recipe", "runs", "settings that differ"], body))
+    if upscalers:
+        output.csv("restore_models.csv", [{"restore_model": model, **(upscaler or {})}
+                                          for model, upscaler in upscalers.items()])
+        parts.append("restore_model: the upscaler run that restored the faces (its identifying columns and seed).\n\n"
+                     + _markdown_table(["restore_model", "upscaler run"], [
+                         [model, ", ".join(f"{k}={v}" for k, v in upscaler.items() if k != "study") if upscaler
+                          else "(no args.json)"] for model, upscaler in upscalers.items()]))
+    if parts:
+        output.section("Legend: recipe hashes and upscaler ids", "\n\n".join(parts))
+
+
+# ---------------------------------------------------------------------------------------------------------
 
 
 def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95):
     """Find the runs under `patterns`, write every table (CSV + tables.md) and plot (PNG) into `out_dir`.
 
-    Returns {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is written
-    when no usable run is found (written is then empty).
+    `out_dir` ends up holding exactly this run's files (tables.output): the files of an earlier summarize
+    there are removed; a folder holding any other file is refused (ValueError) before any work. Returns
+    {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is written (and the
+    folder is left as it was) when no usable run is found (written is then empty).
     """
+    output = Output(out_dir)
     problems = Problems()
     runs = [run for run in (load_run(folder, problems) for folder in find_run_folders(patterns, problems)) if run]
     experiments = group_experiments(runs, problems)
-    output = _Output(out_dir)
     if not experiments:
         return {"written": [], "problems": problems.entries, "experiments": 0}
-    for family in FAMILIES:
-        members = [e for e in experiments if e.family == family]
-        if not members:
-            continue
-        comparisons = reference_comparisons(members, n_boot, seed, ci, problems)
-        if members[0].kind == "upscale":
-            _table1(output, family, members)
-        _table2(output, family, members, problems)
-        _table3(output, family, members, comparisons, n_boot, seed, ci, problems)
-        if family in ("upscale", "verify"):
-            _table4(output, family, members, comparisons, ci)
+    blocks = blocks_of(experiments)
+    for block in blocks:
+        comparisons = reference_comparisons(block.experiments, n_boot, seed, ci, problems)
+        if block.experiments[0].kind == "upscale":
+            _seeds_table(output, block)
+        _means_tables(output, block, problems)
+        if block.experiments[0].family == "verify":
+            _restored_table(output, block, problems)
+        _interval_tables(output, block, n_boot, seed, ci, problems)
+        _relation_tables(output, block, comparisons, ci)
+    _legend(output, blocks, problems)
     listed = "\n".join(f"- `{path}`: {message}" for path, message in problems.entries) or "None."
+    contents = "\n".join(f"- {title}" for title, _ in output.sections)
     text = ("# RaceComp per-race tables\n\n"
             f"{len(runs)} runs, {len(experiments)} experiments (seeds pooled). {100 * ci:g}% intervals "
             f"(racecomp.fairness): Student t on cluster-robust standard errors, with a bootstrap-t ({n_boot} "
             f"replicates, seed {seed}) for image means, Wilson for per-race accuracy; recipe level (seed-to-seed "
-            f"variance included) with >= 2 seeds, model level with 1.\n\n" + "\n".join(output.sections)
+            f"variance included) with >= 2 seeds, model level with 1. Numbers have 3 significant digits (of the "
+            f"largest number of a cell); 'n=1, no CI' marks a value with no interval to show. Full precision: "
+            f"the CSVs.\n\n## Contents\n\n{contents}\n\n" + "\n".join(text for _, text in output.sections)
             + f"\n## Problems\n\n{listed}\n")
-    path = os.path.join(out_dir, "tables.md")
-    files.write_bytes(path, text.encode("utf-8"))
-    output.written.append(path)
+    output.text("tables.md", text)
     return {"written": output.written, "problems": problems.entries, "experiments": len(experiments)}

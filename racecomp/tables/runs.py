@@ -5,13 +5,14 @@ Problems with its path and the reason.
 """
 import csv
 import glob
+import json
 import math
 import os
 from dataclasses import dataclass
 
 from racecomp.races import check_label
-from racecomp.schema import (COUNT_COLUMN, FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, POOLED_COLUMNS,
-                             RACE_METRICS, RACES, STUDIES)
+from racecomp.schema import (COUNT_COLUMN, FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS,
+                             OPTIONAL_RACE_METRICS, POOLED_COLUMNS, RACE_METRICS, RACES, STUDIES)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
 # Per-item columns the tables need: the schema's, plus a pair's second identity. Without it, pairs that share
@@ -36,17 +37,23 @@ class Problems:
 
 @dataclass
 class Run:
-    """One finished run: identifying columns as written, per-race means, per-item rows (None if unusable)."""
+    """One finished run: identifying columns as written, per-race means, per-item rows (None if unusable) and
+    its args.json (None if it has none)."""
     folder: str
     family: str
     kind: str  # "upscale" or "verify": which per-item file and metrics
     identity: dict  # identifying column -> value as written, in file order
-    per_race: dict  # race -> {"n": items, metric: mean}
+    per_race: dict  # race -> {"n": items, metric: mean}; optional metrics only when the run has them
     items: list  # [{"key", "race", "cluster" (file or id1), "cluster2" (id2, pairs only), <per-item column>}] or None
+    record: dict = None  # args.json: {"args": every resolved argument, ...}
 
     @property
     def path(self):
         return os.path.join(self.folder, FINISHED_MARKER)
+
+    @property
+    def args(self):
+        return (self.record or {}).get("args")
 
 
 @dataclass
@@ -66,6 +73,20 @@ class Experiment:
         return {"n_seeds": len(self.runs), "seeds": ";".join(r.identity["seed"] for r in self.runs),
                 "code_version": ";".join(sorted({r.identity["code_version"] for r in self.runs}))}
 
+    def race_metrics(self):
+        """The per-race metrics every seed has: the study's, then the optional ones all seeds wrote."""
+        optional = [m for m in OPTIONAL_RACE_METRICS.get(self.kind, ())
+                    if all(m in values for run in self.runs for values in run.per_race.values())]
+        return list(RACE_METRICS[self.kind]) + optional
+
+    def setting(self, name):
+        """(known, value) of an argument from the runs' args.json: known only when every run has one and
+        they agree (an argument a run's args.json lacks reads as None: flags added later default to unset)."""
+        values = {json.dumps(run.args.get(name), sort_keys=True) for run in self.runs if run.args is not None}
+        if len(values) != 1 or any(run.args is None for run in self.runs):
+            return False, None
+        return True, json.loads(values.pop())
+
 
 def canonical(value):
     """Comparable form of an identifying value: numbers by value ('1' equals '1.0'), text stripped."""
@@ -76,7 +97,8 @@ def canonical(value):
     return number if math.isfinite(number) else value.strip()
 
 
-def _sort_key(value):
+def sort_key(value):
+    """Sort key of an identifying value: numbers by value before text."""
     comparable = canonical(value)
     return (0, comparable, "") if isinstance(comparable, float) else (1, 0.0, comparable)
 
@@ -203,30 +225,37 @@ def _run_family(identity):
     return f"quantize-{identity['task']}", identity["task"]
 
 
-def _per_race_values(rows, kind):
-    """{race: {"n", metric...}} of per_race.csv rows, races checked against the study's vocabulary."""
+def _optional_metrics(header, kind):
+    return tuple(m for m in OPTIONAL_RACE_METRICS.get(kind, ()) if m in header)
+
+
+def _per_race_values(header, rows, kind):
+    """{race: {"n", metric...}} of per_race.csv rows, races checked against the study's vocabulary; the
+    optional metrics the file has are read too."""
     per_race = {}
     for line, row in rows:
         race = check_label(row["race"], RACES[kind], f"line {line}")
         if race in per_race:
             raise ValueError(f"line {line}: race {race!r} appears twice")
         values = {"n": _count(row, COUNT_COLUMN[kind], line)}
-        for metric in RACE_METRICS[kind]:
+        for metric in RACE_METRICS[kind] + _optional_metrics(header, kind):
             values[metric] = _number(row, metric, line, allow_infinite=metric in INFINITE_ALLOWED)
         per_race[race] = values
     return per_race
 
 
-def _item_rows(rows, kind):
+def _item_rows(header, rows, kind):
     """Per-item dicts {key, race, cluster, value columns} of per_image.csv / per_pair.csv rows; a pair also
-    has cluster2 (its second identity, the same as the first for a genuine pair)."""
+    has cluster2 (its second identity, the same as the first for a genuine pair). An image has the optional
+    metrics the file has."""
     items, seen = [], set()
     for line, row in rows:
         race = check_label(row["race"], RACES[kind], f"line {line}")
         if kind == "upscale":
             key, cluster = row["file"], row["file"]
             item = {"psnr_y": _number(row, "psnr_y", line, allow_infinite=True),
-                    "ssim_y": _number(row, "ssim_y", line)}
+                    "ssim_y": _number(row, "ssim_y", line),
+                    **{metric: _number(row, metric, line) for metric in _optional_metrics(header, kind)}}
         else:
             key, cluster = (race, _count(row, "line", line)), row["id1"]
             correct = _number(row, "correct", line)
@@ -258,7 +287,9 @@ def _check_items(items, per_race, kind):
             raise ValueError(f"{race}: {len(members)} rows but per_race.csv says {per_race[race]['n']} "
                              f"(truncated file?)")
         if kind == "upscale":
-            checks = {metric: math.fsum(m[metric] for m in members) / len(members) for metric in ("psnr_y", "ssim_y")}
+            checks = {metric: math.fsum(m[metric] for m in members) / len(members)
+                      for metric in ("psnr_y", "ssim_y") + OPTIONAL_RACE_METRICS[kind]
+                      if metric in members[0] and metric in per_race[race]}
         else:
             fold_sizes = {}
             for member in members:
@@ -270,6 +301,23 @@ def _check_items(items, per_race, kind):
             if not _same_mean(mean, per_race[race][metric]):
                 raise ValueError(f"{race}: mean {metric} of the rows is {mean!r} but per_race.csv says "
                                  f"{per_race[race][metric]!r} (a file from another run?)")
+
+
+def _read_record(folder, problems):
+    """The folder's args.json, or None (missing: nothing reported here; unreadable: reported)."""
+    path = os.path.join(folder, "args.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        problems.add(path, f"unreadable ({error}); the run's settings are not in the recipe legend")
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
+        problems.add(path, "no `args` dict (not a RaceComp args.json); the run's settings are not in the legend")
+        return None
+    return record
 
 
 def load_run(folder, problems):
@@ -289,7 +337,7 @@ def load_run(folder, problems):
         missing = [c for c in (COUNT_COLUMN[kind],) + RACE_METRICS[kind] if c not in header]
         if missing:
             raise ValueError(f"missing column(s) {missing} of a {kind} per_race.csv")
-        per_race = _per_race_values(rows, kind)
+        per_race = _per_race_values(header, rows, kind)
     except ValueError as error:
         problems.add(path, f"{error}; run left out")
         return None
@@ -297,7 +345,7 @@ def load_run(folder, problems):
         for metric in INFINITE_ALLOWED:
             if values.get(metric) == math.inf:
                 problems.add(path, f"{race}: mean {metric} is infinite (an image reproduced exactly); kept as inf")
-    run = Run(folder, family, kind, identity, per_race, None)
+    run = Run(folder, family, kind, identity, per_race, None, _read_record(folder, problems))
     item_path = os.path.join(folder, ITEM_FILES[kind])
     if not os.path.isfile(item_path):
         problems.add(item_path, "missing: the run appears only in the per-race tables (no CIs, no paired tests)")
@@ -307,7 +355,7 @@ def load_run(folder, problems):
         problems.add(item_path, "unusable: the run appears only in the per-race tables")
         return run
     try:
-        items = _item_rows(table[1], kind)
+        items = _item_rows(*table, kind)
         _check_items(items, per_race, kind)
     except ValueError as error:
         problems.add(item_path, f"{error}; the run appears only in the per-race tables")
@@ -341,10 +389,10 @@ def group_experiments(runs, problems):
                 problems.add(run.path, f"same experiment and seed {run.identity['seed']} as {others}: "
                                        f"all {len(same)} left out (which is right cannot be told)")
         if kept:
-            kept.sort(key=lambda r: _sort_key(r.identity["seed"]))
+            kept.sort(key=lambda r: sort_key(r.identity["seed"]))
             columns = {c: v for c, v in kept[0].identity.items() if c not in POOLED_COLUMNS}
             experiments.append(Experiment(family, kept[0].kind, columns, kept))
-    experiments.sort(key=lambda e: (FAMILIES.index(e.family), [(c, _sort_key(v)) for c, v in e.columns.items()]))
+    experiments.sort(key=lambda e: (FAMILIES.index(e.family), [(c, sort_key(v)) for c, v in e.columns.items()]))
     return experiments
 
 
@@ -352,3 +400,27 @@ def races_of(experiments):
     """Races present in any run, in the vocabulary's order."""
     present = {race for e in experiments for run in e.runs for race in run.per_race}
     return [race for race in RACES[experiments[0].kind] if race in present]
+
+
+def differing_settings(runs_by_key, skip=()):
+    """{key: {argument: value}} of the arguments (args.json) that differ between groups of runs (e.g. the runs
+    of each recipe), and the keys none of whose runs has an args.json.
+
+    Left out: `skip` (e.g. the identifying columns, shown anyway), the seed, schema.NON_RESULT_ARGS and every
+    argument that differs between the runs of one group: a group's runs share their recipe, so such an
+    argument cannot be what sets the groups apart. An argument a run's args.json lacks reads as None.
+    """
+    texts = {}  # key -> argument -> {json text of each run's value}
+    for key, runs in runs_by_key.items():
+        recorded = [run.args for run in runs if run.args is not None]
+        if recorded:
+            names = {name for args in recorded for name in args}
+            texts[key] = {name: {json.dumps(args.get(name), sort_keys=True, default=str) for args in recorded}
+                          for name in names}
+    names = {name for by_name in texts.values() for name in by_name} - set(skip) - set(NON_RESULT_ARGS) - {"seed"}
+    null = {json.dumps(None)}
+    constant = [name for name in sorted(names) if all(len(by_name.get(name, null)) == 1 for by_name in texts.values())]
+    differing = [name for name in constant if len({min(by_name.get(name, null)) for by_name in texts.values()}) > 1]
+    settings = {key: {name: json.loads(min(by_name.get(name, null))) for name in differing}
+                for key, by_name in texts.items()}
+    return settings, [key for key in runs_by_key if key not in texts]

@@ -1,0 +1,88 @@
+"""summarize's --out folder: it holds exactly the files of the last run, and nobody else's file is touched.
+
+summarize lists every file it writes in MANIFEST (one name a line), before writing it. A later run removes the
+files listed there and writes its own; it refuses a folder holding anything not listed (a user's file, another
+tool's output), naming it, before any work.
+"""
+import contextlib
+import os
+
+from racecomp import files
+from racecomp.tables.plots import plot_intervals
+
+MANIFEST = "summarize_files.txt"
+MANIFEST_HEADER = "# Files written by summarize.py into this folder; its next run removes them and writes its own.\n"
+
+
+def _leftover_of(entry, names):
+    """Whether `entry` is a temporary file of files.atomic_path left beside one of `names` by a killed run."""
+    return entry.endswith(".tmp") and any(entry.startswith(f".{name}.") for name in names)
+
+
+def earlier_outputs(out_dir):
+    """Names of the files an earlier summarize wrote into `out_dir` ([] for a new or empty folder).
+
+    ValueError naming the first file summarize did not write (or --out being a file), so that nothing
+    of anyone else's is removed or mixed with the tables.
+    """
+    if not os.path.exists(out_dir):
+        return []
+    if not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    manifest = os.path.join(out_dir, MANIFEST)
+    listed = []
+    if os.path.isfile(manifest):
+        with open(manifest, encoding="utf-8") as handle:
+            listed = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+    ours = set(listed) | {MANIFEST}
+    foreign = [entry for entry in sorted(os.listdir(out_dir)) if not _leftover_of(entry, ours)
+               and not (entry in ours and os.path.isfile(os.path.join(out_dir, entry)))]
+    if foreign:
+        others = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise ValueError(f"--out {out_dir} holds {os.path.join(out_dir, foreign[0])}{others}, which summarize.py did "
+                         f"not write (not in its {MANIFEST}): choose a new or empty folder, or move that away")
+    return listed
+
+
+class Output:
+    """What summarize writes into `out_dir`: CSVs, PNGs and markdown, each listed in MANIFEST first.
+
+    Constructing it checks the folder (earlier_outputs); the earlier run's files are removed when the first
+    new file is written, so a run that finds nothing to tabulate leaves the folder as it was.
+    """
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+        self.earlier = earlier_outputs(out_dir)
+        self.written = []  # paths, in writing order
+        self.sections = []  # (title, markdown)
+
+    def _path(self, name):
+        if not self.written:
+            for entry in os.listdir(self.out_dir) if os.path.isdir(self.out_dir) else ():
+                if entry in self.earlier or _leftover_of(entry, self.earlier + [MANIFEST]):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(self.out_dir, entry))
+        path = os.path.join(self.out_dir, name)
+        self.written.append(path)
+        names = "".join(os.path.basename(p) + "\n" for p in self.written)
+        files.write_bytes(os.path.join(self.out_dir, MANIFEST), (MANIFEST_HEADER + names).encode("utf-8"))
+        return path
+
+    def csv(self, name, rows):
+        if rows:
+            fieldnames = []
+            for row in rows:
+                fieldnames += [key for key in row if key not in fieldnames]
+            files.write_csv(self._path(name), rows, fieldnames=fieldnames)
+
+    def plot(self, name, *args, **kwargs):
+        plot_intervals(self._path(name), *args, **kwargs)
+
+    def text(self, name, text):
+        files.write_bytes(self._path(name), text.encode("utf-8"))
+
+    def section(self, title, text):
+        if any(title == earlier for earlier, _ in self.sections):
+            raise ValueError(f"two tables named {title!r}")  # names must tell tables apart
+        self.sections.append((title, f"## {title}\n\n{text}\n"))
