@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from racecomp import cpus
 from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
 from racecomp.toyfaces import group_styles, render_face, sample_identity, sample_view, similarity_matrix
 
@@ -60,12 +62,32 @@ def _save_jpeg(pixels, path):
     Image.fromarray(pixels).save(path, quality=95)
 
 
-def _prepare_output(out_dir):
-    """Create `out_dir`; refuse a non-empty one, so leftovers of another run never mix into a dataset."""
+UNFINISHED_MARKER = "unfinished_generation.json"
+
+
+def _prepare_output(out_dir, arguments=None):
+    """Create `out_dir`; refuse a non-empty one, so leftovers of another run never mix into a dataset.
+
+    With `arguments` (a maker's that can resume), the folder is marked unfinished with them until
+    _finish_output; a folder marked with the same arguments is accepted again, to resume.
+    """
+    marker = os.path.join(out_dir, UNFINISHED_MARKER)
+    text = None if arguments is None else json.dumps(arguments, sort_keys=True) + "\n"
     if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise ValueError(f"{out_dir}: folder is not empty; demo data is written only into a new or empty folder")
+        resumable = text is not None and os.path.isfile(marker) and open(marker).read() == text
+        if not resumable:
+            raise ValueError(f"{out_dir}: folder is not empty; demo data is written only into a new or empty folder "
+                             f"(or, to resume, into an unfinished one with the same arguments)")
+        print(f"resuming the unfinished generation in {out_dir}", flush=True)
     os.makedirs(out_dir, exist_ok=True)
+    if text is not None:
+        with open(marker, "w") as handle:
+            handle.write(text)
     return os.path.abspath(out_dir)
+
+
+def _finish_output(root):
+    os.remove(os.path.join(root, UNFINISHED_MARKER))
 
 
 def _check_common(size, seed, hard_race, hard_strength, vocabulary):
@@ -86,44 +108,85 @@ def _balanced_labels(rng, count, vocabulary):
     return labels
 
 
-def make_fairface(out_dir, n_train=350, n_val=140, size=64, seed=0, hard_race=None, hard_strength=1.0):
+def _fairface_image(job):
+    """Render and write one FairFace demo image; job = (path, seed, split_index, index, race, size, gain).
+
+    The image depends on the job only (its own random stream), so any number of processes in any order
+    writes the same bytes. Written to a temporary name and renamed: a file present under its name is whole.
+    """
+    path, seed, split_index, index, race, size, gain = job
+    rng = np.random.default_rng([seed, _STREAM_FAIRFACE, split_index, index])
+    identity = sample_identity(rng, group_styles(FAIRFACE_RACES)[race])
+    view = sample_view(rng)
+    # Loose crop with margin: the face spans about 60% of the image, small pose jitter.
+    scale = size / 112.0 * 0.62 * float(np.exp(rng.normal(0.0, 0.05)))
+    angle = math.radians(float(rng.normal(0.0, 5.0)))
+    centre = ((size - 1) / 2 + rng.normal(0.0, 0.03 * size), (size - 1) / 2 + rng.normal(0.0, 0.03 * size))
+    matrix = similarity_matrix(scale, angle, (56.0, 64.0), centre)
+    pixels, _ = render_face(identity, view, matrix, size, size, texture_gain=gain, rng=rng)
+    partial = f"{path}.partial"
+    Image.fromarray(pixels).save(partial, format="JPEG", quality=95)
+    os.replace(partial, path)
+
+
+def _run_jobs(function, jobs, workers, label):
+    """function(job) for every job, in `workers` processes (1: in this one), with progress lines."""
+    from racecomp.progress import Progress
+
+    progress = Progress(label, len(jobs))
+    if workers <= 1 or len(jobs) < 2:
+        for job in jobs:
+            function(job)
+            progress.update(1)
+    else:
+        # spawn: a fresh interpreter per worker, safe whatever threads the caller (e.g. torch) has started.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(function, jobs, chunksize=max(1, min(64, len(jobs) // (8 * workers)))):
+                progress.update(1)
+    progress.finish()
+
+
+def make_fairface(out_dir, n_train=350, n_val=140, size=64, seed=0, hard_race=None, hard_strength=1.0, workers=1):
     """Write a FairFace-layout demo set: fairface_label_{train,val}.csv and train/, val/ JPEGs (quality 95).
 
     Each image is a new identity; races are balanced to within one image over FAIRFACE_RACES in both
     splits (so each split needs at least 7 images). age, gender and service_test are random labels,
     independent of the image. `hard_race` gets `1 + 2 * hard_strength` times the fine skin/hair texture.
-    Returns the absolute root path.
+    `workers` processes render the images (the bytes do not depend on it). Until the label CSVs are
+    written, last, the folder holds UNFINISHED_MARKER: the same call again (after a crash or Ctrl-C) keeps
+    the images already there and renders the rest. Returns the absolute root path.
     """
     _check_common(size, seed, hard_race, hard_strength, FAIRFACE_RACES)
     for split, count in (("train", n_train), ("val", n_val)):
         if count < len(FAIRFACE_RACES):
             raise ValueError(f"n_{split}={count}: need at least {len(FAIRFACE_RACES)} images so every race is present")
-    root = _prepare_output(out_dir)
-    styles = group_styles(FAIRFACE_RACES)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    root = _prepare_output(out_dir, {"kind": "fairface", "version": GENERATOR_VERSION, "n_train": n_train,
+                                     "n_val": n_val, "size": size, "seed": seed, "hard_race": hard_race,
+                                     "hard_strength": hard_strength})
+    jobs, tables = [], {}
     for split_index, (split, count) in enumerate((("train", n_train), ("val", n_val))):
-        os.makedirs(os.path.join(root, split))
+        os.makedirs(os.path.join(root, split), exist_ok=True)
         label_rng = np.random.default_rng([seed, _STREAM_FAIRFACE, split_index])
         races = _balanced_labels(label_rng, count, FAIRFACE_RACES)
         rows = []
         for index, race in enumerate(races, start=1):
-            rng = np.random.default_rng([seed, _STREAM_FAIRFACE, split_index, index])
-            identity = sample_identity(rng, styles[race])
-            view = sample_view(rng)
-            # Loose crop with margin: the face spans about 60% of the image, small pose jitter.
-            scale = size / 112.0 * 0.62 * float(np.exp(rng.normal(0.0, 0.05)))
-            angle = math.radians(float(rng.normal(0.0, 5.0)))
-            centre = ((size - 1) / 2 + rng.normal(0.0, 0.03 * size), (size - 1) / 2 + rng.normal(0.0, 0.03 * size))
-            matrix = similarity_matrix(scale, angle, (56.0, 64.0), centre)
-            gain = 1.0 + _FAIRFACE_HARD_GAIN * hard_strength if race == hard_race else 1.0
-            pixels, _ = render_face(identity, view, matrix, size, size, texture_gain=gain, rng=rng)
             name = f"{split}/{index}.jpg"
-            _save_jpeg(pixels, os.path.join(root, name))
+            gain = 1.0 + _FAIRFACE_HARD_GAIN * hard_strength if race == hard_race else 1.0
+            if not os.path.isfile(os.path.join(root, name)):
+                jobs.append((os.path.join(root, name), seed, split_index, index, race, size, gain))
             rows.append((name, FAIRFACE_AGE_BINS[int(label_rng.integers(len(FAIRFACE_AGE_BINS)))],
                          FAIRFACE_GENDERS[int(label_rng.integers(2))], race, str(bool(label_rng.random() < 0.5))))
+        tables[split] = rows
+    val_first = [job for job in jobs if job[2] == 1] + [job for job in jobs if job[2] == 0]  # the smaller split
+    _run_jobs(_fairface_image, val_first, workers, f"generate {size} px")
+    for split, rows in tables.items():
         with open(os.path.join(root, f"fairface_label_{split}.csv"), "w", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["file", "age", "gender", "race", "service_test"])
             writer.writerows(rows)
+    _finish_output(root)
     return root
 
 
@@ -318,7 +381,9 @@ def ensure_demo_data(kind, cache_dir=None, **params):
     bound.apply_defaults()
     arguments = dict(bound.arguments)
     del arguments["out_dir"]
-    key = json.dumps({"kind": kind, "version": GENERATOR_VERSION, "arguments": arguments}, sort_keys=True, default=str)
+    identifying = {k: v for k, v in arguments.items() if k != "workers"}  # the bytes do not depend on it
+    key = json.dumps({"kind": kind, "version": GENERATOR_VERSION, "arguments": identifying}, sort_keys=True,
+                     default=str)
     cache_dir = cache_dir or default_cache_dir()
     path = os.path.join(cache_dir, f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
     if not os.path.isdir(path):
@@ -354,8 +419,13 @@ def get_args_parser(add_help=True):
                         help="image side in pixels (default: 64 fairface, 112 rfw and identities; "
                              "unaligned rfw canvases are 2x)")
     parser.add_argument("--count", type=int, default=None,
-                        help="fairface: train images (val = 40%% of it, default 350); rfw: identities per race "
+                        help="fairface: train images (default 350; real FairFace: 86744); rfw: identities per race "
                              "(default 30); identities: identities per race (default 16)")
+    parser.add_argument("--val-count", type=int, default=None,
+                        help="fairface only: val images (default: 40%% of --count, 140; real FairFace: 10954)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="fairface only: processes rendering images (default: the CPU cores this process may "
+                             "use); the files do not depend on it")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed gives byte-identical files")
     parser.add_argument("--hard-race", default="none",
                         help="group given planted difficulty (slug, e.g. east_asian or african), or none")
@@ -373,10 +443,14 @@ def main(args):
     common = {"seed": args.seed, "hard_race": hard_race, "hard_strength": args.hard_strength}
     if args.size is not None:
         common["size"] = args.size
+    if args.kind != "fairface" and (args.val_count is not None or args.workers is not None):
+        raise ValueError("--val-count and --workers apply to fairface only")
     if args.kind == "fairface":
         if args.count is not None:
             common.update(n_train=args.count, n_val=max(len(FAIRFACE_RACES), round(0.4 * args.count)))
-        root = make_fairface(args.out, **common)
+        if args.val_count is not None:
+            common["n_val"] = args.val_count
+        root = make_fairface(args.out, workers=args.workers or cpus.available_cores(), **common)
         counts = {}
         for split in ("train", "val"):
             with open(os.path.join(root, f"fairface_label_{split}.csv")) as handle:

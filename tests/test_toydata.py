@@ -81,6 +81,36 @@ def luma(path):
 # ---------------------------------------------------------------------------------------------------
 # Determinism
 
+def test_fairface_files_do_not_depend_on_the_number_of_processes(tmp_path):
+    kwargs = dict(n_train=14, n_val=7, size=32, seed=2)
+    one = tree_bytes(toydata.make_fairface(tmp_path / "one", workers=1, **kwargs))
+    assert tree_bytes(toydata.make_fairface(tmp_path / "two", workers=2, **kwargs)) == one
+    assert not any(name.endswith(".partial") or name == toydata.UNFINISHED_MARKER for name in one)
+
+
+def test_an_interrupted_fairface_generation_resumes_to_the_same_files(tmp_path, monkeypatch):
+    kwargs = dict(n_train=14, n_val=7, size=32, seed=2)
+    expected = tree_bytes(toydata.make_fairface(tmp_path / "whole", **kwargs))
+    render, calls = toydata._fairface_image, []
+
+    def render_counted(job, crash_at=None):
+        if len(calls) == crash_at:
+            raise RuntimeError("killed")
+        calls.append(job)
+        render(job)
+
+    monkeypatch.setattr(toydata, "_fairface_image", functools.partial(render_counted, crash_at=5))
+    with pytest.raises(RuntimeError, match="killed"):
+        toydata.make_fairface(tmp_path / "cut", **kwargs)
+    assert not (tmp_path / "cut" / "fairface_label_val.csv").exists()  # visibly unfinished
+    with pytest.raises(ValueError, match="not empty"):  # other arguments never mix into it
+        toydata.make_fairface(tmp_path / "cut", **{**kwargs, "seed": 3})
+    calls.clear()
+    monkeypatch.setattr(toydata, "_fairface_image", render_counted)
+    assert tree_bytes(toydata.make_fairface(tmp_path / "cut", **kwargs)) == expected
+    assert len(calls) == 21 - 5  # the images already written were kept
+
+
 def test_same_seed_gives_identical_files_and_other_seed_other_images(tmp_path):
     kwargs = dict(n_train=14, n_val=7, size=32)
     first = tree_bytes(toydata.make_fairface(tmp_path / "a", seed=3, **kwargs))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from racecomp import cpus
 from racecomp.datasets.fairface import FAIRFACE_SPLITS, read_fairface
 from racecomp.datasets.identities import read_identity_folders
 from racecomp.datasets.images import load_rgb
@@ -38,8 +39,7 @@ READER_STOPPED = "the reader stops at its first error; fix it and run the check 
 
 def default_workers():
     """min(8, CPUs this process may use): header reads and decoding are CPU-bound per file."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(8, cpus)
+    return min(8, cpus.available_cores())
 
 
 @dataclass

@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from racecomp import calibration, cli, datasets, engine, files, quant, schema, toydata, verification
+from racecomp import calibration, cli, cpus, datasets, engine, files, quant, schema, toydata, verification
 from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
 from racecomp.studies import upscale, verify
 
@@ -263,6 +263,7 @@ def main(args):
     run_settings = check_args(args)
     args.out = os.path.abspath(args.out or default_out(args))
     device = cli.resolve_device(args.device)
+    cpus.configure_torch_threads()
     engine.seed_everything(args.seed)
     if args.task == "verify" and args.model_run is None and args.weights is None:
         args.model_run = _train_demo_model(args)

@@ -36,8 +36,8 @@ import math
 import os
 import time
 
-from racecomp import (cli, datasets, distributed, engine, evaluation, facenets, files, identity, imagecache, losses,
-                      schema, toydata, upscalers)
+from racecomp import (cli, cpus, datasets, distributed, engine, evaluation, facenets, files, identity, imagecache,
+                      losses, schema, toydata, upscalers)
 from racecomp.races import FAIRFACE_RACES, slug
 
 NAME = "upscale"
@@ -296,6 +296,7 @@ def main(args):
 
 
 def _run(args, minority, device):
+    cpus.configure_torch_threads(show=distributed.is_main())
     world_size = distributed.world_size()
     if world_size > 1:  # part of the recipe: --batch-size is per process
         args.world_size = world_size

@@ -31,8 +31,8 @@ import time
 
 import torch
 
-from racecomp import (cli, datasets, encoders, engine, evaluation, facenets, files, identity, margin_heads, probes,
-                      schema, toydata, upscalers, verification)
+from racecomp import (cli, cpus, datasets, encoders, engine, evaluation, facenets, files, identity, margin_heads,
+                      probes, schema, toydata, upscalers, verification)
 from racecomp.races import RFW_RACES, slug
 from racecomp.studies import upscale
 
@@ -389,6 +389,7 @@ def main(args):
     restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
     args.out = os.path.abspath(args.out or default_out(args))
     device = cli.resolve_device(args.device)
+    cpus.configure_torch_threads()
     action = files.prepare_out_dir(args.out, args, overwrite=args.overwrite)
     if action == "skip":
         return None

@@ -1,0 +1,105 @@
+"""How many CPU cores this process may use, and how many torch threads to run on them.
+
+torch starts one intra-op thread per core of the machine. On a machine shared with other jobs that
+oversubscribes the cores, and OpenMP's threads, which wait for each other at every parallel operation, then
+wait for a descheduled sibling each time: measured here, a 2-thread evaluation under load ran far slower
+than a 1-thread one (BENCHMARKS.md, "Thread count"). So each study picks its thread count once, at start:
+OMP_NUM_THREADS when the user set it, else the cores that are idle right now (at least 1). One thread too
+few costs at most the parallel speed-up; one too many under load costs far more.
+
+Torch-free (racecomp.toydata uses it to choose its worker processes).
+"""
+import math
+import os
+import time
+
+SAMPLE_SECONDS = 0.25  # long enough to see a busy core, short beside any run
+
+
+def available_cores():
+    """The cores this process may run on: its CPU affinity (taskset, container cpusets), reduced to a cgroup
+    v2 CPU quota (docker --cpus) when one is set; os.cpu_count() where neither can be read."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as handle:
+            quota, period = handle.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def read_cpu_times(path="/proc/stat"):
+    """{cpu index: (busy, total) jiffies} of each core in a /proc/stat file; {} where there is none."""
+    times = {}
+    try:
+        with open(path, encoding="ascii") as handle:
+            for line in handle:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+                    idle = values[3] + values[4]
+                    times[int(name[3:])] = (sum(values) - idle, sum(values))
+    except (OSError, ValueError):
+        return {}
+    return times
+
+
+def idle_cores(before, after, cpus):
+    """How many of `cpus` were idle between two read_cpu_times snapshots (fractions add up); None when the
+    snapshots do not cover them or no time passed."""
+    busy = total = 0
+    for cpu in cpus:
+        if cpu not in before or cpu not in after:
+            return None
+        busy += after[cpu][0] - before[cpu][0]
+        total += after[cpu][1] - before[cpu][1]
+    if total <= 0:
+        return None
+    return len(cpus) * (1.0 - busy / total)
+
+
+def choose_threads(cores, idle, omp_num_threads):
+    """Intra-op threads: OMP_NUM_THREADS when set (a positive integer), else the idle cores rounded to the
+    nearest whole core, between 1 and `cores` (all of them when idleness is unknown)."""
+    if omp_num_threads:
+        try:
+            value = int(omp_num_threads)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(f"OMP_NUM_THREADS={omp_num_threads!r}: expected a positive integer")
+        return value
+    if idle is None:
+        return cores
+    return max(1, min(cores, int(idle + 0.5)))
+
+
+_chosen = []  # the count chosen in this process: chosen once, so a notebook's later runs keep it
+
+
+def configure_torch_threads(show=True):
+    """Set torch's intra-op thread count by choose_threads (idle cores sampled over SAMPLE_SECONDS), once
+    per process, and print what was chosen and why; returns the count. DataLoader workers run one thread
+    each (torch's own rule), so they are not counted here."""
+    import torch
+
+    if _chosen:
+        torch.set_num_threads(_chosen[0])
+        return _chosen[0]
+    cores = available_cores()
+    omp = os.environ.get("OMP_NUM_THREADS")
+    idle = None
+    if not omp and hasattr(os, "sched_getaffinity"):
+        before = read_cpu_times()
+        time.sleep(SAMPLE_SECONDS)
+        idle = idle_cores(before, read_cpu_times(), sorted(os.sched_getaffinity(0)))
+    threads = choose_threads(cores, idle, omp)
+    torch.set_num_threads(threads)
+    _chosen.append(threads)
+    if show:
+        why = f"OMP_NUM_THREADS={omp}" if omp else (
+            f"{cores} cores available, {idle:.1f} idle" if idle is not None else f"{cores} cores available")
+        print(f"[threads] {threads} torch thread(s) ({why}; set OMP_NUM_THREADS to choose)", flush=True)
+    return threads
