@@ -1,17 +1,23 @@
-"""Evaluation images/s of PSNR + SSIM (metrics.image_quality): batched vs per-image loops, same values.
+"""Evaluation images/s of PSNR + SSIM (metrics.image_quality) on the CPU or a device, against reference loops.
 
-    python -m bench.bench_eval --scale 2 --batch-size 32 --images 64 --reference-images 8 --repeats 3
+    python -m bench.bench_eval --scale 2 4 --batch-size 32 --images 64 --repeats 3 --threads 1
 
-Three ways of computing the same four numbers per image (psnr_y, ssim_y, psnr_rgb, ssim_rgb) on pairs
-of --hr-size px images (hr random on the uint8 grid, sr = hr plus noise, so no PSNR is infinite):
-  batched:          metrics.image_quality on batches of --batch-size, on --device.
-  per-image torch:  metrics.image_quality on one image at a time (B = 1), on the CPU.
-  per-image numpy:  an independent float64 numpy reference of the same BasicSR/MATLAB convention, one
-                    image at a time (as BasicSR's calculate_psnr / calculate_ssim loops): round to the
-                    uint8 grid, crop `scale` px, MATLAB Y, Gaussian 11x11 window (sigma 1.5, separable,
-                    valid region), E[x^2] - E[x]^2 statistics.
-Both per-image loops are asserted equal to the batched values within 1e-9 (float64 sums taken in another
-order differ in the last bits: B = 1 vs B = 32 already moves SSIM-RGB by one ulp); the largest gap is printed.
+Four ways of computing the same four numbers per image (psnr_y, ssim_y, psnr_rgb, ssim_rgb) on the same
+--images pairs of --hr-size px images (hr random on the uint8 grid, sr = hr plus noise, so no PSNR is
+infinite), taking turns within each repeat so they see the same background load:
+  project:        metrics.image_quality on batches of --batch-size on --device, its default chunking
+                  (one image at a time on the CPU, the whole batch on a GPU).
+  whole batch:    the same with chunk = the batch: what the CPU path was before it chunked.
+  numpy loop:     an independent float64 numpy reference of the same BasicSR/MATLAB convention, one image
+                  at a time (as BasicSR's calculate_psnr / calculate_ssim loops): round to the uint8 grid,
+                  crop `scale` px, MATLAB Y, Gaussian 11x11 window (sigma 1.5, separable, valid region).
+  scikit-image:   skimage.metrics.structural_similarity (gaussian_weights, sigma 1.5, population
+                  covariance, data_range 255: its 11x11 window; the reflected border it filters is cropped
+                  before the mean, so it is the valid region) and peak_signal_noise_ratio, one image at a
+                  time on the same rounded, cropped grey levels and Y. Needs scikit-image (a bench-only
+                  dependency: pip install scikit-image); left out with a note when it is missing.
+Every loop's values are asserted equal to the project's within REFERENCE_TOLERANCE (float64 sums taken in
+another order differ in the last bits); the largest gap and each loop's time / project's time are printed.
 With --arch, evaluation.evaluate_upscaler (model forward + metrics + per-image rows) is also timed on
 on-device batches. Every rate is extrapolated to the 10,954 images of FairFace val.
 """
@@ -28,17 +34,15 @@ from racecomp import datasets, evaluation, metrics, upscalers
 
 FAIRFACE_VAL_IMAGES = 10954
 KEYS = evaluation.IMAGE_QUALITY_KEYS
-# float64 sums taken in another order differ in the last digits; anything bigger is a real difference.
-REFERENCE_TOLERANCE = 1e-9
+# float64 sums taken in another order differ in the last digits (~1e-14 dB); anything bigger is a real difference.
+REFERENCE_TOLERANCE = 1e-12
 
 
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[common.bench_parser()],
                                      add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     group = parser.add_argument_group("evaluation")
-    group.add_argument("--images", type=int, default=64, help="image pairs timed per batched run")
-    group.add_argument("--reference-images", type=int, default=8,
-                       help="image pairs timed per per-image run (the first ones of the same set)")
+    group.add_argument("--images", type=int, default=64, help="image pairs timed per run of each way")
     group.add_argument("--arch", nargs="*", choices=upscalers.ARCH_NAMES, default=[],
                        help="also time evaluate_upscaler with these models (untrained, pretrained=False)")
     return parser
@@ -74,18 +78,36 @@ def _reference_psnr(x, y):
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def reference_quality(sr, hr, scale):
-    """One (3, H, W) float pair in [0, 1] -> {psnr_y, ssim_y, psnr_rgb, ssim_rgb}, numpy float64."""
-    taps = _reference_taps()
+def grey_levels(sr, hr, scale):
+    """One (3, H, W) float pair in [0, 1] -> (sr, hr) float64 grey levels on the uint8 grid, cropped, and
+    (y_sr, y_hr) their MATLAB Y (numpy)."""
     levels = []
     for image in (sr, hr):
         grid = np.round(np.clip(image.astype(np.float64), 0.0, 1.0) * 255.0)
         levels.append(grid[:, scale:-scale, scale:-scale] if scale else grid)
-    sr_levels, hr_levels = levels
-    y_sr, y_hr = (16.0 + (65.481 * v[0] + 128.553 * v[1] + 24.966 * v[2]) / 255.0 for v in levels)
+    luma = [16.0 + (65.481 * v[0] + 128.553 * v[1] + 24.966 * v[2]) / 255.0 for v in levels]
+    return levels, luma
+
+
+def reference_quality(sr, hr, scale):
+    """One (3, H, W) float pair in [0, 1] -> {psnr_y, ssim_y, psnr_rgb, ssim_rgb}, numpy float64."""
+    taps = _reference_taps()
+    (sr_levels, hr_levels), (y_sr, y_hr) = grey_levels(sr, hr, scale)
     return {"psnr_y": _reference_psnr(y_sr, y_hr), "ssim_y": _reference_ssim(y_sr, y_hr, taps),
             "psnr_rgb": _reference_psnr(sr_levels, hr_levels),
             "ssim_rgb": float(np.mean([_reference_ssim(sr_levels[c], hr_levels[c], taps) for c in range(3)]))}
+
+
+def skimage_quality(sr, hr, scale):
+    """The same four numbers from scikit-image's metrics on the same grey levels (see the module doc)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    (sr_levels, hr_levels), (y_sr, y_hr) = grey_levels(sr, hr, scale)
+    options = dict(data_range=255.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    return {"psnr_y": peak_signal_noise_ratio(y_hr, y_sr, data_range=255.0),
+            "ssim_y": structural_similarity(y_sr, y_hr, **options),
+            "psnr_rgb": peak_signal_noise_ratio(hr_levels, sr_levels, data_range=255.0),
+            "ssim_rgb": structural_similarity(sr_levels, hr_levels, channel_axis=0, **options)}
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -98,37 +120,30 @@ def image_pairs(count, size, seed=0):
     return sr, hr
 
 
-def time_batched(sr, hr, scale, batch_size, device):
+def time_project(sr, hr, scale, batch_size, device, chunk=None):
     """(seconds, {key: (N,) float64 cpu}) for image_quality over batches on `device`."""
     batches = [(s.to(device), h.to(device)) for s, h in zip(sr.split(batch_size), hr.split(batch_size))]
     common.synchronize(device)
     started = time.perf_counter()
-    parts = [metrics.image_quality(s, h, scale) for s, h in batches]
+    parts = [metrics.image_quality(s, h, scale, chunk) for s, h in batches]
     common.synchronize(device)
     seconds = time.perf_counter() - started
     return seconds, {key: torch.cat([part[key] for part in parts]).cpu() for key in KEYS}
 
 
-def time_per_image_torch(sr, hr, scale):
-    started = time.perf_counter()
-    parts = [metrics.image_quality(sr[i:i + 1], hr[i:i + 1], scale) for i in range(len(sr))]
-    seconds = time.perf_counter() - started
-    return seconds, {key: torch.cat([part[key] for part in parts]) for key in KEYS}
-
-
-def time_per_image_numpy(sr, hr, scale):
+def time_loop(quality, sr, hr, scale):
+    """(seconds, values) of quality(sr_i, hr_i, scale) -> {key: float}, one numpy image at a time."""
     sr_arrays, hr_arrays = sr.numpy(), hr.numpy()
     started = time.perf_counter()
-    rows = [reference_quality(sr_arrays[i], hr_arrays[i], scale) for i in range(len(sr_arrays))]
+    rows = [quality(sr_arrays[i], hr_arrays[i], scale) for i in range(len(sr_arrays))]
     seconds = time.perf_counter() - started
     return seconds, {key: torch.tensor([row[key] for row in rows], dtype=torch.float64) for key in KEYS}
 
 
-def check_close(batched, reference, name):
-    count = len(reference["psnr_y"])
-    gap = max(float((batched[key][:count] - reference[key]).abs().max()) for key in KEYS)
+def largest_gap(project, other, name):
+    gap = max(float((project[key] - other[key]).abs().max()) for key in KEYS)
     if not gap <= REFERENCE_TOLERANCE:
-        raise AssertionError(f"{name}: differs from the batched values by {gap:.3g} > {REFERENCE_TOLERANCE}")
+        raise AssertionError(f"{name}: differs from the project's values by {gap:.3g} > {REFERENCE_TOLERANCE}")
     return gap
 
 
@@ -162,34 +177,44 @@ def report(args, info, name, scale, seconds_per_run, images, **extra):
     return rate
 
 
+def ways(args):
+    """name -> function(sr, hr, scale, device) -> (seconds, values) of each way (module doc)."""
+    found = {"project": lambda sr, hr, scale, device: time_project(sr, hr, scale, args.batch_size, device),
+             "whole batch": lambda sr, hr, scale, device: time_project(sr, hr, scale, args.batch_size, device,
+                                                                       chunk=args.batch_size),
+             "numpy loop": lambda sr, hr, scale, device: time_loop(reference_quality, sr, hr, scale)}
+    try:
+        import skimage.metrics  # noqa: F401 (only whether it is there)
+        found["scikit-image"] = lambda sr, hr, scale, device: time_loop(skimage_quality, sr, hr, scale)
+    except ImportError:
+        print("scikit-image is not installed (pip install scikit-image): its loop is left out")
+    return found
+
+
 def main(args):
     device, info = common.setup(args)
-    if args.reference_images > args.images:
-        raise ValueError("--reference-images must not exceed --images (they are the first of the same set)")
     sr, hr = image_pairs(args.images, args.hr_size)
+    timed = ways(args)
     results = {}
     for scale in args.scale:
         warmup = args.warmup * args.batch_size
-        time_batched(sr[:warmup], hr[:warmup], scale, args.batch_size, device)  # allocator and kernel warm-up
-        seconds = {"batched": [], "per-image torch": [], "per-image numpy": []}
-        gaps = {"per-image torch": 0.0, "per-image numpy": 0.0}
-        for _ in range(args.repeats):  # the three take turns, so they see the same background load
-            elapsed, batched = time_batched(sr, hr, scale, args.batch_size, device)
-            seconds["batched"].append(elapsed)
-            elapsed, per_image = time_per_image_torch(sr[:args.reference_images], hr[:args.reference_images], scale)
-            gaps["per-image torch"] = max(gaps["per-image torch"], check_close(batched, per_image, "per-image torch"))
-            seconds["per-image torch"].append(elapsed)
-            elapsed, reference = time_per_image_numpy(sr[:args.reference_images], hr[:args.reference_images], scale)
-            gaps["per-image numpy"] = max(gaps["per-image numpy"], check_close(batched, reference, "numpy reference"))
-            seconds["per-image numpy"].append(elapsed)
-        rates = {"batched": report(args, info, f"batched (B={args.batch_size})", scale, seconds["batched"],
-                                   args.images)}
-        for name in ("per-image torch", "per-image numpy"):
-            rates[name] = report(args, info, name, scale, seconds[name], args.reference_images, max_gap=gaps[name])
-            speedup = rates["batched"] / rates[name]
-            print(f"x{scale} batched / {name}: {speedup:.1f}x (target >= 20x: {'met' if speedup >= 20 else 'not met'})")
-        print(f"x{scale} largest gap to the batched values: per-image torch {gaps['per-image torch']:.2g}, numpy "
-              f"reference {gaps['per-image numpy']:.2g} (asserted <= {REFERENCE_TOLERANCE:g})")
+        for way in timed.values():  # allocator and kernel warm-up, imports
+            way(sr[:warmup], hr[:warmup], scale, device)
+        seconds = {name: [] for name in timed}
+        gaps = {name: 0.0 for name in timed if name != "project"}
+        for _ in range(args.repeats):  # the ways take turns, so they see the same background load
+            values = {}
+            for name, way in timed.items():
+                elapsed, values[name] = way(sr, hr, scale, device)
+                seconds[name].append(elapsed)
+            for name in gaps:
+                gaps[name] = max(gaps[name], largest_gap(values["project"], values[name], name))
+        rates = {name: report(args, info, name if name != "project" else f"project ({device.type})", scale,
+                              seconds[name], args.images, max_gap=gaps.get(name, 0.0))
+                 for name in timed}
+        for name, gap in gaps.items():
+            print(f"x{scale} {name} time / project time: {rates['project'] / rates[name]:.2f}; largest gap "
+                  f"to the project's values {gap:.2g} (asserted <= {REFERENCE_TOLERANCE:g})")
         for arch in args.arch:
             model = upscalers.build_upscaler(arch, scale).to(device)
             batches = evaluation_batches(sr, hr, scale, args.batch_size, device)

@@ -123,7 +123,7 @@ def _psnr_grey_levels(x, y):
     return 10.0 * torch.log10(PEAK_GREY_LEVEL**2 / mse)  # mse == 0 gives +inf
 
 
-def image_quality(sr, hr, scale):
+def image_quality(sr, hr, scale, chunk=None):
     """Per-image PSNR / SSIM on the Y channel and on RGB, BasicSR (MATLAB) convention.
 
     sr, hr: (B, 3, H, W) RGB floats in [0, 1], any dtype or device. Each image is clamped to [0, 1],
@@ -135,7 +135,17 @@ def image_quality(sr, hr, scale):
 
     Returns {psnr_y, ssim_y, psnr_rgb, ssim_rgb}, each (B,) float64 on the inputs' device: one value per
     image, never a batch mean. Raises ValueError for non-finite inputs rather than reporting NaN.
+
+    `chunk`: images computed together (default: 1 on the CPU, the whole batch elsewhere). On the CPU the
+    float64 intermediates of a whole batch do not fit the caches: one image at a time was ~3-4x faster at
+    224 px (BENCHMARKS.md), and an image's values then do not depend on the batch it came in.
     """
+    if chunk is None:
+        chunk = 1 if sr.device.type == "cpu" else max(1, len(sr))
+    if len(sr) > chunk:
+        _check_image_pair(sr, hr, ("sr", "hr"))
+        parts = [image_quality(sr[i:i + chunk], hr[i:i + chunk], scale, chunk) for i in range(0, len(sr), chunk)]
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
     _check_image_pair(sr, hr, ("sr", "hr"))
     if sr.shape[1] != 3:
         raise ValueError(f"image_quality expects RGB images (B, 3, H, W), got {tuple(sr.shape)}")

@@ -537,3 +537,18 @@ def test_verification_rejects_bad_labels():
         metrics.best_threshold([0.1, 0.2], [1, 2])
     with pytest.raises(ValueError, match="impostor"):
         metrics.roc_points([0.1, 0.2], [1, 1])
+
+
+def test_cpu_values_do_not_depend_on_the_batch_and_match_the_whole_batch_path():
+    # On the CPU each image is computed alone (metrics.image_quality's chunk): an image's values are the
+    # same bits in any batch; the whole-batch path sums in another order, equal to float64 rounding.
+    generator = torch.Generator().manual_seed(7)
+    hr = torch.randint(0, 256, (5, 3, 24, 24), generator=generator).float() / 255.0
+    sr = hr + 0.05 * torch.randn(hr.shape, generator=generator)
+    batch = metrics.image_quality(sr, hr, 2)
+    whole = metrics.image_quality(sr, hr, 2, chunk=5)
+    for i in range(5):
+        alone = metrics.image_quality(sr[i:i + 1], hr[i:i + 1], 2)
+        assert all(batch[key][i].item() == alone[key].item() for key in batch)
+    assert all(torch.allclose(batch[key], whole[key], rtol=0, atol=1e-12) for key in batch)
+    assert all(batch[key].shape == (5,) and batch[key].dtype == torch.float64 for key in batch)
