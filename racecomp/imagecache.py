@@ -14,13 +14,12 @@ import contextlib
 import hashlib
 import json
 import os
-import time
 
 import numpy as np
 import torch
 
 from racecomp import datasets, files
-from racecomp.progress import format_seconds
+from racecomp.progress import Progress
 
 # Bump when the stored pixels would change for the same records (decoding, resizing, layout).
 CACHE_FORMAT_VERSION = "1"
@@ -156,8 +155,7 @@ def _build(path, records, hr_size, workers, progress):
     # A memory map is written through its file name; a pid-named temporary lets the next build remove one
     # left by a killed process (_remove_abandoned_temporaries).
     total = len(records)
-    report_every = max(1, total // 20)
-    started = time.time()
+    lines = Progress(f"imagecache {path}", total, enabled=progress)
     array = None
     done = 0
     with files.atomic_path(path, temporary=_temporary_path(path, os.getpid())) as temporary:
@@ -173,11 +171,8 @@ def _build(path, records, hr_size, workers, progress):
                                      f"{array.shape[1]}x{array.shape[2]}; pass hr_size")
                 array[done] = hr.permute(1, 2, 0).numpy()
                 done += 1
-            if progress and (done // report_every > (done - len(batch)) // report_every or done == total):
-                elapsed = time.time() - started
-                rate = done / max(elapsed, 1e-9)
-                print(f"[imagecache] {path}: {done}/{total} images ({100 * done / total:.0f}%), "
-                      f"{rate:.0f} img/s, ETA {format_seconds((total - done) / rate)}", flush=True)
+            lines.update(len(batch))
+        lines.finish()
         shape = array.shape
         array.flush()
         del array

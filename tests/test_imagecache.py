@@ -1,5 +1,6 @@
 """The pre-decoded uint8 image cache: same items as FairFaceSR, reused, rebuilt on change, never left half-built."""
 import csv
+import functools
 import os
 import pickle
 import signal
@@ -164,8 +165,10 @@ def test_killed_build_is_not_accepted_and_its_temporary_file_is_removed(tmp_path
     assert_same_items(FairFaceSR(records, 4, hr_size=32), CachedFairFaceSR(cache, records, 4))
 
 
-def test_progress_lines_and_pickled_dataset_carries_no_pixels(tmp_path, capsys):
+def test_progress_lines_and_pickled_dataset_carries_no_pixels(tmp_path, capsys, monkeypatch):
     records = write_fairface(str(tmp_path / "data"), [32] * 40)
+    # A line as soon as any time has passed (a real build prints one every progress.EVERY_SECONDS).
+    monkeypatch.setattr(imagecache, "Progress", functools.partial(imagecache.Progress, every_seconds=0.0))
     cache = open_image_cache(str(tmp_path / "cache.npy"), records, hr_size=32)
     output = capsys.readouterr().out
     assert "building" in output and "40/40 images (100%)" in output
