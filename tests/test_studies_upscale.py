@@ -86,6 +86,13 @@ def test_rerun_skips_finished_and_refuses_other_arguments(tiny_fairface, tmp_pat
         run(tiny_fairface, out, "--arch", "bicubic", "--scale", "4", "--save-samples", "0")
 
 
+def test_bicubic_reads_only_the_val_split(tmp_path):
+    data = toydata.make_fairface(str(tmp_path / "fairface"), n_train=7, n_val=7, size=32, seed=1)
+    os.remove(os.path.join(data, "fairface_label_train.csv"))  # e.g. a val-only download
+    table = run(data, tmp_path / "run", "--arch", "bicubic", "--save-samples", "0")
+    assert sum(row["n"] for row in table) == 7
+
+
 def test_planted_hard_group_gets_lower_psnr_with_bicubic_and_a_trained_model(hard_fairface, tmp_path):
     for arch, extra in (("bicubic", []), ("fastvit_t8", ["--epochs", "1"])):
         table = run(hard_fairface, tmp_path / arch, "--arch", arch, "--save-samples", "0", *extra)

@@ -196,10 +196,10 @@ def load_splits(args):
     it; with it, unreadable images are left out of their split and counted (args.json: dropped_unreadable).
     """
     root = data_root(args)
-    train, dev = datasets.split_dev(datasets.read_fairface(root, "train"), args.dev_fraction, args.seed)
+    train, dev = [], []
+    if args.arch != "bicubic":  # bicubic reads val only
+        train, dev = datasets.split_dev(datasets.read_fairface(root, "train"), args.dev_fraction, args.seed)
     splits = {"train": train, "dev": dev, "val": datasets.read_fairface(root, "val")}
-    if args.arch == "bicubic":  # only val is read
-        splits["train"] = splits["dev"] = []
     bad = {}
     for name, records in splits.items():
         splits[name], bad[name] = datasets.drop_unreadable(records, decode=name != "train",
