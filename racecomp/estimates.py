@@ -97,14 +97,19 @@ def bootstrap_t(values, first, n_boot, rng):
         sums, sizes, _ = _cluster_sums(residuals, first, None)
     effective = _effective_clusters(sizes)
     factor = effective / (effective - 1.0)
-    columns = np.stack([sums, sizes, sums * sums, sums * sizes, sizes * sizes])  # (5, clusters)
+    # Clusters of one item (sizes 1): the size sums are exactly the cluster count and sums * sizes are the sums,
+    # so only two columns are resampled (bit for bit the same numbers, 2.5x less work).
+    columns = [sums, sums * sums] + ([] if first is None else [sizes, sums * sizes, sizes * sizes])
     n_clusters = len(sums)
     chunk = max(1, _MAX_DRAWS_PER_CHUNK // n_clusters)
     studentized = np.empty(n_boot)
     for start in range(0, n_boot, chunk):
         stop = min(n_boot, start + chunk)
         picks = rng.integers(0, n_clusters, size=(stop - start, n_clusters))
-        total, size, square, cross, size_square = (column[picks].sum(axis=1) for column in columns)
+        # take() gathers what column[picks] does, several times faster.
+        total, square, *rest = (column.take(picks).sum(axis=1) for column in columns)
+        size, cross, size_square = rest or (np.full(stop - start, float(n_clusters)), total,
+                                            np.full(stop - start, float(n_clusters)))
         mean = total / size
         raw = np.maximum(square - 2.0 * mean * cross + mean * mean * size_square, 0.0)
         se = np.sqrt(factor * raw) / size

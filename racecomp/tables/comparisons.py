@@ -91,20 +91,32 @@ def race_columns_row(experiment, metric, races, problems):
 def _item_matrix(experiment, metric):
     """The items every seed of the experiment evaluated, in the first seed's order: {"values": (seeds, items)
     (PSNR not yet capped), "keys", "races", "clusters" (file or id1), "clusters2" (id2 of pairs, else None),
-    "left_out": items evaluated by only some seeds}. ValueError when seeds label an item with two races."""
+    "left_out": items evaluated by only some seeds}. ValueError when seeds label an item with two races.
+    Built once per metric (Experiment.matrices) while the runs' item lists stay the same."""
+    sources = tuple(run.items for run in experiment.runs)
+    cached = experiment.matrices.get(metric)
+    if cached is not None and len(cached[0]) == len(sources) and all(a is b for a, b in zip(cached[0], sources)):
+        return cached[1]
     column, _ = ITEM_METRICS[experiment.kind][metric]
-    by_seed = [{item["key"]: item for item in run.items} for run in experiment.runs]
-    keys = [key for key in by_seed[0] if all(key in other for other in by_seed[1:])]
-    for key in keys:
-        races = {items[key]["race"] for items in by_seed}
-        if len(races) > 1:
-            raise ValueError(f"item {key!r} is labelled {' and '.join(sorted(races))} by different seeds")
-    first = by_seed[0]
-    return {"values": np.array([[items[key][column] for key in keys] for items in by_seed], dtype=np.float64),
-            "keys": keys, "races": [first[key]["race"] for key in keys],
-            "clusters": [first[key]["cluster"] for key in keys],
-            "clusters2": [first[key]["cluster2"] for key in keys] if experiment.kind == "verify" else None,
-            "left_out": len(set().union(*by_seed)) - len(keys)}
+    keys = [item["key"] for item in sources[0]]
+    if len(set(keys)) == len(keys) and all([item["key"] for item in items] == keys for items in sources[1:]):
+        rows, left_out = sources, 0  # the usual case: every seed evaluated the same items in the same order
+    else:
+        by_seed = [{item["key"]: item for item in items} for items in sources]
+        keys = [key for key in by_seed[0] if all(key in other for other in by_seed[1:])]
+        rows = [[items[key] for key in keys] for items in by_seed]
+        left_out = len(set().union(*by_seed)) - len(keys)
+    races = [item["race"] for item in rows[0]]
+    clashes = [index for items in rows[1:] for index, item in enumerate(items) if item["race"] != races[index]]
+    if clashes:
+        labels = {items[min(clashes)]["race"] for items in rows}
+        raise ValueError(f"item {keys[min(clashes)]!r} is labelled {' and '.join(sorted(labels))} by different seeds")
+    matrix = {"values": np.array([[item[column] for item in items] for items in rows], dtype=np.float64),
+              "keys": keys, "races": races, "clusters": [item["cluster"] for item in rows[0]],
+              "clusters2": [item["cluster2"] for item in rows[0]] if experiment.kind == "verify" else None,
+              "left_out": left_out}
+    experiment.matrices[metric] = (sources, matrix)
+    return matrix
 
 
 def _items_of(experiment, metric, problems, purpose):

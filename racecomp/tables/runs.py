@@ -8,7 +8,10 @@ import glob
 import json
 import math
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from racecomp.races import check_label
 from racecomp.schema import (COUNT_COLUMN, FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS,
@@ -63,6 +66,9 @@ class Experiment:
     kind: str
     columns: dict
     runs: list  # sorted by seed
+    # Per metric, the item matrix (tables.comparisons) and the runs' item lists it was built from: an experiment
+    # is tabulated and compared with several references, and a sweep's matrices take seconds to build.
+    matrices: dict = field(default_factory=dict, repr=False, compare=False)
 
     def label(self, shown=None):
         shown = [c for c in self.columns if c != "study"] if shown is None else shown
@@ -138,7 +144,7 @@ def find_run_folders(patterns, problems):
 
 
 def _read_csv(path, required, problems):
-    """(header, [(line, row dict)]) of a CSV, or None after reporting why it cannot be used."""
+    """(header, [(line, fields)]) of a CSV, or None after reporting why it cannot be used."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
@@ -149,7 +155,9 @@ def _read_csv(path, required, problems):
                     problems.add(path, f"line {reader.line_num}: {len(fields)} fields but the header has "
                                        f"{len(header)} (truncated or not a RaceComp file)")
                     return None
-                rows.append((reader.line_num, dict(zip(header, fields))))
+                # Tuples of text leave the cyclic garbage collector's watch; a sweep's millions of rows as lists
+                # would trigger full collections over every live object (loading 2x slower).
+                rows.append((reader.line_num, tuple(fields)))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         problems.add(path, f"unreadable: {error}")
         return None
@@ -244,30 +252,65 @@ def _per_race_values(header, rows, kind):
     return per_race
 
 
+def _image_items(header, rows):
+    """The per-image dicts of _item_rows, read column by column (a sweep holds millions of rows), or None when
+    any row is off: _item_rows then reads row by row and names the first bad line."""
+    vocabulary = {label: label for label in RACES["upscale"]}
+    columns = dict(zip(header, zip(*(fields for _, fields in rows))))
+    races = list(map(vocabulary.get, columns["race"]))
+    keys = list(map(sys.intern, columns["file"]))
+    metrics = ("psnr_y", "ssim_y") + _optional_metrics(header, "upscale")
+    try:
+        values = [list(map(float, columns[metric])) for metric in metrics]
+    except ValueError:
+        return None
+    for metric, numbers in zip(metrics, values):  # the checks of _number; only psnr_y may be +inf, as there
+        array = np.array(numbers)
+        if np.any(np.isnan(array) | (array == -math.inf) | ((array == math.inf) & (metric != "psnr_y"))):
+            return None
+    if None in races or "" in keys or len(set(keys)) != len(keys):
+        return None
+    names = ("key", "race", "cluster") + metrics
+    return [dict(zip(names, item)) for item in zip(keys, races, keys, *values)]
+
+
 def _item_rows(header, rows, kind):
     """Per-item dicts {key, race, cluster, value columns} of per_image.csv / per_pair.csv rows; a pair also
     has cluster2 (its second identity, the same as the first for a genuine pair). An image has the optional
     metrics the file has."""
+    if kind == "upscale":
+        items = _image_items(header, rows)
+        if items is not None:
+            return items
+    # A sweep holds millions of items: each race label is the vocabulary's one string, and each file name (or
+    # identity) one string shared by every run that evaluated it.
+    vocabulary = {label: label for label in RACES[kind]}
+    optional = _optional_metrics(header, kind)
     items, seen = [], set()
-    for line, row in rows:
-        race = check_label(row["race"], RACES[kind], f"line {line}")
+    for line, fields in rows:
+        row = dict(zip(header, fields))
+        race = vocabulary.get(row["race"])
+        if race is None:
+            check_label(row["race"], RACES[kind], f"line {line}")  # raises, naming the line
         if kind == "upscale":
-            key, cluster = row["file"], row["file"]
-            item = {"psnr_y": _number(row, "psnr_y", line, allow_infinite=True),
-                    "ssim_y": _number(row, "ssim_y", line),
-                    **{metric: _number(row, metric, line) for metric in _optional_metrics(header, kind)}}
+            key = sys.intern(row["file"])
+            item = {"key": key, "race": race, "cluster": key,
+                    "psnr_y": _number(row, "psnr_y", line, allow_infinite=True), "ssim_y": _number(row, "ssim_y", line)}
+            for metric in optional:
+                item[metric] = _number(row, metric, line)
         else:
-            key, cluster = (race, _count(row, "line", line)), row["id1"]
+            key = (race, _count(row, "line", line))
             correct = _number(row, "correct", line)
             if correct not in (0.0, 1.0):
                 raise ValueError(f"line {line}: column 'correct' must be 0 or 1, got {row['correct']!r}")
             if not row["id1"].strip() or not row["id2"].strip():
                 raise ValueError(f"line {line}: empty identity (id1 {row['id1']!r}, id2 {row['id2']!r})")
-            item = {"cluster2": row["id2"], "correct": correct, "fold": row["fold"]}
+            item = {"key": key, "race": race, "cluster": sys.intern(row["id1"]), "cluster2": sys.intern(row["id2"]),
+                    "correct": correct, "fold": row["fold"]}
         if not key or key in seen:
             raise ValueError(f"line {line}: item {key!r} is empty or appears twice")
         seen.add(key)
-        items.append({"key": key, "race": race, "cluster": cluster, **item})
+        items.append(item)
     return items
 
 
@@ -331,6 +374,7 @@ def load_run(folder, problems):
     if table is None:
         return None
     header, rows = table
+    rows = [(line, dict(zip(header, fields))) for line, fields in rows]
     try:
         identity = _run_identity(header, rows)
         family, kind = _run_family(identity)
