@@ -29,7 +29,7 @@ BUSY_LOOP = "while True: pass"
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--load", type=int, default=2, help="busy processes of the loaded runs")
+    parser.add_argument("--load", type=int, default=2, help="busy processes of the loaded runs (0: quiet runs only)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is stopped")
     parser.add_argument("--settings", nargs="+", default=["chosen", "all cores", "1 thread"],
                         choices=["chosen", "all cores", "1 thread"], help="thread settings to run")
@@ -74,14 +74,15 @@ def main(args):
     print(f"machine: {cpus.available_cores()} cores available, load average {os.getloadavg()[0]:.2f}; command: "
           f"run_upscale.py {' '.join(arguments)}", flush=True)
     results = {}
-    for load in (0, args.load):
+    loads = (0, args.load) if args.load else (0,)
+    for load in loads:
         with busy_processes(load):
             for setting in args.settings:
                 seconds, threads = run_command(arguments, setting, args.timeout)
                 results[(load, setting)] = seconds
                 shown = f"{seconds:.1f} s" if seconds is not None else f"> {args.timeout:.0f} s (stopped)"
                 print(f"load {load} busy process(es), {setting:<9}: {shown}  {threads}", flush=True)
-    for setting in args.settings:
+    for setting in args.settings if args.load else ():
         quiet, loaded = results[(0, setting)], results[(args.load, setting)]
         if quiet and loaded:
             print(f"{setting:<9}: loaded / quiet {loaded / quiet:.2f}")
