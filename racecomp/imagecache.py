@@ -152,30 +152,31 @@ def _build(path, records, hr_size, workers, progress):
     # Batches of 16 images as lists (no collation): fewer hand-overs from workers, sizes checked here.
     loader = torch.utils.data.DataLoader(_HighResolutionImages(records, hr_size), batch_size=16, shuffle=False,
                                          num_workers=workers, collate_fn=list)
-    # A memory map is written through its file name; a pid-named temporary lets the next build remove one
-    # left by a killed process (_remove_abandoned_temporaries).
+    # A pid-named temporary lets the next build remove one left by a killed process
+    # (_remove_abandoned_temporaries). Written sequentially, not through a writable memory map: a map's dirty
+    # pages count as this process's memory (12 GB for FairFace train at 224 px), a file's page cache does not.
     total = len(records)
     lines = Progress(f"imagecache {path}", total, enabled=progress)
-    array = None
+    shape = None
     done = 0
     with files.atomic_path(path, temporary=_temporary_path(path, os.getpid())) as temporary:
-        for batch in loader:
-            for hr in batch:  # uint8 (3, H, W)
-                if array is None:
-                    array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8,
-                                                      shape=(total, hr.shape[1], hr.shape[2], 3))
-                elif tuple(hr.shape[1:]) != array.shape[1:3]:
-                    record = records[done]
-                    raise ValueError(f"{record.file} (CSV line {record.line}): image size "
-                                     f"{hr.shape[1]}x{hr.shape[2]} differs from the first image's "
-                                     f"{array.shape[1]}x{array.shape[2]}; pass hr_size")
-                array[done] = hr.permute(1, 2, 0).numpy()
-                done += 1
-            lines.update(len(batch))
+        with open(temporary, "wb") as handle:
+            for batch in loader:
+                for hr in batch:  # uint8 (3, H, W)
+                    if shape is None:
+                        shape = (total, hr.shape[1], hr.shape[2], 3)
+                        np.lib.format.write_array_header_1_0(
+                            handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                     "fortran_order": False, "shape": shape})
+                    elif tuple(hr.shape[1:]) != shape[1:3]:
+                        record = records[done]
+                        raise ValueError(f"{record.file} (CSV line {record.line}): image size "
+                                         f"{hr.shape[1]}x{hr.shape[2]} differs from the first image's "
+                                         f"{shape[1]}x{shape[2]}; pass hr_size")
+                    handle.write(hr.permute(1, 2, 0).contiguous().numpy().tobytes())
+                    done += 1
+                lines.update(len(batch))
         lines.finish()
-        shape = array.shape
-        array.flush()
-        del array
     return shape
 
 
