@@ -77,14 +77,20 @@ def choose_threads(cores, idle, omp_num_threads):
 
 
 _chosen = []  # the count chosen in this process: chosen once, so a notebook's later runs keep it
+# A process forked after this import (torch.multiprocessing with fork) inherits torch's OpenMP state, which is
+# not fork-safe: torch gives such a child one thread, and raising it can hang the child (measured: it did).
+_IMPORTED_IN = os.getpid()
 
 
 def configure_torch_threads(show=True):
     """Set torch's intra-op thread count by choose_threads (idle cores sampled over SAMPLE_SECONDS), once
     per process, and print what was chosen and why; returns the count. DataLoader workers run one thread
-    each (torch's own rule), so they are not counted here."""
+    each (torch's own rule), so they are not counted here; a process forked from one that imported this
+    module keeps the thread count torch gave it."""
     import torch
 
+    if os.getpid() != _IMPORTED_IN:
+        return torch.get_num_threads()
     if _chosen:
         torch.set_num_threads(_chosen[0])
         return _chosen[0]

@@ -62,3 +62,11 @@ def test_configure_respects_omp_num_threads_once_per_process(monkeypatch, capsys
 
 def test_available_cores_is_at_least_one_and_at_most_the_machine():
     assert 1 <= cpus.available_cores() <= os.cpu_count()
+
+
+def test_a_forked_child_keeps_the_threads_torch_gave_it(monkeypatch, capsys):
+    previous = torch.get_num_threads()
+    monkeypatch.setattr(cpus, "_IMPORTED_IN", os.getpid() + 1)  # as if this process had been forked
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpus.configure_torch_threads() == previous and torch.get_num_threads() == previous
+    assert capsys.readouterr().out == ""

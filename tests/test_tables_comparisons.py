@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from racecomp.tables.comparisons import compare, fairness_interval_rows, find_reference, race_columns_row
+from racecomp.tables import comparisons
+from racecomp.tables.comparisons import (compare, fairness_interval_rows, find_reference, race_columns_row,
+                                         reference_comparisons)
 from racecomp.tables.runs import Experiment, Problems, Run
 
 
@@ -87,6 +89,23 @@ def test_compare_pairs_seeds_only_when_both_sides_have_the_same_seeds():
     assert paired["level"] == unpaired["level"] == "recipe"
     assert paired["seeds_paired"] and paired["df"] == 2.0
     assert not unpaired["seeds_paired"] and math.isnan(unpaired["seed_sd_difference"])
+
+
+def test_paired_tests_in_several_processes_give_the_same_numbers_and_problems(monkeypatch):
+    monkeypatch.setattr(comparisons, "MIN_DRAWS_FOR_PROCESSES", 0)  # processes even for this little work
+    generator = np.random.default_rng(4)
+    base = generator.normal(30.0, 2.0, 40)
+    balanced = seeds_experiment(base + generator.normal(0.0, 0.1, (2, 40)), (0, 1))
+    under = [seeds_experiment(base - shift + generator.normal(0.0, 0.1, (2, 40)), (0, 1), minority=minority)
+             for shift, minority in ((1.0, "Black"), (0.5, "White"))]
+    outcomes = []
+    for workers in (1, 2):
+        problems = Problems()
+        found = reference_comparisons([balanced, *under], 50, 0, 0.95, problems, workers=workers)
+        results = [found[id(e)]["balanced"]["results"] for e in under]
+        assert all(set(r) == {"psnr_y", "ssim_y"} for r in results)
+        outcomes.append((repr(results), problems.entries))
+    assert outcomes[0] == outcomes[1]  # bit for bit (repr keeps every digit), problems in the same order
 
 
 def test_items_missing_from_a_seed_are_left_out_and_reported():

@@ -19,6 +19,8 @@ def get_args_parser(add_help=True):
                         help="bootstrap replicates (studentized intervals, paired tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every bootstrap")
     parser.add_argument("--ci", type=float, default=0.95, help="confidence level of every interval")
+    parser.add_argument("--workers", type=int, default=None, help="processes for the paired tests (default: the "
+                        "cores this process may use; the numbers do not depend on it)")
     return parser
 
 
@@ -27,7 +29,9 @@ def main(args):
         raise SystemExit(f"--n-boot {args.n_boot}: must be positive")
     if not 0.0 < args.ci < 1.0:
         raise SystemExit(f"--ci {args.ci}: must be in (0, 1)")
-    result = summarize(args.paths, args.out, n_boot=args.n_boot, seed=args.seed, ci=args.ci)
+    if args.workers is not None and args.workers < 1:
+        raise SystemExit(f"--workers {args.workers}: must be positive")
+    result = summarize(args.paths, args.out, n_boot=args.n_boot, seed=args.seed, ci=args.ci, workers=args.workers)
     if not result["written"]:
         raise SystemExit(f"summarize.py: no usable finished run (folder with a valid per_race.csv) under "
                          f"{' '.join(args.paths)}; {len(result['problems'])} problem(s) printed above")

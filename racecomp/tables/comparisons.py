@@ -1,7 +1,9 @@
 """The statistics behind the tables: per-race means over seeds, intervals of the per-item values (recipe level
 with >= 2 seeds, model level with one), and paired experiment-minus-reference tests (racecomp.fairness).
 """
+import concurrent.futures
 import math
+import multiprocessing
 
 import numpy as np
 
@@ -15,7 +17,10 @@ ITEM_METRICS = {"upscale": {"psnr_y": ("psnr_y", "mean"), "ssim_y": ("ssim_y", "
                 "verify": {"accuracy": ("correct", "percent")}}
 # Arguments (args.json) that must agree for two runs' values of a metric to be compared: the recognition model.
 COMPARABLE_IF_SAME = {"id_cos": IDENTITY_MODEL_ARGS}
-PSNR_CAP_DB = 100.0  # same cap as upscaling.mean_psnr_selector
+PSNR_CAP_DB = 100.0
+# Bootstrap draws (items x replicates, summed over the tests) below which the paired tests run in this
+# process: starting worker processes takes about a second, a sweep's tests take a minute.
+MIN_DRAWS_FOR_PROCESSES = 50_000_000  # same cap as upscaling.mean_psnr_selector
 # Reference of each relation: values it must have, and the experiment columns it may differ in (None: all but
 # study and scale, for the bicubic floor of the same scale). "hr": the same verification run on the original
 # faces, which has no restore columns (read as "").
@@ -261,16 +266,16 @@ def find_reference(experiment, experiments, relation, problems):
     return None
 
 
-def compare(experiment, reference, metric, n_boot, seed, ci, problems):
-    """Paired test of experiment - reference per race (and over all races) on the items both evaluated.
+def paired_inputs(experiment, reference, metric, problems):
+    """The arguments of fairness.paired_test for experiment - reference per race (and over all races) on the
+    items both evaluated, or None (reported).
 
     Items are paired by file (images) or (race, line) (pairs; clustered by both identities), using the items
     every seed of each side evaluated. Accuracy differences are in percentage points. With >= 2 seeds on
     both sides the headline interval and p-value are at the recipe level (seed-to-seed variance included;
     seeds paired by label when both experiments have the same seeds, e.g. the same initialization), else
-    they are a model difference (1 seed; not a recipe effect); see fairness.paired_test. Returns
-    {"overall": {...}, "groups": {race: {mean_diff, lo, hi, p_value, p_holm, n, level, scope, ...}}} or
-    None (reported).
+    they are a model difference (1 seed; not a recipe effect); see fairness.paired_test, whose result is
+    {"overall": {...}, "groups": {race: {mean_diff, lo, hi, p_value, p_holm, n, level, scope, ...}}}.
     With reference = the balanced run this is the minority penalty as defined for RaceComp, under - balanced
     (negative = the under-sampled run is worse), the same sign as fairness.minority_penalty; paired_test is
     called directly because the items are already aligned here and pairs need identity clusters, which
@@ -300,12 +305,34 @@ def compare(experiment, reference, metric, n_boot, seed, ci, problems):
     clusters, clusters2 = _clusters(mine, experiment.kind, mine_index)
     mine_values = _capped(mine["values"][:, mine_index])[0]
     theirs_values = _capped(theirs["values"][:, theirs_index])[0]
-    return fairness.paired_test(mine_values, theirs_values,
-                                groups=np.array([mine["races"][i] for i in mine_index]), clusters=clusters,
-                                clusters2=clusters2, statistic=ITEM_METRICS[experiment.kind][metric][1],
-                                paired_seeds=len(seeds) >= 2 and seeds == [canonical(run.identity["seed"])
-                                                                            for run in reference.runs],
-                                n_boot=n_boot, seed=seed, ci=ci)
+    return {"a": mine_values, "b": theirs_values, "groups": np.array([mine["races"][i] for i in mine_index]),
+            "clusters": clusters, "clusters2": clusters2, "statistic": ITEM_METRICS[experiment.kind][metric][1],
+            "paired_seeds": len(seeds) >= 2 and seeds == [canonical(run.identity["seed"]) for run in reference.runs]}
+
+
+def compare(experiment, reference, metric, n_boot, seed, ci, problems):
+    """One paired test of experiment - reference (paired_inputs, then fairness.paired_test), or None
+    (reported): what reference_comparisons computes for each experiment, relation and metric."""
+    arguments = paired_inputs(experiment, reference, metric, problems)
+    return None if arguments is None else fairness.paired_test(**arguments, n_boot=n_boot, seed=seed, ci=ci)
+
+
+def _paired_test(arguments):
+    return fairness.paired_test(**arguments)
+
+
+def run_paired_tests(inputs, workers):
+    """fairness.paired_test(**arguments) of each item of `inputs`, in order, in `workers` processes.
+
+    Each test seeds its own generator (its `seed` argument), so the numbers do not depend on the process or
+    the order; a sweep's tests are most of summarize's time.
+    """
+    draws = sum(arguments["a"].shape[-1] * arguments["n_boot"] for arguments in inputs)
+    if workers <= 1 or len(inputs) < 2 or draws < MIN_DRAWS_FOR_PROCESSES:
+        return [_paired_test(arguments) for arguments in inputs]
+    # spawn: a fresh interpreter (numpy and racecomp.fairness only), whatever threads this process runs.
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_paired_test, inputs))
 
 
 def _relations(experiment):
@@ -339,10 +366,11 @@ def _comparable_metrics(experiment, reference, relation, problems):
     return kept
 
 
-def reference_comparisons(experiments, n_boot, seed, ci, problems):
-    """{id(experiment): {relation: {"experiment": reference, "results": {metric: paired_test result}}}} over
-    the metrics both sides have (id_cos only when both come from the same recognition model)."""
-    comparisons = {}
+def reference_comparisons(experiments, n_boot, seed, ci, problems, workers=1):
+    """{id(experiment): {relation: {"experiment": reference, "results": {metric: paired_test result or None}}}}
+    over the metrics both sides have (id_cos only when both come from the same recognition model). The tests
+    run in `workers` processes (run_paired_tests); what is left out is reported first, in the same order."""
+    comparisons, inputs, pending = {}, [], []  # pending: (results dict, metric) of each input
     for experiment in experiments:
         for relation in _relations(experiment):
             reference = find_reference(experiment, experiments, relation, problems)
@@ -351,8 +379,14 @@ def reference_comparisons(experiments, n_boot, seed, ci, problems):
             if not (usable_for_items(experiment, problems, f"{relation} comparison")
                     and usable_for_items(reference, problems, f"{relation} comparison of [{experiment.label()}]")):
                 continue
-            results = {metric: compare(experiment, reference, metric, n_boot, seed, ci, problems)
-                       for metric in _comparable_metrics(experiment, reference, relation, problems)}
+            results = {}
+            for metric in _comparable_metrics(experiment, reference, relation, problems):
+                arguments = paired_inputs(experiment, reference, metric, problems)
+                results[metric] = None
+                if arguments is not None:
+                    inputs.append({**arguments, "n_boot": n_boot, "seed": seed, "ci": ci})
+                    pending.append((results, metric))
             comparisons.setdefault(id(experiment), {})[relation] = {"experiment": reference, "results": results}
+    for (results, metric), result in zip(pending, run_paired_tests(inputs, workers)):
+        results[metric] = result
     return comparisons
-

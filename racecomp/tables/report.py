@@ -15,6 +15,7 @@ the rest, they are joined into one "experiment" column. Numbers are written by t
 import math
 from dataclasses import dataclass
 
+from racecomp import cpus
 from racecomp.schema import FAMILIES, RECIPE_COLUMN, RESTORE_COLUMNS
 from racecomp.tables.comparisons import (ITEM_METRICS, fairness_interval_rows, item_metrics, race_columns_row,
                                          reference_comparisons, seed_spread_rows, usable_for_items)
@@ -427,15 +428,17 @@ def _legend(output, blocks, problems):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95):
+def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None):
     """Find the runs under `patterns`, write every table (CSV + tables.md) and plot (PNG) into `out_dir`.
 
+    `workers`: processes for the paired tests (default: the available cores); the numbers do not depend on it.
     `out_dir` ends up holding exactly this run's files (tables.output): the files of an earlier summarize
     there are removed; a folder holding any other file is refused (ValueError) before any work. Returns
     {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is written (and the
     folder is left as it was) when no usable run is found (written is then empty).
     """
     output = Output(out_dir)
+    workers = workers or cpus.available_cores()
     problems = Problems()
     runs = [run for run in (load_run(folder, problems) for folder in find_run_folders(patterns, problems)) if run]
     experiments = group_experiments(runs, problems)
@@ -443,7 +446,7 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95):
         return {"written": [], "problems": problems.entries, "experiments": 0}
     blocks = blocks_of(experiments)
     for block in blocks:
-        comparisons = reference_comparisons(block.experiments, n_boot, seed, ci, problems)
+        comparisons = reference_comparisons(block.experiments, n_boot, seed, ci, problems, workers)
         if block.experiments[0].kind == "upscale":
             _seeds_table(output, block)
         _means_tables(output, block, problems)
