@@ -23,9 +23,9 @@ verification accuracy: it has no threshold and no impostors.
 import torch
 from torch import nn
 
-from racecomp import datasets, metrics, verification
+from racecomp import datasets, metrics, schema, verification
 
-IDENTITY_KEYS = ("id_cos",)  # per_image.csv / per_race.csv columns, cosine in [-1, 1]
+IDENTITY_KEYS = schema.OPTIONAL_RACE_METRICS["upscale"]  # per_image.csv / per_race.csv columns, cosine in [-1, 1]
 
 
 def as_face(images, size):

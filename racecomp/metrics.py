@@ -142,6 +142,8 @@ def image_quality(sr, hr, scale, chunk=None):
     """
     if chunk is None:
         chunk = 1 if sr.device.type == "cpu" else max(1, len(sr))
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
+        raise ValueError(f"chunk (images computed together) must be a positive int, got {chunk!r}")
     if len(sr) > chunk:
         _check_image_pair(sr, hr, ("sr", "hr"))
         parts = [image_quality(sr[i:i + chunk], hr[i:i + chunk], scale, chunk) for i in range(0, len(sr), chunk)]

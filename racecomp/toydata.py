@@ -59,7 +59,10 @@ _BETWEEN_HARD_GAIN = 1.0
 # Dataset writers.
 
 def _save_jpeg(pixels, path):
-    Image.fromarray(pixels).save(path, quality=95)
+    """JPEG quality 95, written to a temporary name and renamed: a file present under its name is whole."""
+    partial = f"{path}.partial"
+    Image.fromarray(pixels).save(partial, format="JPEG", quality=95)
+    os.replace(partial, path)
 
 
 UNFINISHED_MARKER = "unfinished_generation.json"
@@ -74,7 +77,10 @@ def _prepare_output(out_dir, arguments=None):
     marker = os.path.join(out_dir, UNFINISHED_MARKER)
     text = None if arguments is None else json.dumps(arguments, sort_keys=True) + "\n"
     if os.path.isdir(out_dir) and os.listdir(out_dir):
-        resumable = text is not None and os.path.isfile(marker) and open(marker).read() == text
+        resumable = False
+        if text is not None and os.path.isfile(marker):
+            with open(marker, encoding="utf-8") as handle:
+                resumable = handle.read() == text
         if not resumable:
             raise ValueError(f"{out_dir}: folder is not empty; demo data is written only into a new or empty folder "
                              f"(or, to resume, into an unfinished one with the same arguments)")
@@ -112,7 +118,7 @@ def _fairface_image(job):
     """Render and write one FairFace demo image; job = (path, seed, split_index, index, race, size, gain).
 
     The image depends on the job only (its own random stream), so any number of processes in any order
-    writes the same bytes. Written to a temporary name and renamed: a file present under its name is whole.
+    writes the same bytes.
     """
     path, seed, split_index, index, race, size, gain = job
     rng = np.random.default_rng([seed, _STREAM_FAIRFACE, split_index, index])
@@ -124,9 +130,7 @@ def _fairface_image(job):
     centre = ((size - 1) / 2 + rng.normal(0.0, 0.03 * size), (size - 1) / 2 + rng.normal(0.0, 0.03 * size))
     matrix = similarity_matrix(scale, angle, (56.0, 64.0), centre)
     pixels, _ = render_face(identity, view, matrix, size, size, texture_gain=gain, rng=rng)
-    partial = f"{path}.partial"
-    Image.fromarray(pixels).save(partial, format="JPEG", quality=95)
-    os.replace(partial, path)
+    _save_jpeg(pixels, path)
 
 
 def _run_jobs(function, jobs, workers, label):
@@ -445,6 +449,11 @@ def main(args):
         common["size"] = args.size
     if args.kind != "fairface" and (args.val_count is not None or args.workers is not None):
         raise ValueError("--val-count and --workers apply to fairface only")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: must be at least 1")
+    if args.val_count is not None and args.val_count < len(FAIRFACE_RACES):
+        raise ValueError(f"--val-count {args.val_count}: need at least {len(FAIRFACE_RACES)} images so every race "
+                         f"is present")
     if args.kind == "fairface":
         if args.count is not None:
             common.update(n_train=args.count, n_val=max(len(FAIRFACE_RACES), round(0.4 * args.count)))

@@ -228,6 +228,9 @@ def test_image_quality_rejects_bad_inputs():
         metrics.image_quality(good, good, 11)
     with pytest.raises(ValueError, match="NaN"):
         metrics.image_quality(torch.full_like(good, float("nan")), good, 2)
+    for chunk in (0, 1.5, True):
+        with pytest.raises(ValueError, match="chunk"):
+            metrics.image_quality(good, good, 2, chunk=chunk)
 
 
 # ---------------------------------------------------------------------------------------------------------

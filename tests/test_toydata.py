@@ -382,3 +382,10 @@ def test_cli_writes_each_kind(tmp_path, capsys):
 
     with pytest.raises(ValueError, match="unknown race"):
         toydata.main(parser.parse_args(["rfw", "--out", str(tmp_path / "x"), "--hard-race", "east_asian"]))
+    for flags, message in ((["--workers", "0"], "--workers 0: must be at least 1"),
+                           (["--val-count", "3"], "--val-count 3: need at least 7")):
+        with pytest.raises(ValueError, match=message):
+            toydata.main(parser.parse_args(["fairface", "--out", str(tmp_path / "y"), *flags]))
+    with pytest.raises(ValueError, match="apply to fairface only"):
+        toydata.main(parser.parse_args(["rfw", "--out", str(tmp_path / "y"), "--workers", "2"]))
+    assert not (tmp_path / "y").exists()  # refused before anything is written
