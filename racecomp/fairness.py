@@ -129,23 +129,28 @@ def _group_labels(groups):
 # Per-group intervals and the across-group summary
 
 
-def _pairwise(labels, group_estimates, item_estimates, seed_means, alpha):
+def _pairwise(labels, group_estimates, item_estimates, runs, column, statistic, alpha):
     """Every pairwise difference of group means: Welch-Satterthwaite t test and Bonferroni-simultaneous
     interval (each at 1 - alpha / pairs), with the seed-to-seed variance of the per-seed difference when
-    there are several seeds."""
-    k = seed_means.shape[0]
+    there are several seeds (seed_component of the two groups' items, weights +-1 / n per group)."""
     count = len(labels) * (len(labels) - 1) // 2
+    bounds = (-1.0, 1.0) if statistic == "percent" else None
     pairs = []
     for r in range(len(labels)):
         for s in range(r + 1, len(labels)):
             components = [(item_estimates[c]["var"], item_estimates[c]["df"]) for c in (r, s)]
-            seed_part = [estimates.seed_component(seed_means[:, r] - seed_means[:, s])] if k >= 2 else []
+            seed_part = []
+            if runs.shape[0] >= 2:
+                members = (column == r) | (column == s)
+                weights = np.where(column[members] == r, 1.0 / np.sum(column == r), -1.0 / np.sum(column == s))
+                seed_part = [estimates.seed_component(runs[:, members], weights, column[members])]
             var, df = estimates.recipe_variance(components, seed_part)
-            difference = group_estimates[r]["value"] - group_estimates[s]["value"]
-            lo, hi = estimates.interval({"value": difference, "var": var, "df": df, "kind": "t", "bounds": None},
-                               1.0 - alpha / count)
-            pairs.append({"a": labels[r], "b": labels[s], "diff": difference, "lo": lo, "hi": hi,
-                          "p_value": student_t.two_sided_p(difference, var, df), "df": df})
+            estimate = {"value": group_estimates[r]["value"] - group_estimates[s]["value"], "var": var, "df": df,
+                        "kind": "t", "bounds": bounds,
+                        "units": (item_estimates[r]["units"][0], item_estimates[s]["units"][0])}
+            lo, hi = estimates.interval(estimate, 1.0 - alpha / count)
+            pairs.append({"a": labels[r], "b": labels[s], "diff": estimate["value"], "lo": lo, "hi": hi,
+                          "p_value": estimates.p_value(estimate), "df": df})
     return pairs
 
 
@@ -168,15 +173,15 @@ def _extreme_summaries(intervals, statistic):
     worst = (float(lows.min()), float(highs.min()))
     best = (float(lows.max()), float(highs.max()))
     result = {"worst": worst, "best": best, "ratio": (math.nan, math.nan), "ser": (math.nan, math.nan)}
-    if best[0] > 0.0 and worst[0] >= 0.0:  # ratio worst / best rises with worst and falls with best
-        result["ratio"] = (worst[0] / best[1], worst[1] / best[0])
+    if best[0] > 0.0 and worst[0] >= 0.0:  # ratio worst / best rises with worst and falls with best; <= 1
+        result["ratio"] = (min(1.0, worst[0] / best[1]), min(1.0, worst[1] / best[0]))
     if statistic == "percent":  # in fractions: SER = (1 - worst) / (1 - best)
         errors_worst = (max(0.0, 1.0 - worst[1]), max(0.0, 1.0 - worst[0]))
         errors_best = (max(0.0, 1.0 - best[1]), max(0.0, 1.0 - best[0]))
         with np.errstate(divide="ignore", invalid="ignore"):
             low = np.float64(errors_worst[0]) / np.float64(errors_best[1])
             high = np.float64(errors_worst[1]) / np.float64(errors_best[0])
-        result["ser"] = (float(low), float(high))
+        result["ser"] = (max(1.0, float(low)), max(1.0, float(high)))  # the worst group errs at least as often
     return result
 
 
@@ -240,7 +245,7 @@ def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_
                                                 n_boot, rng, n_cap=sizes[-1] * k)
         seed_means[:, c] = runs[:, members].mean(axis=1)
         item_estimates.append(item_estimate)
-        group_estimates.append(estimates.recipe_estimate(item_estimate, [estimates.seed_component(seed_means[:, c])])
+        group_estimates.append(estimates.recipe_estimate(item_estimate, [estimates.seed_component(runs[:, members])])
                                if k >= 2 else item_estimate)
     level = "recipe" if k >= 2 else "model"
     result_groups = {}
@@ -252,13 +257,16 @@ def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_
             "level": level, "se": factor * math.sqrt(group_estimates[c]["var"]), "df": group_estimates[c]["df"],
             "image_lo": factor * image_lo, "image_hi": factor * image_hi,
             "seed_sd": factor * float(np.std(seed_means[:, c], ddof=1)) if k >= 2 else math.nan}
-    pairs = _pairwise(labels, group_estimates, item_estimates, seed_means, alpha)
+    pairs = _pairwise(labels, group_estimates, item_estimates, runs, column, statistic, alpha)
     points = np.array([[e["value"] for e in group_estimates]])
     point_summary = {key: float(column[0]) for key, column in _summarize_rows(factor * points).items()}
-    mean_var, mean_df = estimates.recipe_variance([(e["var"] / len(labels) ** 2, e["df"]) for e in item_estimates],
-                                                  [estimates.seed_component(seed_means.mean(axis=1))] if k >= 2 else [])
-    mean_lo, mean_hi = estimates.interval({"value": float(points.mean()), "var": mean_var, "df": mean_df,
-                                           "kind": "t", "bounds": (0.0, 1.0) if statistic == "percent" else None}, ci)
+    group_weights = 1.0 / (len(labels) * np.bincount(column).astype(np.float64))  # groups weighted equally
+    mean_var, mean_df = estimates.recipe_variance(
+        [(e["var"] / len(labels) ** 2, e["df"]) for e in item_estimates],
+        [estimates.seed_component(runs, group_weights[column], column)] if k >= 2 else [])
+    mean_lo, mean_hi = estimates.interval({"value": float(points.mean()), "var": mean_var, "df": mean_df, "kind": "t",
+                                           "bounds": (0.0, 1.0) if statistic == "percent" else None,
+                                           "units": (sum(e["units"][0] for e in item_estimates),)}, ci)
     simultaneous = [estimates.interval(e, 1.0 - alpha / len(labels)) for e in group_estimates]
     bounds = {"mean": (mean_lo, mean_hi), **_box_summaries(pairs, len(labels)),
               **_extreme_summaries(simultaneous, statistic)}
@@ -278,19 +286,20 @@ def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_
 # Paired comparisons
 
 
-def _paired_entry(runs_a, runs_b, first, second, statistic, paired_seeds, n_boot, rng, ci):
+def _paired_entry(runs_a, runs_b, first, second, statistic, paired_seeds, reference_exact, n_boot, rng, ci):
     factor = 100.0 if statistic == "percent" else 1.0
     (k_a, n), k_b = runs_a.shape, runs_b.shape[0]
     differences = runs_a.mean(axis=0) - runs_b.mean(axis=0)
     item = estimates.item_estimate(differences, first, second, statistic, (-1.0, 1.0), n_boot, rng, n_cap=n)
     seeds_a, seeds_b = runs_a.mean(axis=1), runs_b.mean(axis=1)
     seed_sd_difference = math.nan
-    if k_a >= 2 and k_b >= 2:
+    if k_a >= 2 and (k_b >= 2 or reference_exact):
         if paired_seeds:  # seed s of A against seed s of B: the per-seed differences carry the seed variance
-            components = [estimates.seed_component(seeds_a - seeds_b)]
+            components = [estimates.seed_component(runs_a - runs_b)]
             seed_sd_difference = factor * float(np.std(seeds_a - seeds_b, ddof=1))
         else:
-            components = [estimates.seed_component(seeds_a), estimates.seed_component(seeds_b)]
+            components = [estimates.seed_component(runs_a)]
+            components += [estimates.seed_component(runs_b)] if k_b >= 2 else []
         headline = estimates.recipe_estimate(item, components)
         level, scope = "recipe", RECIPE_DIFFERENCE
     else:
@@ -304,35 +313,42 @@ def _paired_entry(runs_a, runs_b, first, second, statistic, paired_seeds, n_boot
             "image_p_value": estimates.p_value(item), "n_seeds_a": int(k_a), "n_seeds_b": int(k_b),
             "seed_sd_a": factor * float(np.std(seeds_a, ddof=1)) if k_a >= 2 else math.nan,
             "seed_sd_b": factor * float(np.std(seeds_b, ddof=1)) if k_b >= 2 else math.nan,
-            "seeds_paired": bool(paired_seeds and level == "recipe"), "seed_sd_difference": seed_sd_difference}
+            "seeds_paired": bool(paired_seeds and level == "recipe"), "seed_sd_difference": seed_sd_difference,
+            "reference_exact": bool(reference_exact)}
 
 
-def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mean", paired_seeds=False, n_boot=1000,
-                seed=0, ci=0.95):
+def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mean", paired_seeds=False,
+                reference_exact=False, n_boot=1000, seed=0, ci=0.95):
     """Model (or recipe) A vs B on the same items: mean of a - b with a CI and a two-sided p-value.
 
     a: (N,) or (k_a, N) per-item metric, one row per seed; b: (N,) or (k_b, N); column i is the same image
     (or pair) everywhere. statistic "percent": 0/1 values, differences reported in percentage points.
     clusters / clusters2: as in `group_intervals`. Items are averaged over each side's seeds first.
-      - Item level (image_lo, image_hi, image_p_value; the headline when either side has one seed, level
-        "model", scope MODEL_DIFFERENCE): Student t on the cluster-robust standard error of the mean
+      - Item level (image_lo, image_hi, image_p_value; the headline when a side with training has one seed,
+        level "model", scope MODEL_DIFFERENCE): Student t on the cluster-robust standard error of the mean
         difference, joined with the bootstrap-t interval (p = the larger of the two p-values, so never below
-        2 / (1 + n_boot)) for continuous values without two-way clustering. No symmetry of the differences
-        is assumed (a sign-flip test assumes it and rejects skewed zero-mean differences too often); the
-        t part assumes an approximately normal mean, the bootstrap-t part corrects for skewness. Valid for
-        "these trained models differ on items like these", not for a recipe.
-      - Recipe level (headline when both sides have >= 2 seeds, level "recipe", scope RECIPE_DIFFERENCE): t
-        interval whose variance adds to the item-level variance the seed-to-seed variance: of each side's
-        per-seed mean / k (Welch-type), or with paired_seeds=True (row s of a and of b are one seed, e.g.
-        the same initialization; needs k_a = k_b) of the per-seed differences / k; df of that seed part
-        (k - 1 paired, Welch-Satterthwaite unpaired; see recipe_variance). Both
+        2 / (1 + n_boot)) for continuous values without two-way clustering and with >= 15 clusters. No
+        symmetry of the differences is assumed (a sign-flip test assumes it and rejects skewed zero-mean
+        differences too often); the t part assumes an approximately normal mean, the bootstrap-t part
+        corrects for skewness. Differences with no spread at all get the exact sign test's claims
+        (estimates.exact_p: p = 2^(1 - n), the interval the value itself only if that p is below 1 - ci).
+        Valid for "these trained models differ on items like these", not for a recipe.
+      - Recipe level (headline when a has >= 2 seeds and b has >= 2 or is `reference_exact`, level "recipe",
+        scope RECIPE_DIFFERENCE): t interval whose variance adds to the item-level variance the seed-to-seed
+        variance (estimates.seed_component, crossed form: the item-by-seed noise is counted once): of each
+        side's per-seed mean / k (Welch-type), or with paired_seeds=True (row s of a and of b are one seed,
+        e.g. the same initialization; needs k_a = k_b) of the per-seed differences / k; df of that seed part
+        (k - 1 paired, Welch-Satterthwaite unpaired; see recipe_variance), even when the seed means tie. Both
         are valid whether or not paired seeds are correlated; the choice must follow the design, not the
         data. Assumes normal seed-to-seed variation (with 2-3 seeds nothing else can be checked).
+        reference_exact=True: b involves no training (the bicubic floor) and is known exactly: it adds no
+        seed variance, so a recipe with >= 2 seeds is compared with it at the recipe level (b's rows, if
+        several, must be identical item by item).
     Returns {"overall": entry} plus, when `groups` (N,) is given, "groups": {label: entry computed within
     that group only, with p_holm = Holm-adjusted p over the groups}; entry = {mean_diff, lo, hi, p_value, n,
     level, scope, se, df, image_lo, image_hi, image_p_value, n_seeds_a, n_seeds_b, seed_sd_a, seed_sd_b,
-    seeds_paired, seed_sd_difference} (seed_sd_*: sd over seeds of that side's per-seed mean, NaN with one
-    seed; seed_sd_difference: of the per-seed differences when seeds are paired, else NaN).
+    seeds_paired, seed_sd_difference, reference_exact} (seed_sd_*: sd over seeds of that side's per-seed mean,
+    NaN with one seed; seed_sd_difference: of the per-seed differences when seeds are paired, else NaN).
     """
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
@@ -342,13 +358,16 @@ def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mea
         raise ValueError(f"paired values must cover the same items, got {runs_a.shape[1]} and {runs_b.shape[1]}")
     if paired_seeds and runs_a.shape[0] != runs_b.shape[0]:
         raise ValueError(f"paired seeds need as many seeds on both sides, got {runs_a.shape[0]} and {runs_b.shape[0]}")
+    if reference_exact and runs_b.shape[0] >= 2 and estimates.seed_component(runs_b) is not None:
+        raise ValueError("reference_exact: b's seeds differ item by item, so b involves training (seed variance)")
     n = runs_a.shape[1]
     first, second = _item_codes(n, clusters, clusters2)
     rng = np.random.default_rng(seed)
 
     def entry(members):
         return _paired_entry(runs_a[:, members], runs_b[:, members], None if first is None else first[members],
-                             None if second is None else second[members], statistic, paired_seeds, n_boot, rng, ci)
+                             None if second is None else second[members], statistic, paired_seeds, reference_exact,
+                             n_boot, rng, ci)
 
     result = {"overall": entry(np.ones(n, dtype=bool))}
     if groups is not None:

@@ -90,8 +90,9 @@ def test_two_way_variance_equals_the_dyadic_sandwich():
     variance, df = estimates.mean_variance(values, first, second)
     sizes = np.bincount(np.concatenate([first, second[first != second]])).astype(float)
     effective = (sizes @ sizes) ** 2 / np.sum(sizes ** 4)
-    middle = max(brute_force_two_way(values, id1, id2), float(np.sum((values - values.mean()) ** 2)))
-    assert variance == pytest.approx(effective / (effective - 1) * middle / 60 ** 2)
+    clusters = len(np.unique(np.r_[id1, id2]))  # CR1 counts the actual identities; G* is for the df only
+    sandwich = clusters / (clusters - 1) * brute_force_two_way(values, id1, id2) / 60 ** 2
+    assert variance == pytest.approx(max(sandwich, np.var(values, ddof=1) / 60))
     assert df == pytest.approx(effective - 1)
 
 
@@ -195,15 +196,16 @@ def test_percent_statistic_feeds_ser_in_percent():
 
 
 def test_a_perfect_group_gets_a_wilson_interval_not_a_point():
-    # 50 of 50 correct does not prove 100%: Wilson's lower end n / (n + z^2), z = t(0.975, 49 df).
+    # 50 of 50 correct does not prove 100%: Wilson's lower end n' / (n' + z^2), z = t(0.975, 49 df), with the
+    # effective size n' = n - 1 = 49 that a group inside (0, 100%) gets too (p(1-p) / (s^2 / n)).
     correct = np.array([1] * 50 + [1] * 45 + [0] * 5)
     groups = np.array(["A"] * 50 + ["B"] * 50)
     result = fairness.group_intervals(correct, groups, "percent", n_boot=200, seed=0)
     z = student_t.t_quantile(0.975, 49)
     assert result["groups"]["A"]["value"] == 100.0 and result["groups"]["A"]["hi"] == 100.0
-    assert result["groups"]["A"]["lo"] == pytest.approx(100.0 * 50 / (50 + z * z))
+    assert result["groups"]["A"]["lo"] == pytest.approx(100.0 * 49 / (49 + z * z))
     assert result["summary"]["ser"]["value"] == math.inf and result["summary"]["ser"]["hi"] == math.inf
-    assert result["summary"]["ser"]["lo"] < 1.0  # the data cannot rule out that A errs as often as B
+    assert result["summary"]["ser"]["lo"] == 1.0  # the data cannot rule out that A errs as often as B
 
 
 def test_several_seeds_give_recipe_level_intervals():

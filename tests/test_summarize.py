@@ -338,7 +338,8 @@ def test_id_cos_per_race_means_and_gain_over_bicubic_by_hand(tmp_path):
         tables["Per-race quality over seeds, upscaling x2"]  # id_cos next to PSNR/SSIM
     assert "| resnet50 | resnet50-X | 0.850 (n=2) | 0.650 (n=2) | 0.750 | 0.141 |" in \
         tables["Per-race id_cos, mean over seeds, upscaling x2"]
-    assert "| White | 0.125 " in tables["Gain over bicubic (model - bicubic), id_cos, upscaling x2"]
+    # Two images, t with 1 df (no bootstrap-t below 15 items): 0.125 +- 12.706 x 0.075.
+    assert "| White | 0.13 [-0.83, 1.08] " in tables["Gain over bicubic (model - bicubic), id_cos, upscaling x2"]
     assert "Per-race id_cos with 95% CIs, upscaling x2" in tables
     assert "Minority penalty" not in " ".join(tables)
 

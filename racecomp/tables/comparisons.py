@@ -30,6 +30,9 @@ REFERENCES = {
     "fp32": ({"wbits": "32", "abits": "32", "calib": "none"}, ("wbits", "abits", "calib", "qat_steps")),
     "hr": ({"restore": ""}, RESTORE_COLUMNS),
 }
+# Columns of an experiment that involves no training: known exactly, it adds no seed variance to a comparison
+# (fairness.paired_test's reference_exact), so a recipe with >= 2 seeds is compared with it at the recipe level.
+UNTRAINED = {"arch": "bicubic"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -307,7 +310,13 @@ def paired_inputs(experiment, reference, metric, problems):
     theirs_values = _capped(theirs["values"][:, theirs_index])[0]
     return {"a": mine_values, "b": theirs_values, "groups": np.array([mine["races"][i] for i in mine_index]),
             "clusters": clusters, "clusters2": clusters2, "statistic": ITEM_METRICS[experiment.kind][metric][1],
-            "paired_seeds": len(seeds) >= 2 and seeds == [canonical(run.identity["seed"]) for run in reference.runs]}
+            "paired_seeds": len(seeds) >= 2 and seeds == [canonical(run.identity["seed"]) for run in reference.runs],
+            "reference_exact": untrained(reference)}
+
+
+def untrained(experiment):
+    """Whether the experiment involves no training (UNTRAINED), so its values are known exactly."""
+    return all(canonical(experiment.columns.get(c, "")) == canonical(v) for c, v in UNTRAINED.items())
 
 
 def compare(experiment, reference, metric, n_boot, seed, ci, problems):

@@ -81,6 +81,8 @@ def _scope_text(entry):
     """What a paired_test entry's headline interval is about, with its seeds."""
     if entry["level"] != "recipe":
         return entry["scope"]
+    if entry["reference_exact"]:
+        return f"{entry['scope']}: {entry['n_seeds_a']} seeds vs an untrained reference (known exactly)"
     paired = ", seeds paired" if entry["seeds_paired"] else ""
     return f"{entry['scope']}: {entry['n_seeds_a']} vs {entry['n_seeds_b']} seeds{paired}"
 
@@ -89,7 +91,8 @@ def _seed_sd_text(entry):
     """Seed-to-seed sd of each side's per-seed mean (and of the per-seed difference when seeds are paired)."""
     if entry["level"] != "recipe":
         return "(1 seed)"
-    text = f"{format_number(entry['seed_sd_a'])} / {format_number(entry['seed_sd_b'])}"
+    reference = "exact" if entry["reference_exact"] else format_number(entry["seed_sd_b"])
+    text = f"{format_number(entry['seed_sd_a'])} / {reference}"
     return text + (f" (difference {format_number(entry['seed_sd_difference'])})" if entry["seeds_paired"] else "")
 
 
