@@ -182,7 +182,10 @@ def combine(components):
     variance = sum(v for v, _ in components)
     if not math.isfinite(variance):
         return math.inf, 1.0
-    denominator = sum(v * v / d for v, d in components if v > 0)
+    positive = [(v, d) for v, d in components if v > 0]
+    if len(positive) == 1:
+        return variance, positive[0][1]  # the component's own df, not v^2 / (v^2 / d) rounded
+    denominator = sum(v * v / d for v, d in positive)
     return variance, (variance * variance / denominator if denominator > 0 else math.inf)
 
 
