@@ -17,6 +17,8 @@ Studies:
   equal      test of equal race means with unequal variances, FairFace-val group sizes (item 4)
   pairs      RFW-like verification pairs with identity effects on both identities (item 5)
   placebo    recipe comparisons: identical recipes (placebo) and a real recipe effect, k seeds per side (item 1)
+  ties       2 seeds per side, 0/1 items, where the seed means of a race often tie: coverage of the recipe
+             interval of a race's accuracy, placebo rate of the recipe comparison (statistics review, item 1)
 """
 import argparse
 import math
@@ -29,7 +31,7 @@ from racecomp import estimates, fairness
 DISTRIBUTIONS = ("normal", "lognormal", "t3")
 SIZES = (30, 1500)
 FAIRFACE_VAL_SIZES = (2085, 1556, 1623, 1550, 1516, 1209, 1415)  # FairFace val images per race
-STUDIES = ("means", "paired", "gap", "equal", "pairs", "placebo")
+STUDIES = ("means", "paired", "gap", "equal", "pairs", "placebo", "ties")
 
 
 def draw(rng, distribution, shape):
@@ -287,6 +289,44 @@ def study_placebo(args, rng):
     return rows
 
 
+def probit_runs(rng, item_effects, seeds, seed_sd, threshold=1.0):
+    """(seeds, N) 0/1 values: 1{threshold + item effect + seed effect + N(0, 1) > 0}, one seed effect per run."""
+    seed_effects = rng.normal(0.0, seed_sd, (seeds, 1))
+    return (threshold + item_effects + seed_effects + rng.normal(size=(seeds, len(item_effects))) > 0).astype(float)
+
+
+def study_ties(args, rng):
+    rows = []
+    item_sd = 1.0
+    for n in (30, 100):
+        for seed_sd in (0.0, 0.15):
+            truth = 0.5 * math.erfc(-1.0 / math.sqrt(2.0 * (item_sd ** 2 + seed_sd ** 2 + 1.0)))
+            covered = placebo = ties = covered_tied = 0
+            width = 0.0
+            groups = np.repeat(["A", "B"], n)
+            for rep in range(args.reps):
+                items = rng.normal(0.0, item_sd, 2 * n)
+                runs = probit_runs(rng, items, 2, seed_sd)
+                tied = runs[0, :n].sum() == runs[1, :n].sum()
+                entry = fairness.group_intervals(runs, groups, "percent", n_boot=1, seed=rep)["groups"]["A"]
+                hit = entry["lo"] <= 100.0 * truth <= entry["hi"]
+                covered += hit
+                ties += tied
+                covered_tied += hit and tied
+                width += (entry["hi"] - entry["lo"]) / args.reps
+                other = probit_runs(rng, items, 2, seed_sd)  # the same recipe again: a placebo comparison
+                test = fairness.paired_test(runs, other, groups=groups, statistic="percent", n_boot=1, seed=rep)
+                placebo += test["groups"]["A"]["p_value"] < 0.05
+            layout = f"seed sd {seed_sd} (probit), seed means tie in {ties / args.reps:.0%}"
+            rows.append([f"recipe interval of A's accuracy (mean width {width:.1f} points)", "binary (probit)", n,
+                         layout, rate(covered, args.reps), "", ""])
+            rows.append(["the same, replicates whose seed means tie", "binary (probit)", n, layout,
+                         rate(covered_tied, max(ties, 1)) + f" of {ties}", "", ""])
+            rows.append(["recipe comparison, identical recipes, 2 vs 2 seeds", "binary (probit)", n, layout, "",
+                         rate(placebo, args.reps), ""])
+    return rows
+
+
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help)
     parser.add_argument("--reps", type=int, default=1000, help="simulated data sets per cell")
@@ -306,7 +346,9 @@ def main(args):
                        "alpha 0.05 (item 4)",
               "pairs": "Verification accuracy of one race, 95% Wilson interval, 6000 RFW-like pairs (item 5)",
               "placebo": "Recipe comparison on the under-sampled race: placebo (identical recipes) and a 0.6 dB "
-                         "effect, seed-by-race sd 0.2 dB, alpha 0.05 (item 1)"}
+                         "effect, seed-by-race sd 0.2 dB, alpha 0.05 (item 1)",
+              "ties": "2 seeds per side, 0/1 items whose seed means often tie: recipe interval of one race's "
+                      "accuracy (95%) and placebo comparison (alpha 0.05) (statistics review, item 1)"}
     print(f"settings: --reps {args.reps} --n-boot {args.n_boot} --seed {args.seed} --only {' '.join(args.only)}")
     for study in args.only:
         start = time.perf_counter()
