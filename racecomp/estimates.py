@@ -189,6 +189,31 @@ def combine(components):
     return variance, (variance * variance / denominator if denominator > 0 else math.inf)
 
 
+def seed_parts(runs, weights=None, strata=None):
+    """(spread, noise, k) of the per-seed values runs @ weights of (k, N) runs: spread = their variance over
+    seeds (ddof 1; 0 when equal up to rounding), noise = the item-by-seed part of it, sum_i w_i^2 MS_int,
+    MS_int the residual mean square of seed x item within each stratum (items alone in a stratum add none)."""
+    runs = np.asarray(runs, dtype=np.float64)
+    k, n = runs.shape
+    if k < 2:
+        raise ValueError(f"seed-to-seed variance needs at least 2 seeds, got {k}")
+    scale = max(1.0, float(np.max(np.abs(runs))))
+    weights = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
+    seed_values = runs @ weights
+    spread = 0.0 if np.ptp(seed_values) <= 1e-12 * scale else float(np.var(seed_values, ddof=1))
+    strata = np.zeros(n, dtype=int) if strata is None else _codes_of(strata)
+    noise = 0.0
+    for stratum in range(strata.max() + 1):
+        members = strata == stratum
+        if members.sum() < 2 or not np.any(weights[members]):
+            continue  # one item: its seed x item part cannot be told from the seed part
+        block = runs[:, members]
+        residual = block - block.mean(axis=0) - block.mean(axis=1, keepdims=True) + block.mean()
+        mean_square = float(np.sum(residual * residual)) / ((k - 1) * (members.sum() - 1))
+        noise += float(np.sum(weights[members] ** 2)) * mean_square
+    return spread, noise, k
+
+
 def seed_component(runs, weights=None, strata=None):
     """(variance, df) of the seed-to-seed part of a recipe-level estimate, or None when the runs are identical
     item by item (a deterministic recipe: no seed variance, and none to estimate).
@@ -196,32 +221,16 @@ def seed_component(runs, weights=None, strata=None):
     runs: (k, N) per-seed per-item values (k >= 2); the estimate is sum_i weights_i x (mean over seeds of
     item i), weights default 1 / N; strata: (N,) labels of item sets whose seed effects may differ (races).
     The variance is that of the per-seed estimates / k minus the item-by-seed interaction it holds, which the
-    item-level variance (of seed-averaged items) already counts: sum_i w_i^2 MS_int / k, MS_int the residual
-    mean square of seed x item within each stratum (the crossed random-effects form). It is floored at 0
-    and has df k - 1 whether or not it is 0: seeds whose means happen to tie are not a deterministic recipe.
-    Under clustered items the subtraction is smaller than the part counted twice (conservative).
+    item-level variance (of seed-averaged items) already counts: sum_i w_i^2 MS_int / k (seed_parts; the
+    crossed random-effects form). It is floored at 0 and has df k - 1 whether or not it is 0: seeds whose
+    means happen to tie are not a deterministic recipe. Under clustered items the subtraction is smaller than
+    the part counted twice (conservative).
     """
+    spread, noise, k = seed_parts(runs, weights, strata)
     runs = np.asarray(runs, dtype=np.float64)
-    k, n = runs.shape
-    if k < 2:
-        raise ValueError(f"seed-to-seed variance needs at least 2 seeds, got {k}")
-    scale = max(1.0, float(np.max(np.abs(runs))))
-    if np.all(np.ptp(runs, axis=0) <= 1e-12 * scale):
+    if np.all(np.ptp(runs, axis=0) <= 1e-12 * max(1.0, float(np.max(np.abs(runs))))):
         return None
-    weights = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
-    seed_values = runs @ weights
-    spread = 0.0 if np.ptp(seed_values) <= 1e-12 * scale else float(np.var(seed_values, ddof=1))
-    strata = np.zeros(n, dtype=int) if strata is None else _codes_of(strata)
-    interaction = 0.0
-    for stratum in range(strata.max() + 1):
-        members = strata == stratum
-        if members.sum() < 2:
-            continue  # one item: its seed x item part cannot be told from the seed part
-        block = runs[:, members]
-        residual = block - block.mean(axis=0) - block.mean(axis=1, keepdims=True) + block.mean()
-        mean_square = float(np.sum(residual * residual)) / ((k - 1) * (members.sum() - 1))
-        interaction += float(np.sum(weights[members] ** 2)) * mean_square
-    return max(0.0, spread - interaction) / k, float(k - 1)
+    return max(0.0, spread - noise) / k, float(k - 1)
 
 
 def _codes_of(labels):

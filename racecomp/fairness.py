@@ -423,3 +423,260 @@ def minority_penalty(metric_under, metric_balanced, keys_under, keys_balanced, g
                 "seed_sd_under": entry["seed_sd_a"], "seed_sd_balanced": entry["seed_sd_b"]}
         for label, entry in result["groups"].items()
     }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Contrasts between experiments: linear combinations of per-race means of several experiments (cells) on the
+# same items, and changes of a fairness summary (delta method)
+
+
+def _cell_runs(cells):
+    runs = [_as_runs(cell, f"cell {index}") for index, cell in enumerate(cells)]
+    if len({r.shape[1] for r in runs}) != 1:
+        raise ValueError(f"every cell must cover the same items, got {[r.shape[1] for r in runs]}")
+    return runs
+
+
+def _contrast_variance(runs, weights, column, first, second, exact, paired_seeds):
+    """Item part, seed parts and the planning inputs of sum_j weights_j . (seed mean of cell j)."""
+    z = sum(w * r.mean(axis=0) for w, r in zip(weights, runs))  # (N,) each item's share of the contrast
+    components, units = [], 0.0
+    for c in range(column.max() + 1):
+        members = column == c
+        if not any(np.any(w[members] != 0) for w in weights):
+            continue
+        n_c = int(members.sum())
+        var, df = estimates.mean_variance(z[members], None if first is None else first[members],
+                                          None if second is None else second[members])
+        components.append((n_c * n_c * var, df))
+        units += n_c if first is None else df + 1.0
+    trained = [j for j in range(len(runs)) if not exact[j]]
+    recipe = bool(trained) and all(runs[j].shape[0] >= 2 for j in trained)
+    seed_parts = []
+    if recipe and paired_seeds:
+        per_seed = sum(w * r for w, r in zip(weights, runs))  # exact cells broadcast: they cancel seed to seed
+        seed_parts = [(per_seed, np.ones(len(z)))]
+    elif recipe:
+        seed_parts = [(runs[j], weights[j]) for j in trained]
+    return z, components, units, recipe, seed_parts
+
+
+def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact=None, paired_seeds=False,
+                    statistic="mean", ci=0.95, value=None, gradient_scale=1.0):
+    """Estimate of sum over cells j and items i of weights[j][i] x (mean over cell j's seeds of item i), with a CI.
+
+    cells: (k_j, N) per-seed per-item values of each experiment, the same N items in the same order (paired
+    per item: the item effects cancel in differences); weights: (N,) per cell, constant within each stratum
+    (race) in every use here, e.g. +-1 / n_r on race r's items for a difference of race means; strata: (N,)
+    race labels (items of different races are independent strata); clusters / clusters2: as in
+    group_intervals; exact: per cell, True for an experiment involving no training (known exactly, no seed
+    variance: the bicubic floor). paired_seeds: every trained cell has the same seeds in the same rows.
+      - level "recipe" when every trained cell has >= 2 seeds: item part (cluster-robust variance of the
+        items' shares, summed over strata) plus each trained cell's seed part (estimates.seed_component with
+        the cell's weights, crossed form), or of the per-seed contrast when seeds are paired; t with the
+        seed parts' Welch-Satterthwaite df (estimates.recipe_variance). Claims: the recipes' contrast over
+        training runs and items.
+      - level "model" otherwise: item part only, df by Satterthwaite over strata: these trained models.
+    value / gradient_scale: for a nonlinear estimate (summary_change) whose linearization this is: the
+    reported value, and the weights' factor to units. No bootstrap-t (t only).
+    Returns {value, lo, hi, p_value, se, df, level, scope, image_lo, image_hi, n_seeds, planning} with
+    planning the inputs of seeds_for_power.
+    """
+    runs = _cell_runs(cells)
+    n = runs[0].shape[1]
+    exact = [False] * len(runs) if exact is None else list(exact)
+    weights = [np.asarray(w, dtype=np.float64) for w in weights]
+    if len(weights) != len(runs) or any(w.shape != (n,) for w in weights):
+        raise ValueError("one (N,) weight vector per cell")
+    strata = np.asarray(strata)
+    if strata.shape != (n,):
+        raise ValueError(f"strata has shape {strata.shape} for {n} items")
+    for j, flag in enumerate(exact):
+        if flag and runs[j].shape[0] >= 2 and estimates.seed_component(runs[j]) is not None:
+            raise ValueError(f"cell {j} is marked exact but its seeds differ item by item")
+    if paired_seeds and len({runs[j].shape[0] for j in range(len(runs)) if not exact[j]}) > 1:
+        raise ValueError("paired seeds need as many seeds in every trained cell")
+    first, second = _item_codes(n, clusters, clusters2)
+    _, column = _group_labels(strata)
+    z, components, units, recipe, seed_parts = _contrast_variance(runs, weights, column, first, second, exact,
+                                                                  paired_seeds)
+    item_var, item_df = estimates.combine(components)
+    if not components:
+        item_var, item_df = 0.0, math.inf
+    linear = float(z.sum())
+    item = {"value": linear if value is None else value, "var": item_var, "df": item_df, "kind": "t",
+            "bounds": None, "units": (units,)}
+    seed_components = [estimates.seed_component(r, w, strata) for r, w in seed_parts]
+    headline = estimates.recipe_estimate(item, seed_components) if recipe else item
+    factor = (100.0 if statistic == "percent" else 1.0) * gradient_scale
+    lo, hi = estimates.interval(headline, ci)
+    image_lo, image_hi = estimates.interval(item, ci)
+    planning = {"item_var": item_var, "seed_parts": [(r, w) for r, w in seed_parts], "strata": strata,
+                "paired_seeds": bool(paired_seeds and recipe), "factor": factor,
+                "n_seeds": [runs[j].shape[0] for j in range(len(runs)) if not exact[j]]}
+    return {"value": factor * headline["value"], "lo": factor * lo, "hi": factor * hi,
+            "p_value": estimates.p_value(headline), "se": factor * math.sqrt(headline["var"]), "df": headline["df"],
+            "level": "recipe" if recipe else "model", "scope": RECIPE_DIFFERENCE if recipe else MODEL_DIFFERENCE,
+            "image_lo": factor * image_lo, "image_hi": factor * image_hi,
+            "n_seeds": [int(r.shape[0]) for r in runs], "planning": planning}
+
+
+def _race_weights(column, gradient, counts):
+    """(N,) item weights of a linear combination sum_r gradient_r x (race r's mean)."""
+    return np.asarray(gradient, dtype=np.float64)[column] / counts[column]
+
+
+def summary_gradient(means, key, statistic="mean"):
+    """(value, gradient over groups) of a fairness summary of per-group means (fractions for percent).
+
+    mean, worst, best, gap, std as in group_summary; ser = (1 - worst) / (1 - best) (percent only).
+    worst / best / gap / ser are linearized at the observed worst and best groups: their interval treats
+    which group is worst as known (near ties it is optimistic; summary_change reports that case).
+    """
+    means = np.asarray(means, dtype=np.float64)
+    g = len(means)
+    worst, best = int(np.argmin(means)), int(np.argmax(means))
+    gradient = np.zeros(g)
+    if key == "mean":
+        gradient[:] = 1.0 / g
+        return float(means.mean()), gradient
+    if key == "worst":
+        gradient[worst] = 1.0
+        return float(means[worst]), gradient
+    if key == "best":
+        gradient[best] = 1.0
+        return float(means[best]), gradient
+    if key == "gap":
+        gradient[best], gradient[worst] = 1.0, -1.0
+        return float(means[best] - means[worst]), gradient
+    if key == "std":
+        sd = float(means.std(ddof=1))
+        if sd > 0:
+            gradient = (means - means.mean()) / ((g - 1) * sd)
+        return sd, gradient
+    if key == "ser":
+        if statistic != "percent":
+            raise ValueError("SER is for accuracies (statistic 'percent')")
+        errors_worst, errors_best = 1.0 - means[worst], 1.0 - means[best]
+        if errors_best <= 0:
+            return math.inf, gradient
+        gradient[worst] = -1.0 / errors_best
+        gradient[best] = errors_worst / errors_best ** 2
+        return float(errors_worst / errors_best), gradient
+    raise ValueError(f"unknown summary {key!r}")
+
+
+SUMMARY_CHANGE_KEYS = ("mean", "worst", "gap", "std", "ser")
+
+
+def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(False, False), paired_seeds=False,
+                   statistic="mean", relative=False, ci=0.95):
+    """Change of a fairness summary across races between experiment A and B on the same items: f(A) - f(B), or
+    f(A) / f(B) - 1 with relative=True, by the delta method (the summary linearized at the observed per-race
+    means, then linear_contrast: paired per item, each experiment's seed variance at the recipe level).
+
+    a, b: (k, N) per-seed per-item values; strata: (N,) races. Units: the metric's (percentage points for
+    percent, except ser and relative changes, which are ratios). Also returns "ties": whether the worst (or
+    best) race used by worst/gap/ser is not separated from the runner-up in A or B by more than 2 standard
+    errors of their difference (item level), in which case the linearization is optimistic.
+    """
+    runs_a, runs_b = _cell_runs([a, b])
+    labels, column = _group_labels(np.asarray(strata))
+    counts = np.bincount(column).astype(np.float64)
+    means_a = np.bincount(column, weights=runs_a.mean(axis=0)) / counts
+    means_b = np.bincount(column, weights=runs_b.mean(axis=0)) / counts
+    value_a, gradient_a = summary_gradient(means_a, key, statistic)
+    value_b, gradient_b = summary_gradient(means_b, key, statistic)
+    ratio_key = key == "ser" or relative
+    if relative:
+        if value_b == 0 or not math.isfinite(value_b) or not math.isfinite(value_a):
+            raise ValueError(f"no relative change of {key} from {value_b}")
+        value = value_a / value_b - 1.0
+        gradient_a, gradient_b = gradient_a / value_b, gradient_b * value_a / value_b ** 2
+    else:
+        value = value_a - value_b
+    weights = [_race_weights(column, gradient_a, counts), -_race_weights(column, gradient_b, counts)]
+    result = linear_contrast([runs_a, runs_b], weights, strata, clusters, clusters2, exact, paired_seeds,
+                             statistic="mean" if ratio_key else statistic, ci=ci,
+                             value=value if (ratio_key or relative) else None)
+    if not (ratio_key or relative):  # the plug-in value, in the metric's units (the linear part differs)
+        factor = 100.0 if statistic == "percent" else 1.0
+        shift = factor * value - result["value"]
+        for name in ("value", "lo", "hi", "image_lo", "image_hi"):
+            result[name] += shift
+    factor = 1.0 if ratio_key else (100.0 if statistic == "percent" else 1.0)
+    result.update(a=factor * value_a, b=factor * value_b, ties=_close_extremes(key, means_a, means_b, runs_a,
+                                                                                 runs_b, column, counts))
+    return result
+
+
+def _close_extremes(key, means_a, means_b, runs_a, runs_b, column, counts):
+    """Whether the worst/best race of A or B is within 2 item-level standard errors of the runner-up."""
+    if key not in ("worst", "best", "gap", "ser"):
+        return False
+    for means, runs in ((means_a, runs_a), (means_b, runs_b)):
+        items = runs.mean(axis=0)
+        variances = np.array([np.var(items[column == c], ddof=1) / counts[c] if counts[c] > 1 else math.inf
+                              for c in range(len(counts))])
+        order = np.argsort(means)
+        for first, second in ((order[0], order[1]), (order[-1], order[-2])):
+            if abs(means[first] - means[second]) <= 2.0 * math.sqrt(variances[first] + variances[second]):
+                return True
+    return False
+
+
+def seeds_for_power(planning, effect, power=0.8, alpha=0.05, max_seeds=100):
+    """Seeds per trained experiment at which a linear_contrast / summary_change result's recipe-level test
+    would detect a true contrast of |effect| (reported units) with probability `power` at level `alpha`, from
+    the spread measured in its runs; None when a trained experiment has one seed (the seed variance cannot be
+    estimated: a second seed is needed) and math.inf when more than max_seeds would be needed.
+
+    Model: each trained experiment's per-seed value = its seed effect (variance sigma_j^2, estimated by the
+    crossed form) + the item-by-seed noise nu_j / seed + the shared item part, all normal; at k seeds the
+    test's variance estimate is the item part plus max(0, (sigma_j^2 + nu_j) X - nu_j) / k with X ~
+    chi^2(k - 1) / (k - 1) (Satterthwaite over experiments), and power = E_X[P(|estimate| > t(df) se_hat)].
+    """
+    if not planning["seed_parts"]:
+        return None
+    for k in range(2, max_seeds + 1):
+        if planned_power(planning, effect, k, alpha) >= power:
+            return k
+    return math.inf
+
+
+def planned_power(planning, effect, seeds, alpha=0.05):
+    """Power of the recipe-level test at `seeds` seeds per trained experiment against a true contrast of
+    |effect| (reported units), from the spread measured in the runs (the model of seeds_for_power)."""
+    delta = abs(effect) / planning["factor"]
+    parts = [estimates.seed_parts(runs, weights, planning["strata"]) for runs, weights in planning["seed_parts"]]
+    seed_vars = [max(0.0, spread - noise) for spread, noise, _ in parts]
+    noises = [noise for _, noise, _ in parts]
+    shared = max(0.0, planning["item_var"] - sum(noise / k for _, noise, k in parts))
+    return _power(delta, shared, seed_vars, noises, seeds, alpha)
+
+
+def _power(delta, shared, seed_vars, noises, k, alpha):
+    """Power of the recipe-level t test at k seeds per experiment (see seeds_for_power)."""
+    totals = [v + n for v, n in zip(seed_vars, noises)]
+    true_var = shared + sum(totals) / k
+    if true_var <= 0:
+        return 1.0 if delta > 0 else alpha
+    positive = [v for v in seed_vars if v > 0]
+    df = (k - 1.0) * (sum(positive) ** 2 / sum(v * v for v in positive) if positive else 1.0)
+    spread_df = (k - 1.0) * (sum(totals) ** 2 / sum(t * t for t in totals) if sum(totals) > 0 else 1.0)
+    critical = t_quantile_cached(1.0 - alpha / 2.0, df)
+    # X = chi^2(spread_df) / spread_df on a log grid, weights from its density (normalized numerically).
+    x = np.exp(np.linspace(math.log(1e-8), math.log(1.0 + 30.0 / math.sqrt(spread_df) + 30.0), 4000))
+    half = spread_df / 2.0
+    log_density = half * math.log(half) - math.lgamma(half) + (half - 1.0) * np.log(x) - half * x
+    weights = np.exp(log_density) * x  # d x = x d log x
+    weights /= weights.sum()
+    estimated = shared + sum(noises) / k + np.maximum(0.0, sum(totals) * x - sum(noises)) / k
+    se, se_hat = math.sqrt(true_var), np.sqrt(estimated)
+    upper = 0.5 * np.vectorize(math.erfc)(-(delta - critical * se_hat) / se / math.sqrt(2.0))
+    lower = 0.5 * np.vectorize(math.erfc)(-(-delta - critical * se_hat) / se / math.sqrt(2.0))
+    return float(np.sum(weights * (upper + lower)))
+
+
+def t_quantile_cached(q, df):
+    return student_t.t_quantile(q, float(round(df, 6)))

@@ -1,0 +1,176 @@
+"""Coverage, false-positive rate and power of the contrasts between experiments (racecomp.fairness
+linear_contrast, summary_change, seeds_for_power), by seeded simulation of run tables whose truth is known.
+
+    python -m bench.bench_contrasts                       # 1000 replicates per cell (several minutes)
+    python -m bench.bench_contrasts --reps 200 --only did
+
+Not a test and not in CI (tests/test_contrasts.py runs small versions). Studies:
+  did       difference in differences (A under - A balanced) - (B under - B balanced) on the under-sampled race:
+            4 experiments x k seeds (2, 3, 5) of per-image PSNR = image difficulty + arch offset + planted
+            penalty + per-seed race offset (sd 0.15 dB) + per-image noise (sd 0.3 dB); planted interaction
+            0 (placebo) or 0.3 dB (coverage, power)
+  summary   change of a fairness summary between two experiments (e.g. W6A6 - fp32) on 0/1 verification
+            pairs, 4 races: STD, gap, worst and mean; coverage of the true change and placebo rate
+  planner   seeds_for_power's recommendation from a 10-seed pilot, then the power of experiments run with that
+            many seeds when the true effect equals --min-effect (target 80%)
+"""
+import argparse
+import math
+import time
+
+import numpy as np
+
+from racecomp import fairness
+
+STUDIES = ("did", "summary", "planner")
+
+
+def rate(hits, reps):
+    value = hits / reps
+    return f"{value:6.3f} ({math.sqrt(max(value * (1 - value), 1e-12) / reps):.3f})"
+
+
+def print_table(title, header, rows):
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+
+
+def psnr_cell(rng, difficulty, race, seeds, offset, seed_sd=0.15, noise_sd=0.3):
+    """(seeds, N) per-image PSNR of one experiment: difficulty + offset (per race) + seed x race + noise."""
+    races = race.max() + 1
+    return (difficulty + offset[race] + rng.normal(0.0, seed_sd, (seeds, races))[:, race]
+            + rng.normal(0.0, noise_sd, (seeds, len(race))))
+
+
+def did_weights(race, target):
+    weight = np.where(race == target, 1.0 / np.sum(race == target), 0.0)
+    return [weight, -weight, -weight, weight]
+
+
+def study_did(args, rng):
+    rows = []
+    n_per_race, races = 100, 4
+    race = np.repeat(np.arange(races), n_per_race)
+    for seeds in (2, 3, 5):
+        for interaction in (0.0, 0.3):
+            covered = rejected = 0
+            width = 0.0
+            for rep in range(args.reps):
+                difficulty = rng.normal(30.0, 3.0, len(race))
+                penalty_a = np.array([-0.4, 0.0, 0.0, 0.0])
+                penalty_b = penalty_a + np.array([interaction, 0.0, 0.0, 0.0])
+                arch_b = 0.5
+                cells = [psnr_cell(rng, difficulty, race, seeds, penalty_a),
+                         psnr_cell(rng, difficulty, race, seeds, np.zeros(races)),
+                         psnr_cell(rng, difficulty, race, seeds, arch_b + penalty_b),
+                         psnr_cell(rng, difficulty, race, seeds, np.full(races, arch_b))]
+                result = fairness.linear_contrast(cells, did_weights(race, 0), race)
+                truth = -interaction  # (A under - A bal) - (B under - B bal) = -0.4 - (-0.4 + interaction)
+                covered += result["lo"] <= truth <= result["hi"]
+                rejected += result["p_value"] < 0.05
+                width += (result["hi"] - result["lo"]) / args.reps
+            label = "placebo" if interaction == 0 else f"interaction {interaction} dB"
+            rows.append([f"DiD, {seeds} seeds per experiment", label, rate(covered, args.reps),
+                         rate(rejected, args.reps) if interaction == 0 else "",
+                         "" if interaction == 0 else rate(rejected, args.reps), f"{width:.3f}"])
+    return rows
+
+
+def accuracy_cell(rng, item_effects, race, seeds, race_shift, seed_sd=0.1):
+    """(seeds, N) 0/1: 1{threshold_r + item effect + seed x race effect + N(0, 1) > 0}."""
+    races = race.max() + 1
+    latent = (race_shift[race] + item_effects + rng.normal(0.0, seed_sd, (seeds, races))[:, race]
+              + rng.normal(size=(seeds, len(race))))
+    return (latent > 0).astype(float)
+
+
+def true_accuracy(race_shift, item_sd, seed_sd):
+    return np.array([0.5 * math.erfc(-s / math.sqrt(2.0 * (item_sd ** 2 + seed_sd ** 2 + 1.0))) for s in race_shift])
+
+
+def study_summary(args, rng):
+    rows = []
+    n_per_race, item_sd = 1500, 0.7
+    race = np.repeat(np.arange(4), n_per_race)
+    fp32 = np.array([2.0, 1.8, 1.6, 1.7])  # probit thresholds: about 96, 95, 93, 94% accuracy
+    layouts = {"placebo (same recipe)": fp32, "W6A6 widens the gap": np.array([1.9, 1.6, 1.2, 1.5])}
+    for seeds in (2, 3, 5):
+        for layout, quantized in layouts.items():
+            truth_a, truth_b = true_accuracy(quantized, item_sd, 0.1), true_accuracy(fp32, item_sd, 0.1)
+            for key in ("std", "gap", "worst", "mean"):
+                truth = 100 * (fairness.summary_gradient(truth_a, key)[0] - fairness.summary_gradient(truth_b, key)[0])
+                covered = rejected = 0
+                for rep in range(args.reps):
+                    items = rng.normal(0.0, item_sd, len(race))
+                    a = accuracy_cell(rng, items, race, seeds, quantized)
+                    b = accuracy_cell(rng, items, race, seeds, fp32)
+                    result = fairness.summary_change(a, b, race, key, statistic="percent")
+                    covered += result["lo"] <= truth <= result["hi"]
+                    rejected += result["p_value"] < 0.05
+                placebo = layout.startswith("placebo")
+                rows.append([f"{key} change, {seeds} seeds per experiment", f"{layout}, true {truth:+.2f} pp",
+                             rate(covered, args.reps), rate(rejected, args.reps) if placebo else "",
+                             "" if placebo else rate(rejected, args.reps), ""])
+    return rows
+
+
+def study_planner(args, rng):
+    """The planner's model (predicted power at its recommendation, from a 2000-seed pilot: the spread known
+    well) against simulated power; then what a user gets who plans from a 3-seed pilot (the usual case)."""
+    rows = []
+    n_per_race = 200
+    race = np.repeat(np.arange(2), n_per_race)
+    weight = np.where(race == 0, 1.0 / n_per_race, 0.0)
+    weights = [weight, -weight]
+
+    def sweep(difficulty, seeds, seed_sd, effect):
+        return [psnr_cell(rng, difficulty, race, seeds, np.array([-effect, 0.0]), seed_sd),
+                psnr_cell(rng, difficulty, race, seeds, np.zeros(2), seed_sd)]
+
+    for seed_sd, effect in ((0.15, 0.3), (0.1, 0.15), (0.05, 0.1), (0.2, 0.1)):
+        difficulty = rng.normal(30.0, 3.0, len(race))
+        planning = fairness.linear_contrast(sweep(difficulty, 2000, seed_sd, 0.0), weights, race)["planning"]
+        recommended = fairness.seeds_for_power(planning, effect)
+        predicted = fairness.planned_power(planning, effect, recommended)
+        hits = sum(fairness.linear_contrast(sweep(difficulty, recommended, seed_sd, effect), weights,
+                                            race)["p_value"] < 0.05 for _ in range(args.reps))
+        rows.append([f"planner, 2000-seed pilot: seed sd {seed_sd} dB, effect {effect} dB",
+                     f"recommends {recommended} seeds, predicted power {predicted:.3f}", "", "",
+                     rate(hits, args.reps), ""])
+        hits, counts = 0, []
+        for _ in range(args.reps):
+            pilot = fairness.linear_contrast(sweep(difficulty, 3, seed_sd, 0.0), weights, race)["planning"]
+            seeds = fairness.seeds_for_power(pilot, effect, max_seeds=200)
+            seeds = 200 if seeds == math.inf else seeds
+            counts.append(seeds)
+            hits += fairness.linear_contrast(sweep(difficulty, seeds, seed_sd, effect), weights,
+                                             race)["p_value"] < 0.05
+        rows.append([f"planner, 3-seed pilot: seed sd {seed_sd} dB, effect {effect} dB",
+                     f"recommends median {int(np.median(counts))} seeds (10-90%: {int(np.quantile(counts, 0.1))}"
+                     f"-{int(np.quantile(counts, 0.9))})", "", "", rate(hits, args.reps), ""])
+    return rows
+
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help)
+    parser.add_argument("--reps", type=int, default=1000, help="simulated sweeps per cell")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulation")
+    parser.add_argument("--only", nargs="+", choices=STUDIES, default=list(STUDIES), help="studies to run")
+    return parser
+
+
+def main(args):
+    header = ["contrast", "truth", "coverage of 95% CI (MC SE)", "false-positive rate at 5% (MC SE)",
+              "power (MC SE)", "mean CI width"]
+    print(f"settings: --reps {args.reps} --seed {args.seed} --only {' '.join(args.only)}")
+    for study in args.only:
+        start = time.perf_counter()
+        rows = globals()[f"study_{study}"](args, np.random.default_rng([args.seed, STUDIES.index(study)]))
+        print_table(f"{study} ({time.perf_counter() - start:.0f} s)", header, rows)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
