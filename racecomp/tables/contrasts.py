@@ -1,0 +1,398 @@
+"""The questions the studies ask, answered from the runs found: contrasts between experiments (racecomp.fairness
+linear_contrast and summary_change), the dose-response of under-sampling, and how many seeds would detect an
+effect of a given size. Compute only: racecomp.tables.findings writes them.
+
+Which contrasts are formed follows from the runs: two experiments of one family that differ in exactly one
+axis (every identifying column but study, seed and the under-sampling columns; wbits and abits together as
+`bits`; `recipe` is an axis too, so experiments differing in hidden settings are not taken for a one-axis
+pair) give
+  - difference in differences (both under-sampled the same race at the same weight, each with its balanced
+    run): (A under - A balanced) - (B under - B balanced) per race, the under-sampled race first;
+  - a main effect (both balanced): A - B per race;
+  - the change of each fairness summary (Avg, worst, gap, STD; SER for accuracy; worst also relative): f(A)
+    - f(B), and for quantization every quantized experiment against its fp32 reference.
+Every contrast is paired per item (image, or RFW pair clustered by both identities) over the items all its
+experiments evaluated; with >= 2 seeds in every trained experiment it is about the recipes (seed-to-seed
+variance of each included; seeds paired when all have the same seed labels), with one seed about the trained
+models only. Contrasts that could not be formed are listed with the reason.
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from racecomp import fairness, student_t
+from racecomp.schema import RACES
+from racecomp.tables.comparisons import (ITEM_METRICS, PSNR_CAP_DB, _items_of, find_reference, item_metrics,
+                                         untrained)
+from racecomp.tables.runs import Problems, canonical, sort_key
+
+DATA_COLUMNS = ("minority", "weight", "minority_mode")  # what was under-sampled, and how much
+NOT_AXES = ("study",) + DATA_COLUMNS + ("wbits", "abits")
+# Default --min-effect: the smallest effect worth detecting, per metric, in its reported units.
+MIN_EFFECT = {"psnr_y": 0.1, "ssim_y": 0.002, "id_cos": 0.01, "accuracy": 1.0}
+UNITS = {"psnr_y": "dB", "ssim_y": "", "id_cos": "", "accuracy": "pp"}
+# Axis values that are the natural reference of a contrast (written second: "bn_stats - full").
+BASELINES = ("none", "full", "frozen", "scratch", "real", "32", "W32A32", "pixelshuffle", "2")
+POWER, ALPHA = 0.8, 0.05
+
+
+@dataclass
+class Finding:
+    """One contrast: a row of findings.csv and, rendered, a sentence of findings.md."""
+    question: str  # the question it answers, e.g. "Does the under-sampling penalty depend on arch?"
+    study: str  # the family
+    kind: str  # "difference in differences", "main effect", "summary change", "vs fp32", "dose-response"
+    metric: str
+    race: str  # "" for a summary of all races
+    quantity: str  # the race, or the summary ("std", "worst", "worst, relative", ...)
+    contrast: str  # "arch=fastvit_sa24 - arch=resnet50"
+    setting: str  # what the experiments share (e.g. "minority=black@0.2, scale=2")
+    estimate: float
+    lo: float
+    hi: float
+    p_value: float
+    p_holm: float  # Holm over the races (or summaries) of one contrast
+    scope: str  # "recipe" or "model"
+    n_seeds: str  # seeds per experiment, "3/3/3/3"
+    df: float
+    units: str
+    min_effect: float = math.nan
+    seeds_needed: object = None  # int, math.inf (more than 100), or None (one seed: cannot be planned)
+    primary: bool = False  # the pre-specified row: the under-sampled race, or the headline summary
+    note: str = ""  # e.g. "worst race not separated from the runner-up: interval optimistic"
+    a_value: float = math.nan  # the summary of each side (summary changes)
+    b_value: float = math.nan
+
+
+@dataclass
+class DosePoint:
+    weight: float
+    penalty: float
+    lo: float
+    hi: float
+    scope: str
+
+
+@dataclass
+class DoseCurve:
+    """Minority penalty on one race against the under-sampling weight, for one set of other settings."""
+    study: str
+    metric: str
+    race: str
+    line: str  # what the curve is (e.g. "arch=resnet50, scale=2")
+    points: list  # DosePoint, by weight descending
+    onset: object  # the largest weight from which every smaller weight run has a penalty interval below 0, or None
+
+
+@dataclass
+class Answers:
+    findings: list = field(default_factory=list)
+    unformed: list = field(default_factory=list)  # (study, what, why)
+    doses: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Experiments as axes
+
+
+def axes(experiment):
+    """{axis: value}: the identifying columns a contrast may vary (bits = W<wbits>A<abits>)."""
+    values = {c: str(v) for c, v in experiment.columns.items() if c not in NOT_AXES}
+    if "wbits" in experiment.columns:
+        values["bits"] = f"W{experiment.columns['wbits']}A{experiment.columns['abits']}"
+    return values
+
+
+def data_setting(experiment):
+    """'balanced' or '<minority>@<weight>' (with the mode when not subsample)."""
+    minority = experiment.columns.get("minority", "none")
+    if canonical(minority) == "none":
+        return "balanced"
+    mode = experiment.columns.get("minority_mode", "")
+    return f"{minority}@{experiment.columns.get('weight', '')}" + (f" ({mode})" if mode and mode != "subsample" else "")
+
+
+def _one_axis_apart(a, b):
+    """The one axis in which two experiments differ (same data setting), or None."""
+    if data_setting(a) != data_setting(b):
+        return None
+    mine, theirs = axes(a), axes(b)
+    differing = [c for c in sorted(set(mine) | set(theirs)) if canonical(mine.get(c, "")) != canonical(theirs.get(c, ""))]
+    return differing[0] if len(differing) == 1 else None
+
+
+def _ordered(a, b, axis):
+    """(A, B) with B the baseline value of the axis when one is (bn_stats - full), else in sort order."""
+    value_a, value_b = axes(a)[axis], axes(b)[axis]
+    if value_a in BASELINES and value_b not in BASELINES:
+        return b, a
+    if value_b in BASELINES and value_a not in BASELINES:
+        return a, b
+    return (a, b) if sort_key(value_a) <= sort_key(value_b) else (b, a)
+
+
+def _shared_text(experiment, axis):
+    shown = {c: v for c, v in axes(experiment).items() if c not in (axis, "recipe")}
+    return ", ".join([f"data={data_setting(experiment)}"] + [f"{c}={v}" for c, v in shown.items()])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cells: the experiments of one contrast on their shared items
+
+
+@dataclass
+class Cells:
+    runs: list  # (k_j, N) per experiment
+    races: np.ndarray
+    clusters: object
+    clusters2: object
+    exact: list
+    paired_seeds: bool
+    statistic: str
+
+
+def _cells(experiments, metric, problems):
+    """The experiments' item matrices on the items all of them evaluated, or (None, reason)."""
+    matrices = []
+    for experiment in experiments:
+        matrix = _items_of(experiment, metric, problems, "contrasts")
+        if matrix is None:
+            return None, f"[{experiment.label()}] has no usable per-item {metric}"
+        matrices.append(matrix)
+    shared = set(matrices[0]["keys"]).intersection(*(m["keys"] for m in matrices[1:]))
+    keys = [key for key in matrices[0]["keys"] if key in shared]
+    if not keys:
+        return None, "no item evaluated by all of them"
+    runs, races = [], None
+    for matrix in matrices:
+        position = {key: i for i, key in enumerate(matrix["keys"])}
+        index = [position[key] for key in keys]
+        these = [matrix["races"][i] for i in index]
+        if races is not None and these != races:
+            return None, "items labelled with different races in different runs"
+        races = these
+        runs.append(np.minimum(matrix["values"][:, index], PSNR_CAP_DB))
+    first = matrices[0]
+    position = {key: i for i, key in enumerate(first["keys"])}
+    index = [position[key] for key in keys]
+    kind = experiments[0].kind
+    clusters = np.array([first["clusters"][i] for i in index]) if kind == "verify" else None
+    clusters2 = np.array([first["clusters2"][i] for i in index]) if kind == "verify" else None
+    exact = [untrained(e) for e in experiments]
+    seeds = [[canonical(run.identity["seed"]) for run in e.runs] for e, flag in zip(experiments, exact) if not flag]
+    paired = bool(seeds) and len(seeds[0]) >= 2 and all(s == seeds[0] for s in seeds)
+    return Cells(runs, np.array(races), clusters, clusters2, exact, paired, ITEM_METRICS[kind][metric][1]), None
+
+
+def _seeds_text(experiments):
+    return "/".join("exact" if untrained(e) else str(len(e.runs)) for e in experiments)
+
+
+def _metrics(experiments):
+    common = set(item_metrics(experiments[0])).intersection(*(item_metrics(e) for e in experiments[1:]))
+    return [m for m in ITEM_METRICS[experiments[0].kind] if m in common]
+
+
+def _planned(result, metric, min_effect):
+    if result["level"] != "recipe":
+        return None
+    return fairness.seeds_for_power(result["planning"], min_effect[metric], POWER, ALPHA)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The contrasts
+
+
+def _race_contrasts(question, study, kind, metric, experiments, weights_of, label, setting, primary_race,
+                    min_effect, problems, ci):
+    """One finding per race of a linear contrast of per-race means (weights_of(column of race) -> weights)."""
+    cells, reason = _cells(experiments, metric, problems)
+    if cells is None:
+        return [], reason
+    labels = [race for race in RACES[experiments[0].kind] if race in set(cells.races)]
+    rows = []
+    for race in labels:
+        members = cells.races == race
+        weight = np.where(members, 1.0 / members.sum(), 0.0)
+        result = fairness.linear_contrast(cells.runs, [c * weight for c in weights_of], cells.races, cells.clusters,
+                                          cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic, ci)
+        rows.append(Finding(question, study, kind, metric, race, race, label, setting, result["value"], result["lo"],
+                            result["hi"], result["p_value"], math.nan, result["level"], _seeds_text(experiments),
+                            result["df"], UNITS[metric], min_effect[metric], _planned(result, metric, min_effect),
+                            primary=race == primary_race))
+    for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
+        row.p_holm = float(p)
+    rows.sort(key=lambda row: not row.primary)  # the under-sampled race first
+    return rows, None
+
+
+def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_effect, problems, ci):
+    cells, reason = _cells([a, b], metric, problems)
+    if cells is None:
+        return [], reason
+    if len(set(cells.races)) < 2:
+        return [], "fewer than two races"
+    keys = [k for k in fairness.SUMMARY_CHANGE_KEYS if k != "ser" or cells.statistic == "percent"]
+    rows = []
+    for key, relative in [(k, False) for k in keys] + [("worst", True)]:
+        try:
+            result = fairness.summary_change(cells.runs[0], cells.runs[1], cells.races, key, cells.clusters,
+                                             cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic,
+                                             relative, ci)
+        except ValueError as error:
+            problems.add(a.runs[0].path, f"[{a.label()}] vs [{b.label()}] {metric}: no {key} change ({error})")
+            continue
+        ratio = key == "ser" or relative
+        quantity = f"{key}, relative" if relative else key
+        note = "the worst/best race is not separated from the runner-up: the interval treats it as known" \
+            if result["ties"] else ""
+        planned = None if ratio else _planned(result, metric, min_effect)
+        rows.append(Finding(question, study, kind, metric, "", quantity, label, setting, result["value"],
+                            result["lo"], result["hi"], result["p_value"], math.nan, result["level"],
+                            _seeds_text([a, b]), result["df"], "" if ratio else UNITS[metric],
+                            math.nan if ratio else min_effect[metric], planned, primary=key == "std",
+                            note=note, a_value=result["a"], b_value=result["b"]))
+    for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
+        row.p_holm = float(p)
+    return rows, None
+
+
+def answer(experiments, comparisons, problems=None, ci=0.95, min_effect=None):
+    """Answers (findings, contrasts not formed, dose-response curves) of the experiments of one or more
+    families. comparisons: reference_comparisons' results by id(experiment) (the dose-response reuses the
+    minority-penalty tests, so that its numbers are those of the Minority penalty table)."""
+    problems = problems or Problems()
+    min_effect = {**MIN_EFFECT, **(min_effect or {})}
+    answers = Answers()
+    families = {}
+    for experiment in experiments:
+        families.setdefault(experiment.family, []).append(experiment)
+    for family, members in families.items():
+        trained = [e for e in members if not untrained(e)]
+        _pairs(family, trained, members, answers, problems, ci, min_effect)
+        if family.startswith("quantize"):
+            _versus_fp32(family, trained, members, answers, problems, ci, min_effect)
+        answers.doses += dose_response(family, trained, comparisons)
+    return answers
+
+
+def _pairs(family, trained, members, answers, problems, ci, min_effect):
+    for i, first in enumerate(trained):
+        for second in trained[i + 1:]:
+            axis = _one_axis_apart(first, second)
+            if axis is None:
+                continue
+            a, b = _ordered(first, second, axis)
+            label = f"{axis}={axes(a)[axis]} - {axis}={axes(b)[axis]}"
+            setting = _shared_text(a, axis)
+            data = data_setting(a)
+            metrics = _metrics([a, b])
+            if data == "balanced":
+                question = f"Does {axis} change the per-race values on balanced data?"
+                for metric in metrics:
+                    rows, reason = _race_contrasts(question, family, "main effect", metric, [a, b], (1.0, -1.0),
+                                                   label, setting, None, min_effect, problems, ci)
+                    _keep(answers, rows, reason, family, f"{label} ({setting}), {metric}")
+            else:
+                _did(family, axis, a, b, label, setting, members, answers, problems, ci, min_effect)
+            question = f"Does {axis} change the fairness across races?"
+            for metric in metrics:
+                rows, reason = _summary_contrasts(question, family, "summary change", metric, a, b, label, setting,
+                                                  min_effect, problems, ci)
+                _keep(answers, rows, reason, family, f"{label} ({setting}), {metric}: summaries")
+
+
+def _keep(answers, rows, reason, family, what):
+    answers.findings += rows
+    if reason:
+        answers.unformed.append((family, what, reason))
+
+
+def _did(family, axis, a, b, label, setting, members, answers, problems, ci, min_effect):
+    quiet = Problems.quiet()
+    balanced = [find_reference(e, members, "balanced", quiet) for e in (a, b)]
+    what = f"penalty of {data_setting(a)}: {label} ({setting})"
+    missing = [e for e, ref in zip((a, b), balanced) if ref is None]
+    if missing:
+        answers.unformed.append((family, what, "no balanced run (same settings, minority none) for "
+                                               + "; ".join(f"[{e.label()}]" for e in missing)))
+        return
+    cells = [a, balanced[0], b, balanced[1]]
+    question = f"Does the under-sampling penalty depend on {axis}?"
+    for metric in _metrics(cells):
+        rows, reason = _race_contrasts(question, family, "difference in differences", metric, cells,
+                                       (1.0, -1.0, -1.0, 1.0), label, setting, _under_race(a), min_effect,
+                                       problems, ci)
+        _keep(answers, rows, reason, family, f"{what}, {metric}")
+    if any(len(e.runs) < 2 for e in cells):
+        answers.unformed.append((family, what, "recipe level needs >= 2 seeds in all four experiments: "
+                                               "reported as a model difference"))
+
+
+def _under_race(experiment):
+    """The RACES label of the under-sampled race (minority is written as a slug)."""
+    minority = str(experiment.columns.get("minority", "")).lower().replace("_", " ").replace("-", " ")
+    for race in RACES[experiment.kind]:
+        if race.lower().replace("_", " ").replace("-", " ") == minority:
+            return race
+    return None
+
+
+def _versus_fp32(family, trained, members, answers, problems, ci, min_effect):
+    quiet = Problems.quiet()
+    for experiment in trained:
+        if axes(experiment).get("bits") == "W32A32":
+            continue
+        reference = find_reference(experiment, members, "fp32", quiet)
+        if reference is None:
+            answers.unformed.append((family, f"[{experiment.label()}] vs fp32", "no fp32 run of the same model"))
+            continue
+        label = f"bits={axes(experiment)['bits']}, calib={experiment.columns.get('calib')} - fp32"
+        setting = _shared_text(experiment, "bits")
+        for metric in _metrics([experiment, reference]):
+            rows, reason = _summary_contrasts("Does quantization change the fairness across races?", family,
+                                              "vs fp32", metric, experiment, reference, label, setting, min_effect,
+                                              problems, ci)
+            _keep(answers, rows, reason, family, f"{label} ({setting}), {metric}")
+
+
+def dose_response(family, trained, comparisons):
+    """Penalty on the under-sampled race against the weight, per line of other settings (balanced tests)."""
+    lines = {}
+    for experiment in trained:
+        if data_setting(experiment) == "balanced":
+            continue
+        key = (tuple(sorted(axes(experiment).items())), experiment.columns.get("minority"),
+               experiment.columns.get("minority_mode", ""))
+        lines.setdefault(key, []).append(experiment)
+    curves = []
+    for (settings, minority, _), members in lines.items():
+        race = _under_race(members[0])
+        by_metric = {}
+        for experiment in members:
+            relation = comparisons.get(id(experiment), {}).get("balanced")
+            if relation is None:
+                continue
+            for metric, result in relation["results"].items():
+                entry = (result or {}).get("groups", {}).get(race)
+                if entry is not None:
+                    by_metric.setdefault(metric, []).append(DosePoint(
+                        float(canonical(experiment.columns.get("weight", "nan"))), entry["mean_diff"], entry["lo"],
+                        entry["hi"], entry["level"]))
+        line = ", ".join(f"{c}={v}" for c, v in settings if c != "recipe")
+        for metric, points in by_metric.items():
+            points.sort(key=lambda point: -point.weight)
+            curves.append(DoseCurve(family, metric, race, line, points, _onset(points)))
+    return curves
+
+
+def _onset(points):
+    """The largest weight from which every smaller weight run has a penalty interval below 0 (hurt)."""
+    onset = None
+    for point in reversed(points):  # from the smallest weight up
+        if point.hi < 0:
+            onset = point.weight
+        else:
+            break
+    return onset
