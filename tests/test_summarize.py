@@ -4,6 +4,8 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -602,6 +604,22 @@ def test_main_on_globs_and_plots_are_png(tmp_path):
             assert image.format == "PNG" and image.width >= 640 and image.height >= 400
             colours = {colour for _, colour in image.convert("RGB").getcolors(1 << 20)}
         assert PALETTE[0] in colours and PALETTE[1] in colours  # both experiments drawn
+
+
+def test_summarize_stands_on_numpy_without_torch_or_timm(tmp_path):
+    # A fresh process: the table layer, and summarize run end to end, never load torch or timm (fast start,
+    # light worker processes).
+    hand_runs(tmp_path / "runs")
+    code = ("import sys, racecomp.tables, racecomp.tables.command\n"
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'imported'\n"
+            "import summarize\n"
+            "summarize.main(summarize.get_args_parser().parse_args(sys.argv[1:]))\n"
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'summarized'\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+                           "--n-boot", "20", "--workers", "2"], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert os.path.isfile(tmp_path / "out" / "tables.md")
 
 
 def test_infinite_psnr_is_kept_in_means_and_capped_for_intervals(tmp_path):
