@@ -3,15 +3,15 @@ where a script's arguments come from (its command line, or the ARGS line of a pa
 
 Each `add_*` function adds one argument group to a study's parser and returns it, so a study can put
 its own flags of the same kind beside them.
+
+torch (and engine, which brings timm) is imported only by the functions that need it, so a command without
+training (summarize, toydata) parses its flags and reports its errors without loading torch.
 """
 import argparse
 import os
 import shlex
 import sys
 
-import torch
-
-from racecomp import engine, finetune
 from racecomp.races import parse_race, slug
 
 
@@ -45,6 +45,7 @@ def add_output_arguments(parser, out_help):
 
 
 def add_training_arguments(parser):
+    from racecomp import engine, finetune
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=2, help="passes over the training set (an epoch is as "
                        "many draws as the training set before under-sampling, whatever --weight is)")
@@ -106,6 +107,7 @@ def check_races(text, vocabulary):
 
 
 def resolve_device(name):
+    import torch
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

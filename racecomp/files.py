@@ -13,10 +13,9 @@ import subprocess
 import sys
 import tempfile
 
-import torch
-
 from racecomp.schema import FINISHED_MARKER, NON_RESULT_ARGS
 
+# torch is imported inside the functions that need it: the tables write through this module and stand on numpy.
 
 
 def _umask():
@@ -81,6 +80,7 @@ def write_bytes(path, data):
 
 def save_checkpoint(state, path):
     """torch.save a flat dict atomically (serialized in memory first, then one atomic write)."""
+    import torch
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_bytes(path, buffer.getvalue())
@@ -90,6 +90,7 @@ def load_checkpoint(path):
     """Load a checkpoint with weights_only=True: tensors and plain containers only, never arbitrary pickles."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    import torch
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError or RuntimeError depending on the payload
@@ -113,6 +114,7 @@ def library_versions():
     import numpy
     import PIL
     import timm
+    import torch
     import torchvision
     return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
             "timm": timm.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__,

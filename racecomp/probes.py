@@ -18,10 +18,10 @@ import torch
 from racecomp import datasets, engine, verification
 from racecomp.metrics import l2_normalize
 from racecomp.races import FAIRFACE_RACES
+# The files' columns are the schema's (the tables read them without torch).
+from racecomp.schema import BIAS_PROBE_COLUMNS as BIAS_COLUMNS, PROBE_GENDER_COLUMNS as GENDER_COLUMNS  # noqa: F401
 
 GENDER_POSITIVE = "Female"  # class 1 of the gender probe, the positive class of its F1
-GENDER_COLUMNS = ("race", "n", "f1_in", "f1_out", "worst", "gap", "accuracy")
-BIAS_COLUMNS = ("set_a", "set_b", "n_a", "n_b", "assoc_pretrained", "assoc_finetuned")
 
 
 def extract_features(model, records, image_size, batch_size, workers, device):

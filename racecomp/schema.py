@@ -37,6 +37,15 @@ IDENTITY_MODEL_ARGS = ("identity_model", "identity_arch")
 # original faces has neither.
 RESTORE_COLUMNS = ("restore", "restore_model")
 
+# Optional probe files of a verification run (run_verify --probe gender, --bias-probe; racecomp.probes): each row
+# starts with the run's identifying columns as in per_race.csv. probe_gender.csv: per FairFace race the gender
+# probe's F1 on that race (f1_in) and on the others (f1_out), worst and gap of the two, accuracy; fractions in
+# [0, 1]. bias_probe.csv: per comparison of FairFace probe sets the association score (in [-1, 1]) before and
+# after training; their Bias Transfer Score goes to args.json ("bias_transfer_score").
+PROBE_GENDER_FILE, BIAS_PROBE_FILE = "probe_gender.csv", "bias_probe.csv"
+PROBE_GENDER_COLUMNS = ("race", "n", "f1_in", "f1_out", "worst", "gap", "accuracy")
+BIAS_PROBE_COLUMNS = ("set_a", "set_b", "n_a", "n_b", "assoc_pretrained", "assoc_finetuned")
+
 # Flags every study has that never change a result: where a run goes and how fast it gets there. Each
 # study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.
 NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import summarize
 from racecomp import facenets, metrics, probes, toydata
 from racecomp.studies import verify
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
@@ -92,6 +93,22 @@ def test_probes_write_their_files_before_the_finished_marker(balanced_run):
     marker = (balanced_run / "per_race.csv").stat().st_mtime_ns
     assert (balanced_run / "probe_gender.csv").stat().st_mtime_ns <= marker
     assert (balanced_run / "bias_probe.csv").stat().st_mtime_ns <= marker
+
+
+def test_summarize_tabulates_the_probes_the_study_wrote(balanced_run, tmp_path):
+    summarize.main(summarize.get_args_parser().parse_args([str(balanced_run), "--out", str(tmp_path / "tables"),
+                                                           "--n-boot", "20", "--workers", "1"]))
+    rows = {row["metric"]: row for row in read_csv(tmp_path / "tables" / "probes_verify.csv")}
+    f1 = {row["race"]: float(row["f1_in"]) for row in read_csv(balanced_run / "probe_gender.csv")}
+    assert list(rows) == [f"probe_f1:{race}" for race in FAIRFACE_RACES] + [
+        "probe_f1_worst", "probe_f1_gap", "bias_transfer_score"]
+    for race, value in f1.items():
+        assert float(rows[f"probe_f1:{race}"]["mean"]) == value
+    assert float(rows["probe_f1_worst"]["mean"]) == min(f1.values())
+    assert float(rows["probe_f1_gap"]["mean"]) == pytest.approx(max(f1.values()) - min(f1.values()))
+    record = json.loads((balanced_run / "args.json").read_text())
+    assert float(rows["bias_transfer_score"]["mean"]) == pytest.approx(record["bias_transfer_score"])
+    assert all(row["n_seeds"] == "1" and row["lo"] == row["hi"] == "" for row in rows.values())
 
 
 def test_under_sampled_run_keeps_half_the_identities_at_equal_compute(data, balanced_run, tmp_path):

@@ -4,6 +4,8 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -286,6 +288,105 @@ def test_quantized_minus_fp32_and_missing_fp32(tmp_path):
                for path, message in result["problems"])
     assert "Quantized - fp32, accuracy (%), quantized verification" in sections(
         (tmp_path / "out" / "tables.md").read_text())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The probe studies: run_verify --probe gender (probe_gender.csv), --bias-probe (bias_probe.csv, args.json)
+
+PROBE_PAIRS = [(race, i + 1, f"{race}{i % 5}", 1) for race in ("African", "Asian") for i in range(20)]
+PROBE_F1 = {  # seed -> {race: f1_in}; worst and gap per seed: 0.80 / 0.10, 0.76 / 0.16, 0.78 / 0.10
+    0: {"White": 0.90, "Black": 0.80, "Indian": 0.85},
+    1: {"White": 0.92, "Black": 0.76, "Indian": 0.88},
+    2: {"White": 0.88, "Black": 0.78, "Indian": 0.80}}
+BTS = {0: 0.5, 1: 0.7, 2: 0.6}
+T_975_2DF = 4.302652729749  # Student t quantile 0.975 with 2 df (tables)
+
+
+def write_probes(folder, f1=None, bts=None):
+    """The probe files of run_verify.py in `folder` (a verify_run): probe_gender.csv with {race: f1_in}
+    (f1_out 0.5, worst/gap of the two, accuracy 0.9, n 6), bias_probe.csv with 3 comparisons, and the Bias
+    Transfer Score in args.json; rows start with the run's identifying columns, as the study writes them."""
+    per_race = read_csv(os.path.join(folder, "per_race.csv"))
+    columns = list(per_race[0])[:list(per_race[0]).index("race")]
+    identity = [per_race[0][c] for c in columns]
+    if f1 is not None:
+        write_rows(os.path.join(folder, "probe_gender.csv"), columns + ["race", "n", "f1_in", "f1_out", "worst", "gap",
+                                                                        "accuracy"],
+                   [identity + [race, 6, value, 0.5, min(value, 0.5), abs(value - 0.5), 0.9]
+                    for race, value in f1.items()])
+    if bts is not None:
+        write_rows(os.path.join(folder, "bias_probe.csv"), columns + ["set_a", "set_b", "n_a", "n_b",
+                                                                      "assoc_pretrained", "assoc_finetuned"],
+                   [identity + ["White", "Black", 6, 6, 0.3, 0.2], identity + ["White", "Indian", 6, 6, 0.4, 0.5],
+                    identity + ["White Male", "White Female", 3, 3, 0.6, 0.7]])
+        write_args(folder, "verify", {"seed": per_race[0]["seed"]}, bias_transfer_score=bts)
+
+
+def probe_runs(root):
+    """Balanced: 3 seeds with both probes; under-sampled Asian: 1 seed, gender probe only; another: none."""
+    for seed in PROBE_F1:
+        write_probes(verify_run(root, f"balanced-{seed}", PROBE_PAIRS, seed=seed), PROBE_F1[seed], BTS[seed])
+    write_probes(verify_run(root, "asian", PROBE_PAIRS, minority="Asian", weight=0.5), PROBE_F1[0])
+    verify_run(root, "african", PROBE_PAIRS, minority="African", weight=0.5)
+
+
+def t_interval(values):
+    mean = math.fsum(values) / len(values)
+    half = T_975_2DF * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def test_probe_f1_worst_gap_and_bias_transfer_score_over_seeds_by_hand(tmp_path):
+    probe_runs(tmp_path / "runs")
+    result = run_main([tmp_path / "runs"], tmp_path / "out", "--n-boot", "20")
+    rows = read_csv(tmp_path / "out" / "probes_verify.csv")
+    balanced = {r["metric"]: r for r in rows if r["minority"] == "none"}
+    expected = {"probe_f1:White": [0.90, 0.92, 0.88], "probe_f1:Black": [0.80, 0.76, 0.78],
+                "probe_f1:Indian": [0.85, 0.88, 0.80], "probe_f1_worst": [0.80, 0.76, 0.78],
+                "probe_f1_gap": [0.10, 0.16, 0.10], "bias_transfer_score": [0.5, 0.7, 0.6]}
+    assert list(balanced) == list(expected)  # races in FairFace order, then worst, gap, BTS
+    for metric, values in expected.items():
+        mean, lo, hi = t_interval(values)
+        row = balanced[metric]
+        assert float(row["mean"]) == pytest.approx(mean, abs=1e-12)
+        assert (float(row["lo"]), float(row["hi"])) == pytest.approx((lo, hi), rel=1e-9)
+        assert (row["n_seeds"], row["seeds"], row["level"]) == ("3", "0;1;2", "recipe")
+    assert float(balanced["bias_transfer_score"]["lo"]) == pytest.approx(0.6 - T_975_2DF * 0.1 / math.sqrt(3))
+    under = {r["metric"]: r for r in rows if r["minority"] == "Asian"}
+    assert "bias_transfer_score" not in under and not [r for r in rows if r["minority"] == "African"]
+    assert float(under["probe_f1_gap"]["mean"]) == pytest.approx(0.10)
+    assert (under["probe_f1_worst"]["n_seeds"], under["probe_f1_worst"]["lo"]) == ("1", "")
+    table = sections((tmp_path / "out" / "tables.md").read_text())["Gender probe and Bias Transfer Score over "
+                                                                     "seeds, verification"]
+    assert "covers the seed-to-seed variation of the probe result, i.e. the recipe" in table
+    assert "with one seed no interval is given" in table
+    assert "| gender-probe F1, worst race | 1 | 0.800 (n=1, no interval) |" in table
+    assert "| Bias Transfer Score | 3 | 0.600 [0.352, 0.848] | 0.100 |" in table
+    assert not [m for _, m in result["problems"] if "probe" in m.lower()]  # runs without probes are fine
+
+
+def test_malformed_probe_files_are_reported_and_the_rest_tabulated(tmp_path):
+    root = tmp_path / "runs"
+    probe_runs(root)
+    gender = root / "balanced-1" / "probe_gender.csv"
+    gender.write_text(gender.read_text().replace(",0.92,", ",high,"))
+    other = root / "balanced-2" / "bias_probe.csv"  # rows of another seed's run
+    other.write_text(other.read_text().replace(",2,abc123,", ",7,abc123,"))
+    record = json.loads((root / "balanced-0" / "args.json").read_text())
+    (root / "balanced-0" / "args.json").write_text(json.dumps({**record, "bias_transfer_score": None}))
+    result = run_main([root], tmp_path / "out", "--n-boot", "20")
+    messages = {}
+    for path, message in result["problems"]:
+        messages.setdefault(path, []).append(message)
+    assert any("'high' is not a number; the probe is left out" in m for m in messages[str(gender)])
+    assert any("identifying column(s) ['seed'] differ from per_race.csv" in m for m in messages[str(other)])
+    assert any("no numeric bias_transfer_score" in m for m in messages[str(root / "balanced-0" / "bias_probe.csv")])
+    assert any("no gender probe while 2 other seed(s)" in m
+               for m in messages[str(root / "balanced-1" / "per_race.csv")])
+    balanced = {r["metric"]: r for r in read_csv(tmp_path / "out" / "probes_verify.csv") if r["minority"] == "none"}
+    assert (balanced["probe_f1:White"]["seeds"], balanced["bias_transfer_score"]["seeds"]) == ("0;2", "1")
+    assert float(balanced["probe_f1:White"]["mean"]) == pytest.approx(0.89)
+    assert float(balanced["bias_transfer_score"]["mean"]) == 0.7 and balanced["bias_transfer_score"]["lo"] == ""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -603,6 +704,22 @@ def test_main_on_globs_and_plots_are_png(tmp_path):
             assert image.format == "PNG" and image.width >= 640 and image.height >= 400
             colours = {colour for _, colour in image.convert("RGB").getcolors(1 << 20)}
         assert PALETTE[0] in colours and PALETTE[1] in colours  # both experiments drawn
+
+
+def test_summarize_stands_on_numpy_without_torch_or_timm(tmp_path):
+    # A fresh process: the table layer, and summarize run end to end, never load torch or timm (fast start,
+    # light worker processes).
+    hand_runs(tmp_path / "runs")
+    code = ("import sys, racecomp.tables, racecomp.tables.command\n"
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'imported'\n"
+            "import summarize\n"
+            "summarize.main(summarize.get_args_parser().parse_args(sys.argv[1:]))\n"
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'summarized'\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+                           "--n-boot", "20", "--workers", "2"], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert os.path.isfile(tmp_path / "out" / "tables.md")
 
 
 def test_infinite_psnr_is_kept_in_means_and_capped_for_intervals(tmp_path):

@@ -334,7 +334,7 @@ def run_probes(args, probe_data, model, start_model, device, record, columns):
     if args.probe == "gender":
         rows, summary = probes.gender_probe(model, train_records, val_records, args.image_size,
                                             steps=args.probe_steps, **features)
-        files.write_csv(os.path.join(args.out, "probe_gender.csv"), [{**columns, **row} for row in rows])
+        files.write_csv(os.path.join(args.out, schema.PROBE_GENDER_FILE), [{**columns, **row} for row in rows])
         record["probe_gender"] = summary
         print(f"[probe] gender on {root}: val accuracy {summary['val_accuracy']:.4f}, F1 "
               f"({summary['positive_class']} positive) {summary['val_f1']:.4f}")
@@ -345,7 +345,7 @@ def run_probes(args, probe_data, model, start_model, device, record, columns):
         rows, score = probes.bias_probe(probes.extract_features(start_model, val_records, args.image_size, **features),
                                         probes.extract_features(model, val_records, args.image_size, **features),
                                         val_records)
-        files.write_csv(os.path.join(args.out, "bias_probe.csv"), [{**columns, **row} for row in rows])
+        files.write_csv(os.path.join(args.out, schema.BIAS_PROBE_FILE), [{**columns, **row} for row in rows])
         record["bias_transfer_score"] = score
         print(f"[probe] Bias Transfer Score (Spearman over {len(rows)} comparisons): {score:.4f}")
 

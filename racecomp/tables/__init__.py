@@ -1,6 +1,6 @@
 """Per-race tables a paper can print, from finished run folders: seeds pooled per experiment, per-race intervals,
 fairness gaps with simultaneous intervals, paired model-vs-reference tests, minority penalties; markdown, CSV and
-PNG dot plots.
+PNG dot plots (at most plots.MAX_WIDTH_PX wide: a wider plot is split into parts).
 
 A run folder is finished when it holds per_race.csv (the files and their columns: racecomp.schema). Its rows
 start with the run's identifying columns (every column before `race`: study, the settings, seed,
@@ -30,10 +30,14 @@ Conventions used by every table:
     of error rates; 1 - id_cos is not one). id_cos is compared only between runs of the same recognition model
     (schema.IDENTITY_MODEL_ARGS in args.json): the gain over bicubic uses the bicubic run with the same
     --identity-model, which is also the preferred bicubic reference of PSNR/SSIM (the same there either way).
+  - Probes (run_verify --probe gender / --bias-probe: probe_gender.csv, bias_probe.csv and the Bias Transfer
+    Score in args.json) are optional: a run without them is fine, a malformed file is reported. Each probe
+    result is one number per seed; its table gives the mean over seeds and a t interval over the seed values.
 
 Modules: runs (find, read and check run folders; group experiments), comparisons (per-race rows, intervals,
-paired tests against references), formatting (how numbers are written), plots (PNG dot plots), output (the
---out folder and its manifest), report (the tables and summarize).
+paired tests against references), probes (probe results per seed and over seeds), formatting (how numbers are
+written), plots (PNG dot, forest and dose-response plots), output (the --out folder and its manifest), report
+(the tables and summarize).
 """
 from racecomp.tables.report import summarize
 

@@ -8,7 +8,7 @@ import contextlib
 import os
 
 from racecomp import files
-from racecomp.tables.plots import plot_intervals
+from racecomp.tables.plots import interval_images, part_paths, png_bytes
 
 MANIFEST = "summarize_files.txt"
 MANIFEST_HEADER = "# Files written by summarize.py into this folder; its next run removes them and writes its own.\n"
@@ -77,7 +77,16 @@ class Output:
             files.write_csv(self._path(name), rows, fieldnames=fieldnames)
 
     def plot(self, name, *args, **kwargs):
-        plot_intervals(self._path(name), *args, **kwargs)
+        """The dot plot of plots.interval_images (one PNG, or its parts when too wide); returns the paths."""
+        return self.pngs(name, interval_images(*args, **kwargs))
+
+    def pngs(self, name, images):
+        """The images of one plot (plots.*_images) as `name` or its parts (plots.part_paths); returns the paths."""
+        paths = []
+        for part, image in zip(part_paths(name, len(images)), images):
+            paths.append(self._path(part))
+            files.write_bytes(paths[-1], png_bytes(image))
+        return paths
 
     def text(self, name, text):
         files.write_bytes(self._path(name), text.encode("utf-8"))

@@ -21,6 +21,7 @@ from racecomp.tables.comparisons import (ITEM_METRICS, fairness_interval_rows, i
                                          reference_comparisons, seed_spread_rows, usable_for_items)
 from racecomp.tables.formatting import cell_magnitude, format_number, interval_text, p_text
 from racecomp.tables.output import Output
+from racecomp.tables.probes import probe_rows
 from racecomp.tables.runs import (Problems, canonical, differing_settings, find_run_folders, group_experiments,
                                   load_run, races_of, sort_key)
 
@@ -457,6 +458,7 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None):
             _restored_table(output, block, problems)
         _interval_tables(output, block, n_boot, seed, ci, problems)
         _relation_tables(output, block, comparisons, ci)
+        _probe_table(output, block, ci, problems)
     _legend(output, blocks, problems)
     listed = "\n".join(f"- `{path}`: {message}" for path, message in problems.entries) or "None."
     contents = "\n".join(f"- {title}" for title, _ in output.sections)
@@ -470,3 +472,37 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None):
             + f"\n## Problems\n\n{listed}\n")
     output.text("tables.md", text)
     return {"written": output.written, "problems": problems.entries, "experiments": len(experiments)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The probe studies (run_verify --probe gender, --bias-probe)
+
+
+def _probe_table(output, block, ci, problems):
+    """Per experiment with probe results: the gender probe's F1 per FairFace race, worst race and gap, and the
+    Bias Transfer Score, each the mean over seeds with a t interval over the seeds (tables.probes)."""
+    rows = {id(e): probe_rows(e, ci, problems) for e in block.experiments}
+    members = [e for e in block.experiments if rows[id(e)]]
+    if not members:
+        return
+    output.csv(f"probes_{block.name}.csv", [row for e in members for row in rows[id(e)]])
+    level = f"{100 * ci:g}%"
+    label_header, label_cells, constant = _label_layout(members, 4)
+    body = [label_cells(e) + [row["quantity"], row["n_seeds"],
+                              interval_text(row["mean"], math.nan if row["lo"] == "" else row["lo"],
+                                            math.nan if row["hi"] == "" else row["hi"], row["n_seeds"],
+                                            "no interval"), format_number(row["seed_sd"])]
+            for e in members for row in rows[id(e)]]
+    note = (f"Probes of each trained backbone on FairFace val: the gender probe (run_verify.py --probe gender; "
+            f"F1 of Female as a fraction, on each race's images; worst race = the lowest per-race F1 and gap = "
+            f"highest - lowest, both computed per seed) and the Bias Transfer Score (--bias-probe; Spearman "
+            f"correlation in [-1, 1] of the association scores before vs after training, from each run's "
+            f"args.json). Each cell: mean over seeds [{level} t interval over the seed values, t with k - 1 df "
+            f"for k seeds, clipped to the value's range]. The interval covers the seed-to-seed variation of the "
+            f"probe result, i.e. the recipe (another training run), not the probe's sampling error on these "
+            f"images; with one seed no interval is given. seed sd = sample sd over seeds. Per-seed values: "
+            f"racecomp.tables.probes.probe_seed_values.")
+    output.section(f"Gender probe and Bias Transfer Score over seeds, {block.title}",
+                   _intro(constant, note) + "\n\n"
+                   + _markdown_table(label_header + ["quantity", "seeds", f"mean [{level} CI over seeds]",
+                                                     "seed sd"], body))

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from racecomp.races import check_label
-from racecomp.schema import (COUNT_COLUMN, FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS,
-                             OPTIONAL_RACE_METRICS, POOLED_COLUMNS, RACE_METRICS, RACES, STUDIES)
+from racecomp.races import FAIRFACE_RACES, check_label
+from racecomp.schema import (BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COUNT_COLUMN, FAMILIES, FINISHED_MARKER, ITEM_COLUMNS,
+                             ITEM_FILES, NON_RESULT_ARGS, OPTIONAL_RACE_METRICS, POOLED_COLUMNS, PROBE_GENDER_COLUMNS,
+                             PROBE_GENDER_FILE, RACE_METRICS, RACES, STUDIES)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
 # Per-item columns the tables need: the schema's, plus a pair's second identity. Without it, pairs that share
@@ -49,6 +50,10 @@ class Run:
     per_race: dict  # race -> {"n": items, metric: mean}; optional metrics only when the run has them
     items: list  # [{"key", "race", "cluster" (file or id1), "cluster2" (id2, pairs only), <per-item column>}] or None
     record: dict = None  # args.json: {"args": every resolved argument, ...}
+    # The optional probes of a verification run (schema.PROBE_GENDER_FILE, BIAS_PROBE_FILE), None without them:
+    gender_probe: list = None  # [{"race", "n", "f1_in", "f1_out", "worst", "gap", "accuracy"}], FairFace races
+    bias_probe: list = None  # [{"set_a", "set_b", "n_a", "n_b", "assoc_pretrained", "assoc_finetuned"}]
+    bias_transfer_score: float = None  # of bias_probe's rows, from args.json; None when unknown (reported)
 
     @property
     def path(self):
@@ -390,6 +395,7 @@ def load_run(folder, problems):
             if values.get(metric) == math.inf:
                 problems.add(path, f"{race}: mean {metric} is infinite (an image reproduced exactly); kept as inf")
     run = Run(folder, family, kind, identity, per_race, None, _read_record(folder, problems))
+    _read_probes(run, problems)
     item_path = os.path.join(folder, ITEM_FILES[kind])
     if not os.path.isfile(item_path):
         problems.add(item_path, "missing: the run appears only in the per-race tables (no CIs, no paired tests)")
@@ -406,6 +412,85 @@ def load_run(folder, problems):
         return run
     run.items = items
     return run
+
+
+def _fraction(row, column, line, low=0.0):
+    """_number, checked to lie in [low, 1] (up to float rounding)."""
+    value = _number(row, column, line)
+    if not low - 1e-9 <= value <= 1.0 + 1e-9:
+        raise ValueError(f"line {line}: column {column!r}: {value!r} is outside [{low:g}, 1]")
+    return value
+
+
+def _gender_probe_rows(rows):
+    probe, seen = [], set()
+    for line, row in rows:
+        race = check_label(row["race"], FAIRFACE_RACES, f"line {line}")
+        if race in seen:
+            raise ValueError(f"line {line}: race {race!r} appears twice")
+        seen.add(race)
+        probe.append({"race": race, "n": _count(row, "n", line),
+                      **{c: _fraction(row, c, line) for c in ("f1_in", "f1_out", "worst", "gap", "accuracy")}})
+    return probe
+
+
+def _bias_probe_rows(rows):
+    probe = []
+    for line, row in rows:
+        if not row["set_a"].strip() or not row["set_b"].strip():
+            raise ValueError(f"line {line}: empty probe set name")
+        probe.append({"set_a": row["set_a"], "set_b": row["set_b"], "n_a": _count(row, "n_a", line),
+                      "n_b": _count(row, "n_b", line), **{c: _fraction(row, c, line, low=-1.0)
+                                                           for c in ("assoc_pretrained", "assoc_finetuned")}})
+    if len(probe) < 3:
+        raise ValueError(f"{len(probe)} comparison(s): a Bias Transfer Score needs at least 3")
+    return probe
+
+
+def _probe_file(run, name, columns, read_rows, problems):
+    """read_rows' result for the run's optional probe file `name`, or None: absent (nothing to say) or
+    unusable (reported with the reason)."""
+    path = os.path.join(run.folder, name)
+    if not os.path.isfile(path):
+        return None
+    table = _read_csv(path, tuple(run.identity) + columns, problems)
+    if table is None:
+        problems.add(path, "unusable: the probe is left out of the tables")
+        return None
+    header, rows = table
+    rows = [(line, dict(zip(header, fields))) for line, fields in rows]
+    try:
+        for line, row in rows:
+            differing = [c for c in run.identity if row[c] != run.identity[c]]
+            if differing:
+                raise ValueError(f"line {line}: identifying column(s) {differing} differ from {FINISHED_MARKER}'s "
+                                 f"(a file from another run?)")
+        return read_rows(rows)
+    except ValueError as error:
+        problems.add(path, f"{error}; the probe is left out of the tables")
+        return None
+
+
+def _read_probes(run, problems):
+    """Set the run's optional probe results (run_verify --probe gender, --bias-probe); a run without them is
+    fine, a malformed file is reported and left out. The Bias Transfer Score is the one the run computed from
+    its bias_probe.csv rows (args.json), so that the tables need no statistics of racecomp.probes."""
+    run.gender_probe = _probe_file(run, PROBE_GENDER_FILE, PROBE_GENDER_COLUMNS, _gender_probe_rows, problems)
+    run.bias_probe = _probe_file(run, BIAS_PROBE_FILE, BIAS_PROBE_COLUMNS, _bias_probe_rows, problems)
+    if run.bias_probe is None:
+        return
+    score = (run.record or {}).get("bias_transfer_score")
+    path = os.path.join(run.folder, BIAS_PROBE_FILE)
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        problems.add(path, "no numeric bias_transfer_score in the run's args.json: its Bias Transfer Score is left "
+                           "out of the tables")
+    elif math.isnan(score):
+        problems.add(path, "Bias Transfer Score NaN in args.json (one side's association scores all equal): left "
+                           "out of the tables")
+    elif not -1.0 - 1e-9 <= score <= 1.0 + 1e-9:
+        problems.add(path, f"Bias Transfer Score {score!r} in args.json is outside [-1, 1]: left out of the tables")
+    else:
+        run.bias_transfer_score = float(score)
 
 
 def group_experiments(runs, problems):
