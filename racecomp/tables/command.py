@@ -4,6 +4,7 @@
     python -m racecomp.tables runs/ --out tables/      # the same, from an installed package
 """
 from racecomp.cli import make_parser, run_script
+from racecomp.tables.contrasts import MIN_EFFECT
 from racecomp.tables.report import summarize
 
 DESCRIPTION = ("Per-race fairness tables from finished runs: seeds pooled, confidence intervals, paired tests, "
@@ -19,6 +20,10 @@ def get_args_parser(add_help=True):
                         help="bootstrap replicates (studentized intervals, paired tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every bootstrap")
     parser.add_argument("--ci", type=float, default=0.95, help="confidence level of every interval")
+    parser.add_argument("--min-effect", nargs="+", default=[], metavar="METRIC=VALUE",
+                        help="smallest effect worth detecting, for the seed planner of findings.md (defaults: "
+                             + ", ".join(f"{m}={v:g}" for m, v in MIN_EFFECT.items())
+                             + "; accuracy in percentage points)")
     parser.add_argument("--workers", type=int, default=None, help="processes for the paired tests (default: the "
                         "cores this process may use; the numbers do not depend on it)")
     return parser
@@ -31,7 +36,17 @@ def main(args):
         raise SystemExit(f"--ci {args.ci}: must be in (0, 1)")
     if args.workers is not None and args.workers < 1:
         raise SystemExit(f"--workers {args.workers}: must be positive")
-    result = summarize(args.paths, args.out, n_boot=args.n_boot, seed=args.seed, ci=args.ci, workers=args.workers)
+    min_effect = {}
+    for text in args.min_effect:
+        metric, _, value = text.partition("=")
+        try:
+            min_effect[metric] = float(value)
+        except ValueError:
+            raise SystemExit(f"--min-effect {text}: expected METRIC=VALUE, e.g. psnr_y=0.1") from None
+        if metric not in MIN_EFFECT or not min_effect[metric] > 0:
+            raise SystemExit(f"--min-effect {text}: metric one of {', '.join(MIN_EFFECT)}, value > 0")
+    result = summarize(args.paths, args.out, n_boot=args.n_boot, seed=args.seed, ci=args.ci, workers=args.workers,
+                       min_effect=min_effect)
     if not result["written"]:
         raise SystemExit(f"summarize.py: no usable finished run (folder with a valid per_race.csv) under "
                          f"{' '.join(args.paths)}; {len(result['problems'])} problem(s) printed above")

@@ -20,6 +20,7 @@ from racecomp.schema import FAMILIES, RECIPE_COLUMN, RESTORE_COLUMNS
 from racecomp.tables.comparisons import (ITEM_METRICS, fairness_interval_rows, item_metrics, race_columns_row,
                                          reference_comparisons, seed_spread_rows, usable_for_items)
 from racecomp.tables.formatting import cell_magnitude, format_number, interval_text, p_text
+from racecomp.tables import contrasts, findings
 from racecomp.tables.output import Output
 from racecomp.tables.probes import probe_rows
 from racecomp.tables.runs import (Problems, canonical, differing_settings, find_run_folders, group_experiments,
@@ -432,10 +433,12 @@ def _legend(output, blocks, problems):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None):
+def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min_effect=None):
     """Find the runs under `patterns`, write every table (CSV + tables.md) and plot (PNG) into `out_dir`.
 
     `workers`: processes for the paired tests (default: the available cores); the numbers do not depend on it.
+    `min_effect`: {metric: smallest effect worth detecting} for the seed planner (contrasts.MIN_EFFECT).
+    findings.md / findings.csv answer the studies' questions (tables.contrasts, tables.findings).
     `out_dir` ends up holding exactly this run's files (tables.output): the files of an earlier summarize
     there are removed; a folder holding any other file is refused (ValueError) before any work. Returns
     {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is written (and the
@@ -449,8 +452,10 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None):
     if not experiments:
         return {"written": [], "problems": problems.entries, "experiments": 0}
     blocks = blocks_of(experiments)
+    every_comparison = {}
     for block in blocks:
         comparisons = reference_comparisons(block.experiments, n_boot, seed, ci, problems, workers)
+        every_comparison.update(comparisons)
         if block.experiments[0].kind == "upscale":
             _seeds_table(output, block)
         _means_tables(output, block, problems)
@@ -460,6 +465,7 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None):
         _relation_tables(output, block, comparisons, ci)
         _probe_table(output, block, ci, problems)
     _legend(output, blocks, problems)
+    findings.write(output, contrasts.answer(experiments, every_comparison, problems, ci, min_effect))
     listed = "\n".join(f"- `{path}`: {message}" for path, message in problems.entries) or "None."
     contents = "\n".join(f"- {title}" for title, _ in output.sections)
     text = ("# RaceComp per-race tables\n\n"

@@ -29,14 +29,22 @@ REQUIRED_ITEM_COLUMNS = {kind: tuple(dict.fromkeys(columns + (("id2",) if kind =
 class Problems:
     """Everything left out or suspicious, by file: printed when found and listed in tables.md."""
 
-    def __init__(self):
+    def __init__(self, echo=True):
         self.entries = []  # (path, message)
+        self.echo = echo
+
+    @classmethod
+    def quiet(cls):
+        """A Problems that only collects: for a search whose misses are expected (e.g. a reference that may
+        not exist), reported by the caller in its own words."""
+        return cls(echo=False)
 
     def add(self, path, message):
         if (path, message) in self.entries:  # the same check may run for several tables
             return
         self.entries.append((path, message))
-        print(f"[problem] {path}: {message}", flush=True)
+        if self.echo:
+            print(f"[problem] {path}: {message}", flush=True)
 
 
 @dataclass

@@ -1,0 +1,216 @@
+"""Contrasts between experiments (racecomp.fairness linear_contrast / summary_change / seeds_for_power and
+racecomp.tables.contrasts / findings): hand-computed cases, planted effects in run folders written in the real
+formats and read back by summarize, and small simulations (fuller ones: bench/bench_contrasts.py)."""
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import summarize
+from racecomp import estimates, fairness, student_t
+
+UPSCALE_ID = ("study", "arch", "scale", "upsampler", "minority", "weight", "minority_mode", "finetune", "recipe",
+              "seed", "code_version")
+QUANT_ID = ("study", "task", "arch", "wbits", "abits", "calib", "qat_steps", "recipe", "seed", "code_version")
+RACES = ("White", "Black", "East Asian", "Indian")
+
+
+def write_rows(path, header, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def upscale_folder(root, arch, minority, weight, seed, races, psnr, scale=2):
+    """A run_upscale.py run folder: per_image.csv (file, race, PSNR-Y, SSIM-Y), per_race.csv, args.json."""
+    identity = {"study": "upscale", "arch": arch, "scale": scale, "upsampler": "pixelshuffle", "minority": minority,
+                "weight": weight, "minority_mode": "subsample", "finetune": "full", "recipe": "r1", "seed": seed,
+                "code_version": "abc"}
+    folder = os.path.join(root, f"{arch}-x{scale}-{minority}-{weight}-seed{seed}")
+    ssim = 0.5 + psnr / 100.0
+    write_rows(os.path.join(folder, "per_image.csv"), ["file", "race", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"],
+               [[f"val/{i}.jpg", race, p, s, p - 1, s - 0.01] for i, (race, p, s) in enumerate(zip(races, psnr, ssim))])
+    per_race = []
+    for race in dict.fromkeys(races):
+        members = np.asarray(races) == race
+        means = [float(np.mean(v[members])) for v in (psnr, ssim, psnr - 1, ssim - 0.01)]
+        per_race.append([identity[c] for c in UPSCALE_ID] + [race, int(members.sum()), means[1], means[0], means[3],
+                                                              means[2]])
+    write_rows(os.path.join(folder, "per_race.csv"), list(UPSCALE_ID) + ["race", "n", "ssim_y", "psnr_y", "ssim_rgb",
+                                                                          "psnr_rgb"], per_race)
+    with open(os.path.join(folder, "args.json"), "w") as handle:
+        json.dump({"study": "upscale", "args": identity}, handle)
+
+
+def planted_sweep(root, rng, penalties, seeds=(0, 1, 2), per_race=60, seed_sd=0.05, noise_sd=0.3, weight=0.2):
+    """ResNet50 and FastViT, balanced and Black-under-sampled, `seeds` each: per-image PSNR = image difficulty
+    + arch offset + planted penalty (penalties[arch] on Black in the under-sampled run) + per-seed race offset
+    + noise, in the real formats."""
+    races = np.repeat(RACES, per_race)
+    difficulty = rng.normal(30.0, 2.0, len(races))
+    offsets = {"resnet50": 0.0, "fastvit_sa24": 0.4}
+    for arch, offset in offsets.items():
+        for minority, w in (("none", 1.0), ("black", weight)):
+            for seed in seeds:
+                shift = np.where((races == "Black") & (minority == "black"), penalties[arch], 0.0)
+                race_offset = rng.normal(0.0, seed_sd, len(RACES))[np.searchsorted(np.array(RACES), races,
+                                                                                  sorter=np.argsort(RACES))]
+                psnr = difficulty + offset + shift + race_offset + rng.normal(0.0, noise_sd, len(races))
+                upscale_folder(root, arch, minority, w, seed, list(races), psnr)
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run_summarize(runs, out, *extra):
+    return summarize.main(summarize.get_args_parser().parse_args([str(runs), "--out", str(out), "--n-boot", "50",
+                                                                  *extra]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hand-computed cases
+
+
+def test_difference_in_differences_by_hand_with_two_seeds_per_experiment():
+    # One race of 3 images, 4 experiments x 2 seeds. Seed-averaged per image: A_u (1, 2, 3) - 0.5 / A_b
+    # (1, 2, 3) / B_u (1, 2, 3) + 1 / B_b (1, 2, 3) + 1, so DiD = -0.5 exactly on every image.
+    base = np.array([1.0, 2.0, 3.0])
+    cells = [np.vstack([base - 0.4, base - 0.6]), np.vstack([base + 0.1, base - 0.1]),
+             np.vstack([base + 1.3, base + 0.7]), np.vstack([base + 1.0, base + 1.0])]
+    races = np.array(["Black"] * 3)
+    weights = [np.full(3, c / 3) for c in (1.0, -1.0, -1.0, 1.0)]
+    result = fairness.linear_contrast(cells, weights, races)
+    assert result["value"] == pytest.approx(-0.5)
+    # Item part: every image's share is -0.5 / 3: no spread. Seed parts (crossed form), per experiment: the
+    # per-seed value's variance / 2 minus the interaction (0 here: seeds shift all images alike):
+    # A_u seeds -0.4 / -0.6 -> var 0.02 / 2 = 0.01; A_b 0.1 / -0.1 -> 0.01; B_u 0.3 / -0.3 -> 0.09; B_b 0.
+    # B_b's runs are identical image by image: deterministic, no seed part (df from the other three).
+    components = [(0.01, 1.0), (0.01, 1.0), (0.09, 1.0)]
+    variance = sum(v for v, _ in components)
+    df = variance ** 2 / sum(v * v / d for v, d in components)
+    assert result["se"] == pytest.approx(math.sqrt(variance))
+    assert result["df"] == pytest.approx(df)
+    half = student_t.t_quantile(0.975, df) * math.sqrt(variance)
+    assert (result["lo"], result["hi"]) == pytest.approx((-0.5 - half, -0.5 + half))
+    assert result["level"] == "recipe" and result["n_seeds"] == [2, 2, 2, 2]
+    # One seed in one trained experiment: a model difference, item part only (0 here: the exact claims).
+    single = fairness.linear_contrast([cells[0][:1]] + cells[1:], weights, races)
+    assert single["level"] == "model" and single["p_value"] == pytest.approx(estimates.exact_p((3.0,)))
+
+
+def test_summary_change_of_std_by_hand():
+    # Two races of 2 images, one seed each: A's race means 10 and 14 (STD 2.83), B's 11 and 12 (STD 0.71).
+    races = np.array(["a", "a", "b", "b"])
+    a = np.array([[9.0, 11.0, 13.0, 15.0]])
+    b = np.array([[10.0, 12.0, 11.0, 13.0]])
+    result = fairness.summary_change(a, b, races, "std")
+    assert result["value"] == pytest.approx(math.sqrt(8) - math.sqrt(0.5))
+    assert (result["a"], result["b"]) == pytest.approx((math.sqrt(8), math.sqrt(0.5)))
+    # Delta method: STD of two means = |m1 - m2| / sqrt(2): gradient -+1 / sqrt(2) for A, -+1/sqrt(2) for B.
+    # Per race, item shares z_i = (1/sqrt(2)) (A_i - B_i) / 2 x (sign of the race): race a (-1, -1) / (2 sqrt 2),
+    # race b (2, 2) / (2 sqrt 2): no spread within either race -> item variance 0 (the exact claims apply).
+    assert result["se"] == 0.0
+    relative = fairness.summary_change(a, b, races, "worst", relative=True)
+    assert relative["value"] == pytest.approx(10.0 / 11.0 - 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Planted effects, through summarize
+
+
+def test_planted_arch_by_undersampling_interaction_is_found_with_the_right_sign(tmp_path):
+    rng = np.random.default_rng(0)
+    planted_sweep(tmp_path / "runs", rng, {"resnet50": -0.8, "fastvit_sa24": -0.1})
+    run_summarize(tmp_path / "runs", tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "findings.csv")
+    did = [r for r in rows if r["kind"] == "difference in differences" and r["metric"] == "psnr_y"]
+    assert did and did[0]["race"] == "Black" and did[0]["primary"] == "True"  # the under-sampled race first
+    black = did[0]
+    # (fastvit under - balanced) - (resnet50 under - balanced) = -0.1 - (-0.8) = +0.7, covered, recipe level.
+    assert black["contrast"] == "arch=fastvit_sa24 - arch=resnet50"
+    assert float(black["lo"]) <= 0.7 <= float(black["hi"]) and float(black["lo"]) > 0
+    assert black["scope"] == "recipe" and black["n_seeds"] == "3/3/3/3"
+    others = [r for r in did if r["race"] != "Black"]
+    assert len(others) == 3 and all(float(r["p_holm"]) >= 0.05 for r in others)  # nothing planted there
+    text = (tmp_path / "out" / "findings.md").read_text()
+    assert "## Does the under-sampling penalty depend on arch? (upscale, PSNR-Y)" in text
+    assert "Under-sampling costs Black 0.777 dB less PSNR-Y with arch=fastvit_sa24 than with arch=resnet50" in text
+    assert "recipe difference, 3/3/3/3 seeds per experiment" in text
+    main = [r for r in rows if r["kind"] == "main effect" and r["metric"] == "psnr_y"]
+    assert {r["race"] for r in main} == set(RACES)  # balanced data: fastvit - resnet50 = +0.4 on every race
+    assert all(float(r["lo"]) <= 0.4 <= float(r["hi"]) for r in main)
+
+
+def test_no_planted_interaction_says_no_evidence_and_plans_seeds(tmp_path):
+    rng = np.random.default_rng(1)
+    planted_sweep(tmp_path / "runs", rng, {"resnet50": -0.3, "fastvit_sa24": -0.3}, seeds=(0, 1), seed_sd=0.03)
+    run_summarize(tmp_path / "runs", tmp_path / "out", "--min-effect", "psnr_y=0.2")
+    black = [r for r in read_csv(tmp_path / "out" / "findings.csv")
+             if r["kind"] == "difference in differences" and r["metric"] == "psnr_y" and r["race"] == "Black"][0]
+    assert float(black["lo"]) <= 0 <= float(black["hi"])
+    assert black["answer"].startswith("No evidence that under-sampling costs Black a different amount of PSNR-Y")
+    assert int(black["seeds_needed"]) >= 2 and "seeds per experiment would detect 0.2 dB" in black["answer"]
+
+
+def test_one_seed_is_a_model_difference_and_asks_for_a_second_seed(tmp_path):
+    rng = np.random.default_rng(2)
+    planted_sweep(tmp_path / "runs", rng, {"resnet50": -0.8, "fastvit_sa24": -0.1}, seeds=(0,))
+    run_summarize(tmp_path / "runs", tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "findings.csv")
+    black = [r for r in rows if r["kind"] == "difference in differences" and r["race"] == "Black"][0]
+    assert black["scope"] == "model" and black["seeds_needed"] == ""
+    assert "these trained models, not the recipes" in black["answer"]
+    text = (tmp_path / "out" / "findings.md").read_text()
+    assert "recipe level needs >= 2 seeds in all four experiments" in text  # said in "Contrasts not formed"
+
+
+def test_missing_balanced_run_is_said(tmp_path):
+    rng = np.random.default_rng(3)
+    planted_sweep(tmp_path / "runs", rng, {"resnet50": -0.8, "fastvit_sa24": -0.1}, seeds=(0, 1))
+    for seed in (0, 1):
+        folder = tmp_path / "runs" / f"fastvit_sa24-x2-none-1.0-seed{seed}"
+        for name in os.listdir(folder):
+            os.remove(folder / name)
+        os.rmdir(folder)
+    run_summarize(tmp_path / "runs", tmp_path / "out")
+    text = (tmp_path / "out" / "findings.md").read_text()
+    assert "no balanced run (same settings, minority none) for [arch=fastvit_sa24" in text
+
+
+def test_planted_w6a6_std_increase_is_found_against_fp32(tmp_path):
+    from test_summarize import verify_run  # the quantization run folders of the summarize tests
+    rng = np.random.default_rng(4)
+    races = ("African", "Asian", "Caucasian", "Indian")
+    per_race = 600
+    item = rng.normal(0.0, 0.5, (len(races), per_race))
+
+    def pairs(thresholds, seed_sd):
+        latent = np.array(thresholds)[:, None] + item + rng.normal(0.0, seed_sd, (len(races), 1)) \
+            + rng.normal(0.0, 1.0, item.shape)
+        return [(race, line + 1, f"{race}{line % 100}", int(latent[r, line] > 0))
+                for r, race in enumerate(races) for line in range(per_race)]
+
+    fp32 = pairs((2.0, 1.9, 1.8, 1.9), 0.0)  # about 96-97% everywhere: the same model for every seed
+    fp32_quant = {"wbits": 32, "abits": 32, "calib": "none", "qat_steps": 0}
+    w6a6 = {"wbits": 6, "abits": 6, "calib": "real", "qat_steps": 0}
+    for seed in (0, 1, 2):
+        verify_run(tmp_path / "runs", f"fp32-seed{seed}", fp32, seed=seed, quant=fp32_quant)
+        verify_run(tmp_path / "runs", f"w6a6-seed{seed}", pairs((1.9, 1.2, 1.7, 1.0), 0.05), seed=seed, quant=w6a6)
+    run_summarize(tmp_path / "runs", tmp_path / "out")
+    rows = [r for r in read_csv(tmp_path / "out" / "findings.csv") if r["kind"] == "vs fp32"]
+    std = [r for r in rows if r["quantity"] == "std"][0]
+    assert std["contrast"] == "bits=W6A6, calib=real - fp32" and std["scope"] == "recipe"
+    assert std["n_seeds"] == "3/3" and float(std["lo"]) > 0  # STD up: detected, at the recipe level
+    assert float(std["a_value"]) > float(std["b_value"])
+    ser = [r for r in rows if r["quantity"] == "ser"][0]
+    assert float(ser["estimate"]) > 0 and ser["units"] == ""  # SER is a ratio
+    text = (tmp_path / "out" / "findings.md").read_text()
+    assert "## Does quantization change the fairness across races? (quantize-verify, accuracy)" in text
+    assert "The STD across races of accuracy is higher with bits=W6A6, calib=real than with fp32" in text
