@@ -699,7 +699,10 @@ def test_main_on_globs_and_plots_are_png(tmp_path):
     assert {r["seeds"] for r in read_csv(tmp_path / "out" / "seeds_upscale-x2.csv")} == {"0"}
     pngs = [p for p in result["written"] if p.endswith(".png")]
     assert {os.path.basename(p) for p in pngs} >= {"seeds_upscale-x2_psnr_y.png", "ci_upscale-x2_ssim_y.png"}
-    for path in pngs:
+    for path in [p for p in pngs if os.path.basename(p).startswith("findings_")]:  # one row per contrast
+        with Image.open(path) as image:
+            assert image.format == "PNG" and 640 <= image.width <= 2400
+    for path in [p for p in pngs if not os.path.basename(p).startswith("findings_")]:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width >= 640 and image.height >= 400
             colours = {colour for _, colour in image.convert("RGB").getcolors(1 << 20)}

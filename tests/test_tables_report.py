@@ -39,6 +39,11 @@ def test_scope_and_seed_spread_say_what_a_comparison_is_about():
     assert _scope_text(one_seed) == "model difference (1 seed; not a recipe effect)"
     assert _seed_sd_text(one_seed) == "(1 seed)"
     seeds = {"level": "recipe", "scope": "recipe difference (seed and item variance)", "n_seeds_a": 3,
-             "n_seeds_b": 3, "seeds_paired": True, "seed_sd_a": 0.12, "seed_sd_b": 0.2, "seed_sd_difference": 0.1}
+             "n_seeds_b": 3, "seeds_paired": True, "seed_sd_a": 0.12, "seed_sd_b": 0.2, "seed_sd_difference": 0.1,
+             "reference_exact": False}
     assert _scope_text(seeds) == "recipe difference (seed and item variance): 3 vs 3 seeds, seeds paired"
     assert _seed_sd_text(seeds) == "0.120 / 0.200 (difference 0.100)"
+    bicubic = {**seeds, "n_seeds_b": 1, "seeds_paired": False, "seed_sd_b": float("nan"), "reference_exact": True}
+    assert _scope_text(bicubic) == ("recipe difference (seed and item variance): 3 seeds vs an untrained reference "
+                                    "(known exactly)")
+    assert _seed_sd_text(bicubic) == "0.120 / exact"

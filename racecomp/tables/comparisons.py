@@ -311,12 +311,18 @@ def paired_inputs(experiment, reference, metric, problems):
     return {"a": mine_values, "b": theirs_values, "groups": np.array([mine["races"][i] for i in mine_index]),
             "clusters": clusters, "clusters2": clusters2, "statistic": ITEM_METRICS[experiment.kind][metric][1],
             "paired_seeds": len(seeds) >= 2 and seeds == [canonical(run.identity["seed"]) for run in reference.runs],
-            "reference_exact": untrained(reference)}
+            "reference_exact": known_exactly(reference, theirs_values)}
 
 
 def untrained(experiment):
-    """Whether the experiment involves no training (UNTRAINED), so its values are known exactly."""
+    """Whether the experiment involves no training (UNTRAINED)."""
     return all(canonical(experiment.columns.get(c, "")) == canonical(v) for c, v in UNTRAINED.items())
+
+
+def known_exactly(experiment, values):
+    """Whether an experiment's (seeds, items) values are known exactly: it involves no training and its seeds,
+    if several, agree item by item (seeds of an untrained run that differ are treated like a trained one's)."""
+    return untrained(experiment) and (values.shape[0] == 1 or np.all(np.ptp(values, axis=0) == 0))
 
 
 def compare(experiment, reference, metric, n_boot, seed, ci, problems):

@@ -24,7 +24,7 @@ import numpy as np
 from racecomp import fairness, student_t
 from racecomp.schema import RACES
 from racecomp.tables.comparisons import (ITEM_METRICS, PSNR_CAP_DB, _items_of, find_reference, item_metrics,
-                                         untrained)
+                                         known_exactly, untrained)
 from racecomp.tables.runs import Problems, canonical, sort_key
 
 DATA_COLUMNS = ("minority", "weight", "minority_mode")  # what was under-sampled, and how much
@@ -179,7 +179,7 @@ def _cells(experiments, metric, problems):
     kind = experiments[0].kind
     clusters = np.array([first["clusters"][i] for i in index]) if kind == "verify" else None
     clusters2 = np.array([first["clusters2"][i] for i in index]) if kind == "verify" else None
-    exact = [untrained(e) for e in experiments]
+    exact = [known_exactly(e, r) for e, r in zip(experiments, runs)]
     seeds = [[canonical(run.identity["seed"]) for run in e.runs] for e, flag in zip(experiments, exact) if not flag]
     paired = bool(seeds) and len(seeds[0]) >= 2 and all(s == seeds[0] for s in seeds)
     return Cells(runs, np.array(races), clusters, clusters2, exact, paired, ITEM_METRICS[kind][metric][1]), None

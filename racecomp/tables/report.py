@@ -44,10 +44,46 @@ RELATIONS = {
     "hr": ("Restored - original faces (restored - HR)", "restored_minus_hr", "restored_minus_hr",
            "the same recognition model on the original RFW faces (no --restore)"),
 }
-LEVEL_NOTE = ("level recipe (>= 2 seeds): the interval adds the seed-to-seed variance of the per-seed means to the "
-              "item-level variance (t with the seeds' df, normal seed variation assumed): it is about the recipe, "
-              "over training runs and items. level model (1 seed): item-level interval only: it is about the "
-              "trained model at hand, over items like these, and says nothing about another training run.")
+# The methods, said once in tables.md's "Methods" section; each table names the paragraph it follows.
+METHODS = {
+    "levels": "Level recipe (>= 2 seeds): the interval adds the seed-to-seed variance of the per-seed means to the "
+              "item-level variance (crossed form: the item-by-seed noise counted once; t with the seeds' df, k - 1 "
+              "even when seed means tie; normal seed variation assumed): it is about the recipe, over training runs "
+              "and items. Level model (1 seed): item-level interval only: it is about the trained model at hand, "
+              "over items like these, and says nothing about another training run.",
+    "per-race": "Per race, level model: images: Student t on the standard error of the mean joined with a "
+                "bootstrap-t interval (>= 15 images; --n-boot replicates, seeded with --seed); RFW pairs: Wilson "
+                "interval with the effective size from the variance with pairs clustered by both identities (two-way "
+                "CR1, df = effective identities - 1). n = items x seeds; seed sd = sd over seeds of the race mean.",
+    "fairness": "Avg = mean over races, Gap = best - worst, STD = sample std over races (ddof 1), SER = (100 - worst) "
+                "/ (100 - best) of accuracy (ratio <= 1 and SER >= 1 by definition). Gap, STD and SER intervals are "
+                "simultaneous over races (Bonferroni: at least the nominal coverage, conservative, valid near ties); "
+                "Gap's lower end is 0 unless two races differ. equal-means p: Bonferroni over pairwise Welch t tests "
+                "of 'no race differs from another' (unequal variances allowed); it is below 1 - ci exactly when Gap's "
+                "interval excludes 0.",
+    "paired": "Experiment - reference, paired per item (file for images; (race, line) for pairs, clustered by both "
+              "identities), averaged over seeds; negative = the experiment is worse on that race; n = paired items. "
+              "A row is a recipe effect (e.g. a minority penalty) only when its scope is a recipe difference (>= 2 "
+              "seeds on both sides, or against the bicubic floor, which involves no training and is known exactly: "
+              "seed-to-seed variance included); with 1 seed on a trained side it is a model difference: another "
+              "training run of the same recipe could differ as much. The item-level CI leaves the seed variance "
+              "out. p (Holm, races) adjusts over the races of one experiment; the under-sampled race's p is the "
+              "pre-specified one.",
+    "contrasts": "findings.md / findings.csv: contrasts between experiments that differ in one axis, paired per "
+                 "item over the items all of them evaluated: difference in differences (A under - A balanced) - "
+                 "(B under - B balanced), main effects A - B on balanced data, and changes of a fairness summary "
+                 "f(A) - f(B) by the delta method (worst, gap and SER linearized at the observed worst and best "
+                 "races; flagged when those are not separated). Each experiment's seed variance is added at the "
+                 "recipe level (Welch-Satterthwaite df; seeds paired when all experiments share their seed labels), "
+                 "t intervals (no bootstrap). The seed planner finds the seeds per experiment at which the same test "
+                 "has 80% power against --min-effect, from the seed-to-seed spread measured (uncertain with 2-3 "
+                 "seeds). Dose-response: the minority penalties of the table above by weight; the onset is the "
+                 "largest weight whose penalty interval, and every smaller weight's, lies below 0.",
+}
+
+
+def _methods(*names):
+    return f"Methods: {', '.join(names)} (see the Methods section)."
 
 
 @dataclass
@@ -283,13 +319,9 @@ def _interval_tables(output, block, n_boot, seed, ci, problems):
         label_header, label_cells, constant = _label_layout(members, 2 + len(races))
         body = [label_cells(e) + [e.pooled_columns()["n_seeds"], results[id(e)]["mean"]["level"]]
                 + [race_cell(results[id(e)][r]) if r in results[id(e)] else "" for r in races] for e in members]
-        per_race = "Wilson interval (effective size from the variance with pairs clustered by both identities)" \
-            if metric == "accuracy" else f"t interval joined with a bootstrap-t interval ({n_boot} replicates, " \
-                                         f"seed {seed})"
         output.section(f"Per-race {METRIC_NAMES[metric]} with {level} CIs, {block.title}",
-                       _intro(constant, f"Items evaluated by every seed; value [lo, hi] (n = items x seeds; seed sd = "
-                                        f"sd over seeds of the race mean). {LEVEL_NOTE} Per race: {per_race} at "
-                                        f"level model. Pairwise race differences: ci_{block.name}.csv.") + "\n\n"
+                       _intro(constant, f"Items evaluated by every seed; value [lo, hi]. {_methods('levels', 'per-race')} "
+                                        f"Pairwise race differences: ci_{block.name}.csv.") + "\n\n"
                        + _markdown_table(label_header + ["seeds", "level"] + races, body))
         output.plot(f"ci_{block.name}_{metric}.png", f"{METRIC_NAMES[metric]} per race, {level} CI, {block.title}",
                     METRIC_NAMES[metric], races,
@@ -304,13 +336,7 @@ def _interval_tables(output, block, n_boot, seed, ci, problems):
                 + [p_text(results[id(e)]["equal_means_p"]["value"])] for e in members]
         ser = " SER = (100 - worst) / (100 - best) of accuracy;" if metric == "accuracy" else ""
         output.section(f"Fairness of {METRIC_NAMES[metric]} across races with {level} CIs, {block.title}",
-                       _intro(constant, f"Avg = mean over races, Gap = best - worst, STD = sample std over races;{ser} "
-                                        f"Gap, STD{', SER' if ser else ''} intervals are simultaneous over races "
-                                        f"(Bonferroni: at least {level} coverage, conservative, valid near ties); "
-                                        f"Gap's lower end is 0 unless two races differ. equal-means p: Bonferroni "
-                                        f"over pairwise Welch t tests of 'no race differs from another' (unequal "
-                                        f"variances allowed); it is below {1 - ci:g} exactly when Gap's interval "
-                                        f"excludes 0.") + "\n\n"
+                       _intro(constant, _methods("fairness", "levels")) + "\n\n"
                        + _markdown_table(label_header + ["seeds", "level", "Avg", "Gap", "STD"]
                                          + (["SER"] if ser else []) + ["equal-means p"], body))
     output.csv(f"ci_{block.name}.csv", csv_rows)
@@ -357,16 +383,8 @@ def _relation_tables(output, block, comparisons, ci):
             header = label_header + ["race", f"difference [{level} CI]", "p", "p (Holm, races)", "scope",
                                      f"item-level {level} CI", "seed sd (experiment / reference)", "n"]
             output.section(f"{title}, {METRIC_NAMES[metric]}, {block.title}",
-                           _intro(constant, f"Reference: {reference_text} ({stem}_{block.name}.csv names it). Paired "
-                                            "per item (file for images; (race, line) for pairs, clustered by both "
-                                            "identities), averaged over seeds; negative = the experiment is worse "
-                                            "on that race; n = paired items. A row is a recipe effect (e.g. a "
-                                            "minority penalty) only when its scope is a recipe difference (>= 2 "
-                                            "seeds on both sides: seed-to-seed variance included); with 1 seed on "
-                                            "either side it is a model difference: another training run of the "
-                                            "same recipe could differ as much. The item-level CI leaves the seed "
-                                            "variance out. p (Holm, races) adjusts over the races of one "
-                                            "experiment; the under-sampled race's p is the pre-specified one.")
+                           _intro(constant, f"Reference: {reference_text} ({stem}_{block.name}.csv names it). "
+                                            + _methods("paired", "levels"))
                            + "\n\n" + _markdown_table(header, body))
             output.plot(f"{stem}_{block.name}_{metric}.png", f"{title}, {METRIC_NAMES[metric]}, {level} CI, "
                         f"{block.title}", f"difference, {METRIC_NAMES[metric]}", races, series, zero_line=True)
@@ -474,8 +492,10 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min
             f"replicates, seed {seed}) for image means, Wilson for per-race accuracy; recipe level (seed-to-seed "
             f"variance included) with >= 2 seeds, model level with 1. Numbers have 3 significant digits (of the "
             f"largest number of a cell); 'n=1, no CI' marks a value with no interval to show. Full precision: "
-            f"the CSVs.\n\n## Contents\n\n{contents}\n\n" + "\n".join(text for _, text in output.sections)
-            + f"\n## Problems\n\n{listed}\n")
+            f"the CSVs. Answers to the studies' questions: findings.md.\n\n## Contents\n\n{contents}\n- Methods\n\n"
+            + "\n".join(text for _, text in output.sections)
+            + "\n## Methods\n\n" + "\n\n".join(f"**{name}**: {text}" for name, text in METHODS.items())
+            + f"\n\n## Problems\n\n{listed}\n")
     output.text("tables.md", text)
     return {"written": output.written, "problems": problems.entries, "experiments": len(experiments)}
 
