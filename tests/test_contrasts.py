@@ -319,3 +319,39 @@ def test_planted_dose_response_gives_the_onset_weight(tmp_path):
     assert "PSNR-Y penalty on Black, arch=resnet50, finetune=full, scale=2, upsampler=pixelshuffle: noticeably " \
            "hurt from weight 0.2 down" in text
     assert "findings_dose_01.png" in text
+
+
+def test_answers_as_functions_for_a_notebook(tmp_path):
+    from racecomp.tables import answers, sentence
+    planted_sweep(tmp_path / "runs", np.random.default_rng(9), {"resnet50": -0.8, "fastvit_sa24": -0.1},
+                  seeds=(0, 1))
+    found, problems = answers([str(tmp_path / "runs")], n_boot=20)
+    did = [f for f in found.findings if f.kind == "difference in differences" and f.primary and f.metric == "psnr_y"]
+    assert len(did) == 1 and did[0].race == "Black" and did[0].scope == "recipe"
+    assert sentence(did[0]).startswith("Under-sampling costs Black")
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_probe_results_are_contrasted_across_fine_tuning_strategies_over_seeds(tmp_path):
+    from test_summarize import PROBE_F1, PROBE_PAIRS, verify_run, write_probes
+    # bn_stats vs full, 3 seeds each with the same seed labels: the worst-race F1 per seed is 0.80, 0.76, 0.78
+    # with full and 0.86, 0.80, 0.85 with bn_stats; per-seed differences 0.06, 0.04, 0.07.
+    bn_stats = {0: {"White": 0.9, "Black": 0.86, "Indian": 0.88}, 1: {"White": 0.9, "Black": 0.80, "Indian": 0.85},
+                2: {"White": 0.9, "Black": 0.85, "Indian": 0.87}}
+    for seed in (0, 1, 2):
+        write_probes(verify_run(tmp_path / "runs", f"full-{seed}", PROBE_PAIRS, seed=seed), PROBE_F1[seed])
+        folder = verify_run(tmp_path / "runs", f"bn-{seed}", PROBE_PAIRS, seed=seed)
+        rows = read_csv(os.path.join(folder, "per_race.csv"))
+        write_rows(os.path.join(folder, "per_race.csv"), list(rows[0]),
+                   [[("bn_stats" if c == "finetune" else v) for c, v in row.items()] for row in rows])
+        write_probes(folder, bn_stats[seed])
+    run_summarize(tmp_path / "runs", tmp_path / "out")
+    worst = [r for r in read_csv(tmp_path / "out" / "findings.csv")
+             if r["kind"] == "probe" and r["metric"] == "probe_f1_worst"][0]
+    assert worst["contrast"] == "finetune=bn_stats - finetune=full" and worst["n_seeds"] == "3/3"
+    differences = np.array([0.06, 0.04, 0.07])
+    half = student_t.t_quantile(0.975, 2) * differences.std(ddof=1) / math.sqrt(3)
+    assert float(worst["estimate"]) == pytest.approx(differences.mean())
+    assert (float(worst["lo"]), float(worst["hi"])) == pytest.approx((differences.mean() - half,
+                                                                       differences.mean() + half))
+    assert "interval over seeds" in worst["note"]

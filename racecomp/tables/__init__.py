@@ -34,11 +34,17 @@ Conventions used by every table:
     Score in args.json) are optional: a run without them is fine, a malformed file is reported. Each probe
     result is one number per seed; its table gives the mean over seeds and a t interval over the seed values.
 
-Modules: runs (find, read and check run folders; group experiments), comparisons (per-race rows, intervals,
-paired tests against references), probes (probe results per seed and over seeds), formatting (how numbers are
-written), plots (PNG dot, forest and dose-response plots), output (the --out folder and its manifest), report
-(the tables and summarize).
-"""
-from racecomp.tables.report import summarize
+The studies' questions (findings.md, findings.csv): contrasts between experiments that differ in one axis
+(difference in differences, main effects, changes of a fairness summary), the dose-response of under-sampling
+and the seeds needed to detect --min-effect; `answers(paths)` returns them as data for a notebook cell.
 
-__all__ = ["summarize"]
+Modules: runs (find, read and check run folders; group experiments), comparisons (per-race rows, intervals,
+paired tests against references), contrasts (contrasts between experiments, dose-response, seed planning),
+findings (findings.md / .csv and their figures), probes (probe results per seed and over seeds), formatting
+(how numbers are written), plots (PNG dot, forest and dose-response plots), output (the --out folder and its
+manifest), report (the tables and summarize).
+"""
+from racecomp.tables.findings import sentence
+from racecomp.tables.report import answers, summarize
+
+__all__ = ["answers", "sentence", "summarize"]

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from racecomp import fairness, student_t
+from racecomp import estimates, fairness, student_t
 from racecomp.schema import RACES
 from racecomp.tables.comparisons import (ITEM_METRICS, PSNR_CAP_DB, _items_of, find_reference, item_metrics,
                                          known_exactly, untrained)
+from racecomp.tables.probes import probe_seed_values
 from racecomp.tables.runs import Problems, canonical, sort_key
 
 DATA_COLUMNS = ("minority", "weight", "minority_mode")  # what was under-sampled, and how much
@@ -296,11 +297,46 @@ def _pairs(family, trained, members, answers, problems, ci, min_effect):
                     _keep(answers, rows, reason, family, f"{label} ({setting}), {metric}")
             else:
                 _did(family, axis, a, b, label, setting, members, answers, problems, ci, min_effect)
+            _probe_contrasts(family, axis, a, b, label, setting, answers, ci)
             question = f"Does {axis} change the fairness across races?"
             for metric in metrics:
                 rows, reason = _summary_contrasts(question, family, "summary change", metric, a, b, label, setting,
                                                   min_effect, problems, ci)
                 _keep(answers, rows, reason, family, f"{label} ({setting}), {metric}: summaries")
+
+
+PROBE_CONTRASTS = ("probe_f1_worst", "probe_f1_gap", "bias_transfer_score")
+
+
+def _probe_contrasts(family, axis, a, b, label, setting, answers, ci):
+    """Probe results (one number per trained model) of A - B, over seeds: Welch t on the per-seed values (paired
+    by seed label when both have the same seeds). The interval covers the seed-to-seed variation of the probe
+    result (another training run), not the probe's sampling error on its evaluation images."""
+    mine, theirs = probe_seed_values(a, by_seed=True), probe_seed_values(b, by_seed=True)
+    question = f"Does {axis} change what the probes measure?"
+    for metric in [m for m in PROBE_CONTRASTS if m in mine and m in theirs]:
+        values_a, values_b = mine[metric], theirs[metric]
+        if len(values_a) < 2 or len(values_b) < 2:
+            answers.unformed.append((family, f"{label} ({setting}), {metric}",
+                                     "a probe result varies with the training run: >= 2 seeds of each needed"))
+            continue
+        paired = sorted(values_a) == sorted(values_b)
+        if paired:
+            differences = np.array([values_a[s] - values_b[s] for s in values_a])
+            var, df, units = float(np.var(differences, ddof=1)) / len(differences), len(differences) - 1.0, \
+                (float(len(differences)),)
+        else:
+            arrays = [np.array(list(v.values())) for v in (values_a, values_b)]
+            var, df = estimates.combine([(float(np.var(x, ddof=1)) / len(x), len(x) - 1.0) for x in arrays])
+            units = tuple(float(len(x)) for x in arrays)
+        value = float(np.mean(list(values_a.values())) - np.mean(list(values_b.values())))
+        estimate = {"value": value, "var": var, "df": df if math.isfinite(df) else min(u - 1 for u in units),
+                    "kind": "t", "bounds": None, "units": units}
+        lo, hi = estimates.interval(estimate, ci)
+        answers.findings.append(Finding(
+            question, family, "probe", metric, "", metric, label, setting, value, lo, hi, estimates.p_value(estimate),
+            math.nan, "recipe", f"{len(values_a)}/{len(values_b)}", estimate["df"], "", primary=True,
+            note="interval over seeds: the probe's own sampling error on its images is not in it"))
 
 
 def _keep(answers, rows, reason, family, what):

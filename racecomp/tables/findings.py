@@ -9,7 +9,9 @@ from racecomp.tables.formatting import cell_magnitude, format_number, p_text
 from racecomp.tables.plots import dose_response_images, forest_images
 
 CSV_NAME, MARKDOWN_NAME = "findings.csv", "findings.md"
-METRIC_TEXT = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "id_cos": "id_cos", "accuracy": "accuracy"}
+METRIC_TEXT = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "id_cos": "id_cos", "accuracy": "accuracy",
+               "probe_f1_worst": "the gender probe's worst-race F1", "probe_f1_gap": "the gender probe's F1 gap",
+               "bias_transfer_score": "the Bias Transfer Score"}
 
 
 def _unit(finding):
@@ -83,6 +85,8 @@ def sentence(finding):
 
 def _what(finding):
     metric = METRIC_TEXT.get(finding.metric, finding.metric)
+    if finding.kind == "probe":
+        return metric
     if finding.kind == "main effect":
         return f"{metric} on {finding.race}"
     quantity = {"mean": "the average over races", "worst": "the worst race's value", "gap": "the gap between races",

@@ -451,6 +451,23 @@ def _legend(output, blocks, problems):
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _load(patterns, problems):
+    runs = [run for run in (load_run(folder, problems) for folder in find_run_folders(patterns, problems)) if run]
+    return runs, group_experiments(runs, problems)
+
+
+def answers(patterns, n_boot=1000, seed=0, ci=0.95, workers=1, min_effect=None):
+    """The answers of findings.md as data, without writing anything: tables.contrasts.Answers (findings: one
+    Finding per contrast; unformed: what could not be compared and why; doses: dose-response curves), and
+    the problems found. For a notebook cell: `for f in answers(["runs/"])[0].findings: print(sentence(f))`."""
+    problems = Problems()
+    _, experiments = _load(patterns, problems)
+    every_comparison = {}
+    for block in blocks_of(experiments):
+        every_comparison.update(reference_comparisons(block.experiments, n_boot, seed, ci, problems, workers))
+    return contrasts.answer(experiments, every_comparison, problems, ci, min_effect), problems.entries
+
+
 def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min_effect=None):
     """Find the runs under `patterns`, write every table (CSV + tables.md) and plot (PNG) into `out_dir`.
 
@@ -465,8 +482,7 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min
     output = Output(out_dir)
     workers = workers or cpus.available_cores()
     problems = Problems()
-    runs = [run for run in (load_run(folder, problems) for folder in find_run_folders(patterns, problems)) if run]
-    experiments = group_experiments(runs, problems)
+    runs, experiments = _load(patterns, problems)
     if not experiments:
         return {"written": [], "problems": problems.entries, "experiments": 0}
     blocks = blocks_of(experiments)
