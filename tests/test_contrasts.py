@@ -355,3 +355,11 @@ def test_probe_results_are_contrasted_across_fine_tuning_strategies_over_seeds(t
     assert (float(worst["lo"]), float(worst["hi"])) == pytest.approx((differences.mean() - half,
                                                                        differences.mean() + half))
     assert "interval over seeds" in worst["note"]
+
+
+def test_power_model_matches_the_noncentral_t_in_its_simple_case():
+    # Seed part only (no item noise), equal seed variances: the recipe test is Welch's t with 2(k - 1) df, whose
+    # power is the noncentral t's: sd 0.15 dB per seed, k = 6 per side, effect 0.3 dB -> 0.87642 (scipy.stats.nct).
+    assert fairness._power(0.3, 0.0, [0.0225, 0.0225], [0.0, 0.0], 6, 0.05) == pytest.approx(0.876418, abs=1e-5)
+    x = np.linspace(-6.0, 6.0, 49)
+    assert fairness._normal_cdf(x) == pytest.approx([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in x], abs=1e-7)
