@@ -35,6 +35,10 @@ def _planning(finding):
         return "a second seed of every trained experiment is needed to estimate the seed-to-seed spread"
     if finding.seeds_needed == math.inf:
         return f"more than 100 seeds per experiment would be needed to detect {effect}"
+    run = min(int(n) for n in finding.n_seeds.split("/") if n.isdigit())
+    if finding.seeds_needed <= run:
+        return (f"the {run} seeds per experiment run here already give 80% power against {effect}, so an effect "
+                f"that large would likely have been detected")
     return f"about {finding.seeds_needed} seeds per experiment would detect {effect} with 80% power"
 
 
