@@ -200,14 +200,15 @@ def test_planted_w6a6_std_increase_is_found_against_fp32(tmp_path):
     fp32 = pairs((2.0, 1.9, 1.8, 1.9), 0.0)  # about 96-97% everywhere: the same model for every seed
     fp32_quant = {"wbits": 32, "abits": 32, "calib": "none", "qat_steps": 0}
     w6a6 = {"wbits": 6, "abits": 6, "calib": "real", "qat_steps": 0}
+    verify_run(tmp_path / "runs", "fp32-seed0", fp32, seed=0, quant=fp32_quant)  # one: nothing calibrated
     for seed in (0, 1, 2):
-        verify_run(tmp_path / "runs", f"fp32-seed{seed}", fp32, seed=seed, quant=fp32_quant)
         verify_run(tmp_path / "runs", f"w6a6-seed{seed}", pairs((1.9, 1.2, 1.7, 1.0), 0.05), seed=seed, quant=w6a6)
     run_summarize(tmp_path / "runs", tmp_path / "out")
     rows = [r for r in read_csv(tmp_path / "out" / "findings.csv") if r["kind"] == "vs fp32"]
     std = [r for r in rows if r["quantity"] == "std"][0]
     assert std["contrast"] == "bits=W6A6, calib=real - fp32" and std["scope"] == "recipe"
-    assert std["n_seeds"] == "3/3" and float(std["lo"]) > 0  # STD up: detected, at the recipe level
+    # fp32 is the model as it is (known exactly): 3 calibration seeds of W6A6 make it a recipe-level contrast.
+    assert std["n_seeds"] == "3/exact" and float(std["lo"]) > 0  # STD up: detected
     assert float(std["a_value"]) > float(std["b_value"])
     ser = [r for r in rows if r["quantity"] == "ser"][0]
     assert float(ser["estimate"]) > 0 and ser["units"] == ""  # SER is a ratio

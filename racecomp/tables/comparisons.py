@@ -31,8 +31,10 @@ REFERENCES = {
     "hr": ({"restore": ""}, RESTORE_COLUMNS),
 }
 # Columns of an experiment that involves no training: known exactly, it adds no seed variance to a comparison
-# (fairness.paired_test's reference_exact), so a recipe with >= 2 seeds is compared with it at the recipe level.
-UNTRAINED = {"arch": "bicubic"}
+# (fairness.paired_test's reference_exact), so a recipe with >= 2 seeds is compared with it at the recipe level:
+# the bicubic floor, and fp32 in the quantization study (the model evaluated as it is: its seed only chooses
+# calibration data, which fp32 does not use).
+UNTRAINED = ({"arch": "bicubic"}, {"study": "quantize", "wbits": "32", "abits": "32"})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -316,7 +318,8 @@ def paired_inputs(experiment, reference, metric, problems):
 
 def untrained(experiment):
     """Whether the experiment involves no training (UNTRAINED)."""
-    return all(canonical(experiment.columns.get(c, "")) == canonical(v) for c, v in UNTRAINED.items())
+    return any(all(canonical(experiment.columns.get(c, "")) == canonical(v) for c, v in columns.items())
+               for columns in UNTRAINED)
 
 
 def known_exactly(experiment, values):
