@@ -226,15 +226,23 @@ def seed_component(runs, weights=None, strata=None):
     means happen to tie are not a deterministic recipe. Under clustered items the subtraction is smaller than
     the part counted twice (conservative).
     """
-    spread, noise, k = seed_parts(runs, weights, strata)
+    return component_of(runs, seed_parts(runs, weights, strata))
+
+
+def component_of(runs, parts):
+    """seed_component from the runs and their seed_parts (computed once when a caller needs both)."""
     runs = np.asarray(runs, dtype=np.float64)
     if np.all(np.ptp(runs, axis=0) <= 1e-12 * max(1.0, float(np.max(np.abs(runs))))):
         return None
+    spread, noise, k = parts
     return max(0.0, spread - noise) / k, float(k - 1)
 
 
 def _codes_of(labels):
-    return np.unique(np.asarray(labels), return_inverse=True)[1].reshape(-1)
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "iu" and labels.min() >= 0:
+        return labels  # already codes (e.g. fairness's group columns): skip the sort
+    return np.unique(labels, return_inverse=True)[1].reshape(-1)
 
 
 def recipe_variance(item_components, seed_components):

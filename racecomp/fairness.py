@@ -506,13 +506,14 @@ def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact
     linear = float(z.sum())
     item = {"value": linear if value is None else value, "var": item_var, "df": item_df, "kind": "t",
             "bounds": None, "units": (units,)}
-    seed_components = [estimates.seed_component(r, w, strata) for r, w in seed_parts]
+    parts = [estimates.seed_parts(r, w, column) for r, w in seed_parts]
+    seed_components = [estimates.component_of(r, part) for (r, _), part in zip(seed_parts, parts)]
     headline = estimates.recipe_estimate(item, seed_components) if recipe else item
     factor = (100.0 if statistic == "percent" else 1.0) * gradient_scale
     lo, hi = estimates.interval(headline, ci)
     image_lo, image_hi = estimates.interval(item, ci)
-    planning = {"item_var": item_var, "seed_parts": [(r, w) for r, w in seed_parts], "strata": strata,
-                "paired_seeds": bool(paired_seeds and recipe), "factor": factor,
+    planning = {"item_var": item_var, "seed_parts": parts, "paired_seeds": bool(paired_seeds and recipe),
+                "factor": factor,
                 "n_seeds": [runs[j].shape[0] for j in range(len(runs)) if not exact[j]]}
     return {"value": factor * headline["value"], "lo": factor * lo, "hi": factor * hi,
             "p_value": estimates.p_value(headline), "se": factor * math.sqrt(headline["var"]), "df": headline["df"],
@@ -654,7 +655,7 @@ def planned_power(planning, effect, seeds, alpha=0.05):
     """Power of the recipe-level test at `seeds` seeds per trained experiment against a true contrast of
     |effect| (reported units), from the spread measured in the runs (the model of seeds_for_power)."""
     delta = abs(effect) / planning["factor"]
-    parts = [estimates.seed_parts(runs, weights, planning["strata"]) for runs, weights in planning["seed_parts"]]
+    parts = planning["seed_parts"]  # (spread, noise, k) of each trained experiment (or of the paired contrast)
     seed_vars = [max(0.0, spread - noise) for spread, noise, _ in parts]
     noises = [noise for _, noise, _ in parts]
     shared = max(0.0, planning["item_var"] - sum(noise / k for _, noise, k in parts))
