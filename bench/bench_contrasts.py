@@ -20,22 +20,10 @@ import time
 
 import numpy as np
 
+from bench.bench_intervals import print_table, rate
 from racecomp import fairness
 
 STUDIES = ("did", "summary", "planner")
-
-
-def rate(hits, reps):
-    value = hits / reps
-    return f"{value:6.3f} ({math.sqrt(max(value * (1 - value), 1e-12) / reps):.3f})"
-
-
-def print_table(title, header, rows):
-    print(f"\n## {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(str(cell) for cell in row) + " |")
 
 
 def psnr_cell(rng, difficulty, race, seeds, offset, seed_sd=0.15, noise_sd=0.3):

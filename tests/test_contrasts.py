@@ -11,19 +11,13 @@ import pytest
 
 import summarize
 from racecomp import estimates, fairness, student_t
+from test_fairness_simulations import check_rate
+from test_summarize import write_rows
 
 UPSCALE_ID = ("study", "arch", "scale", "upsampler", "minority", "weight", "minority_mode", "finetune", "recipe",
               "seed", "code_version")
 QUANT_ID = ("study", "task", "arch", "wbits", "abits", "calib", "qat_steps", "recipe", "seed", "code_version")
 RACES = ("White", "Black", "East Asian", "Indian")
-
-
-def write_rows(path, header, rows):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def upscale_folder(root, arch, minority, weight, seed, races, psnr, scale=2):
@@ -219,15 +213,6 @@ def test_planted_w6a6_std_increase_is_found_against_fp32(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------
 # Small simulations (fuller: python -m bench.bench_contrasts)
-
-
-def check_rate(hits, trials, nominal, side):
-    rate, se = hits / trials, math.sqrt(nominal * (1.0 - nominal) / trials)
-    message = f"rate {rate:.4f} over {trials} trials; nominal {nominal}, Monte Carlo SE {se:.4f}"
-    if side in ("both", "low"):
-        assert rate >= nominal - 3 * se, message
-    if side in ("both", "high"):
-        assert rate <= nominal + 3 * se, message
 
 
 def psnr_cell(rng, difficulty, race, seeds, offset, seed_sd=0.15, noise_sd=0.3):
