@@ -286,7 +286,7 @@ def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_
 # Paired comparisons
 
 
-def _paired_entry(runs_a, runs_b, first, second, statistic, paired_seeds, reference_exact, n_boot, rng, ci):
+def _paired_entry(runs_a, runs_b, first, second, strata, statistic, paired_seeds, reference_exact, n_boot, rng, ci):
     factor = 100.0 if statistic == "percent" else 1.0
     (k_a, n), k_b = runs_a.shape, runs_b.shape[0]
     differences = runs_a.mean(axis=0) - runs_b.mean(axis=0)
@@ -295,11 +295,11 @@ def _paired_entry(runs_a, runs_b, first, second, statistic, paired_seeds, refere
     seed_sd_difference = math.nan
     if k_a >= 2 and (k_b >= 2 or reference_exact):
         if paired_seeds:  # seed s of A against seed s of B: the per-seed differences carry the seed variance
-            components = [estimates.seed_component(runs_a - runs_b)]
+            components = [estimates.seed_component(runs_a - runs_b, strata=strata)]
             seed_sd_difference = factor * float(np.std(seeds_a - seeds_b, ddof=1))
         else:
-            components = [estimates.seed_component(runs_a)]
-            components += [estimates.seed_component(runs_b)] if k_b >= 2 else []
+            components = [estimates.seed_component(runs_a, strata=strata)]
+            components += [estimates.seed_component(runs_b, strata=strata)] if k_b >= 2 else []
         headline = estimates.recipe_estimate(item, components)
         level, scope = "recipe", RECIPE_DIFFERENCE
     else:
@@ -363,18 +363,21 @@ def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mea
     n = runs_a.shape[1]
     first, second = _item_codes(n, clusters, clusters2)
     rng = np.random.default_rng(seed)
-
-    def entry(members):
-        return _paired_entry(runs_a[:, members], runs_b[:, members], None if first is None else first[members],
-                             None if second is None else second[members], statistic, paired_seeds, reference_exact,
-                             n_boot, rng, ci)
-
-    result = {"overall": entry(np.ones(n, dtype=bool))}
     if groups is not None:
         groups = np.asarray(groups)
         if groups.shape != (n,):
             raise ValueError(f"groups has shape {groups.shape} for {n} items: one label per item")
         labels, column = _group_labels(groups)
+    else:
+        labels, column = [], np.zeros(n, dtype=int)
+
+    def entry(members):  # seed effects may differ by group: the seed x item noise is taken within groups
+        return _paired_entry(runs_a[:, members], runs_b[:, members], None if first is None else first[members],
+                             None if second is None else second[members], column[members], statistic, paired_seeds,
+                             reference_exact, n_boot, rng, ci)
+
+    result = {"overall": entry(np.ones(n, dtype=bool))}
+    if groups is not None:
         result["groups"] = {label: entry(column == c) for c, label in enumerate(labels)}
         adjusted = student_t.holm([result["groups"][label]["p_value"] for label in labels])
         for label, p in zip(labels, adjusted):

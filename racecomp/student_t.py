@@ -139,7 +139,10 @@ def _t_root(tail, df, start):
 
 
 def two_sided_p(value, variance, df):
-    """Two-sided p-value of value / sqrt(variance) against Student's t with df degrees of freedom."""
+    """Two-sided p-value of value / sqrt(variance) against Student's t with df degrees of freedom.
+
+    variance 0 gives the t statistic's limit (0, or 1 when value is 0): a sample with no spread has no t to
+    speak of, and racecomp.estimates.p_value gives it the exact sign-test claim instead."""
     if variance == 0.0:
         return 1.0 if value == 0.0 else 0.0
     if not math.isfinite(variance):
