@@ -206,3 +206,20 @@ def test_t_tail_is_continuous_where_the_expansion_takes_over():
     assert above == pytest.approx(below, rel=1e-9)
     assert student_t.t_sf(2.0, 1e15) == pytest.approx(student_t.t_sf(2.0, math.inf), rel=1e-12)
     assert student_t.t_quantile(0.975, 1e9) == pytest.approx(1.959963986912325, rel=1e-10)  # scipy's value
+
+
+def test_seed_by_race_effects_are_seed_variance_not_item_noise():
+    # Per seed, race A moves by +e and race B by -e/2 (a seed x race effect), 5 images per race add little
+    # noise: within races the seed x item residual is small; pooled over races it would hold the race effects
+    # (about as large as the seed part itself with so few images) and remove most of the seed part.
+    rng = np.random.default_rng(8)
+    race = np.repeat([0, 1], 5)
+    effects = rng.normal(0.0, 1.0, (3, 1))
+    runs = rng.normal(0.0, 1.0, 10) + np.where(race == 0, 1.0, -0.5) * effects + rng.normal(0.0, 0.01, (3, 10))
+    within, _ = estimates.seed_component(runs, strata=race)
+    pooled, _ = estimates.seed_component(runs)
+    spread = np.var(runs.mean(axis=1), ddof=1) / 3
+    assert within == pytest.approx(spread, rel=0.01) and pooled < 0.5 * within
+    entry = fairness.paired_test(runs, np.zeros((1, 10)), groups=race, reference_exact=True, n_boot=10)["overall"]
+    item_var = np.var(runs.mean(axis=0), ddof=1) / 10
+    assert entry["se"] == pytest.approx(math.sqrt(item_var + within))
