@@ -349,3 +349,17 @@ def test_power_model_matches_the_noncentral_t_in_its_simple_case():
     assert fairness._power(0.3, 0.0, [0.0225, 0.0225], [0.0, 0.0], 6, 0.05) == pytest.approx(0.876418, abs=1e-5)
     x = np.linspace(-6.0, 6.0, 49)
     assert fairness._normal_cdf(x) == pytest.approx([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in x], abs=1e-7)
+
+
+def test_experiments_differing_in_hidden_settings_too_are_not_contrasted_and_it_is_said(tmp_path):
+    rng = np.random.default_rng(10)
+    planted_sweep(tmp_path / "runs", rng, {"resnet50": -0.8, "fastvit_sa24": -0.1}, seeds=(0, 1))
+    for folder in (tmp_path / "runs").iterdir():  # FastViT trained with other settings (another recipe hash)
+        if folder.name.startswith("fastvit"):
+            for name in ("per_race.csv",):
+                path = folder / name
+                path.write_text(path.read_text().replace(",r1,", ",r2,"))
+    run_summarize(tmp_path / "runs", tmp_path / "out")
+    text = (tmp_path / "out" / "findings.md").read_text()
+    assert "Does the under-sampling penalty depend on arch?" not in text
+    assert "they differ in arch and also in other settings (recipe hash" in text

@@ -114,13 +114,12 @@ def data_setting(experiment):
     return f"{minority}@{experiment.columns.get('weight', '')}" + (f" ({mode})" if mode and mode != "subsample" else "")
 
 
-def _one_axis_apart(a, b):
-    """The one axis in which two experiments differ (same data setting), or None."""
+def _differing_axes(a, b):
+    """The axes in which two experiments of the same data setting differ (None for different data settings)."""
     if data_setting(a) != data_setting(b):
         return None
     mine, theirs = axes(a), axes(b)
-    differing = [c for c in sorted(set(mine) | set(theirs)) if canonical(mine.get(c, "")) != canonical(theirs.get(c, ""))]
-    return differing[0] if len(differing) == 1 else None
+    return [c for c in sorted(set(mine) | set(theirs)) if canonical(mine.get(c, "")) != canonical(theirs.get(c, ""))]
 
 
 def _ordered(a, b, axis):
@@ -281,9 +280,17 @@ def answer(experiments, comparisons, problems=None, ci=0.95, min_effect=None):
 def _pairs(family, trained, members, answers, problems, ci, min_effect):
     for i, first in enumerate(trained):
         for second in trained[i + 1:]:
-            axis = _one_axis_apart(first, second)
-            if axis is None:
+            differing = _differing_axes(first, second)
+            if differing and len(differing) == 2 and "recipe" in differing:
+                other = [c for c in differing if c != "recipe"][0]
+                answers.unformed.append((family, f"[{first.label()}] vs [{second.label()}]",
+                                         f"they differ in {other} and also in other settings (recipe hash "
+                                         f"{first.columns.get('recipe')} vs {second.columns.get('recipe')}: "
+                                         f"tables.md's recipe legend lists them), so a difference could not be "
+                                         f"put on {other}"))
+            if not differing or len(differing) != 1:
                 continue
+            axis = differing[0]
             a, b = _ordered(first, second, axis)
             label = f"{axis}={axes(a)[axis]} - {axis}={axes(b)[axis]}"
             setting = _shared_text(a, axis)
