@@ -5,6 +5,7 @@ allow, with how many seeds would detect the smallest effect worth knowing when n
 import math
 from dataclasses import asdict
 
+from racecomp.tables.contrasts import UNITS
 from racecomp.tables.formatting import cell_magnitude, format_number, p_text
 from racecomp.tables.plots import dose_response_images, forest_images
 
@@ -190,7 +191,8 @@ def write(output, answers):
         series = {c.line: [next(((p.penalty, p.lo, p.hi) for p in c.points if p.weight == w),
                                 (math.nan, math.nan, math.nan)) for w in weights] for c in curves}
         images = dose_response_images(f"Penalty on {race} vs under-sampling weight ({study}, "
-                                      f"{METRIC_TEXT.get(metric, metric)})", "under-sampled - balanced",
+                                      f"{METRIC_TEXT.get(metric, metric)}) by weight",
+                                      "under-sampled - balanced" + (f" ({UNITS[metric]})" if UNITS.get(metric) else ""),
                                       [f"{w:g}" for w in weights], series)
         figures.setdefault("dose", []).extend(p.rsplit("/", 1)[-1] for p in
                                               output.pngs(f"findings_dose_{number:02d}.png", images))
