@@ -465,7 +465,7 @@ def _contrast_variance(runs, weights, column, first, second, exact, paired_seeds
 
 
 def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact=None, paired_seeds=False,
-                    statistic="mean", ci=0.95, value=None, gradient_scale=1.0):
+                    statistic="mean", ci=0.95, value=None):
     """Estimate of sum over cells j and items i of weights[j][i] x (mean over cell j's seeds of item i), with a CI.
 
     cells: (k_j, N) per-seed per-item values of each experiment, the same N items in the same order (paired
@@ -480,8 +480,8 @@ def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact
         seed parts' Welch-Satterthwaite df (estimates.recipe_variance). Claims: the recipes' contrast over
         training runs and items.
       - level "model" otherwise: item part only, df by Satterthwaite over strata: these trained models.
-    value / gradient_scale: for a nonlinear estimate (summary_change) whose linearization this is: the
-    reported value, and the weights' factor to units. No bootstrap-t (t only).
+    value: for a nonlinear estimate (summary_change) whose linearization this is, the plug-in value (in the
+    weights' units) reported instead of the linear one. No bootstrap-t (t only).
     Returns {value, lo, hi, p_value, se, df, level, scope, image_lo, image_hi, n_seeds, planning} with
     planning the inputs of seeds_for_power.
     """
@@ -512,12 +512,10 @@ def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact
     parts = [estimates.seed_parts(r, w, column) for r, w in seed_parts]
     seed_components = [estimates.component_of(r, part) for (r, _), part in zip(seed_parts, parts)]
     headline = estimates.recipe_estimate(item, seed_components) if recipe else item
-    factor = (100.0 if statistic == "percent" else 1.0) * gradient_scale
+    factor = 100.0 if statistic == "percent" else 1.0
     lo, hi = estimates.interval(headline, ci)
     image_lo, image_hi = estimates.interval(item, ci)
-    planning = {"item_var": item_var, "seed_parts": parts, "paired_seeds": bool(paired_seeds and recipe),
-                "factor": factor,
-                "n_seeds": [runs[j].shape[0] for j in range(len(runs)) if not exact[j]]}
+    planning = {"item_var": item_var, "seed_parts": parts, "factor": factor}
     return {"value": factor * headline["value"], "lo": factor * lo, "hi": factor * hi,
             "p_value": estimates.p_value(headline), "se": factor * math.sqrt(headline["var"]), "df": headline["df"],
             "level": "recipe" if recipe else "model", "scope": RECIPE_DIFFERENCE if recipe else MODEL_DIFFERENCE,
@@ -585,7 +583,7 @@ def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(Fals
     errors of their difference (item level), in which case the linearization is optimistic.
     """
     runs_a, runs_b = _cell_runs([a, b])
-    labels, column = _group_labels(np.asarray(strata))
+    _, column = _group_labels(np.asarray(strata))
     counts = np.bincount(column).astype(np.float64)
     means_a = np.bincount(column, weights=runs_a.mean(axis=0)) / counts
     means_b = np.bincount(column, weights=runs_b.mean(axis=0)) / counts
@@ -599,15 +597,11 @@ def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(Fals
         gradient_a, gradient_b = gradient_a / value_b, gradient_b * value_a / value_b ** 2
     else:
         value = value_a - value_b
+    if not math.isfinite(value):  # SER with a race at 100%: no errors to divide by
+        raise ValueError(f"{key} is not finite ({value_a} vs {value_b})")
     weights = [_race_weights(column, gradient_a, counts), -_race_weights(column, gradient_b, counts)]
     result = linear_contrast([runs_a, runs_b], weights, strata, clusters, clusters2, exact, paired_seeds,
-                             statistic="mean" if ratio_key else statistic, ci=ci,
-                             value=value if (ratio_key or relative) else None)
-    if not (ratio_key or relative):  # the plug-in value, in the metric's units (the linear part differs)
-        factor = 100.0 if statistic == "percent" else 1.0
-        shift = factor * value - result["value"]
-        for name in ("value", "lo", "hi", "image_lo", "image_hi"):
-            result[name] += shift
+                             statistic="mean" if ratio_key else statistic, ci=ci, value=value)
     factor = 1.0 if ratio_key else (100.0 if statistic == "percent" else 1.0)
     result.update(a=factor * value_a, b=factor * value_b, ties=_close_extremes(key, means_a, means_b, runs_a,
                                                                                  runs_b, column, counts))
@@ -674,7 +668,7 @@ def _power(delta, shared, seed_vars, noises, k, alpha):
     positive = [v for v in seed_vars if v > 0]
     df = (k - 1.0) * (sum(positive) ** 2 / sum(v * v for v in positive) if positive else 1.0)
     spread_df = (k - 1.0) * (sum(totals) ** 2 / sum(t * t for t in totals) if sum(totals) > 0 else 1.0)
-    critical = t_quantile_cached(1.0 - alpha / 2.0, df)
+    critical = _t_quantile_rounded(1.0 - alpha / 2.0, df)
     # X = chi^2(spread_df) / spread_df on a log grid, weights from its density (normalized numerically).
     x = np.exp(np.linspace(math.log(1e-8), math.log(1.0 + 30.0 / math.sqrt(spread_df) + 30.0), 1500))
     half = spread_df / 2.0
@@ -699,5 +693,5 @@ def _normal_cdf(x):
     return np.where(x >= 0, 1.0 - tail, tail)
 
 
-def t_quantile_cached(q, df):
+def _t_quantile_rounded(q, df):
     return student_t.t_quantile(q, float(round(df, 6)))

@@ -363,3 +363,30 @@ def test_experiments_differing_in_hidden_settings_too_are_not_contrasted_and_it_
     text = (tmp_path / "out" / "findings.md").read_text()
     assert "Does the under-sampling penalty depend on arch?" not in text
     assert "they differ in arch and also in other settings (recipe hash" in text
+
+
+def test_main_effects_claim_only_what_survives_holm():
+    # Two races, no pre-specified one: White's own interval excludes 0 (p 0.03) but not after Holm (0.06), so
+    # findings.md must not claim it; a race that survives Holm is claimed.
+    from racecomp.tables import findings
+    from racecomp.tables.contrasts import Answers, Finding
+
+    def row(race, estimate, lo, hi, p, p_holm):
+        return Finding("Does arch change the per-race values on balanced data?", "upscale", "main effect", "psnr_y",
+                       race, race, "arch=a - arch=b", "data=balanced", estimate, lo, hi, p, p_holm, "recipe", "3/3",
+                       4.0, "dB", 0.1, 5)
+
+    quiet = findings.markdown(Answers([row("White", 0.2, 0.01, 0.39, 0.03, 0.06),
+                                       row("Black", 0.05, -0.1, 0.2, 0.4, 0.4)]), {})
+    assert "No race differs after Holm's adjustment over 2" in quiet and "is higher" not in quiet
+    loud = findings.markdown(Answers([row("White", 0.3, 0.2, 0.4, 0.001, 0.002),
+                                      row("Black", 0.05, -0.1, 0.2, 0.4, 0.4)]), {})
+    assert "(Holm-adjusted p 0.0020 over 2): PSNR-Y on White is higher with arch=a than with arch=b by 0.3" in loud
+    assert "No other race differs after Holm's adjustment (Black" in loud
+
+
+def test_summary_change_refuses_an_infinite_ser():
+    races = np.repeat(["a", "b"], 4)
+    perfect = np.array([[1.0, 1, 1, 1, 1, 0, 1, 1]])  # race a at 100%: SER has no errors to divide by
+    with pytest.raises(ValueError, match="not finite"):
+        fairness.summary_change(perfect, perfect, races, "ser", statistic="percent")

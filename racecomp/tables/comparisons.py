@@ -129,7 +129,7 @@ def _item_matrix(experiment, metric):
     return matrix
 
 
-def _items_of(experiment, metric, problems, purpose):
+def items_of(experiment, metric, problems, purpose):
     """_item_matrix of an experiment, or None (reported); items not evaluated by every seed are reported."""
     where, label = experiment.runs[0].path, f"[{experiment.label()}] {metric}"
     try:
@@ -186,7 +186,7 @@ def fairness_interval_rows(experiment, metric, n_boot, seed, ci, problems):
     (accuracy only) SER, whose intervals are simultaneous over races; every pairwise race difference
     ("A - B": Bonferroni interval, Welch p_value); and equal_means_p (no race differs from another).
     """
-    matrix = _items_of(experiment, metric, problems, "CI tables")
+    matrix = items_of(experiment, metric, problems, "CI tables")
     if matrix is None:
         return []
     values, capped = _capped(matrix["values"])
@@ -288,8 +288,8 @@ def paired_inputs(experiment, reference, metric, problems):
     """
     where = experiment.runs[0].path
     pair_label = f"[{experiment.label()}] vs [{reference.label()}]"
-    mine = _items_of(experiment, metric, problems, f"comparison with [{reference.label()}]")
-    theirs = _items_of(reference, metric, problems, f"comparison of [{experiment.label()}]")
+    mine = items_of(experiment, metric, problems, f"comparison with [{reference.label()}]")
+    theirs = items_of(reference, metric, problems, f"comparison of [{experiment.label()}]")
     if mine is None or theirs is None:
         problems.add(where, f"{pair_label}: no usable items; comparison left out")
         return None

@@ -23,7 +23,7 @@ import numpy as np
 
 from racecomp import estimates, fairness, student_t
 from racecomp.schema import RACES
-from racecomp.tables.comparisons import (ITEM_METRICS, PSNR_CAP_DB, _items_of, find_reference, item_metrics,
+from racecomp.tables.comparisons import (ITEM_METRICS, PSNR_CAP_DB, items_of, find_reference, item_metrics,
                                          known_exactly, untrained)
 from racecomp.tables.probes import probe_seed_values
 from racecomp.tables.runs import Problems, canonical, sort_key
@@ -43,7 +43,7 @@ class Finding:
     """One contrast: a row of findings.csv and, rendered, a sentence of findings.md."""
     question: str  # the question it answers, e.g. "Does the under-sampling penalty depend on arch?"
     study: str  # the family
-    kind: str  # "difference in differences", "main effect", "summary change", "vs fp32", "dose-response"
+    kind: str  # "difference in differences", "main effect", "summary change", "vs fp32", "probe"
     metric: str
     race: str  # "" for a summary of all races
     quantity: str  # the race, or the summary ("std", "worst", "worst, relative", ...)
@@ -60,7 +60,8 @@ class Finding:
     units: str
     min_effect: float = math.nan
     seeds_needed: object = None  # int, math.inf (more than 100), or None (one seed: cannot be planned)
-    primary: bool = False  # the pre-specified row: the under-sampled race, or the headline summary
+    primary: bool = False  # the pre-specified row: the under-sampled race, the STD, the probe result (main
+    # effects have none: every race is on equal footing, and only Holm-adjusted claims are made)
     note: str = ""  # e.g. "worst race not separated from the runner-up: interval optimistic"
     a_value: float = math.nan  # the summary of each side (summary changes)
     b_value: float = math.nan
@@ -156,7 +157,7 @@ def _cells(experiments, metric, problems):
     """The experiments' item matrices on the items all of them evaluated, or (None, reason)."""
     matrices = []
     for experiment in experiments:
-        matrix = _items_of(experiment, metric, problems, "contrasts")
+        matrix = items_of(experiment, metric, problems, "contrasts")
         if matrix is None:
             return None, f"[{experiment.label()}] has no usable per-item {metric}"
         matrices.append(matrix)

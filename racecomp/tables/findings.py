@@ -134,14 +134,22 @@ def markdown(answers, figures):
             by_contrast.setdefault((row.contrast, row.setting), []).append(row)
         for (contrast, setting), members in by_contrast.items():
             lines.append(f"- **{contrast}** ({setting}):")
-            primary = [m for m in members if m.primary] or members[:1]
+            primary = [m for m in members if m.primary]
             for finding in primary:
                 lines.append(f"  - {sentence(finding)}")
             others = [m for m in members if m not in primary and (m.lo > 0 or m.hi < 0) and m.p_holm < 0.05]
             for finding in others:
-                lines.append(f"  - Also (Holm-adjusted p {p_text(finding.p_holm)}): {sentence(finding)}")
+                lines.append(f"  - {'Also ' if primary else ''}(Holm-adjusted p {p_text(finding.p_holm)} over "
+                             f"{len(members)}): {sentence(finding)}")
             quiet = [m for m in members if m not in primary and m not in others]
-            if quiet:
+            if quiet and not primary and not others:  # nothing pre-specified, nothing survives Holm
+                closest = min(quiet, key=lambda m: m.p_holm)
+                lines.append(f"  - No {'race' if closest.race else 'summary'} differs after Holm's adjustment over "
+                             f"{len(members)} ({_scope(closest)}; smallest adjusted p {p_text(closest.p_holm)}, "
+                             f"{closest.quantity}); findings.csv has each"
+                             + (f"; for {closest.quantity}, {_planning(closest)}." if math.isfinite(closest.min_effect)
+                                else "."))
+            elif quiet:
                 lines.append(f"  - No other {'race' if members[0].race else 'summary'} differs after Holm's "
                              f"adjustment ({', '.join(m.quantity for m in quiet)}; findings.csv has each).")
         for path in figures.get((study, question, metric), []):
