@@ -390,3 +390,23 @@ def test_summary_change_refuses_an_infinite_ser():
     perfect = np.array([[1.0, 1, 1, 1, 1, 0, 1, 1]])  # race a at 100%: SER has no errors to divide by
     with pytest.raises(ValueError, match="not finite"):
         fairness.summary_change(perfect, perfect, races, "ser", statistic="percent")
+
+
+def test_dose_response_words_follow_the_scope_and_the_onset():
+    from racecomp.tables import findings
+    from racecomp.tables.contrasts import Answers, DoseCurve, DosePoint
+
+    def text(scope, points):
+        curve = DoseCurve("upscale", "psnr_y", "Black", "arch=resnet50", [DosePoint(w, v, lo, hi, scope)
+                                                                           for w, v, lo, hi in points], None)
+        curve.onset = contrasts_onset(curve.points)
+        return findings.markdown(Answers(doses=[curve]), {})
+
+    from racecomp.tables.contrasts import _onset as contrasts_onset
+    hurt = [(0.5, -0.1, -0.3, 0.1), (0.2, -0.5, -0.7, -0.3), (0.05, -1.0, -1.3, -0.7)]
+    assert "noticeably hurt from weight 0.2 down (the penalty interval is below 0 there and at every smaller " \
+           "weight run)." in text("recipe", hurt)
+    assert "(one-seed models: model differences, another training run could differ as much)" in text("model", hurt)
+    # A gap in the run of harm: 0.05 is not below 0, so there is no onset (harm is not monotone in the data).
+    broken = [(0.5, -0.1, -0.3, 0.1), (0.2, -0.5, -0.7, -0.3), (0.05, -0.2, -0.5, 0.1)]
+    assert "no evidence of harm at the weights run" in text("recipe", broken)

@@ -186,8 +186,9 @@ def _cells(experiments, metric, problems):
     return Cells(runs, np.array(races), clusters, clusters2, exact, paired, ITEM_METRICS[kind][metric][1]), None
 
 
-def _seeds_text(experiments):
-    return "/".join("exact" if untrained(e) else str(len(e.runs)) for e in experiments)
+def _seeds_text(experiments, exact):
+    """Seeds per experiment, 'exact' for one known exactly (no training, seeds identical)."""
+    return "/".join("exact" if flag else str(len(e.runs)) for e, flag in zip(experiments, exact))
 
 
 def _metrics(experiments):
@@ -219,7 +220,7 @@ def _race_contrasts(question, study, kind, metric, experiments, weights_of, labe
         result = fairness.linear_contrast(cells.runs, [c * weight for c in weights_of], cells.races, cells.clusters,
                                           cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic, ci)
         rows.append(Finding(question, study, kind, metric, race, race, label, setting, result["value"], result["lo"],
-                            result["hi"], result["p_value"], math.nan, result["level"], _seeds_text(experiments),
+                            result["hi"], result["p_value"], math.nan, result["level"], _seeds_text(experiments, cells.exact),
                             result["df"], UNITS[metric], min_effect[metric], _planned(result, metric, min_effect),
                             primary=race == primary_race))
     for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
@@ -251,7 +252,7 @@ def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_
         planned = None if ratio else _planned(result, metric, min_effect)
         rows.append(Finding(question, study, kind, metric, "", quantity, label, setting, result["value"],
                             result["lo"], result["hi"], result["p_value"], math.nan, result["level"],
-                            _seeds_text([a, b]), result["df"], "" if ratio else UNITS[metric],
+                            _seeds_text([a, b], cells.exact), result["df"], "" if ratio else UNITS[metric],
                             math.nan if ratio else min_effect[metric], planned, primary=key == "std",
                             note=note, a_value=result["a"], b_value=result["b"]))
     for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):

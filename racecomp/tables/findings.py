@@ -161,9 +161,12 @@ def markdown(answers, figures):
             points = "; ".join(f"{p.weight:g}: {format_number(p.penalty)} "
                                f"[{format_number(p.lo)}, {format_number(p.hi)}]" for p in curve.points)
             scopes = {p.scope for p in curve.points}
+            who = "" if scopes == {"recipe"} else " (one-seed models: model differences, another training run " \
+                "could differ as much)"
             onset = (f"noticeably hurt from weight {curve.onset:g} down (the penalty interval is below 0 there and "
-                     f"at every smaller weight run)" if curve.onset is not None else
-                     "not noticeably hurt at any weight run (no penalty interval below 0 at the smallest weight)")
+                     f"at every smaller weight run){who}" if curve.onset is not None else
+                     "no evidence of harm at the weights run (the penalty interval at the smallest weight includes 0 "
+                     "or lies above it)")
             lines.append(f"- {METRIC_TEXT.get(curve.metric, curve.metric)} penalty on {curve.race}, {curve.line}: "
                          f"{onset}. Penalty by weight: {points} ({'/'.join(sorted(scopes))} level).")
         for path in figures.get("dose", []):
