@@ -410,3 +410,23 @@ def test_dose_response_words_follow_the_scope_and_the_onset():
     # A gap in the run of harm: 0.05 is not below 0, so there is no onset (harm is not monotone in the data).
     broken = [(0.5, -0.1, -0.3, 0.1), (0.2, -0.5, -0.7, -0.3), (0.05, -0.2, -0.5, 0.1)]
     assert "no evidence of harm at the weights run" in text("recipe", broken)
+
+
+def test_min_effect_flag_refuses_bad_values_by_name(tmp_path):
+    planted_sweep(tmp_path / "runs", np.random.default_rng(11), {"resnet50": -0.5, "fastvit_sa24": -0.5},
+                  seeds=(0,), per_race=5)
+    for bad, message in (("psnr_y", "expected METRIC=VALUE"), ("psnr=0.1", "metric one of"),
+                         ("psnr_y=-1", "the value must be > 0"), ("psnr_y=nan", "the value must be > 0")):
+        with pytest.raises(SystemExit, match=f"--min-effect {bad}: {message}"):
+            run_summarize(tmp_path / "runs", tmp_path / "out", "--min-effect", bad)
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_tables_md_says_the_methods_once(tmp_path):
+    planted_sweep(tmp_path / "runs", np.random.default_rng(12), {"resnet50": -0.5, "fastvit_sa24": -0.5},
+                  seeds=(0, 1), per_race=10)
+    run_summarize(tmp_path / "runs", tmp_path / "out")
+    text = (tmp_path / "out" / "tables.md").read_text()
+    assert text.count("## Methods") == 1 and "**contrasts**: findings.md / findings.csv" in text
+    assert text.count("crossed form: the item-by-seed noise counted once") == 1  # not repeated under tables
+    assert "Methods: levels, per-race (see the Methods section)." in text

@@ -43,8 +43,10 @@ def main(args):
             min_effect[metric] = float(value)
         except ValueError:
             raise SystemExit(f"--min-effect {text}: expected METRIC=VALUE, e.g. psnr_y=0.1") from None
-        if metric not in MIN_EFFECT or not min_effect[metric] > 0:
-            raise SystemExit(f"--min-effect {text}: metric one of {', '.join(MIN_EFFECT)}, value > 0")
+        if metric not in MIN_EFFECT:
+            raise SystemExit(f"--min-effect {text}: metric one of {', '.join(MIN_EFFECT)}")
+        if not min_effect[metric] > 0:
+            raise SystemExit(f"--min-effect {text}: the value must be > 0")
     result = summarize(args.paths, args.out, n_boot=args.n_boot, seed=args.seed, ci=args.ci, workers=args.workers,
                        min_effect=min_effect)
     if not result["written"]:

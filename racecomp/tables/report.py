@@ -64,8 +64,8 @@ METHODS = {
     "paired": "Experiment - reference, paired per item (file for images; (race, line) for pairs, clustered by both "
               "identities), averaged over seeds; negative = the experiment is worse on that race; n = paired items. "
               "A row is a recipe effect (e.g. a minority penalty) only when its scope is a recipe difference (>= 2 "
-              "seeds on both sides, or against the bicubic floor, which involves no training and is known exactly: "
-              "seed-to-seed variance included); with 1 seed on a trained side it is a model difference: another "
+              "seeds on both sides, or against an untrained reference known exactly, the bicubic floor or fp32 in "
+              "the quantization study: seed-to-seed variance included); with 1 seed on a trained side it is a model difference: another "
               "training run of the same recipe could differ as much. The item-level CI leaves the seed variance "
               "out. p (Holm, races) adjusts over the races of one experiment; the under-sampled race's p is the "
               "pre-specified one.",
