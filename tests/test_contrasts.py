@@ -430,3 +430,22 @@ def test_tables_md_says_the_methods_once(tmp_path):
     assert text.count("## Methods") == 1 and "**contrasts**: findings.md / findings.csv" in text
     assert text.count("crossed form: the item-by-seed noise counted once") == 1  # not repeated under tables
     assert "Methods: levels, per-race (see the Methods section)." in text
+
+
+def test_a_detected_row_among_many_contrasts_of_one_question_is_marked_exploratory():
+    from racecomp.tables import findings
+    from racecomp.tables.contrasts import Finding, _family_holm
+
+    def row(race, p):
+        return Finding("Does the under-sampling penalty depend on arch?", "upscale", "difference in differences",
+                       "psnr_y", race, race, "arch=a - arch=b", f"data={race}@0.2", 0.1, 0.01, 0.19, p, p,
+                       "recipe", "3/3/3/3", 4.0, "dB", 0.1, 5, primary=True)
+
+    rows = [row("Black", 0.03)] + [row(race, 0.5) for race in ("White", "Indian", "East Asian")]
+    _family_holm(rows)
+    assert rows[0].p_family == pytest.approx(0.12) and rows[0].family_size == 4  # Holm: 4 x 0.03
+    assert "not after Holm's adjustment over the 4 contrasts that ask this question (p 0.12): exploratory" in \
+        findings.sentence(rows[0])
+    alone = row("Black", 0.03)
+    _family_holm([alone])
+    assert "exploratory" not in findings.sentence(alone)

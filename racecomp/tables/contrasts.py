@@ -65,6 +65,8 @@ class Finding:
     note: str = ""  # e.g. "worst race not separated from the runner-up: interval optimistic"
     a_value: float = math.nan  # the summary of each side (summary changes)
     b_value: float = math.nan
+    p_family: float = math.nan  # primary rows: Holm over the primary rows of the same question and metric
+    family_size: int = 1
 
 
 @dataclass
@@ -276,7 +278,20 @@ def answer(experiments, comparisons, problems=None, ci=0.95, min_effect=None):
         if family.startswith("quantize"):
             _versus_fp32(family, trained, members, answers, problems, ci, min_effect)
         answers.doses += dose_response(family, trained, comparisons)
+    _family_holm(answers.findings)
     return answers
+
+
+def _family_holm(findings):
+    """Holm over the pre-specified rows that answer one question (per study and metric): a sweep asks it of many
+    pairs of experiments, and one row in twenty clears 5% by chance."""
+    families = {}
+    for finding in findings:
+        if finding.primary:
+            families.setdefault((finding.study, finding.question, finding.metric), []).append(finding)
+    for members in families.values():
+        for finding, p in zip(members, student_t.holm([m.p_value for m in members])):
+            finding.p_family, finding.family_size = float(p), len(members)
 
 
 def _pairs(family, trained, members, answers, problems, ci, min_effect):

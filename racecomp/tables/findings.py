@@ -85,6 +85,9 @@ def sentence(finding):
     claim += f": {a} - {b} = {numbers} ({_scope(finding)})"
     if finding.scope != "recipe":
         claim += "; another training run of either could differ as much"
+    if finding.family_size > 1 and not finding.p_family < 0.05:
+        claim += (f"; not after Holm's adjustment over the {finding.family_size} contrasts that ask this question "
+                  f"(p {p_text(finding.p_family)}): exploratory")
     return claim + (f". Note: {finding.note}." if finding.note else ".")
 
 

@@ -75,7 +75,9 @@ METHODS = {
                  "f(A) - f(B) by the delta method (worst, gap and SER linearized at the observed worst and best "
                  "races; flagged when those are not separated). Each experiment's seed variance is added at the "
                  "recipe level (Welch-Satterthwaite df; seeds paired when all experiments share their seed labels), "
-                 "t intervals (no bootstrap). The seed planner finds the seeds per experiment at which the same test "
+                 "t intervals (no bootstrap). Holm over the races (or summaries) of one contrast, and over the "
+                 "pre-specified rows of all contrasts asking one question (p_family; rows that do not survive it are "
+                 "called exploratory). The seed planner finds the seeds per experiment at which the same test "
                  "has 80% power against --min-effect, from the seed-to-seed spread measured (uncertain with 2-3 "
                  "seeds). Dose-response: the minority penalties of the table above by weight; the onset is the "
                  "largest weight whose penalty interval, and every smaller weight's, lies below 0.",
