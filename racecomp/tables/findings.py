@@ -126,8 +126,9 @@ def markdown(answers, figures):
              "Each question the runs can answer, in one sentence per contrast. A *recipe difference* (>= 2 seeds in "
              "every trained experiment) is about the training recipes, seed-to-seed variance included; a *model "
              "difference* (one seed) is only about the trained models at hand. Intervals are 95% per row; "
-             "`p (Holm)` in findings.csv adjusts over the races (or summaries) of one contrast, and the under-sampled "
-             "race's own p is the pre-specified one. When nothing is detected, the seed planner says how many "
+             "`p_holm` in findings.csv adjusts over the races (or summaries) of one contrast, whose pre-specified "
+             "row is the under-sampled race (or the STD); `p_family` adjusts those rows over all contrasts asking the "
+             "same question, and a detected row that does not survive it is called exploratory. When nothing is detected, the seed planner says how many "
              "seeds per experiment would detect the smallest effect worth knowing (--min-effect) with 80% power, "
              "from the seed-to-seed spread measured here (itself uncertain with 2-3 seeds). Methods: tables.md.", ""]
     for (study, question, metric), rows in _group(answers.findings).items():
