@@ -127,6 +127,19 @@ def _value_axis(image, draw, low, high, top, x_end, y_label, zero_line, font, sm
     return y_of
 
 
+def _canvas(title, y_label, plot_width, labels, low, high, zero_line, font, small):
+    """(image, draw, top, y_of) of a plot with a value axis: title, plot area `plot_width` px wide, room below for
+    the x labels, one legend line per label and up to two notes; at most MAX_WIDTH_PX wide."""
+    width = min(MAX_WIDTH_PX, max(MIN_WIDTH_PX, LEFT + RIGHT + plot_width, _legend_width(labels, small),
+                                  LEFT + _text_size(title, font)[0] + 20))
+    top = TOP + _title_height(title, font, width)
+    image = Image.new("RGB", (width, top + PLOT_HEIGHT + 50 + 20 * len(labels) + 40), "white")
+    draw = ImageDraw.Draw(image)
+    _title(draw, title, font, width)
+    y_of = _value_axis(image, draw, low, high, top, LEFT + plot_width, y_label, zero_line, font, small)
+    return image, draw, top, y_of
+
+
 def _legend(draw, y, labels, colours, font, width):
     """One coloured dot and label a line, from `y`; returns the y below it."""
     for label, colour in zip(labels, colours):
@@ -221,15 +234,8 @@ def _interval_image(title, y_label, categories, series, colours, low, high, zero
     whiskerless = sum(not (math.isfinite(v[1]) and math.isfinite(v[2])) for _, _, v in finite)
     category_width = max(CATEGORY_MIN, SLOT * len(series) + 20)
     labels = [label for label, _ in series]
-    width = min(MAX_WIDTH_PX, max(MIN_WIDTH_PX, LEFT + RIGHT + category_width * len(categories),
-                                  _legend_width(labels, small), LEFT + _text_size(title, font)[0] + 20))
-    top = TOP + _title_height(title, font, width)
-    height = top + PLOT_HEIGHT + 50 + 20 * len(series) + 40  # legend, then up to two notes
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    _title(draw, title, font, width)
-    x_end = LEFT + category_width * len(categories)
-    y_of = _value_axis(image, draw, low, high, top, x_end, y_label, zero_line, font, small)
+    image, draw, top, y_of = _canvas(title, y_label, category_width * len(categories), labels, low, high, zero_line,
+                                     font, small)
     for column, category in enumerate(categories):
         x0 = LEFT + column * category_width
         label = _fit(category, font, category_width - 8)
@@ -248,6 +254,7 @@ def _interval_image(title, y_label, categories, series, colours, low, high, zero
         text = format_number(value, cell_magnitude(value, lo, hi))
         draw.text((x - _text_size(text, small)[0] / 2, y_of(hi if whisker else value) - 20), text, fill=colour,
                   font=small)
+    width = image.width
     y = _legend(draw, top + PLOT_HEIGHT + 40, labels, colours, small, width)
     _notes(draw, y, ([f"{len(points) - len(finite)} non-finite value(s) not drawn"] if len(finite) < len(points)
                      else []) + ([f"{whiskerless} value(s) without whiskers (n=1: no interval)"] if whiskerless
@@ -366,15 +373,8 @@ def dose_response_images(title, y_label, x_values, series, zero_line=True):
 def _dose_response_image(title, y_label, x_values, series, low, high, spacing, zero_line):
     font, small = _font(14), _font(12)
     labels = list(series)
-    width = min(MAX_WIDTH_PX, max(MIN_WIDTH_PX, LEFT + RIGHT + spacing * len(x_values),
-                                  _legend_width(labels, small), LEFT + _text_size(title, font)[0] + 20))
-    top = TOP + _title_height(title, font, width)
-    height = top + PLOT_HEIGHT + 50 + 20 * len(labels) + 40
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    _title(draw, title, font, width)
-    x_end = LEFT + spacing * len(x_values)
-    y_of = _value_axis(image, draw, low, high, top, x_end, y_label, zero_line, font, small)
+    image, draw, top, y_of = _canvas(title, y_label, spacing * len(x_values), labels, low, high, zero_line, font,
+                                     small)
     for i, x in enumerate(x_values):
         text = _fit(_x_text(x), font, spacing - 6)
         draw.text((LEFT + (i + 0.5) * spacing - _text_size(text, font)[0] / 2, top + PLOT_HEIGHT + 8), text,
@@ -397,6 +397,7 @@ def _dose_response_image(title, y_label, x_values, series, low, high, spacing, z
             else:
                 whiskerless += 1
             _dot(draw, x, y_of(y), colour)
+    width = image.width
     y = _legend(draw, top + PLOT_HEIGHT + 40, labels, PALETTE * (len(labels) // len(PALETTE) + 1), small, width)
     _notes(draw, y, ([f"{not_drawn} non-finite value(s) not drawn"] if not_drawn else [])
            + ([f"{whiskerless} value(s) without whiskers (no interval)"] if whiskerless else []), small, width)
