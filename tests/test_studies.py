@@ -116,7 +116,7 @@ def test_quantize_recipe_follows_the_model_not_its_folder():
     assert (quantize.run_columns(args, "v", setting, other_model)["recipe"]
             != quantize.run_columns(args, "v", setting, MODEL_IDENTITY)["recipe"])
     # Without --model-run the model is its architecture, weights file and crop size.
-    identities = [quantize.model_identity(verify, verify.get_args_parser().parse_args(flags), from_run=False)
+    identities = [quantize.model_identity(quantize.get_args_parser().parse_args(flags))
                   for flags in ([], ["--arch", "iresnet18"], ["--weights", "w.pth"], ["--image-size", "96"])]
     assert len({json.dumps(identity, sort_keys=True) for identity in identities}) == 4
     # With --model-run they would be ignored: refused.

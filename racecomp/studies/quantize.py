@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from racecomp import calibration, cli, cpus, datasets, engine, files, quant, schema, toydata, verification
+from racecomp import calibration, cli, cpus, datasets, engine, files, quant, runs, schema, toydata, verification
 from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
 from racecomp.studies import upscale, verify
 
@@ -184,13 +184,12 @@ def run_columns(args, code_version, setting, model_identity):
             schema.RECIPE_COLUMN: recipe, "seed": args.seed, "code_version": code_version}
 
 
-def model_identity(study, run_args, from_run):
+def model_identity(args):
     """The model as the recipe sees it: the model run's identifying columns and seed (not its folder), or
     the architecture, weights file and crop size of a --weights model."""
-    if from_run:
-        columns = study.run_columns(run_args, None)
-        return {k: v for k, v in columns.items() if k != "code_version"}
-    return {"arch": run_args.arch, "weights": run_args.weights, "image_size": run_args.image_size}
+    if args.model_run is not None:
+        return runs.run_identity(args.model_run)
+    return {"arch": args.arch, "weights": args.weights, "image_size": args.image_size}
 
 
 def _train_demo_model(args):
@@ -269,13 +268,13 @@ def main(args):
         args.model_run = _train_demo_model(args)
     study = TASKS[args.task]
     if args.model_run is not None:
-        run_args, model_record, model = verify.load_trained(args.model_run, study, "--model-run")
+        run_args, model_record, model = runs.load_trained(args.model_run, args.task, "--model-run")
     else:
         run_args = verify.get_args_parser().parse_args(
             ["--arch", args.arch, "--weights", args.weights, "--image-size", str(args.image_size), "--epochs", "0"])
         model_record = {}
         model = verify.build_model(run_args)
-    identity = model_identity(study, run_args, from_run=args.model_run is not None)
+    identity = model_identity(args)
     model = model.to(device).eval()
     eval_args = evaluation_arguments(args, run_args)
     eval_data = study.evaluation_data(eval_args)

@@ -37,7 +37,7 @@ import os
 import time
 
 from racecomp import (cli, cpus, datasets, distributed, engine, evaluation, facenets, files, identity, imagecache,
-                      losses, schema, toydata, upscalers)
+                      losses, runs, schema, toydata, upscalers)
 from racecomp.races import FAIRFACE_RACES, slug
 
 NAME = "upscale"
@@ -47,7 +47,8 @@ IDENTIFYING = ("arch", "scale", "upsampler", "minority", "weight", "minority_mod
 # Progress lines and sample grids change no number; --image-cache gives the same items as JPEG decoding
 # (tests/test_studies_upscale.py checks identical results).
 NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every", "save_samples", "image_cache")
-FINAL_WEIGHTS = "best.pth"  # the checkpoint chosen on dev
+FINAL_WEIGHTS = runs.FINAL_WEIGHTS[NAME]
+ARCFACE_FACE_PX = 112  # input size of every arcface_torch backbone
 # What can change the bicubic floor's numbers (besides scale, an identifying column): which val images, at
 # which size, and the identity metric's recognition model. Training flags cannot, so two bicubic runs that
 # differ only in them are one experiment.
@@ -158,11 +159,9 @@ def build_model(args, starting_weights=True):
 def identity_similarity(args, device):
     """The identity.IdentitySimilarity of --identity-model on `device` (None without it) and what it is, for
     args.json. With --identity-arch the model is a weights file, loaded as run_verify --arch A --weights W
-    --epochs 0 loads it; without, a finished run_verify folder."""
+    --epochs 0 loads it; without, a finished run_verify folder, refused when its embeddings collapsed."""
     if args.identity_model is None:
         return None, None
-    from racecomp.studies import verify  # verify imports this module (--restore), so it is imported where used
-
     spec = args.identity_model
     if args.identity_arch is None and os.path.isfile(spec):
         raise ValueError(f"--identity-model {spec}: a weights file needs --identity-arch (one of "
@@ -171,14 +170,16 @@ def identity_similarity(args, device):
         raise ValueError(f"--identity-model {spec} is a folder: a run_verify folder gives its own architecture "
                          f"(leave out --identity-arch), a backbone is a file")
     if args.identity_arch is None:
-        run_args, _, model = verify.load_trained(spec, verify, "--identity-model")
+        run_args, record, model = runs.load_trained(spec, "verify", "--identity-model")
+        runs.refuse_collapsed_recognizer(record, spec, "--identity-model")
+        arch, face_px = run_args.arch, run_args.image_size
     else:
-        run_args = verify.get_args_parser().parse_args(["--arch", args.identity_arch, "--weights", spec,
-                                                        "--epochs", "0"])
-        model = verify.build_model(run_args)
-    info = {"model": args.identity_model, "arch": run_args.arch, "face_px": run_args.image_size,
+        model = facenets.get_model(args.identity_arch)
+        runs.load_starting_weights(model, spec, None)
+        arch, face_px = args.identity_arch, ARCFACE_FACE_PX
+    info = {"model": args.identity_model, "arch": arch, "face_px": face_px,
             "flip_test": False, "faces": "resized (antialiased bicubic), not aligned; [-1, 1]"}
-    similarity = identity.IdentitySimilarity(model.to(device), run_args.image_size)
+    similarity = identity.IdentitySimilarity(model.to(device), face_px)
     return similarity, info
 
 

@@ -25,16 +25,14 @@ upscaler run; none for bicubic); runs without --restore have neither column.
     python run_verify.py --arch iresnet50 --weights backbone.pth --epochs 0 --restore runs/upscale/<run>
 """
 import copy
-import json
 import os
 import time
 
 import torch
 
 from racecomp import (cli, cpus, datasets, encoders, engine, evaluation, facenets, files, identity, margin_heads,
-                      probes, schema, toydata, upscalers, verification)
+                      probes, runs, schema, toydata, upscalers, verification)
 from racecomp.races import RFW_RACES, slug
-from racecomp.studies import upscale
 
 NAME = "verify"
 MINORITY_RACES = RFW_RACES
@@ -44,7 +42,7 @@ MINORITY_RACES = RFW_RACES
 # goes into `recipe`.
 IDENTIFYING = ("arch", "init", "finetune", "minority", "weight", "restore")
 NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every",)  # progress lines change no number
-FINAL_WEIGHTS = "model.pth"  # no selection split: the last epoch's weights are the model
+FINAL_WEIGHTS = runs.FINAL_WEIGHTS[NAME]
 BICUBIC_RESTORES = {f"bicubic-x{scale}": scale for scale in upscalers.SCALES}  # --restore value -> factor
 
 
@@ -177,55 +175,11 @@ def restore_columns(args):
         return {}
     if restore in BICUBIC_RESTORES:
         return {"restore": restore, "restore_model": "none"}
-    run_args, _ = read_run(restore, upscale, "--restore")
+    run_args, _ = runs.read_run(restore, "upscale", "--restore")
     if run_args.arch == "bicubic":  # the bicubic floor's folder: the same restoration as bicubic-x<scale>
         return {"restore": f"bicubic-x{run_args.scale}", "restore_model": "none"}
     return {"restore": f"{run_args.arch}-x{run_args.scale}",
-            "restore_model": schema.recipe_id({"upscaler": run_identity(upscale, run_args)}, ())}
-
-
-def run_identity(study, run_args):
-    """A finished run as a recipe sees it: its identifying columns and seed, without its code version."""
-    return {key: value for key, value in study.run_columns(run_args, None).items() if key != "code_version"}
-
-
-def read_run(run_dir, study, flag):
-    """(arguments, record) of the finished run folder `run_dir` of `study` (a study module: verify, upscale).
-
-    Arguments its args.json lacks (flags added since) take the study's defaults. `flag` names the option
-    that gave the folder, in errors.
-    """
-    args_path = os.path.join(run_dir, "args.json")
-    if not os.path.isfile(os.path.join(run_dir, files.FINISHED_MARKER)) or not os.path.isfile(args_path):
-        raise ValueError(f"{flag} {run_dir}: not a finished run folder (needs args.json and "
-                         f"{files.FINISHED_MARKER})")
-    with open(args_path, encoding="utf-8") as handle:
-        record = json.load(handle)
-    if record.get("study") != study.NAME:
-        raise ValueError(f"{flag} {run_dir}: a {record.get('study')!r} run, not a {study.NAME!r} run")
-    run_args = study.get_args_parser().parse_args([])
-    vars(run_args).update(record["args"])
-    return run_args, record
-
-
-def load_trained(run_dir, study, flag="--model-run"):
-    """(run arguments, run record, model with the run's final weights, on the CPU) of a finished run folder
-    of `study` (verify or upscale): what quantization quantizes, what --restore restores with and what
-    run_upscale --identity-model recognises with. See read_run."""
-    run_args, record = read_run(run_dir, study, flag)
-    checkpoint = os.path.join(run_dir, study.FINAL_WEIGHTS)
-    if not os.path.isfile(checkpoint) and os.path.isfile(os.path.join(run_dir, "checkpoint.pth")):
-        checkpoint = os.path.join(run_dir, "checkpoint.pth")  # a verify run from before model.pth existed
-    if os.path.isfile(checkpoint):
-        model = study.build_model(run_args, starting_weights=False)
-        model.load_state_dict(files.load_checkpoint(checkpoint)["model"])
-    elif study.NAME == upscale.NAME and run_args.arch == "bicubic":
-        raise ValueError(f"{flag} {run_dir}: the bicubic baseline has no weights")
-    elif study.NAME == NAME and (run_args.weights or run_args.init_from):
-        model = study.build_model(run_args)  # evaluated without training: its starting weights are the model
-    else:
-        raise ValueError(f"{flag} {run_dir}: no checkpoint ({checkpoint} missing)")
-    return run_args, record, model
+            "restore_model": schema.recipe_id({"upscaler": runs.run_identity(restore)}, ())}
 
 
 def restoration(args):
@@ -237,13 +191,13 @@ def restoration(args):
         scale = BICUBIC_RESTORES[restore]
         upscaler, info = upscalers.build_upscaler("bicubic", scale), {}
     else:
-        run_args, _ = read_run(restore, upscale, "--restore")
+        run_args, _ = runs.read_run(restore, "upscale", "--restore")
         scale = run_args.scale
         if run_args.arch == "bicubic":
             upscaler = upscalers.build_upscaler("bicubic", scale)
         else:
-            upscaler = load_trained(restore, upscale, "--restore")[2]
-        info = {"upscaler_run": os.path.abspath(restore), "upscaler": run_identity(upscale, run_args),
+            upscaler = runs.load_trained(restore, "upscale", "--restore")[2]
+        info = {"upscaler_run": os.path.abspath(restore), "upscaler": runs.run_identity(restore),
                 "upscaler_hr_px": run_args.hr_size or "native"}
     if args.image_size % scale:
         raise ValueError(f"--restore {restore} (x{scale}): --image-size {args.image_size} is not divisible by {scale}")
@@ -254,16 +208,9 @@ def restoration(args):
 def build_model(args, starting_weights=True):
     """The backbone of `args` on the CPU, with its starting weights (--weights, --init-from) unless
     `starting_weights` is False (the architecture only, for loading a trained checkpoint)."""
-    model = facenets.get_model(args.arch, args.embedding_size)
-    if starting_weights and args.weights:
-        facenets.load_backbone_weights(model, args.weights)
-        print(f"[model] {args.arch} weights from {args.weights}")
-    if starting_weights and args.init_from:
-        path = os.path.join(args.init_from, "best.pth")
-        if not os.path.isfile(path):
-            path = os.path.join(args.init_from, "checkpoint.pth")
-        count = facenets.load_encoder_from_upscaler(model, files.load_checkpoint(path)["model"])
-        print(f"[model] encoder initialised from upscaler {path} ({count} tensors)")
+    model = runs.architecture(NAME, args)
+    if starting_weights:
+        runs.load_starting_weights(model, args.weights, args.init_from)
     return model
 
 
