@@ -25,10 +25,32 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that expands --recipe (add_recipe_argument) into its flags before the command line's
+    own, so a flag given explicitly overrides the recipe's (racecomp.recipes)."""
+    recipe_study = None
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.recipe_study is None:
+            return super().parse_known_args(args, namespace)
+        args = sys.argv[1:] if args is None else list(args)
+        first, _ = super().parse_known_args(args, None)
+        if first.recipe is None:
+            return super().parse_known_args(args, namespace)
+        from racecomp import recipes
+        return super().parse_known_args(recipes.expand(self.recipe_study, first.recipe, first) + args, namespace)
+
+
 def make_parser(description, add_help=True):
     """The parser every command of the project starts from: exact flag names only ('--scal' is not --scale)."""
-    return argparse.ArgumentParser(description=description, add_help=add_help, allow_abbrev=False,
-                                   formatter_class=HelpFormatter)
+    return Parser(description=description, add_help=add_help, allow_abbrev=False, formatter_class=HelpFormatter)
+
+
+def add_recipe_argument(parser, study):
+    """--recipe NAME: one of `study`'s named recipes (racecomp.recipes), expanded by the parser."""
+    from racecomp import recipes
+    parser.recipe_study = study
+    parser.add_argument("--recipe", choices=recipes.names(study), default=None, help=recipes.help_text(study))
 
 
 def add_output_arguments(parser, out_help):
@@ -55,7 +77,12 @@ def add_training_arguments(parser):
     group.add_argument("--encoder-lr", type=float, default=None, help="peak learning rate of the encoder "
                        "(unset: --lr)")
     group.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decoupled weight decay")
+    group.add_argument("--optimizer", choices=engine.OPTIMIZERS, default="adamw",
+                       help="adamw, or sgd (momentum 0.9)")
     group.add_argument("--warmup-steps", type=int, default=10, help="optimizer steps of linear warm-up")
+    group.add_argument("--schedule", choices=engine.SCHEDULES, default="cosine", help="learning rate after "
+                       "warm-up: one cosine to 0, a cosine restarted at each --unfreeze stage, or a linear decay "
+                       "to 0")
     group.add_argument("--clip-grad", type=float, default=1.0, help="max gradient L2 norm (0: no clipping)")
     group.add_argument("--amp", choices=tuple(engine.AMP_DTYPES), default="off",
                        help="mixed precision: bf16, fp16 (with loss scaling) or off (fp32)")

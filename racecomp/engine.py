@@ -49,21 +49,42 @@ def make_scaler(device, amp):
 
 # ---------------------------------------------------------------- optimizer and schedule
 
-def lr_factor(step, total_steps, warmup_steps, min_factor=0.0):
-    """Multiplier of the base learning rate at optimizer step `step` (0-based): linear warm-up, then cosine."""
+SCHEDULES = ("cosine", "cosine-stages", "linear")
+OPTIMIZERS = ("adamw", "sgd")
+SGD_MOMENTUM = 0.9  # arcface_torch's and QuantFace's
+
+
+def lr_factor(step, total_steps, warmup_steps, min_factor=0.0, schedule="cosine", restarts=()):
+    """Multiplier of the base learning rate at optimizer step `step` (0-based): linear warm-up over the first
+    `warmup_steps`, then, over the rest of `total_steps`,
+      cosine         one cosine from 1 to min_factor;
+      cosine-stages  a cosine from 1 to min_factor restarted at each step of `restarts` (the first step of each
+                     staged-unfreezing stage), as a CosineAnnealingLR made anew for each stage;
+      linear         a straight line from 1 to min_factor (arcface_torch's PolynomialLRWarmup, power 1).
+    """
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    progress = min(1.0, max(0.0, progress))
-    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    start, end = warmup_steps, total_steps
+    if schedule == "cosine-stages":
+        for boundary in sorted(restarts):
+            if boundary <= step:
+                start = max(start, boundary)
+            elif boundary < end:
+                end = boundary
+    progress = min(1.0, max(0.0, (step - start) / max(1, end - start)))
+    shape = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_factor + (1.0 - min_factor) * shape
 
 
-def build_optimizer(model, lr, encoder_lr=None, weight_decay=0.05, extra_modules=()):
-    """AdamW over every parameter (frozen ones simply have no gradient and are skipped by AdamW).
+def build_optimizer(model, lr, encoder_lr=None, weight_decay=0.05, extra_modules=(), optimizer="adamw"):
+    """AdamW (or SGD with momentum 0.9) over every parameter (frozen ones simply have no gradient and are
+    skipped).
 
     Parameters under `encoder.` get `encoder_lr` (default `lr`); 1-D parameters (norms, biases) get no
     weight decay. `extra_modules` (e.g. a margin head) train at `lr`.
     """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer {optimizer!r}: must be one of {', '.join(OPTIMIZERS)}")
     groups = {}
     named = list(model.named_parameters())
     for index, module in enumerate(extra_modules):
@@ -78,11 +99,14 @@ def build_optimizer(model, lr, encoder_lr=None, weight_decay=0.05, extra_modules
         group_lr = encoder_lr if (part == "encoder" and encoder_lr is not None) else lr
         param_groups.append({"params": params, "lr": group_lr, "weight_decay": weight_decay if decay else 0.0,
                              "name": f"{part}{'' if decay else '_no_decay'}"})
+    if optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr, momentum=SGD_MOMENTUM)
     return torch.optim.AdamW(param_groups, lr=lr)
 
 
-def build_scheduler(optimizer, total_steps, warmup_steps):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
+def build_scheduler(optimizer, total_steps, warmup_steps, schedule="cosine", restarts=()):
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, schedule=schedule, restarts=restarts))
 
 
 # ---------------------------------------------------------------- reproducibility
@@ -136,6 +160,7 @@ class TrainingSettings:
     finetune: str = "full"      # one of FINETUNE_STRATEGIES
     unfreeze: tuple = ()        # epochs at which the last 1, 2, ... encoder stages open (parse_unfreeze's result)
     log_every: int = 10         # optimizer steps between progress lines (and at least one per 10 s), 0: none
+    schedule: str = "cosine"    # one of SCHEDULES (cosine-stages restarts at each --unfreeze epoch)
 
     def __post_init__(self):
         object.__setattr__(self, "unfreeze", tuple(self.unfreeze))  # a list is accepted, stored as a tuple
@@ -151,6 +176,10 @@ class TrainingSettings:
         if self.finetune not in FINETUNE_STRATEGIES:
             raise ValueError(f"--finetune {self.finetune!r}: must be one of {', '.join(FINETUNE_STRATEGIES)}")
         check_unfreeze(self.unfreeze, f"--unfreeze {','.join(map(str, self.unfreeze))}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule {self.schedule!r}: must be one of {', '.join(SCHEDULES)}")
+        if self.schedule == "cosine-stages" and not self.unfreeze:
+            raise ValueError("--schedule cosine-stages restarts the cosine at each --unfreeze stage: give --unfreeze")
         if self.unfreeze and self.finetune != "full":
             raise ValueError(f"--unfreeze schedules apply to --finetune full only (got --finetune {self.finetune})")
 
@@ -159,7 +188,7 @@ class TrainingSettings:
         """From an argparse namespace with cli.add_training_arguments' flags (--unfreeze as text, '1,3')."""
         return cls(epochs=args.epochs, accum_steps=args.accum_steps, amp=args.amp, clip_grad=args.clip_grad,
                    warmup_steps=args.warmup_steps, finetune=args.finetune, unfreeze=parse_unfreeze(args.unfreeze),
-                   log_every=args.log_every)
+                   log_every=args.log_every, schedule=args.schedule)
 
 
 # ---------------------------------------------------------------- the loop
@@ -219,7 +248,9 @@ class Trainer:
         self.scaler = make_scaler(device, settings.amp)
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = settings.epochs * steps_per_epoch
-        self.scheduler = build_scheduler(optimizer, max(1, self.total_steps), settings.warmup_steps)
+        restarts = tuple(epoch * steps_per_epoch for epoch in settings.unfreeze)
+        self.scheduler = build_scheduler(optimizer, max(1, self.total_steps), settings.warmup_steps,
+                                         settings.schedule, restarts)
         self.epoch = 0          # next epoch to run
         self.step = 0           # optimizer steps done
         self.skipped_steps = 0  # fp16 steps the scaler skipped (inf/NaN gradients)

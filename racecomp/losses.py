@@ -152,31 +152,34 @@ class VGGPerceptualLoss(nn.Module):
 
 
 class SRLoss(nn.Module):
-    """pixel + perceptual_weight * VGG perceptual + ssim_weight * (1 - SSIM).
+    """pixel_weight * pixel + perceptual_weight * VGG perceptual + ssim_weight * (1 - SSIM).
 
     Returns (total, parts): total a float32 scalar tensor; parts the unweighted terms as Python floats for
     logging ("pixel", and "perceptual" / "ssim_loss" when their weight is non-zero). The VGG network is built
-    only when perceptual_weight > 0.
+    only when perceptual_weight > 0, with `vgg_layer_weights` for DEFAULT_VGG_LAYERS.
     """
 
-    def __init__(self, pixel="l1", perceptual_weight=0.0, ssim_weight=0.0, vgg_weights_path=None):
+    def __init__(self, pixel="l1", perceptual_weight=0.0, ssim_weight=0.0, vgg_weights_path=None, pixel_weight=1.0,
+                 vgg_layer_weights=DEFAULT_VGG_LAYER_WEIGHTS):
         super().__init__()
         if pixel not in PIXEL_LOSSES:
             raise ValueError(f"pixel loss {pixel!r}: must be one of {', '.join(PIXEL_LOSSES)}")
-        if perceptual_weight < 0 or ssim_weight < 0:
-            raise ValueError(f"loss weights must be non-negative, got perceptual {perceptual_weight}, "
-                             f"ssim {ssim_weight}")
+        if min(pixel_weight, perceptual_weight, ssim_weight) < 0 or pixel_weight + perceptual_weight + ssim_weight == 0:
+            raise ValueError(f"loss weights must be non-negative and not all 0, got pixel {pixel_weight}, "
+                             f"perceptual {perceptual_weight}, ssim {ssim_weight}")
         if vgg_weights_path is not None and perceptual_weight == 0:
             raise ValueError("a VGG weights path was given but the perceptual weight is 0")
         self.pixel_loss = l1_loss if pixel == "l1" else charbonnier_loss
+        self.pixel_weight = pixel_weight
         self.perceptual_weight = perceptual_weight
         self.ssim_weight = ssim_weight
-        self.perceptual = VGGPerceptualLoss(vgg_weights_path) if perceptual_weight > 0 else None
+        self.perceptual = (VGGPerceptualLoss(vgg_weights_path, layer_weights=vgg_layer_weights)
+                           if perceptual_weight > 0 else None)
         self.ssim_loss = SSIMLoss()
 
     def forward(self, sr, hr):
         pixel = self.pixel_loss(sr, hr)
-        total = pixel
+        total = self.pixel_weight * pixel
         parts = {"pixel": pixel.item()}
         if self.perceptual is not None:
             perceptual = self.perceptual(sr, hr)

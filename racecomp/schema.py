@@ -48,7 +48,8 @@ BIAS_PROBE_COLUMNS = ("set_a", "set_b", "n_a", "n_b", "assoc_pretrained", "assoc
 
 # Flags every study has that never change a result: where a run goes and how fast it gets there. Each
 # study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.
-NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size")
+# `recipe` (run_* --recipe) is a name for flags that are recorded, and hashed, themselves.
+NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size", "recipe")
 
 
 def recipe_id(settings, identifying, non_result=NON_RESULT_ARGS):

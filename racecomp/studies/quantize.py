@@ -74,6 +74,7 @@ def parse_race_weights(text, vocabulary):
 
 def get_args_parser(add_help=True):
     parser = cli.make_parser(__doc__.split("\n")[0], add_help)
+    cli.add_recipe_argument(parser, NAME)
     model = parser.add_argument_group("model to quantize")
     model.add_argument("--task", choices=tuple(TASKS), default="verify", help="kind of model")
     model.add_argument("--model-run", default=None, help="a finished run_verify / run_upscale folder: its "
@@ -107,6 +108,7 @@ def get_args_parser(add_help=True):
     quantize.add_argument("--qat-steps", type=int, default=0, help="distillation fine-tuning steps (QuantFace): "
                           "quantized student vs full-precision teacher")
     quantize.add_argument("--qat-lr", type=float, default=1e-3, help="distillation learning rate")
+    quantize.add_argument("--qat-weight-decay", type=float, default=0.0, help="distillation weight decay")
     quantize.add_argument("--qat-calibrate-steps", type=int, default=10, help="first distillation steps that "
                           "still update activation ranges")
     evaluate = parser.add_argument_group("evaluation (default: the model run's own)")
@@ -304,7 +306,8 @@ def main(args):
             qat_losses = []
             if args.qat_steps:
                 qat_losses = quant.distill(qmodel, model, batches, args.qat_steps, args.qat_lr,
-                                           calibrate_steps=args.qat_calibrate_steps)
+                                           calibrate_steps=args.qat_calibrate_steps,
+                                           weight_decay=args.qat_weight_decay)
             qmodel.eval()
             evaluate(qmodel, setting, {"calibration": calib_info, "quantization": quant.quantization_summary(qmodel),
                                        "model_size_bytes": quant.quantized_size_bytes(qmodel, model),

@@ -32,6 +32,7 @@ by batch inside the evaluation pass. Its bicubic reference is an --arch bicubic 
     python run_upscale.py --arch resnet50 --identity-model backbone.pth --identity-arch iresnet50
     python run_upscale.py --arch resnet50 --identity-model runs/verify/<run>
 """
+import argparse
 import math
 import os
 import time
@@ -60,6 +61,7 @@ UNSET_LEAVES_RECIPE = ("identity_model", "identity_arch")
 
 def get_args_parser(add_help=True):
     parser = cli.make_parser(__doc__.split("\n")[0], add_help)
+    cli.add_recipe_argument(parser, NAME)
     data = cli.add_data_arguments(parser, "FairFace root (fairface_label_train.csv, train/, val/); default: "
                                           "the built-in synthetic demo data", MINORITY_RACES)
     data.add_argument("--minority-mode", choices=datasets.SAMPLER_MODES, default="subsample",
@@ -75,16 +77,21 @@ def get_args_parser(add_help=True):
     cli.add_training_arguments(parser)
     model = parser.add_argument_group("model")
     model.add_argument("--arch", choices=upscalers.ARCH_NAMES, default="resnet50",
-                       help="encoder of the UNet ('fastvit' = fastvit_sa24), or bicubic (no training)")
+                       help="encoder of the UNet ('fastvit' = fastvit_ma36, the study's), or bicubic (no training)")
     model.add_argument("--scale", type=int, choices=upscalers.SCALES, default=2, help="upscaling factor "
                        "(2: 112->224, 4: 56->224 on FairFace)")
     model.add_argument("--upsampler", choices=upscalers.UPSAMPLERS, default="pixelshuffle",
                        help="sub-pixel convolution, interpolation + conv, or over-scale then down-scale")
-    model.add_argument("--pretrained", action="store_true", help="start the encoder from timm ImageNet weights")
+    model.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False,
+                       help="start the encoder from timm ImageNet weights")
     model.add_argument("--pretrained-path", default=None, help="local file of those weights (offline)")
     loss = parser.add_argument_group("loss")
     loss.add_argument("--pixel-loss", choices=("l1", "charbonnier"), default="l1", help="pixel loss")
+    loss.add_argument("--pixel-weight", type=float, default=1.0, help="weight of the pixel loss")
     loss.add_argument("--perceptual-weight", type=float, default=0.0, help="weight of the VGG19 perceptual loss")
+    loss.add_argument("--vgg-layer-weights", default=",".join(f"{w:g}" for w in losses.DEFAULT_VGG_LAYER_WEIGHTS),
+                      help=f"weights of the perceptual loss's VGG19 layers {', '.join(losses.DEFAULT_VGG_LAYERS)} "
+                           f"(pre-ReLU conv outputs; L1 between features), comma-separated")
     loss.add_argument("--ssim-weight", type=float, default=0.0, help="weight of the (1 - SSIM) loss")
     loss.add_argument("--vgg-weights", default=None, help="local VGG19 state dict for the perceptual loss")
     evaluate = parser.add_argument_group("evaluation")
@@ -110,9 +117,22 @@ def check_values(args):
     cli.check_minority_values(args, MINORITY_RACES)
 
 
+def vgg_layer_weights(args):
+    """--vgg-layer-weights as floats, one per VGG layer."""
+    try:
+        weights = tuple(float(text) for text in args.vgg_layer_weights.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != len(losses.DEFAULT_VGG_LAYERS) or min(weights) < 0:
+        raise ValueError(f"--vgg-layer-weights {args.vgg_layer_weights!r}: {len(losses.DEFAULT_VGG_LAYERS)} "
+                         f"non-negative numbers, for {', '.join(losses.DEFAULT_VGG_LAYERS)}")
+    return weights
+
+
 def check_args(args):
     """Every check that needs no data, before any work; returns the minority race label (or None)."""
     check_values(args)
+    vgg_layer_weights(args)
     minority = cli.check_minority(args, MINORITY_RACES)
     if args.arch == "bicubic" and minority is not None:
         raise ValueError("--arch bicubic trains nothing, so --minority does not apply to it")
@@ -340,8 +360,11 @@ def _run(args, minority, device):
             datasets.FairFaceSR(distributed.shard(splits["dev"]), args.scale, hr_size=args.hr_size, train=False),
             args.eval_batch_size, args.workers, device)
         loss_fn = losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
-                                ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights).to(device)
-        optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay)
+                                ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights,
+                                pixel_weight=args.pixel_weight,
+                                vgg_layer_weights=vgg_layer_weights(args)).to(device)
+        optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay,
+                                           optimizer=args.optimizer)
         trainer = engine.Trainer(
             model, sr_compute_loss(loss_fn), optimizer, args.out, engine.TrainingSettings.from_args(args),
             training_steps(len(sampler), args.batch_size, args.accum_steps), device=device,

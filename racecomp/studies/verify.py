@@ -48,6 +48,7 @@ BICUBIC_RESTORES = {f"bicubic-x{scale}": scale for scale in upscalers.SCALES}  #
 
 def get_args_parser(add_help=True):
     parser = cli.make_parser(__doc__.split("\n")[0], add_help)
+    cli.add_recipe_argument(parser, NAME)
     cli.add_data_arguments(parser, "identity folders <Race>/<identity>/*.jpg for training (BUPT layout); "
                                    "default: the built-in synthetic demo identities. --minority keeps a seeded "
                                    "fraction W of that race's identities (all their images)", MINORITY_RACES)
@@ -318,7 +319,8 @@ def _train(args, model, minority, pairs, action, device, record):
     labels = torch.tensor([r.class_index for r in train_records])
     n_classes = max(r.class_index for r in all_records) + 1
     head = margin_heads.get_margin_head(args.margin, args.embedding_size, n_classes).to(device)
-    optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay, extra_modules=[head])
+    optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay, extra_modules=[head],
+                                       optimizer=args.optimizer)
     trainer = engine.Trainer(model, identity_loss(head, labels), optimizer, args.out,
                              engine.TrainingSettings.from_args(args), -(-len(loader) // args.accum_steps),
                              device=device, extra_modules=[head], run_args=record["args"])
