@@ -20,14 +20,15 @@ SAMPLE_KEYS = ("file", "race", "gender", "age")
 
 
 @torch.no_grad()
-def evaluate_upscaler(model, loader, scale, device, label="eval", show=True, identity=None):
+def evaluate_upscaler(model, loader, scale, device, label="eval", show=True, identity=None, floor=None):
     """One per-image row (file, race, gender, age, psnr_y, ssim_y, psnr_rgb, ssim_rgb) per evaluated image.
 
     The model runs in fp32 in eval mode; the metrics follow metrics.image_quality's pinned convention
     (uint8-rounded, 0-255, `scale`-pixel border cropped, Gaussian-window SSIM). Progress lines are labelled
     `label` (printed only with `show`). `identity` (optional, racecomp.identity.IdentitySimilarity) is
     called on each batch on the device, identity(output, hr) -> {column: per-image values}, and its
-    columns (id_cos) join the rows: no second pass over the data.
+    columns (id_cos) join the rows: no second pass over the data. `floor` (optional, the bicubic upscaler)
+    adds each image's `floor_psnr_y`, its PSNR-Y by that module (for racecomp.sanity).
     """
     model.eval()
     rows = []
@@ -42,6 +43,8 @@ def evaluate_upscaler(model, loader, scale, device, label="eval", show=True, ide
         values = {key: quality[key].cpu().tolist() for key in IMAGE_QUALITY_KEYS}
         if identity is not None:
             values.update(identity(output, hr))
+        if floor is not None:
+            values["floor_psnr_y"] = metrics.image_quality(floor(lr).float(), hr, scale)["psnr_y"].cpu().tolist()
         for i in range(hr.shape[0]):
             row = {key: batch[key][i] for key in SAMPLE_KEYS}
             row.update({key: column[i] for key, column in values.items()})

@@ -18,9 +18,6 @@ from racecomp import facenets, files, schema, upscalers
 
 FINAL_WEIGHTS = {"upscale": "best.pth",  # the epoch chosen on dev
                  "verify": "model.pth"}  # no selection split: the last epoch's weights
-# Warnings (args.json "warnings", racecomp.sanity) that make a verification run's embeddings unusable as a
-# recognizer: every face maps to about one point, so any similarity between faces is near 1.
-COLLAPSE_WARNINGS = ("collapsed embeddings", "chance accuracy")
 
 
 def read_run(run_dir, study, flag):
@@ -93,7 +90,7 @@ def load_trained(run_dir, study, flag):
 def refuse_collapsed_recognizer(record, run_dir, flag):
     """ValueError when a verification run's record says its embeddings are collapsed: any similarity measured
     with it (id_cos) would be near 1 whatever the faces."""
-    found = [warning for warning in record.get("warnings", []) if warning["check"] in COLLAPSE_WARNINGS]
+    found = [warning for warning in record.get(schema.WARNINGS_KEY, []) if warning["check"] in schema.COLLAPSE_CHECKS]
     if found:
         raise ValueError(f"{flag} {run_dir}: its recognizer failed a sanity check ({found[0]['message']}); "
                          f"a similarity measured with it means nothing. Train it longer or use another model.")

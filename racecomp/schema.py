@@ -33,6 +33,10 @@ OPTIONAL_RACE_METRICS = {"upscale": ("id_cos",)}
 # Arguments (args.json) that choose the recognition model behind id_cos: two runs' id_cos compare only when
 # these agree.
 IDENTITY_MODEL_ARGS = ("identity_model", "identity_arch")
+# args.json "warnings" (racecomp.sanity): a list of {"check", "message", "value"} of checks the run failed after its
+# evaluation. A run whose recognizer failed one of COLLAPSE_CHECKS gives no usable id_cos.
+WARNINGS_KEY = "warnings"
+COLLAPSE_CHECKS = ("collapsed embeddings",)
 # Identifying columns of a verification run scored on restored faces (run_verify --restore); a run on the
 # original faces has neither.
 RESTORE_COLUMNS = ("restore", "restore_model")

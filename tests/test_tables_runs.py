@@ -54,7 +54,7 @@ def test_group_experiments_pools_seeds_by_value_and_splits_recipes():
     pooled, other_recipe = group_experiments(runs, problems)
     assert not problems.entries
     assert [r.folder for r in pooled.runs] == ["a", "b"]  # '1' and '1.0' are one weight; sorted by seed
-    assert pooled.pooled_columns() == {"n_seeds": 2, "seeds": "0;1", "code_version": "abc"}
+    assert pooled.pooled_columns() == {"n_seeds": 2, "seeds": "0;1", "code_version": "abc", "warnings": ""}
     assert "seed" not in pooled.columns and [r.folder for r in other_recipe.runs] == ["c"]
 
 

@@ -38,7 +38,7 @@ import os
 import time
 
 from racecomp import (cli, cpus, datasets, distributed, engine, evaluation, facenets, files, identity, imagecache,
-                      losses, runs, schema, toydata, upscalers)
+                      losses, runs, sanity, schema, toydata, upscalers)
 from racecomp.races import FAIRFACE_RACES, slug
 
 NAME = "upscale"
@@ -245,7 +245,8 @@ def evaluation_data(args):
 def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device, identity_metric=None):
     """Evaluate on `val_records` (deterministic, fp32, eval mode), write per_image.csv and per_race.csv
     (last), print the table; return (table, summary): summary (the run-level facts verify has too) holds
-    the identity metric's model and convention with --identity-model, else it is empty.
+    the sanity warnings (racecomp.sanity: below the bicubic floor) and, with --identity-model, the identity
+    metric's model and convention. A NaN metric stops here (sanity.NonFiniteMetricError).
     `identity_metric`: identity_similarity(args, device) when already loaded (else it is loaded here).
 
     Under torchrun each rank evaluates its shard (distributed.shard: positions rank, rank + world, ...)
@@ -255,9 +256,15 @@ def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device, iden
                                                     hr_size=args.hr_size, train=False),
                                 args.eval_batch_size, args.workers, device)
     similarity, identity_info = identity_metric or identity_similarity(args, device)
+    floor = None if args.arch == "bicubic" else upscalers.build_upscaler("bicubic", args.scale).to(device)
     rows = distributed.gather_shards(evaluation.evaluate_upscaler(model, loader, args.scale, device,
-                                                                  show=distributed.is_main(), identity=similarity))
+                                                                  show=distributed.is_main(), identity=similarity,
+                                                                  floor=floor))
     keys = evaluation.IMAGE_QUALITY_KEYS + (identity.IDENTITY_KEYS if similarity is not None else ())
+    sanity.check_finite(rows, keys, "evaluation on val", infinite_allowed=("psnr_y", "psnr_rgb"))
+    warnings = sanity.upscaling_warnings(rows) if floor is not None else []
+    for row in rows if floor is not None else ():
+        del row["floor_psnr_y"]
     table = evaluation.mean_by_group(rows, keys, order=FAIRFACE_RACES)
     if distributed.is_main():
         evaluation.write_results(out_dir, rows, table, run_columns=run_columns)
@@ -266,8 +273,9 @@ def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device, iden
         print(f"{'race':<16} {'n':>6} " + " ".join(f"{k:>9}" for k in keys))
         for row in table:
             print(f"{row['race']:<16} {row['n']:>6} " + " ".join(f"{row[k]:>9.4f}" for k in keys))
+        sanity.show(warnings)
     distributed.barrier()  # the run's files exist when any rank returns
-    return table, ({"identity_metric": identity_info} if identity_info else {})
+    return table, {"warnings": warnings, **({"identity_metric": identity_info} if identity_info else {})}
 
 
 def training_dataset(records, args):
@@ -327,6 +335,13 @@ def _run(args, minority, device):
         return None
     main_process = distributed.is_main()
     engine.seed_everything(args.seed)
+    # Weights first (ImageNet encoder, VGG19): a recipe that needs files it cannot download stops before any work.
+    model = build_model(args).to(device)
+    loss_fn = None
+    if args.arch != "bicubic":
+        loss_fn = losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
+                                ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights,
+                                pixel_weight=args.pixel_weight, vgg_layer_weights=vgg_layer_weights(args)).to(device)
     splits = distributed.run_on_main(load_splits, args)  # rank 0 checks the images, every rank gets its answer
     sampler, counts = None, {}
     if args.arch != "bicubic":
@@ -343,7 +358,6 @@ def _run(args, minority, device):
         for race, count in counts.items():
             print(f"  {race:<16} available {count['available']:>6}  expected draws/epoch "
                   f"{count['expected_per_epoch']:>9.1f}")
-    model = build_model(args).to(device)
     identity_metric = identity_similarity(args, device)  # loaded before training: a bad model fails now
     record = files.run_record(args, study=NAME, data_root=data_root(args), device=str(device),
                               parameters=upscalers.count_parameters(model), world_size=world_size,
@@ -359,10 +373,6 @@ def _run(args, minority, device):
         dev_loader = engine.make_loader(
             datasets.FairFaceSR(distributed.shard(splits["dev"]), args.scale, hr_size=args.hr_size, train=False),
             args.eval_batch_size, args.workers, device)
-        loss_fn = losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
-                                ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights,
-                                pixel_weight=args.pixel_weight,
-                                vgg_layer_weights=vgg_layer_weights(args)).to(device)
         optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay,
                                            optimizer=args.optimizer)
         trainer = engine.Trainer(
@@ -384,9 +394,11 @@ def _run(args, minority, device):
         evaluation.save_sample_grids(
             model, datasets.FairFaceSR(splits["val"], args.scale, hr_size=args.hr_size), args.save_samples,
             args.out, device)
-    table, _ = evaluate_to_dir(model, args, splits["val"], args.out, run_columns(args, record["code_version"]),
-                               device, identity_metric)
+    table, summary = evaluate_to_dir(model, args, splits["val"], args.out,
+                                     run_columns(args, record["code_version"]), device, identity_metric)
     if main_process:
+        record["warnings"] = summary["warnings"]
+        files.write_json(os.path.join(args.out, "args.json"), record)
         files.finish_run(args.out, args.keep_checkpoint)
     return table
 

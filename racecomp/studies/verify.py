@@ -31,7 +31,7 @@ import time
 import torch
 
 from racecomp import (cli, cpus, datasets, encoders, engine, evaluation, facenets, files, identity, margin_heads,
-                      probes, runs, schema, toydata, upscalers, verification)
+                      probes, runs, sanity, schema, toydata, upscalers, verification)
 from racecomp.races import RFW_RACES, slug
 
 NAME = "verify"
@@ -229,7 +229,8 @@ def evaluation_data(args):
 def evaluate_to_dir(model, args, data, out_dir, run_columns, device):
     """Score `model` on the RFW pairs of `data` (evaluation_data) with the protocol of `args` (--align,
     --no-flip, --image-size, --far, --restore), write per_pair.csv and per_race.csv (last), print the table;
-    return (table, {"global_threshold": cosine, "restore": what restored the faces (with --restore)}).
+    return (table, {"global_threshold": cosine, "warnings": racecomp.sanity's (chance accuracy, collapsed
+    embeddings), "restore": what restored the faces (with --restore)}). A NaN score stops here.
     """
     root, pairs = data
     loader, keys = verification.rfw_loader(root, pairs, args.eval_batch_size, args.workers, device,
@@ -243,11 +244,14 @@ def evaluate_to_dir(model, args, data, out_dir, run_columns, device):
               f"(bicubic, antialiased, 8-bit) -> {restore_info['restore']} -> {restore_info['face_px']} px")
     embeddings = verification.embed(model, loader, device, flip=not args.no_flip, label="rfw", restore=restore)
     pair_rows = verification.score_pairs(pairs, keys, embeddings)
+    sanity.check_finite(pair_rows, ["score"], "RFW scoring")
     table, threshold = verification.per_race_table(pair_rows, fars=tuple(args.far))
+    warnings = sanity.verification_warnings(table, pair_rows)
     evaluation.write_results(out_dir, pair_rows, table, item_name="per_pair.csv", run_columns=run_columns)
     verification.print_table(table, threshold, args.far[0])
+    sanity.show(warnings)
     print(f"[rfw] results in {out_dir}")
-    return table, {"global_threshold": threshold, **summary}
+    return table, {"global_threshold": threshold, "warnings": warnings, **summary}
 
 
 def identity_loss(head, labels):

@@ -141,10 +141,16 @@ def _bounds_text(lo, hi):
     return f"[{format_number(lo, magnitude)}, {format_number(hi, magnitude)}]"
 
 
+WARNINGS_NOTE = ("Rows with `warnings` come from runs that failed a sanity check after their evaluation (chance "
+                 "accuracy, collapsed embeddings, below the bicubic floor; racecomp.sanity, the run's args.json and "
+                 "the problems list name the numbers): a broken model, not a result.")
+
+
 def _markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    flagged = "warnings" in header and any(row[header.index("warnings")] for row in rows)
+    return "\n".join(lines) + (f"\n\n{WARNINGS_NOTE}" if flagged else "")
 
 
 def _varying_columns(experiments, exclude=()):
@@ -162,6 +168,13 @@ def _label_layout(experiments, other_columns, exclude=()):
     column each when the table stays within MAX_COLUMNS beside `other_columns`, else one joined column; none
     for a single experiment (the constant text names it)."""
     varying, constant = _varying_columns(experiments, exclude)
+    if any(e.warnings for e in experiments):  # a broken model's rows are marked in every table they are in
+        header, cells, constant = _label_layout_of(varying, constant, other_columns + 1)
+        return header + ["warnings"], lambda e: cells(e) + [", ".join(e.warnings)], constant
+    return _label_layout_of(varying, constant, other_columns)
+
+
+def _label_layout_of(varying, constant, other_columns):
     if not varying:
         return [], lambda e: [], constant
     if len(varying) + other_columns <= MAX_COLUMNS:

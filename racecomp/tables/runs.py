@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from racecomp.races import FAIRFACE_RACES, check_label
-from racecomp.schema import (BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COUNT_COLUMN, FAMILIES, FINISHED_MARKER, ITEM_COLUMNS,
-                             ITEM_FILES, NON_RESULT_ARGS, OPTIONAL_RACE_METRICS, POOLED_COLUMNS, PROBE_GENDER_COLUMNS,
-                             PROBE_GENDER_FILE, RACE_METRICS, RACES, STUDIES)
+from racecomp.schema import (BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECKS, COUNT_COLUMN, FAMILIES,
+                             FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS, OPTIONAL_RACE_METRICS,
+                             POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE, RACE_METRICS, RACES, STUDIES,
+                             WARNINGS_KEY)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
 # Per-item columns the tables need: the schema's, plus a pair's second identity. Without it, pairs that share
@@ -71,6 +72,11 @@ class Run:
     def args(self):
         return (self.record or {}).get("args")
 
+    @property
+    def warnings(self):
+        """The sanity checks (racecomp.sanity) the run failed, from args.json."""
+        return [found["check"] for found in (self.record or {}).get(WARNINGS_KEY, [])]
+
 
 @dataclass
 class Experiment:
@@ -87,10 +93,16 @@ class Experiment:
         shown = [c for c in self.columns if c != "study"] if shown is None else shown
         return ", ".join(f"{c}={self.columns.get(c, '')}" for c in shown) or "(single experiment)"
 
+    @property
+    def warnings(self):
+        """The sanity checks any of its runs failed (sorted): a row with them is a broken model, not a result."""
+        return sorted({check for run in self.runs for check in run.warnings})
+
     def pooled_columns(self):
-        """n_seeds, seeds and code versions behind a row, so that it can be traced back."""
+        """n_seeds, seeds, code versions and failed sanity checks behind a row, so that it can be traced back."""
         return {"n_seeds": len(self.runs), "seeds": ";".join(r.identity["seed"] for r in self.runs),
-                "code_version": ";".join(sorted({r.identity["code_version"] for r in self.runs}))}
+                "code_version": ";".join(sorted({r.identity["code_version"] for r in self.runs})),
+                "warnings": ";".join(self.warnings)}
 
     def race_metrics(self):
         """The per-race metrics every seed has: the study's, then the optional ones all seeds wrote."""
@@ -376,6 +388,19 @@ def _read_record(folder, problems):
     return record
 
 
+def _recognizer_collapsed(run, problems):
+    """True (reported) when the run's id_cos was measured with a verification run whose embeddings collapsed
+    (its args.json warnings): every face then scores about 1, whatever the upscaler did."""
+    recognizer = ((run.record or {}).get("identity_metric") or {}).get("model")
+    if not recognizer or not os.path.isdir(recognizer):
+        return False
+    record = _read_record(recognizer, problems) or {}
+    collapsed = [found for found in record.get(WARNINGS_KEY, []) if found["check"] in COLLAPSE_CHECKS]
+    if collapsed:
+        problems.add(run.path, f"id_cos left out: measured with {recognizer}, whose {collapsed[0]['message']}")
+    return bool(collapsed)
+
+
 def load_run(folder, problems):
     """The Run of a folder, or None after reporting why per_race.csv cannot be used.
 
@@ -403,6 +428,11 @@ def load_run(folder, problems):
             if values.get(metric) == math.inf:
                 problems.add(path, f"{race}: mean {metric} is infinite (an image reproduced exactly); kept as inf")
     run = Run(folder, family, kind, identity, per_race, None, _read_record(folder, problems))
+    for found in (run.record or {}).get(WARNINGS_KEY, []):
+        problems.add(path, f"sanity check failed, its rows are marked: {found['message']}")
+    collapsed = _recognizer_collapsed(run, problems)
+    for values in per_race.values() if collapsed else ():
+        values.pop("id_cos", None)
     _read_probes(run, problems)
     item_path = os.path.join(folder, ITEM_FILES[kind])
     if not os.path.isfile(item_path):
@@ -418,7 +448,7 @@ def load_run(folder, problems):
     except ValueError as error:
         problems.add(item_path, f"{error}; the run appears only in the per-race tables")
         return run
-    run.items = items
+    run.items = [{k: v for k, v in item.items() if k != "id_cos"} for item in items] if collapsed else items
     return run
 
 
