@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from racecomp import files
 from racecomp.progress import Progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -165,7 +166,7 @@ def gan_calibration(n, image_size, seed=0, batch_size=32, value_range=(0.0, 1.0)
     if not os.path.isfile(weights_path):
         raise FileNotFoundError(f"{weights_path}: gan-face-generate is installed without its generator weights")
     generator_net = models.Generator(0, 3, GAN_LATENT_SIZE, GAN_FEATURE_MAPS)
-    generator_net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True)["netG_state_dict"])
+    generator_net.load_state_dict(files.load_checkpoint(weights_path)["netG_state_dict"])  # weights_only
     generator_net.eval()
     latents = torch.randn(n, GAN_LATENT_SIZE, 1, 1, generator=torch.Generator().manual_seed(seed))
     batches = []

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from racecomp import metrics
+from racecomp import files, metrics
 
 CHARBONNIER_EPS = 1e-3
 PIXEL_LOSSES = ("l1", "charbonnier")
@@ -84,7 +84,7 @@ def _load_vgg19_features(weights_path, depth):
         raise FileNotFoundError(f"VGG19 weights file {weights_path}: no such file (expected a torchvision vgg19 "
                                 "state dict, as saved by torch.save(torchvision.models.vgg19("
                                 "weights='IMAGENET1K_V1').state_dict(), path))")
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    state = files.load_checkpoint(weights_path)  # weights_only: a pickle that would run code is refused
     with torch.device("meta"):  # no memory for the random init that the file replaces
         features = torchvision.models.vgg19(weights=None).features[:depth]
     needed = features.state_dict().keys()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from racecomp.datasets.check import check_identity_images
 from racecomp.datasets.identities import IdentityImage, check_identity_overlap, read_identity_folders
 from racecomp.datasets.rfw import Pair, read_rfw
 from racecomp.toydata import make_identities, make_rfw
@@ -42,6 +43,24 @@ def test_read_identity_folders_bad_race_and_empty_identity(tmp_path):
     os.makedirs(tmp_path / "African" / "m.0e")
     with pytest.raises(ValueError, match=r"m\.0e: identity folder has no images"):
         read_identity_folders(str(tmp_path))
+
+
+
+def test_check_identity_images_names_each_unreadable_image(tmp_path):
+    make_identity_tree(str(tmp_path), {"African": {"m.0a": 2, "m.0b": 1}, "Asian": {"m.0c": 1}})
+    cut = tmp_path / "Asian" / "m.0c" / "0.jpg"
+    write_jpeg(str(cut), size=64)  # large enough that its first half holds the whole header
+    records = read_identity_folders(str(tmp_path))
+    check_identity_images(records, workers=1)  # all readable: nothing raised
+    (tmp_path / "African" / "m.0a" / "1.jpg").write_bytes(b"not a jpeg")
+    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])  # cut short: only a decode finds it
+    with pytest.raises(ValueError) as error:
+        check_identity_images(records, workers=1)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "2 unreadable training image(s) in the identity folders, found before training:"
+    assert lines[1].startswith(f"  identity m.0a: cannot decode image {tmp_path / 'African' / 'm.0a' / '1.jpg'}: ")
+    assert lines[2].startswith(f"  identity m.0c: cannot decode image {cut}: ")
+    assert lines[3].startswith("Replace or delete") and len(lines) == 4
 
 
 def test_identity_overlap_guard():

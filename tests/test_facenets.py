@@ -65,10 +65,6 @@ def known_face():
     return torch.rand(1, 3, 112, 112, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
 
 
-class NotATensor:
-    """A custom class: its pickle needs code execution, which weights_only loading refuses."""
-
-
 @pytest.mark.parametrize("name", list(ARCFACE_TORCH_ARCHITECTURES))
 def test_architecture_matches_arcface_torch(name):
     parameters, frozen, entries, digest = ARCFACE_TORCH_ARCHITECTURES[name]
@@ -207,13 +203,6 @@ def test_load_backbone_weights_lists_key_problems(tmp_path):
     assert "features.layers.2.weight (128, 512) vs model (512, 512)" in message
     with pytest.raises(FileNotFoundError):
         facenets.load_backbone_weights(facenets.mobilefacenet(), str(tmp_path / "absent.pth"))
-
-
-def test_load_backbone_weights_refuses_pickled_objects(tmp_path):
-    path = tmp_path / "unsafe.pth"
-    torch.save({"model": facenets.mobilefacenet().state_dict(), "args": NotATensor()}, path)
-    with pytest.raises(ValueError, match="refused"):
-        facenets.load_backbone_weights(facenets.mobilefacenet(), str(path))
 
 
 def upscaler_like_state_dict(encoder_name):

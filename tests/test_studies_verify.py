@@ -3,13 +3,15 @@ trees (fastvit_t8 at 32 px)."""
 import csv
 import json
 import math
+import re
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 import summarize
-from racecomp import facenets, metrics, probes, toydata
+from racecomp import cpus, engine, facenets, files, metrics, probes, toydata
 from racecomp.studies import verify
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
 
@@ -140,6 +142,77 @@ def test_identity_overlap_is_refused_unless_allowed(data, tmp_path):
     record = json.loads((tmp_path / "allowed" / "args.json").read_text())
     assert record["args"]["allow_overlap"] is True
     assert len(record["identity_overlap"]) == 1
+
+
+def test_an_unreadable_identity_image_stops_the_run_before_training(data, tmp_path, monkeypatch):
+    identities = tmp_path / "ids"
+    shutil.copytree(data["identities"], identities)
+    broken = sorted(identities.glob("*/*/*.jpg"))[5]
+    broken.write_bytes(b"not a jpeg")
+    monkeypatch.setattr(engine.Trainer, "fit", lambda trainer, loader: pytest.fail("trained on an unchecked image"))
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"1 unreadable training image\(s\) in the identity folders, found before "
+                                         rf"training:\n  identity \S+: cannot decode image {re.escape(str(broken))}"):
+        run(dict(data, identities=str(identities)), out, "--epochs", "1")
+    assert not (out / "checkpoint.pth").exists() and not (out / verify.FINAL_WEIGHTS).exists()
+
+
+class Killed(BaseException):
+    """Stands for a kill: not an Exception, so no handler in the code under test catches it."""
+
+
+def test_killed_training_resumes_to_the_uninterrupted_run_with_its_margin_head(data, tmp_path, monkeypatch):
+    # 32 images, batch 16: 2 optimizer steps per epoch. The victim dies in its 4th step (epoch 1), after the
+    # epoch-0 checkpoint; the same command then resumes from it. One torch thread in both runs, so their float
+    # sums run in one order and the results must be equal, not close.
+    monkeypatch.setattr(cpus, "_chosen", [1])
+    threads = torch.get_num_threads()
+    common = ("--epochs", "2", "--races", "african,asian", "--keep-checkpoint", "--seed", "3")
+    real_step, real_resume = engine.Trainer._optimizer_step, engine.Trainer.resume
+    heads = {}
+
+    def step_or_die(trainer):
+        if trainer.step == 3:
+            raise Killed
+        real_step(trainer)
+
+    def resume_and_look(trainer, path=None):
+        heads["fresh"] = {k: v.clone() for k, v in trainer.extra_modules[0].state_dict().items()}
+        real_resume(trainer, path)
+        heads["resumed"] = {k: v.clone() for k, v in trainer.extra_modules[0].state_dict().items()}
+
+    try:
+        run(data, tmp_path / "whole", *common)
+        monkeypatch.setattr(engine.Trainer, "_optimizer_step", step_or_die)
+        with pytest.raises(Killed):
+            run(data, tmp_path / "killed", *common)
+        saved = files.load_checkpoint(str(tmp_path / "killed" / "checkpoint.pth"))
+        assert (saved["epoch"], saved["step"]) == (1, 2) and not (tmp_path / "killed" / "per_race.csv").exists()
+        monkeypatch.setattr(engine.Trainer, "_optimizer_step", real_step)
+        monkeypatch.setattr(engine.Trainer, "resume", resume_and_look)
+        run(data, tmp_path / "killed", *common)
+    finally:
+        torch.set_num_threads(threads)
+    # The margin head (Trainer.extra_modules) came back as saved after epoch 0, not as the fresh head built
+    # at start: without it, epoch 1 would train the backbone against an untrained head.
+    assert len(saved["extra_modules"]) == 1 and set(heads["resumed"]) == set(saved["extra_modules"][0])
+    for key, value in saved["extra_modules"][0].items():
+        assert torch.equal(heads["resumed"][key], value), key
+    assert any(not torch.equal(heads["fresh"][key], value) for key, value in heads["resumed"].items())
+    whole, resumed = (files.load_checkpoint(str(tmp_path / name / "checkpoint.pth")) for name in ("whole", "killed"))
+    assert resumed["step"] == whole["step"] == 4
+    for key, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    for key, value in whole["extra_modules"][0].items():
+        assert torch.equal(value, resumed["extra_modules"][0][key]), key
+    final = [files.load_checkpoint(str(tmp_path / name / verify.FINAL_WEIGHTS))["model"]
+             for name in ("whole", "killed")]
+    assert all(torch.equal(value, final[1][key]) for key, value in final[0].items())
+    losses = [[epoch["loss"] for epoch in json.loads((tmp_path / name / "args.json").read_text())["history"]]
+              for name in ("whole", "killed")]
+    assert losses[0] == losses[1] and len(losses[0]) == 2
+    for name in ("per_pair.csv", "per_race.csv"):
+        assert read_csv(tmp_path / "whole" / name) == read_csv(tmp_path / "killed" / name), name
 
 
 def test_weights_that_do_not_fit_are_refused(data, tmp_path):

@@ -1,4 +1,6 @@
 """The per-race RFW protocol on hand-computed cases."""
+import torch
+
 from racecomp import verification
 
 
@@ -24,3 +26,19 @@ def test_per_race_rates_use_one_pooled_threshold_hand_computed():
     assert (african["accuracy"], african["accuracy_std"]) == (75.0, 25.0)
     assert (asian["accuracy"], asian["accuracy_std"]) == (50.0, 0.0)
     assert [row["correct"] for row in rows] == [1, 1, 0, 1, 1, 0, 0, 1]
+
+
+def test_flip_test_adds_the_left_right_mirror_hand_computed():
+    # The embedding is the model-range pixels themselves, so the flip test's sum is written out by hand: a
+    # vertical mirror (flip(-2)) or one over colour channels (flip(1)) would give other numbers.
+    image = torch.zeros(1, 3, 2, 2)
+    image[0, 0] = torch.tensor([[0.0, 0.5], [0.25, 1.0]])  # -> [-1, 0], [-0.5, 1] in [-1, 1]
+    image[0, 1] = torch.tensor([[1.0, 1.0], [0.0, 0.0]])   # -> [1, 1], [-1, -1]: unchanged left-right
+    pixels = torch.nn.Flatten()
+    plain = [-1.0, 0.0, -0.5, 1.0] + [1.0, 1.0, -1.0, -1.0] + [-1.0] * 4
+    # Channel 0 plus its left-right mirror [0, -1], [1, -0.5]; channels 1 and 2 are their own mirrors (doubled).
+    flipped = [-1.0, -1.0, 0.5, 0.5] + [2.0, 2.0, -2.0, -2.0] + [-2.0] * 4
+    assert verification.embed_batch(pixels, image, flip=False).tolist() == [plain]
+    assert verification.embed_batch(pixels, image, flip=True).tolist() == [flipped]
+    loader = torch.utils.data.DataLoader([{"image": image[0]}], batch_size=1)
+    assert verification.embed(pixels, loader, "cpu", flip=True).tolist() == [flipped]  # RFW's path

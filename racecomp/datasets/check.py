@@ -155,12 +155,14 @@ def _header_flags(paths):
     return [error is not None or not ends_ok for _, error, ends_ok in _read_headers(paths)]
 
 
-def drop_unreadable(records, decode=True, workers=None):
+def drop_unreadable(records, decode=True, workers=None, where=None):
     """(good, bad) records (anything with `path`, `file`, `line`), both in input order, for a run's check before
     it starts: every image decoded (`decode`), or only its header read, with a full decode of any JPEG cut
-    short (no end marker), in parallel processes. `bad` holds (record, error message naming file and line)."""
+    short (no end marker), in parallel processes. `bad` holds (record, error message naming file and line).
+    `where(record)` names a record in the messages instead (records without a CSV line: identity images)."""
     workers = workers or default_workers()
-    items = [(f"{r.file} (CSV line {r.line})", r.path) for r in records]
+    where = where or (lambda r: f"{r.file} (CSV line {r.line})")
+    items = [(where(r), r.path) for r in records]
     if decode:
         errors, _ = _parallel(_decode, items, workers, 32, "decoding", every_fraction=0.1)
     else:
@@ -172,6 +174,19 @@ def drop_unreadable(records, decode=True, workers=None):
     good = [r for r, error in zip(records, errors) if error is None]
     bad = [(r, error) for r, error in zip(records, errors) if error is not None]
     return good, bad
+
+
+def check_identity_images(records, workers=None):
+    """Stop a run before it trains on identity-folder `records` (IdentityImage) if any image is unreadable:
+    ValueError naming each (header read, a JPEG cut short decoded: drop_unreadable with decode=False). No flag
+    leaves them out: in identity folders the files are the list, so deleting or replacing one is the fix."""
+    _, bad = drop_unreadable(records, decode=False, workers=workers, where=lambda r: f"identity {r.identity}")
+    if bad:
+        errors = [error for _, error in bad]
+        more = f"\n  ... and {len(errors) - LISTED} more" if len(errors) > LISTED else ""
+        shown = "\n  ".join(errors[:LISTED]) + more
+        raise ValueError(f"{len(errors)} unreadable training image(s) in the identity folders, found before "
+                         f"training:\n  {shown}\nReplace or delete the file(s), then run the same command again.")
 
 
 def _check_images(report, items, workers, decode, published_size=None, equal_sizes_needed=False):

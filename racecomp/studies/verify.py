@@ -307,6 +307,7 @@ def _train(args, model, minority, pairs, action, device, record):
     train_root = args.data if args.data is not None else toydata.ensure_demo_data("identities")
     all_records = datasets.read_identity_folders(train_root)
     overlap = datasets.check_identity_overlap(all_records, pairs, allow=args.allow_overlap)
+    datasets.check_identity_images(all_records, workers=max(1, args.workers))  # an unreadable image stops it here
     train_records = datasets.subsample_identities(all_records, minority, args.weight, args.seed)
     counts = {race: {"identities": len({r.identity for r in train_records if r.race == race}),
                      "images": sum(r.race == race for r in train_records)}
