@@ -7,6 +7,8 @@ numpy and Pillow only.
 import numpy as np
 from PIL import Image
 
+from racecomp.errors import InputError
+
 # ArcFace 5-point template for a 112x112 crop (insightface `face_align.arcface_dst`), in pixel-index
 # coordinates (pixel (0, 0) is centred on (0, 0), the OpenCV convention). Order: left eye, right eye,
 # nose tip, left mouth corner, right mouth corner, as seen in the image.
@@ -28,12 +30,12 @@ def similarity_transform(src_pts, dst_pts):
     src = np.asarray(src_pts, dtype=np.float64)
     dst = np.asarray(dst_pts, dtype=np.float64)
     if src.ndim != 2 or src.shape[1] != 2 or src.shape != dst.shape or len(src) < 2:
-        raise ValueError(f"need two (N, 2) point arrays with N >= 2, got {src.shape} and {dst.shape}")
+        raise InputError(f"need two (N, 2) point arrays with N >= 2, got {src.shape} and {dst.shape}")
     src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
     src_centred, dst_centred = src - src_mean, dst - dst_mean
     src_variance = (src_centred ** 2).sum() / len(src)
     if src_variance == 0.0:
-        raise ValueError("source points all coincide: no similarity transform")
+        raise InputError("source points all coincide: no similarity transform")
     covariance = dst_centred.T @ src_centred / len(src)
     u, singular, vt = np.linalg.svd(covariance)
     signs = np.array([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from racecomp import files
+from racecomp.errors import InputError
 from racecomp.progress import Progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -29,7 +30,7 @@ GAN_IMAGE_SIZE = 64
 
 def _batched(images, batch_size):
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     return [images[start:start + batch_size] for start in range(0, len(images), batch_size)]
 
 
@@ -43,9 +44,9 @@ def _composition_counts(race_weights, available, n):
     """Images per race: n split in proportion to the weights, largest remainders rounded up, exact total n."""
     unknown = sorted(set(race_weights) - set(available))
     if unknown:
-        raise ValueError(f"race_weights names races absent from the data: {unknown}; present: {sorted(available)}")
+        raise InputError(f"race_weights names races absent from the data: {unknown}; present: {sorted(available)}")
     if any(weight < 0 for weight in race_weights.values()) or sum(race_weights.values()) <= 0:
-        raise ValueError(f"race_weights must be non-negative with a positive sum, got {race_weights}")
+        raise InputError(f"race_weights must be non-negative with a positive sum, got {race_weights}")
     total = sum(race_weights.values())
     exact = {race: n * weight / total for race, weight in race_weights.items()}
     counts = {race: int(share) for race, share in exact.items()}
@@ -54,7 +55,7 @@ def _composition_counts(race_weights, available, n):
         counts[race] += 1
     for race, count in counts.items():
         if count > available[race]:
-            raise ValueError(f"race_weights ask for {count} {race!r} images but only {available[race]} exist")
+            raise InputError(f"race_weights ask for {count} {race!r} images but only {available[race]} exist")
     return counts
 
 
@@ -73,15 +74,15 @@ def real_calibration(images, n, races=None, race_weights=None, seed=0, batch_siz
     """
     total = len(images)
     if not 1 <= n <= total:
-        raise ValueError(f"real_calibration: n must be in [1, {total}] (the number of images), got {n}")
+        raise InputError(f"real_calibration: n must be in [1, {total}] (the number of images), got {n}")
     if races is not None and len(races) != total:
-        raise ValueError(f"real_calibration: {len(races)} race labels for {total} images")
+        raise InputError(f"real_calibration: {len(races)} race labels for {total} images")
     generator = torch.Generator().manual_seed(seed)
     if race_weights is None:
         chosen = torch.randperm(total, generator=generator)[:n].tolist()
     else:
         if races is None:
-            raise ValueError("real_calibration: race_weights needs the race label of every image (races=...)")
+            raise InputError("real_calibration: race_weights needs the race label of every image (races=...)")
         indices_of = {}
         for index, race in enumerate(races):
             indices_of.setdefault(race, []).append(index)
@@ -110,7 +111,7 @@ def _load_square_rgb(path, image_size):
         with Image.open(path) as image:
             image = image.convert("RGB")
     except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"{path}: not a readable image ({error})") from error
+        raise InputError(f"{path}: not a readable image ({error})") from error
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
     image = image.crop((left, top, left + side, top + side))
@@ -132,9 +133,9 @@ def folder_calibration(folder, n, image_size, batch_size=32, value_range=(0.0, 1
                    for root, _, names in os.walk(folder) for name in names
                    if name.lower().endswith(IMAGE_EXTENSIONS))
     if not paths:
-        raise ValueError(f"{folder}: no .jpg/.jpeg/.png images found for calibration")
+        raise InputError(f"{folder}: no .jpg/.jpeg/.png images found for calibration")
     if not 1 <= n <= len(paths):
-        raise ValueError(f"{folder}: {n} calibration images requested but the folder holds {len(paths)}")
+        raise InputError(f"{folder}: {n} calibration images requested but the folder holds {len(paths)}")
     images = torch.stack([_load_square_rgb(os.path.join(folder, path), image_size) for path in paths[:n]])
     return _batched(_to_range(images, value_range), batch_size)
 
@@ -187,7 +188,7 @@ def batchnorm_statistics_loss(model, x):
     layers = [m for m in model.modules()
               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
     if not layers:
-        raise ValueError("batchnorm_statistics_loss: the model has no BatchNorm layer with running statistics")
+        raise InputError("batchnorm_statistics_loss: the model has no BatchNorm layer with running statistics")
     terms = []
 
     def record(layer, inputs):
@@ -216,7 +217,7 @@ def datafree_calibration(model, n, image_size, steps=500, lr=0.5, seed=0, batch_
     The images live in the model's input space and are not clipped to any range.
     """
     if n < 1 or steps < 1:
-        raise ValueError(f"datafree_calibration: n and steps must be >= 1, got n={n}, steps={steps}")
+        raise InputError(f"datafree_calibration: n and steps must be >= 1, got n={n}, steps={steps}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

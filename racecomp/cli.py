@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 
+from racecomp.errors import InputError
 from racecomp.races import parse_race, slug
 
 
@@ -108,18 +109,18 @@ def add_data_arguments(parser, data_help, vocabulary):
 def check_minority_values(args, vocabulary):
     """The race label of --minority (None for a balanced run), after checking --weight's range."""
     if not 0.0 < args.weight <= 1.0:
-        raise ValueError(f"--weight {args.weight}: must be in (0, 1]")
+        raise InputError(f"--weight {args.weight}: must be in (0, 1]")
     try:
         return parse_race(args.minority, vocabulary, allow_none=True)
     except ValueError as error:
-        raise ValueError(f"--minority {args.minority}: {error}") from None
+        raise InputError(f"--minority {args.minority}: {error}") from None
 
 
 def check_minority(args, vocabulary):
     """check_minority_values, and that --weight goes with a --minority."""
     minority = check_minority_values(args, vocabulary)
     if minority is None and args.weight != 1.0:
-        raise ValueError("--weight needs --minority (a balanced run has no weight)")
+        raise InputError("--weight needs --minority (a balanced run has no weight)")
     return minority
 
 
@@ -130,7 +131,7 @@ def check_races(text, vocabulary):
     try:
         return tuple(parse_race(name, vocabulary) for name in text.split(","))
     except ValueError as error:
-        raise ValueError(f"--races {text}: {error}") from None
+        raise InputError(f"--races {text}: {error}") from None
 
 
 def resolve_device(name):
@@ -139,7 +140,7 @@ def resolve_device(name):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
     return device
 
 
@@ -170,12 +171,13 @@ def script_arguments(cell_args):
     return sys.argv[1:]
 
 
-# Errors that mean "the input is wrong" (a flag's value, a missing folder, bad data), not "the code is wrong".
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+# Errors that mean "the input is wrong" (a flag's value, a missing folder, bad data), not "the code is wrong";
+# any other exception (a ValueError from inside the code included) shows its traceback.
+USER_ERRORS = (InputError, FileNotFoundError, NotADirectoryError)
 
 
 def run_script(main, args):
-    """main(args) for a script: a user error prints one line (the traceback with RACECOMP_DEBUG=1), Ctrl-C
+    """main(args) for a script: a user error prints its message without a traceback (with it: RACECOMP_DEBUG=1), Ctrl-C
     says how to continue, and a run that failed before writing anything leaves no empty --out folder."""
     try:
         return main(args)
@@ -190,4 +192,4 @@ def run_script(main, args):
             os.rmdir(out)
         if os.environ.get("RACECOMP_DEBUG"):
             raise
-        raise SystemExit(f"error: {error}\n(RACECOMP_DEBUG=1 shows where it was raised)") from None
+        raise SystemExit(f"error: {error} (RACECOMP_DEBUG=1 shows where it was raised)") from None

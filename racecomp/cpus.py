@@ -13,6 +13,8 @@ import math
 import os
 import time
 
+from racecomp.errors import InputError
+
 SAMPLE_SECONDS = 0.25  # long enough to see a busy core, short beside any run
 
 
@@ -69,7 +71,7 @@ def choose_threads(cores, idle, omp_num_threads):
         except ValueError:
             value = 0
         if value < 1:
-            raise ValueError(f"OMP_NUM_THREADS={omp_num_threads!r}: expected a positive integer")
+            raise InputError(f"OMP_NUM_THREADS={omp_num_threads!r}: expected a positive integer")
         return value
     if idle is None:
         return cores

@@ -7,6 +7,8 @@ import os
 
 import timm
 
+from racecomp.errors import InputError
+
 ENCODER_NAMES = ("resnet50", "fastvit_t8", "fastvit_t12", "fastvit_s12", "fastvit_sa12", "fastvit_sa24",
                  "fastvit_sa36", "fastvit_ma36")
 # The FastViT of the upscaling study this project reproduces (Maltomatic/RaceComp general_trainer.py L78); for a
@@ -23,9 +25,9 @@ def create_encoder(name, pretrained=False, pretrained_path=None):
     that says how to provide the file.
     """
     if name not in ENCODER_NAMES:
-        raise ValueError(f"unknown encoder {name!r}; valid: {', '.join(ENCODER_NAMES)}")
+        raise InputError(f"unknown encoder {name!r}; valid: {', '.join(ENCODER_NAMES)}")
     if pretrained_path is not None and not pretrained:
-        raise ValueError("--pretrained-path given without --pretrained")
+        raise InputError("--pretrained-path given without --pretrained")
     if not pretrained:
         return timm.create_model(name, pretrained=False, features_only=True)
     if pretrained_path is not None:
@@ -37,7 +39,7 @@ def create_encoder(name, pretrained=False, pretrained_path=None):
     try:
         return timm.create_model(name, pretrained=True, features_only=True)
     except Exception as error:  # timm raises several kinds (network, hub, file) for the same cause
-        raise RuntimeError(
+        raise InputError(
             f"could not load ImageNet weights for {name} from the hub ({error}). Offline, save them on a "
             f"machine with internet: torch.save(timm.create_model({name!r}, pretrained=True).state_dict(), "
             f"'{name}.pth'), then pass --pretrained-path {name}.pth") from error
@@ -55,7 +57,7 @@ def encoder_stage_prefixes(model):
     """
     encoder = getattr(model, "encoder", None)
     if encoder is None or not hasattr(encoder, "feature_info"):
-        raise ValueError(f"{type(model).__name__} has no timm encoder (`model.encoder` with feature_info), so it "
+        raise InputError(f"{type(model).__name__} has no timm encoder (`model.encoder` with feature_info), so it "
                          f"has no encoder stages to unfreeze; staged unfreezing (--unfreeze) needs a model built "
                          f"on {', '.join(ENCODER_NAMES)}")
     # timm's FeatureListNet flattens nested names: feature module "stages.0" is the child "stages_0".
@@ -64,7 +66,7 @@ def encoder_stage_prefixes(model):
     for name, child in encoder.named_children():
         if len(stages) == len(stage_ends):
             if any(True for _ in child.parameters()):
-                raise ValueError(f"encoder module {name!r} comes after the last feature stage {stage_ends[-1]!r}")
+                raise InputError(f"encoder module {name!r} comes after the last feature stage {stage_ends[-1]!r}")
             continue
         if any(True for _ in child.parameters()):
             current.append(f"encoder.{name}.")
@@ -72,5 +74,5 @@ def encoder_stage_prefixes(model):
             stages.append(tuple(current))
             current = []
     if len(stages) != len(stage_ends):
-        raise ValueError(f"encoder feature modules {stage_ends[len(stages):]} are not direct children of the encoder")
+        raise InputError(f"encoder feature modules {stage_ends[len(stages):]} are not direct children of the encoder")
     return stages

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from racecomp import distributed, encoders, files
+from racecomp.errors import InputError
 from racecomp.finetune import (FINETUNE_STRATEGIES, apply_unfreeze, check_unfreeze, configure_finetune,
                                parse_unfreeze, set_train_mode)
 from racecomp.progress import EVERY_SECONDS, format_seconds
@@ -84,7 +85,7 @@ def build_optimizer(model, lr, encoder_lr=None, weight_decay=0.05, extra_modules
     weight decay. `extra_modules` (e.g. a margin head) train at `lr`.
     """
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer {optimizer!r}: must be one of {', '.join(OPTIMIZERS)}")
+        raise InputError(f"--optimizer {optimizer!r}: must be one of {', '.join(OPTIMIZERS)}")
     groups = {}
     named = list(model.named_parameters())
     for index, module in enumerate(extra_modules):
@@ -166,22 +167,22 @@ class TrainingSettings:
         object.__setattr__(self, "unfreeze", tuple(self.unfreeze))  # a list is accepted, stored as a tuple
         for name in ("epochs", "warmup_steps", "log_every"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
         if self.accum_steps < 1:
-            raise ValueError(f"--accum-steps {self.accum_steps}: must be >= 1")
+            raise InputError(f"--accum-steps {self.accum_steps}: must be >= 1")
         if self.amp not in AMP_DTYPES:
-            raise ValueError(f"--amp {self.amp!r}: must be one of {', '.join(AMP_DTYPES)}")
+            raise InputError(f"--amp {self.amp!r}: must be one of {', '.join(AMP_DTYPES)}")
         if not 0.0 <= self.clip_grad < math.inf:
-            raise ValueError(f"--clip-grad {self.clip_grad}: must be a finite max norm >= 0 (0: no clipping)")
+            raise InputError(f"--clip-grad {self.clip_grad}: must be a finite max norm >= 0 (0: no clipping)")
         if self.finetune not in FINETUNE_STRATEGIES:
-            raise ValueError(f"--finetune {self.finetune!r}: must be one of {', '.join(FINETUNE_STRATEGIES)}")
+            raise InputError(f"--finetune {self.finetune!r}: must be one of {', '.join(FINETUNE_STRATEGIES)}")
         check_unfreeze(self.unfreeze, f"--unfreeze {','.join(map(str, self.unfreeze))}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule {self.schedule!r}: must be one of {', '.join(SCHEDULES)}")
+            raise InputError(f"--schedule {self.schedule!r}: must be one of {', '.join(SCHEDULES)}")
         if self.schedule == "cosine-stages" and not self.unfreeze:
-            raise ValueError("--schedule cosine-stages restarts the cosine at each --unfreeze stage: give --unfreeze")
+            raise InputError("--schedule cosine-stages restarts the cosine at each --unfreeze stage: give --unfreeze")
         if self.unfreeze and self.finetune != "full":
-            raise ValueError(f"--unfreeze schedules apply to --finetune full only (got --finetune {self.finetune})")
+            raise InputError(f"--unfreeze schedules apply to --finetune full only (got --finetune {self.finetune})")
 
     @classmethod
     def from_args(cls, args):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from racecomp.encoders import ENCODER_NAMES, create_encoder
+from racecomp.errors import InputError
 
 FACE_IMAGE_SIZE = 112  # px, side of the aligned face every backbone here is trained on
 IRESNET_LAYERS = {  # residual blocks per stage (arcface_torch r18, r34, r50, r100)
@@ -30,7 +31,7 @@ FACE_MODEL_NAMES = tuple(IRESNET_LAYERS) + ("mobilefacenet",) + ENCODER_NAMES
 
 def _check_face_size(x, model_name):
     if x.shape[-2:] != (FACE_IMAGE_SIZE, FACE_IMAGE_SIZE):
-        raise ValueError(f"{model_name} expects {FACE_IMAGE_SIZE}x{FACE_IMAGE_SIZE} faces (its head assumes a 7x7 "
+        raise InputError(f"{model_name} expects {FACE_IMAGE_SIZE}x{FACE_IMAGE_SIZE} faces (its head assumes a 7x7 "
                          f"final map), got {tuple(x.shape[-2:])}")
 
 
@@ -280,13 +281,13 @@ def get_model(name, embedding_size=512, pretrained=False, pretrained_path=None):
     timm's ImageNet weights into the encoder (from `pretrained_path` when given, see `create_encoder`).
     """
     if name not in FACE_MODEL_NAMES:
-        raise ValueError(f"unknown face model {name!r}; valid: {', '.join(FACE_MODEL_NAMES)}")
+        raise InputError(f"unknown face model {name!r}; valid: {', '.join(FACE_MODEL_NAMES)}")
     if name in ENCODER_NAMES:
         return EmbeddingNet(name, embedding_size, pretrained=pretrained, pretrained_path=pretrained_path)
     if pretrained_path is not None and not pretrained:
-        raise ValueError("--pretrained-path given without --pretrained")
+        raise InputError("--pretrained-path given without --pretrained")
     if pretrained and pretrained_path is None:
-        raise ValueError(f"{name}: pretrained weights are never downloaded; pass --pretrained-path pointing to an "
+        raise InputError(f"{name}: pretrained weights are never downloaded; pass --pretrained-path pointing to an "
                          f"arcface_torch backbone.pth (or a RaceComp checkpoint) for this architecture")
     model = _ARCFACE_TORCH_MODELS[name](embedding_size)
     if pretrained:
@@ -313,11 +314,11 @@ def load_backbone_weights(model, path):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path}: refused, it holds more than tensors and plain containers "
+        raise InputError(f"{path}: refused, it holds more than tensors and plain containers "
                          f"(weights_only load failed: {error})") from error
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
     if not isinstance(state, dict) or not all(torch.is_tensor(value) for value in state.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors or a checkpoint with a 'model' state dict")
+        raise InputError(f"{path}: expected a state dict of tensors or a checkpoint with a 'model' state dict")
     expected = model.state_dict()
     missing = expected.keys() - state.keys()
     unexpected = state.keys() - expected.keys()
@@ -331,7 +332,7 @@ def load_backbone_weights(model, path):
             problems.append(f"{len(unexpected)} unexpected keys: {_key_list(unexpected)}")
         if mismatched:
             problems.append(f"{len(mismatched)} shape mismatches: {'; '.join(mismatched[:10])}")
-        raise ValueError(f"{path} does not fit {type(model).__name__}: " + "; ".join(problems))
+        raise InputError(f"{path} does not fit {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
 
 
@@ -344,14 +345,14 @@ def load_encoder_from_upscaler(model, upscaler_state_dict):
     prefix = "encoder."
     source = {key[len(prefix):]: value for key, value in upscaler_state_dict.items() if key.startswith(prefix)}
     if not source:
-        raise ValueError("upscaler state dict has no 'encoder.*' keys: not a UNet upscaler checkpoint")
+        raise InputError("upscaler state dict has no 'encoder.*' keys: not a UNet upscaler checkpoint")
     target = model.encoder.state_dict()
     missing = target.keys() - source.keys()
     unexpected = source.keys() - target.keys()
     mismatched = [f"{key} {tuple(source[key].shape)} vs {tuple(target[key].shape)}"
                   for key in sorted(target.keys() & source.keys()) if source[key].shape != target[key].shape]
     if missing or unexpected or mismatched:
-        raise ValueError(f"upscaler encoder does not fit this model's encoder (different architecture?): "
+        raise InputError(f"upscaler encoder does not fit this model's encoder (different architecture?): "
                          f"{len(missing)} missing ({_key_list(missing, 5)}), {len(unexpected)} unexpected "
                          f"({_key_list(unexpected, 5)}), {len(mismatched)} shape mismatches "
                          f"({'; '.join(mismatched[:5])})")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 
+from racecomp.errors import InputError
 from racecomp.schema import FINISHED_MARKER, NON_RESULT_ARGS
 
 # torch is imported inside the functions that need it: the tables write through this module and stand on numpy.
@@ -65,7 +66,7 @@ def write_csv(path, rows, fieldnames=None):
     rows = list(rows)
     if fieldnames is None:
         if not rows:
-            raise ValueError(f"{path}: no rows and no fieldnames")
+            raise InputError(f"{path}: no rows and no fieldnames")
         fieldnames = list(rows[0].keys())
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fieldnames)
@@ -94,7 +95,7 @@ def load_checkpoint(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError or RuntimeError depending on the payload
-        raise ValueError(f"{path}: refused to load (not a plain tensor checkpoint, or corrupt): {error}") from error
+        raise InputError(f"{path}: refused to load (not a plain tensor checkpoint, or corrupt): {error}") from error
 
 
 def code_version():
@@ -145,12 +146,12 @@ def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_AR
             try:
                 previous = json.load(handle).get("args", {})
             except json.JSONDecodeError as error:
-                raise ValueError(f"{args_path}: unreadable ({error}); use --overwrite or another --out") from error
+                raise InputError(f"{args_path}: unreadable ({error}); use --overwrite or another --out") from error
         current = json.loads(json.dumps(vars(args), default=str))
         differing = sorted(k for k in set(previous) | set(current)
                            if k not in compare_ignore and previous.get(k) != current.get(k))
         if differing:
-            raise ValueError(f"{out_dir} holds a run with different arguments ({', '.join(differing)}); "
+            raise InputError(f"{out_dir} holds a run with different arguments ({', '.join(differing)}); "
                              f"choose another --out or pass --overwrite")
     if os.path.isfile(os.path.join(out_dir, FINISHED_MARKER)):
         print(f"[out] {out_dir}: finished results already there; skipping (pass --overwrite to redo)")

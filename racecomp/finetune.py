@@ -7,6 +7,8 @@ import re
 
 import torch
 
+from racecomp.errors import InputError
+
 FINETUNE_STRATEGIES = ("full", "frozen", "bn_stats", "bn_affine", "bn_skip")
 _BN_TYPES = (torch.nn.modules.batchnorm._BatchNorm,)
 # Projection shortcuts of residual blocks (timm ResNet and arcface iresnet both call them `downsample`).
@@ -15,7 +17,7 @@ _SKIP_PATTERN = re.compile(r"(^|\.)layer\d+\.\d+\.downsample\.")
 
 def _encoder_modules(model):
     if not hasattr(model, "encoder"):
-        raise ValueError(f"{type(model).__name__} has no `encoder`; fine-tuning strategies need one")
+        raise InputError(f"{type(model).__name__} has no `encoder`; fine-tuning strategies need one")
     return model.encoder
 
 
@@ -28,7 +30,7 @@ def configure_finetune(model, strategy):
     projection shortcuts (`layerN.M.downsample`, ResNet/iresnet); a model without them is refused.
     """
     if strategy not in FINETUNE_STRATEGIES:
-        raise ValueError(f"unknown fine-tuning strategy {strategy!r}; valid: {', '.join(FINETUNE_STRATEGIES)}")
+        raise InputError(f"unknown fine-tuning strategy {strategy!r}; valid: {', '.join(FINETUNE_STRATEGIES)}")
     for param in model.parameters():
         param.requires_grad_(True)
     if strategy == "full":
@@ -44,7 +46,7 @@ def configure_finetune(model, strategy):
     if strategy == "bn_skip":
         skip = [p for name, p in encoder.named_parameters() if _SKIP_PATTERN.search(name)]
         if not skip:
-            raise ValueError("bn_skip: this encoder has no residual projection shortcuts (layerN.M.downsample)")
+            raise InputError("bn_skip: this encoder has no residual projection shortcuts (layerN.M.downsample)")
         for param in skip:
             param.requires_grad_(True)
 
@@ -73,14 +75,14 @@ def parse_unfreeze(text):
     try:
         epochs = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise ValueError(f"--unfreeze {text!r}: expected comma-separated epochs like 1,3,5") from None
+        raise InputError(f"--unfreeze {text!r}: expected comma-separated epochs like 1,3,5") from None
     check_unfreeze(epochs, f"--unfreeze {text!r}")
     return epochs
 
 
 def check_unfreeze(epochs, name):
     if list(epochs) != sorted(epochs) or any(e < 0 for e in epochs):
-        raise ValueError(f"{name}: epochs must be non-negative and increasing")
+        raise InputError(f"{name}: epochs must be non-negative and increasing")
 
 
 def apply_unfreeze(model, schedule, stage_prefixes, epoch):

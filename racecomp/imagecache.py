@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from racecomp import datasets, files
+from racecomp.errors import InputError
 from racecomp.progress import Progress
 
 # Bump when the stored pixels would change for the same records (decoding, resizing, layout).
@@ -170,7 +171,7 @@ def _build(path, records, hr_size, workers, progress):
                                      "fortran_order": False, "shape": shape})
                     elif tuple(hr.shape[1:]) != shape[1:3]:
                         record = records[done]
-                        raise ValueError(f"{record.file} (CSV line {record.line}): image size "
+                        raise InputError(f"{record.file} (CSV line {record.line}): image size "
                                          f"{hr.shape[1]}x{hr.shape[2]} differs from the first image's "
                                          f"{shape[1]}x{shape[2]}; pass hr_size")
                     handle.write(hr.permute(1, 2, 0).contiguous().numpy().tobytes())
@@ -194,12 +195,12 @@ def open_image_cache(path, records, hr_size=None, workers=0, progress=True):
     when the process was killed. A corrupt image raises ValueError naming the file and CSV line.
     """
     if not path.endswith(".npy"):
-        raise ValueError(f"image cache path {path!r} must end in .npy")
+        raise InputError(f"image cache path {path!r} must end in .npy")
     if hr_size is not None and (not isinstance(hr_size, int) or hr_size < 1):
-        raise ValueError(f"hr_size must be a positive int or None, got {hr_size!r}")
+        raise InputError(f"hr_size must be a positive int or None, got {hr_size!r}")
     records = list(records)
     if not records:
-        raise ValueError("no records to cache")
+        raise InputError("no records to cache")
     key = records_key(records, hr_size)
     metadata = _read_metadata(path)
     if _reusable(path, metadata, key, len(records)):
@@ -229,11 +230,11 @@ class CachedFairFaceSR(datasets.FairFaceSR):
     def __init__(self, cache, records, scale, train=False):
         super().__init__(records, scale, hr_size=cache.hr_size, train=train)
         if records_key(self.records, cache.hr_size) != cache.key:
-            raise ValueError(f"image cache {cache.path} was built from other records, or the images changed "
+            raise InputError(f"image cache {cache.path} was built from other records, or the images changed "
                              f"since; reopen it with open_image_cache")
         height, width = cache.shape[1:3]
         if height % scale or width % scale:
-            raise ValueError(f"cached image size {height}x{width} is not divisible by scale {scale}; pass hr_size")
+            raise InputError(f"cached image size {height}x{width} is not divisible by scale {scale}; pass hr_size")
         self.cache = cache
 
     def high_resolution(self, index):

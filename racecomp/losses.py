@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 from racecomp import files, metrics
+from racecomp.errors import InputError
 
 CHARBONNIER_EPS = 1e-3
 PIXEL_LOSSES = ("l1", "charbonnier")
@@ -24,7 +25,7 @@ DEFAULT_VGG_LAYER_WEIGHTS = (0.1, 1.0, 1.0, 1.0)
 def _check_pair(sr, hr):
     # Broadcasting a mis-shaped target would give a plausible but wrong loss.
     if sr.dim() != 4 or sr.shape != hr.shape:
-        raise ValueError(f"sr and hr must be (B, C, H, W) of the same shape, got {tuple(sr.shape)} and "
+        raise InputError(f"sr and hr must be (B, C, H, W) of the same shape, got {tuple(sr.shape)} and "
                          f"{tuple(hr.shape)}")
 
 
@@ -74,7 +75,7 @@ def _load_vgg19_features(weights_path, depth):
         try:
             model = torchvision.models.vgg19(weights=torchvision.models.VGG19_Weights.IMAGENET1K_V1)
         except Exception as error:  # network, proxy, checksum: all mean the weights are not here
-            raise RuntimeError(
+            raise InputError(
                 f"could not download torchvision's VGG19 ImageNet weights ({error}). Offline, save them on a "
                 "machine with internet: torch.save(torchvision.models.vgg19(weights='IMAGENET1K_V1')"
                 ".state_dict(), 'vgg19.pth'), then pass that file as the VGG weights path "
@@ -90,12 +91,12 @@ def _load_vgg19_features(weights_path, depth):
     needed = features.state_dict().keys()
     missing = [f"features.{key}" for key in needed if f"features.{key}" not in state]
     if missing:
-        raise ValueError(f"VGG19 weights file {weights_path}: not a torchvision vgg19 state dict, missing "
+        raise InputError(f"VGG19 weights file {weights_path}: not a torchvision vgg19 state dict, missing "
                          f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
     try:
         features.load_state_dict({key: state[f"features.{key}"] for key in needed}, assign=True)
     except RuntimeError as error:  # shape mismatch: a different VGG variant
-        raise ValueError(f"VGG19 weights file {weights_path}: {error}") from error
+        raise InputError(f"VGG19 weights file {weights_path}: {error}") from error
     return features
 
 
@@ -114,9 +115,9 @@ class VGGPerceptualLoss(nn.Module):
         conv_indices = vgg19_conv_indices()
         unknown = [name for name in layers if name not in conv_indices]
         if unknown or not layers:
-            raise ValueError(f"VGG layers {tuple(layers)}: each must be one of {', '.join(conv_indices)}")
+            raise InputError(f"VGG layers {tuple(layers)}: each must be one of {', '.join(conv_indices)}")
         if len(layer_weights) != len(layers):
-            raise ValueError(f"{len(layer_weights)} layer weights for {len(layers)} VGG layers")
+            raise InputError(f"{len(layer_weights)} layer weights for {len(layers)} VGG layers")
         self.layer_weights = {conv_indices[name]: float(weight) for name, weight in zip(layers, layer_weights)}
         self.features = _load_vgg19_features(weights_path, max(self.layer_weights) + 1)
         for layer in self.features:
@@ -163,12 +164,12 @@ class SRLoss(nn.Module):
                  vgg_layer_weights=DEFAULT_VGG_LAYER_WEIGHTS):
         super().__init__()
         if pixel not in PIXEL_LOSSES:
-            raise ValueError(f"pixel loss {pixel!r}: must be one of {', '.join(PIXEL_LOSSES)}")
+            raise InputError(f"pixel loss {pixel!r}: must be one of {', '.join(PIXEL_LOSSES)}")
         if min(pixel_weight, perceptual_weight, ssim_weight) < 0 or pixel_weight + perceptual_weight + ssim_weight == 0:
-            raise ValueError(f"loss weights must be non-negative and not all 0, got pixel {pixel_weight}, "
+            raise InputError(f"loss weights must be non-negative and not all 0, got pixel {pixel_weight}, "
                              f"perceptual {perceptual_weight}, ssim {ssim_weight}")
         if vgg_weights_path is not None and perceptual_weight == 0:
-            raise ValueError("a VGG weights path was given but the perceptual weight is 0")
+            raise InputError("a VGG weights path was given but the perceptual weight is 0")
         self.pixel_loss = l1_loss if pixel == "l1" else charbonnier_loss
         self.pixel_weight = pixel_weight
         self.perceptual_weight = perceptual_weight

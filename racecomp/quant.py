@@ -108,13 +108,13 @@ REPARAMETERIZE_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
 
 def check_bits(bits, what="bits"):
     if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"{what} must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
+        raise InputError(f"{what} must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
     return bits
 
 
 def check_convention(convention):
     if convention not in CONVENTIONS:
-        raise ValueError(f"quantization convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise InputError(f"quantization convention must be one of {CONVENTIONS}, got {convention!r}")
     return convention
 
 

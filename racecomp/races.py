@@ -12,6 +12,8 @@ RFW_RACES = ("African", "Asian", "Caucasian", "Indian")
 # (FairFace: human annotators, 7 groups; RFW/BUPT: 4 groups from an automatic race classifier), so
 # a FairFace group maps to the RFW group it is usually counted under, and groups with no RFW
 # counterpart (Latino_Hispanic, Middle Eastern) map to None rather than being forced into one.
+
+from racecomp.errors import InputError
 FAIRFACE_TO_RFW = {
     "White": "Caucasian",
     "Black": "African",
@@ -40,11 +42,11 @@ def parse_race(name, vocabulary, allow_none=False):
         if slug(label) == key:
             return label
     valid = [slug(label) for label in vocabulary] + (["none"] if allow_none else [])
-    raise ValueError(f"unknown race {name!r}; valid names: {', '.join(valid)}")
+    raise InputError(f"unknown race {name!r}; valid names: {', '.join(valid)}")
 
 
 def check_label(label, vocabulary, where):
     """Return `label` if it is spelled exactly as in `vocabulary`, else raise naming `where` (file:line)."""
     if label not in vocabulary:
-        raise ValueError(f"{where}: unknown race label {label!r}; expected one of {list(vocabulary)}")
+        raise InputError(f"{where}: unknown race label {label!r}; expected one of {list(vocabulary)}")
     return label

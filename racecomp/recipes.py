@@ -28,6 +28,7 @@ Sources (read for facts; every departure is named in DEPARTURES and the README):
             SGD Nesterov momentum 0.9, weight decay 5e-4, lr 0.1 x batch / 512, clip 5
             (train_quantization.py L89-124); activation ranges observed during the first 299 steps (L114-115).
 """
+from racecomp.errors import InputError
 
 # Per study: recipe name -> function(parsed args) -> flags, in the order shown by --help.
 
@@ -108,5 +109,5 @@ def help_text(study):
 def expand(study, name, args):
     """The flags recipe `name` of `study` sets, for the first parse `args`."""
     if name not in RECIPES[study]:
-        raise ValueError(f"--recipe {name}: {study} has {', '.join(RECIPES[study])}")
+        raise InputError(f"--recipe {name}: {study} has {', '.join(RECIPES[study])}")
     return RECIPES[study][name](args)

@@ -15,6 +15,7 @@ import json
 import os
 
 from racecomp import facenets, files, schema, upscalers
+from racecomp.errors import InputError
 
 FINAL_WEIGHTS = {"upscale": "best.pth",  # the epoch chosen on dev
                  "verify": "model.pth"}  # no selection split: the last epoch's weights
@@ -26,12 +27,12 @@ def read_run(run_dir, study, flag):
     the folder, in errors."""
     args_path = os.path.join(run_dir, "args.json")
     if not os.path.isfile(os.path.join(run_dir, schema.FINISHED_MARKER)) or not os.path.isfile(args_path):
-        raise ValueError(f"{flag} {run_dir}: not a finished run folder (needs args.json and "
+        raise InputError(f"{flag} {run_dir}: not a finished run folder (needs args.json and "
                          f"{schema.FINISHED_MARKER})")
     with open(args_path, encoding="utf-8") as handle:
         record = json.load(handle)
     if record.get("study") != study:
-        raise ValueError(f"{flag} {run_dir}: a {record.get('study')!r} run, not a {study!r} run")
+        raise InputError(f"{flag} {run_dir}: a {record.get('study')!r} run, not a {study!r} run")
     return argparse.Namespace(**record["args"]), record
 
 
@@ -75,7 +76,7 @@ def load_trained(run_dir, study, flag):
     verification run that trained nothing (--epochs 0) is its starting weights."""
     settings, record = read_run(run_dir, study, flag)
     if study == "upscale" and settings.arch == "bicubic":
-        raise ValueError(f"{flag} {run_dir}: the bicubic baseline has no weights")
+        raise InputError(f"{flag} {run_dir}: the bicubic baseline has no weights")
     model = architecture(study, settings)
     path = final_weights(run_dir, study)
     if os.path.isfile(path):
@@ -83,7 +84,7 @@ def load_trained(run_dir, study, flag):
     elif study == "verify" and settings.epochs == 0:
         load_starting_weights(model, settings.weights, settings.init_from)
     else:
-        raise ValueError(f"{flag} {run_dir}: no final weights ({path} missing)")
+        raise InputError(f"{flag} {run_dir}: no final weights ({path} missing)")
     return settings, record, model
 
 
@@ -92,5 +93,5 @@ def refuse_collapsed_recognizer(record, run_dir, flag):
     with it (id_cos) would be near 1 whatever the faces."""
     found = [warning for warning in record.get(schema.WARNINGS_KEY, []) if warning["check"] in schema.COLLAPSE_CHECKS]
     if found:
-        raise ValueError(f"{flag} {run_dir}: its recognizer failed a sanity check ({found[0]['message']}); "
+        raise InputError(f"{flag} {run_dir}: its recognizer failed a sanity check ({found[0]['message']}); "
                          f"a similarity measured with it means nothing. Train it longer or use another model.")

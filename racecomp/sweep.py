@@ -46,6 +46,7 @@ import shlex
 import sys
 
 from racecomp import cli, files, studies
+from racecomp.errors import InputError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The sweep chooses every folder, and re-running a sweep must never replace finished results.
@@ -76,14 +77,14 @@ def parse_grid(items):
         key = key.strip()
         values = [value.strip() for value in text.split(",")]
         if not sep or not key or not all(values):
-            raise ValueError(f"--grid {item!r}: expected KEY=VALUE[,VALUE...] with no empty value")
+            raise InputError(f"--grid {item!r}: expected KEY=VALUE[,VALUE...] with no empty value")
         if key in grid:
-            raise ValueError(f"--grid {item!r}: key {key!r} given twice in one group")
+            raise InputError(f"--grid {item!r}: key {key!r} given twice in one group")
         if len(set(values)) != len(values):
-            raise ValueError(f"--grid {item!r}: a value is repeated")
+            raise InputError(f"--grid {item!r}: a value is repeated")
         grid[key] = values
     if not grid:
-        raise ValueError("--grid: a group needs at least one KEY=VALUE[,VALUE...]")
+        raise InputError("--grid: a group needs at least one KEY=VALUE[,VALUE...]")
     return grid
 
 
@@ -94,9 +95,9 @@ def parse_fixed(items):
         key, sep, value = item.partition("=")
         key = key.strip()
         if not key or (sep and not value.strip()):
-            raise ValueError(f"--fixed {item!r}: expected KEY=VALUE or a bare KEY for an on/off flag")
+            raise InputError(f"--fixed {item!r}: expected KEY=VALUE or a bare KEY for an on/off flag")
         if key in fixed:
-            raise ValueError(f"--fixed {item!r}: key {key!r} given twice")
+            raise InputError(f"--fixed {item!r}: key {key!r} given twice")
         fixed[key] = value.strip() if sep else None
     return fixed
 
@@ -111,7 +112,7 @@ def script_parser(study):
     parser = study.get_args_parser()  # allow_abbrev=False: '--scal 4' would pass as --scale
 
     def refuse(message):
-        raise ValueError(message)
+        raise InputError(message)
 
     parser.error = refuse  # argparse would print usage and exit; the sweep reports which key was wrong
     return parser
@@ -122,7 +123,7 @@ def parse_script_args(parser, argv, where):
     try:
         return parser.parse_args(argv)
     except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
+        raise InputError(f"{where}: {error}") from None
 
 
 def check_values(check, args, where):
@@ -130,7 +131,7 @@ def check_values(check, args, where):
     try:
         check(args)
     except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
+        raise InputError(f"{where}: {error}") from None
 
 
 def check_keys(study, parser, grids, fixed):
@@ -140,12 +141,12 @@ def check_keys(study, parser, grids, fixed):
     for grid in grids:
         for key, values in grid.items():
             if key in fixed:
-                raise ValueError(f"key {key!r} is both in --grid and in --fixed")
+                raise InputError(f"key {key!r} is both in --grid and in --fixed")
             assignments += [("--grid", key, value) for value in values]
     for option, key, value in assignments:
         where = f"{option} {key}" + ("" if value is None else f"={value}")
         if key.lstrip("-") in RESERVED_KEYS or key.startswith("-"):
-            raise ValueError(f"{where}: key {key!r} is not allowed (give flags without '--'; the sweep sets "
+            raise InputError(f"{where}: key {key!r} is not allowed (give flags without '--'; the sweep sets "
                              f"--out itself and never passes --overwrite)")
         check_values(study.check_values, parse_script_args(parser, flag_tokens(key, value), where), where)
 
@@ -176,10 +177,10 @@ def make_run(study, parser, setting, fixed, study_root):
             fixed_flags["weight"] = "1"
     name = "_".join(f"{key}-{folder_value(setting[key])}" for key in keys)
     if not name:
-        raise ValueError(f"grid point {setting}: a balanced run has no weight, so nothing is left to name its "
+        raise InputError(f"grid point {setting}: a balanced run has no weight, so nothing is left to name its "
                          f"folder; add a grid key (e.g. seed=0)")
     if len(name.encode()) > MAX_NAME_BYTES:
-        raise ValueError(f"run folder name longer than {MAX_NAME_BYTES} bytes: {name}; move long values to --fixed")
+        raise InputError(f"run folder name longer than {MAX_NAME_BYTES} bytes: {name}; move long values to --fixed")
     folder = os.path.join(study_root, name)
     argv = [token for key in sorted(setting) for token in flag_tokens(key, setting[key])]
     argv += [token for key in sorted(fixed_flags) for token in flag_tokens(key, fixed_flags[key])]
@@ -207,21 +208,21 @@ def expand(study, grids, fixed, out_root):
             run = make_run(study, parser, dict(zip(keys, values)), fixed, study_root)
             if run.folder in runs:
                 if runs[run.folder].argv != run.argv:
-                    raise ValueError(f"two different runs would share {run.folder} (a folder name keeps only a "
+                    raise InputError(f"two different runs would share {run.folder} (a folder name keeps only a "
                                      f"path's last component and replaces unsafe characters):\n"
                                      f"  {runs[run.folder].argv}\n  {run.argv}")
                 continue
             identity = repr(sorted((k, v) for k, v in vars(run.args).items() if k != "out"))
             if identity in folder_of:
-                raise ValueError(f"the same run is listed under two folders, {folder_of[identity]} and "
+                raise InputError(f"the same run is listed under two folders, {folder_of[identity]} and "
                                  f"{run.folder} (summarize.py would leave both out); remove it from one group")
             folder_of[identity] = run.folder
             runs[run.folder] = run
     return list(runs.values())
 
 
-def command_line(run, study, python="python"):
-    """One shell command, quoted with shlex: python /abs/run_<study>.py <arguments>."""
+def command_line(run, study, python=sys.executable):
+    """One shell command, quoted with shlex: <python> /abs/run_<study>.py <arguments>."""
     return shlex.join([python, script_path(study), *run.argv])
 
 
@@ -284,7 +285,7 @@ def slurm_script(commands_path, n_commands, log_dir, workdir, job_name, options=
     """A SLURM array script whose task i (1-based) runs line i of `commands_path`."""
     for path in (commands_path, log_dir):
         if any(ch.isspace() for ch in path):
-            raise ValueError(f"{path}: #SBATCH lines cannot hold a path with spaces; choose another --out-root")
+            raise InputError(f"{path}: #SBATCH lines cannot hold a path with spaces; choose another --out-root")
     array = f"1-{n_commands}" + (f"%{max_parallel}" if max_parallel else "")
     return "\n".join([
         "#!/bin/bash",
@@ -325,7 +326,8 @@ def get_args_parser(add_help=True):
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--status", action="store_true", help="print each run's state and the counts instead")
     mode.add_argument("--pending", action="store_true", help="only the runs not finished yet")
-    parser.add_argument("--python", default="python", help="interpreter at the start of every command")
+    parser.add_argument("--python", default=sys.executable, help="interpreter at the start of every command "
+                        "(default: the one running this sweep, so a venv works without being activated)")
     parser.add_argument("--slurm-option", action="append", default=[], metavar="OPTION",
                         help="extra #SBATCH line, e.g. --slurm-option=--gres=gpu:1 (repeatable)")
     parser.add_argument("--slurm-max-parallel", type=int, default=0,
@@ -335,7 +337,7 @@ def get_args_parser(add_help=True):
 
 def main(args):
     if args.status and args.format != "lines":
-        raise ValueError("--status prints a report; it takes no --format")
+        raise InputError("--status prints a report; it takes no --format")
     runs = expand(args.study, [parse_grid(group) for group in args.grid], parse_fixed(args.fixed), args.out_root)
     if args.status or args.pending:
         states = [(run, *run_state(args.study, run)) for run in runs]
@@ -365,4 +367,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli.run_script(main, get_args_parser().parse_args())

@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image
 
 from racecomp import cpus
+from racecomp.cli import run_script
+from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
 from racecomp.toyfaces import group_styles, render_face, sample_identity, sample_view, similarity_matrix
 
@@ -82,7 +84,7 @@ def _prepare_output(out_dir, arguments=None):
             with open(marker, encoding="utf-8") as handle:
                 resumable = handle.read() == text
         if not resumable:
-            raise ValueError(f"{out_dir}: folder is not empty; demo data is written only into a new or empty folder "
+            raise InputError(f"{out_dir}: folder is not empty; demo data is written only into a new or empty folder "
                              f"(or, to resume, into an unfinished one with the same arguments)")
         print(f"resuming the unfinished generation in {out_dir}", flush=True)
     os.makedirs(out_dir, exist_ok=True)
@@ -98,13 +100,13 @@ def _finish_output(root):
 
 def _check_common(size, seed, hard_race, hard_strength, vocabulary):
     if size < 16:
-        raise ValueError(f"size must be at least 16 px, got {size}")
+        raise InputError(f"size must be at least 16 px, got {size}")
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise InputError(f"seed must be >= 0, got {seed}")
     if hard_strength < 0:
-        raise ValueError(f"hard_strength must be >= 0, got {hard_strength}")
+        raise InputError(f"hard_strength must be >= 0, got {hard_strength}")
     if hard_race is not None and hard_race not in vocabulary:
-        raise ValueError(f"hard_race {hard_race!r} is not one of {list(vocabulary)}")
+        raise InputError(f"hard_race {hard_race!r} is not one of {list(vocabulary)}")
 
 
 def _balanced_labels(rng, count, vocabulary):
@@ -163,9 +165,9 @@ def make_fairface(out_dir, n_train=350, n_val=140, size=64, seed=0, hard_race=No
     _check_common(size, seed, hard_race, hard_strength, FAIRFACE_RACES)
     for split, count in (("train", n_train), ("val", n_val)):
         if count < len(FAIRFACE_RACES):
-            raise ValueError(f"n_{split}={count}: need at least {len(FAIRFACE_RACES)} images so every race is present")
+            raise InputError(f"n_{split}={count}: need at least {len(FAIRFACE_RACES)} images so every race is present")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise InputError(f"workers must be >= 1, got {workers}")
     root = _prepare_output(out_dir, {"kind": "fairface", "version": GENERATOR_VERSION, "n_train": n_train,
                                      "n_val": n_val, "size": size, "seed": seed, "hard_race": hard_race,
                                      "hard_strength": hard_strength})
@@ -251,17 +253,17 @@ def make_rfw(out_dir, n_ids=30, images_per_id=4, pairs_per_fold=10, size=112, se
     """
     _check_common(size, seed, hard_race, hard_strength, RFW_RACES)
     if n_ids < 2 * RFW_FOLDS:
-        raise ValueError(f"n_ids={n_ids}: need at least {2 * RFW_FOLDS} identities per race "
+        raise InputError(f"n_ids={n_ids}: need at least {2 * RFW_FOLDS} identities per race "
                          "(2 per fold for impostor pairs)")
     if images_per_id < 2:
-        raise ValueError(f"images_per_id={images_per_id}: genuine pairs need at least 2 images per identity")
+        raise InputError(f"images_per_id={images_per_id}: genuine pairs need at least 2 images per identity")
     if pairs_per_fold < 1:
-        raise ValueError(f"pairs_per_fold must be >= 1, got {pairs_per_fold}")
+        raise InputError(f"pairs_per_fold must be >= 1, got {pairs_per_fold}")
     ids_per_fold = n_ids // RFW_FOLDS  # the smallest fold decides how many distinct pairs exist
     genuine_available = ids_per_fold * images_per_id * (images_per_id - 1) // 2
     impostor_available = ids_per_fold * (ids_per_fold - 1) // 2 * images_per_id ** 2
     if pairs_per_fold > min(genuine_available, impostor_available):
-        raise ValueError(f"pairs_per_fold={pairs_per_fold} exceeds the {min(genuine_available, impostor_available)} "
+        raise InputError(f"pairs_per_fold={pairs_per_fold} exceeds the {min(genuine_available, impostor_available)} "
                          f"distinct pairs per fold that n_ids={n_ids}, images_per_id={images_per_id} allow")
     root = _prepare_output(out_dir)
     styles = group_styles(RFW_RACES)
@@ -320,7 +322,7 @@ def make_identities(out_dir, n_ids_per_race=16, images_per_id=6, size=112, seed=
     """
     _check_common(size, seed, hard_race, hard_strength, RFW_RACES)
     if n_ids_per_race < 1 or images_per_id < 1:
-        raise ValueError(f"need n_ids_per_race >= 1 and images_per_id >= 1, got {n_ids_per_race}, {images_per_id}")
+        raise InputError(f"need n_ids_per_race >= 1 and images_per_id >= 1, got {n_ids_per_race}, {images_per_id}")
     overlap = _first_rfw_identity(overlap_with_rfw) if overlap_with_rfw is not None else None
     root = _prepare_output(out_dir)
     styles = group_styles(RFW_RACES)
@@ -355,9 +357,9 @@ def _first_rfw_identity(rfw_root):
                 identity_id = handle.readline().split("\t")[0]
             folder = os.path.join(rfw_root, "test", "data", race, identity_id)
             if not os.path.isdir(folder):
-                raise ValueError(f"{pairs_path}:1: identity {identity_id!r} has no folder {folder}")
+                raise InputError(f"{pairs_path}:1: identity {identity_id!r} has no folder {folder}")
             return race, identity_id, folder
-    raise ValueError(f"overlap_with_rfw={rfw_root}: no test/txts/<Race>/<Race>_pairs.txt found")
+    raise InputError(f"overlap_with_rfw={rfw_root}: no test/txts/<Race>/<Race>_pairs.txt found")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -379,7 +381,7 @@ def ensure_demo_data(kind, cache_dir=None, **params):
     temporary folder beside it that is renamed into place only when complete.
     """
     if kind not in _MAKERS:
-        raise ValueError(f"unknown demo data kind {kind!r}; valid: {', '.join(_MAKERS)}")
+        raise InputError(f"unknown demo data kind {kind!r}; valid: {', '.join(_MAKERS)}")
     maker = _MAKERS[kind]
     bound = inspect.signature(maker).bind("<out_dir>", **params)
     bound.apply_defaults()
@@ -443,16 +445,16 @@ def main(args):
     vocabulary = FAIRFACE_RACES if args.kind == "fairface" else RFW_RACES
     hard_race = parse_race(args.hard_race, vocabulary, allow_none=True)
     if args.unaligned and args.kind != "rfw":
-        raise ValueError("--unaligned applies to rfw only")
+        raise InputError("--unaligned applies to rfw only")
     common = {"seed": args.seed, "hard_race": hard_race, "hard_strength": args.hard_strength}
     if args.size is not None:
         common["size"] = args.size
     if args.kind != "fairface" and (args.val_count is not None or args.workers is not None):
-        raise ValueError("--val-count and --workers apply to fairface only")
+        raise InputError("--val-count and --workers apply to fairface only")
     if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: must be at least 1")
+        raise InputError(f"--workers {args.workers}: must be at least 1")
     if args.val_count is not None and args.val_count < len(FAIRFACE_RACES):
-        raise ValueError(f"--val-count {args.val_count}: need at least {len(FAIRFACE_RACES)} images so every race "
+        raise InputError(f"--val-count {args.val_count}: need at least {len(FAIRFACE_RACES)} images so every race "
                          f"is present")
     if args.kind == "fairface":
         if args.count is not None:
@@ -482,4 +484,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser().parse_args())

@@ -21,6 +21,7 @@ from racecomp.datasets.fairface import FAIRFACE_SPLITS, read_fairface
 from racecomp.datasets.identities import read_identity_folders
 from racecomp.datasets.images import load_rgb
 from racecomp.datasets.rfw import read_rfw_landmarks, read_rfw_pairs, rfw_image_path
+from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
 
 # Published sizes: FairFace 0.25-margin release; RFW 10 folds x (300 genuine + 300 impostor) per race;
@@ -185,7 +186,7 @@ def check_identity_images(records, workers=None):
         errors = [error for _, error in bad]
         more = f"\n  ... and {len(errors) - LISTED} more" if len(errors) > LISTED else ""
         shown = "\n  ".join(errors[:LISTED]) + more
-        raise ValueError(f"{len(errors)} unreadable training image(s) in the identity folders, found before "
+        raise InputError(f"{len(errors)} unreadable training image(s) in the identity folders, found before "
                          f"training:\n  {shown}\nReplace or delete the file(s), then run the same command again.")
 
 

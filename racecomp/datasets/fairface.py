@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from racecomp.datasets.images import load_rgb, resize_bicubic, downscale_bicubic
+from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, check_label
 
 FAIRFACE_SPLITS = ("train", "val")
@@ -41,7 +42,7 @@ def _check_relative_file(entry, where):
     """Raise unless `entry` is a relative path that stays inside the data root (no absolute path, no '..')."""
     parts = re.split(r"[\\/]", entry)
     if not entry or os.path.isabs(entry) or entry.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
-        raise ValueError(f"{where}: file {entry!r} must be a relative path inside the data root")
+        raise InputError(f"{where}: file {entry!r} must be a relative path inside the data root")
 
 
 def read_fairface(root, split):
@@ -52,7 +53,7 @@ def read_fairface(root, split):
     FileNotFoundError or ValueError naming the CSV and line.
     """
     if split not in FAIRFACE_SPLITS:
-        raise ValueError(f"unknown FairFace split {split!r}; valid: {', '.join(FAIRFACE_SPLITS)}")
+        raise InputError(f"unknown FairFace split {split!r}; valid: {', '.join(FAIRFACE_SPLITS)}")
     csv_path = os.path.join(root, f"fairface_label_{split}.csv")
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: no such folder (FairFace root: fairface_label_{{train,val}}.csv, "
@@ -66,19 +67,19 @@ def read_fairface(root, split):
         header = reader.fieldnames or []
         missing = [column for column in FAIRFACE_COLUMNS if column not in header]
         if missing:
-            raise ValueError(f"{csv_path}:1: missing column(s) {missing}; header is {header}")
+            raise InputError(f"{csv_path}:1: missing column(s) {missing}; header is {header}")
         for row in reader:
             where = f"{csv_path}:{reader.line_num}"
             if None in row or any(row[column] is None for column in header):
-                raise ValueError(f"{where}: expected {len(header)} fields ({','.join(header)})")
+                raise InputError(f"{where}: expected {len(header)} fields ({','.join(header)})")
             race = check_label(row["race"], FAIRFACE_RACES, where)
             if row["gender"] not in FAIRFACE_GENDERS:
-                raise ValueError(f"{where}: unknown gender {row['gender']!r}; expected one of {list(FAIRFACE_GENDERS)}")
+                raise InputError(f"{where}: unknown gender {row['gender']!r}; expected one of {list(FAIRFACE_GENDERS)}")
             if row["age"] not in FAIRFACE_AGES:
-                raise ValueError(f"{where}: unknown age bin {row['age']!r}; expected one of {list(FAIRFACE_AGES)}")
+                raise InputError(f"{where}: unknown age bin {row['age']!r}; expected one of {list(FAIRFACE_AGES)}")
             _check_relative_file(row["file"], where)
             if row["file"] in seen_files:
-                raise ValueError(f"{where}: file {row['file']!r} already listed at line {seen_files[row['file']]}")
+                raise InputError(f"{where}: file {row['file']!r} already listed at line {seen_files[row['file']]}")
             seen_files[row["file"]] = reader.line_num
             path = os.path.join(root, row["file"])
             if not os.path.isfile(path):
@@ -86,7 +87,7 @@ def read_fairface(root, split):
             records.append(FaceRecord(file=row["file"], path=path, race=race, gender=row["gender"],
                                       age=row["age"], line=reader.line_num))
     if not records:
-        raise ValueError(f"{csv_path}: no data rows")
+        raise InputError(f"{csv_path}: no data rows")
     return records
 
 
@@ -99,7 +100,7 @@ def split_dev(records, dev_fraction, seed):
     Each race draws from its own seeded stream, so its split does not depend on the other races.
     """
     if not 0.0 < dev_fraction < 1.0:
-        raise ValueError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
+        raise InputError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
     positions_by_race = {}
     for position, record in enumerate(records):
         check_label(record.race, FAIRFACE_RACES, f"record {record.file} (line {record.line})")
@@ -132,7 +133,7 @@ class FairFaceSR(torch.utils.data.Dataset):
 
     def __init__(self, records, scale, hr_size=None, train=False):
         if hr_size is not None and hr_size % scale:
-            raise ValueError(f"hr_size {hr_size} is not divisible by scale {scale}")
+            raise InputError(f"hr_size {hr_size} is not divisible by scale {scale}")
         self.records = list(records)
         self.scale = scale
         self.hr_size = hr_size
@@ -145,14 +146,14 @@ class FairFaceSR(torch.utils.data.Dataset):
         if isinstance(key, tuple):
             index, flip = key
             if flip and not self.train:
-                raise ValueError(f"item {index}: a flip was requested from an evaluation dataset (train=False)")
+                raise InputError(f"item {index}: a flip was requested from an evaluation dataset (train=False)")
         else:
             index, flip = key, self.train and bool(torch.rand(()) < 0.5)
         record = self.records[index]
         hr = self.high_resolution(index)
         height, width = hr.shape[-2:]
         if height % self.scale or width % self.scale:
-            raise ValueError(f"{record.file} (CSV line {record.line}): image size {height}x{width} is not "
+            raise InputError(f"{record.file} (CSV line {record.line}): image size {height}x{width} is not "
                              f"divisible by scale {self.scale}; pass hr_size")
         if flip:
             hr = hr.flip(-1)

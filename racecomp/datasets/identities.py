@@ -5,6 +5,7 @@ Layout: `<root>/<Race>/<identity>/*.jpg|jpeg|png`, race folders named by RFW lab
 import os
 from dataclasses import dataclass
 
+from racecomp.errors import InputError
 from racecomp.races import RFW_RACES, check_label
 
 IDENTITY_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -41,10 +42,10 @@ def read_identity_folders(root):
             names = sorted(name for name in os.listdir(identity_dir)
                            if name.lower().endswith(IDENTITY_IMAGE_EXTENSIONS))
             if not names:
-                raise ValueError(f"folder {identity_dir}: identity folder has no images")
+                raise InputError(f"folder {identity_dir}: identity folder has no images")
             found.extend((race, identity, os.path.join(identity_dir, name)) for name in names)
     if not found:
-        raise ValueError(f"{root}: no identity images found under <Race>/<identity>/")
+        raise InputError(f"{root}: no identity images found under <Race>/<identity>/")
     class_of = {identity: index for index, identity in enumerate(sorted({identity for _, identity, _ in found}))}
     return [IdentityImage(path=path, race=race, identity=identity, class_index=class_of[identity])
             for race, identity, path in found]
@@ -61,6 +62,6 @@ def check_identity_overlap(train_identities, pairs, allow=False):
     evaluated_ids = {pair.id1 for pair in pairs} | {pair.id2 for pair in pairs}
     overlap = sorted(train_ids & evaluated_ids)
     if overlap and not allow:
-        raise ValueError(f"{len(overlap)} training identities also appear in evaluated RFW pairs, e.g. "
+        raise InputError(f"{len(overlap)} training identities also appear in evaluated RFW pairs, e.g. "
                          f"{', '.join(overlap[:10])}; remove them from training or allow the overlap explicitly")
     return overlap

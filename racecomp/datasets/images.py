@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from racecomp.errors import InputError
 from racecomp.alignment import align_face
 
 
@@ -19,7 +20,7 @@ def load_rgb(path, where):
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as error:  # PIL's decode errors
-        raise ValueError(f"{where}: cannot decode image {path}: {error}") from error
+        raise InputError(f"{where}: cannot decode image {path}: {error}") from error
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
@@ -43,12 +44,12 @@ def downscale_bicubic(hr, scale):
     LR images are made.
     """
     if hr.dim() not in (3, 4) or hr.shape[-3] != 3:
-        raise ValueError(f"hr must be (B, 3, H, W) or (3, H, W), got shape {tuple(hr.shape)}")
+        raise InputError(f"hr must be (B, 3, H, W) or (3, H, W), got shape {tuple(hr.shape)}")
     if not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        raise InputError(f"scale must be a positive integer, got {scale!r}")
     height, width = hr.shape[-2:]
     if height % scale or width % scale:
-        raise ValueError(f"image size {height}x{width} is not divisible by scale {scale}")
+        raise InputError(f"image size {height}x{width} is not divisible by scale {scale}")
     image = hr.float() / 255.0 if hr.dtype == torch.uint8 else hr.float()
     batch = image if image.dim() == 4 else image.unsqueeze(0)
     lr = resize_bicubic(batch, (height // scale, width // scale))
@@ -73,7 +74,7 @@ class FaceImages(torch.utils.data.Dataset):
         if align_landmarks is not None:
             missing = [key for key, _ in self.items if key not in align_landmarks]
             if missing:
-                raise ValueError(f"no landmarks for {len(missing)} image(s), e.g. {missing[:3]}")
+                raise InputError(f"no landmarks for {len(missing)} image(s), e.g. {missing[:3]}")
 
     def __len__(self):
         return len(self.items)

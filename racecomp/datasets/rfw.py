@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from racecomp.errors import InputError
 from racecomp.races import RFW_RACES, check_label
 
 # RFW image file names: <id>_<NNNN>.jpg
@@ -44,7 +45,7 @@ def _rfw_txt(root, race, suffix):
 
 def _image_number(text, where):
     if not text.isdigit():
-        raise ValueError(f"{where}: image number {text!r} is not a non-negative integer")
+        raise InputError(f"{where}: image number {text!r} is not a non-negative integer")
     return int(text)
 
 
@@ -60,10 +61,10 @@ def read_rfw_pairs(root, race):
     with open(path, encoding="utf-8") as handle:
         lines = handle.read().rstrip().splitlines()
     if not lines or len(lines) % 10:
-        raise ValueError(f"{path}: {len(lines)} lines, expected a positive multiple of 10 (10 equal folds)")
+        raise InputError(f"{path}: {len(lines)} lines, expected a positive multiple of 10 (10 equal folds)")
     fold_size = len(lines) // 10
     if fold_size % 2:
-        raise ValueError(f"{path}: folds of {fold_size} lines, expected an even size (half genuine, half impostor)")
+        raise InputError(f"{path}: folds of {fold_size} lines, expected an even size (half genuine, half impostor)")
     pairs = []
     for index, text in enumerate(lines):
         where = f"{path}:{index + 1}"
@@ -71,10 +72,10 @@ def read_rfw_pairs(root, race):
         fold, position = divmod(index, fold_size)
         genuine_expected = position < fold_size // 2
         if len(fields) not in (3, 4):
-            raise ValueError(f"{where}: expected 3 (genuine) or 4 (impostor) tab-separated fields, got {len(fields)}")
+            raise InputError(f"{where}: expected 3 (genuine) or 4 (impostor) tab-separated fields, got {len(fields)}")
         if (len(fields) == 3) != genuine_expected:
             kind = "a genuine pair (3 fields)" if genuine_expected else "an impostor pair (4 fields)"
-            raise ValueError(f"{where}: expected {kind} at position {position + 1} of fold {fold + 1}, "
+            raise InputError(f"{where}: expected {kind} at position {position + 1} of fold {fold + 1}, "
                              f"got {len(fields)} fields")
         if len(fields) == 3:
             id1, id2 = fields[0], fields[0]
@@ -114,17 +115,17 @@ def read_rfw_landmarks(root, race):
             if not fields:
                 continue
             if len(fields) < 11:
-                raise ValueError(f"{where}: expected an image path and 10 coordinates, got {len(fields)} fields")
+                raise InputError(f"{where}: expected an image path and 10 coordinates, got {len(fields)} fields")
             components = re.split(r"[\\/]", fields[0])
             match = _RFW_FILE_NAME.match(components[-1])
             if len(components) < 2 or match is None or match["id"] != components[-2]:
-                raise ValueError(f"{where}: image path {fields[0]!r} does not end in <id>/<id>_<NNNN>.jpg")
+                raise InputError(f"{where}: image path {fields[0]!r} does not end in <id>/<id>_<NNNN>.jpg")
             try:
                 points = np.array([float(value) for value in fields[-10:]]).reshape(5, 2)
             except ValueError as error:
-                raise ValueError(f"{where}: non-numeric landmark coordinate ({error})") from error
+                raise InputError(f"{where}: non-numeric landmark coordinate ({error})") from error
             key = (race, match["id"], int(match["n"]))
             if key in landmarks:
-                raise ValueError(f"{where}: landmarks for {fields[0]} listed twice")
+                raise InputError(f"{where}: landmarks for {fields[0]} listed twice")
             landmarks[key] = points
     return landmarks

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from racecomp.datasets.fairface import _round_half_up
+from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, check_label
 
 SAMPLER_MODES = ("subsample", "reweight")
@@ -39,22 +40,22 @@ class MinoritySampler(torch.utils.data.Sampler):
     def __init__(self, records, minority, weight, mode="subsample", seed=0, num_samples=None,
                  num_replicas=1, rank=0, flips=False):
         if not 0.0 < weight <= 1.0:
-            raise ValueError(f"weight must be in (0, 1], got {weight}")
+            raise InputError(f"weight must be in (0, 1], got {weight}")
         if mode not in SAMPLER_MODES:
-            raise ValueError(f"unknown sampler mode {mode!r}; valid: {', '.join(SAMPLER_MODES)}")
+            raise InputError(f"unknown sampler mode {mode!r}; valid: {', '.join(SAMPLER_MODES)}")
         if not records:
-            raise ValueError("no records to sample from")
+            raise InputError("no records to sample from")
         if num_samples is None:
             num_samples = len(records)
         if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+            raise InputError(f"num_samples must be >= 1, got {num_samples}")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
+            raise InputError(f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
         self.races = [record.race for record in records]
         if minority is not None:
             check_label(minority, FAIRFACE_RACES, "minority race")
             if minority not in self.races:
-                raise ValueError(f"minority race {minority!r} has no training images")
+                raise InputError(f"minority race {minority!r} has no training images")
         self.minority = minority
         self.weight = weight
         self.mode = mode
@@ -146,7 +147,7 @@ def subsample_identities(records, minority, weight, seed):
         return records
     ids = sorted({r.identity for r in records if r.race == minority})
     if not ids:
-        raise ValueError(f"--minority {minority}: no training identities of that race")
+        raise InputError(f"--minority {minority}: no training identities of that race")
     # Python's round (halves to even), unlike MinoritySampler's halves-up: kept from run_verify.py, where
     # this was written, so the identities a seed keeps do not change.
     keep_count = max(1, round(weight * len(ids)))

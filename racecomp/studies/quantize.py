@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from racecomp import calibration, cli, cpus, datasets, engine, files, quant, runs, schema, toydata, verification
+from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
 from racecomp.studies import upscale, verify
 
@@ -51,7 +52,7 @@ def parse_bits(text):
     """'w6a8' -> (6, 8)."""
     match = re.fullmatch(r"w(\d)a(\d)", text.lower())
     if not match:
-        raise ValueError(f"--bits {text!r}: expected wXaY with X, Y in 2..8, e.g. w8a8, w6a6, w4a8")
+        raise InputError(f"--bits {text!r}: expected wXaY with X, Y in 2..8, e.g. w8a8, w6a6, w4a8")
     wbits, abits = int(match.group(1)), int(match.group(2))
     quant.check_bits(wbits, "weight bits")
     quant.check_bits(abits, "activation bits")
@@ -68,7 +69,7 @@ def parse_race_weights(text, vocabulary):
         try:
             weights[parse_race(name, vocabulary)] = float(value)
         except ValueError as error:
-            raise ValueError(f"--calib-race-weights {text!r}: {error}") from None
+            raise InputError(f"--calib-race-weights {text!r}: {error}") from None
     return weights
 
 
@@ -127,23 +128,23 @@ def check_values(args):
     settings(args)
     parse_race_weights(args.calib_race_weights, RFW_RACES if args.task == "verify" else FAIRFACE_RACES)
     if args.far is not None and not all(0.0 < far < 1.0 for far in args.far):
-        raise ValueError(f"--far {args.far}: false-accept rates must be in (0, 1)")
+        raise InputError(f"--far {args.far}: false-accept rates must be in (0, 1)")
 
 
 def check_args(args):
     """Every check that needs no data, before any work; returns the settings in the order run."""
     check_values(args)
     if args.task == "upscale" and args.model_run is None:
-        raise ValueError("--task upscale needs --model-run (a finished run_upscale folder)")
+        raise InputError("--task upscale needs --model-run (a finished run_upscale folder)")
     if args.task == "upscale" and (args.weights is not None or args.rfw is not None or args.far is not None):
-        raise ValueError("--weights, --rfw and --far are for --task verify")
+        raise InputError("--weights, --rfw and --far are for --task verify")
     if args.task == "verify" and args.data is not None:
-        raise ValueError("--data is for --task upscale (verify: --rfw)")
+        raise InputError("--data is for --task upscale (verify: --rfw)")
     defaults = get_args_parser()
     given = [f"--{flag.replace('_', '-')}" for flag in MODEL_FLAGS[1:]
              if getattr(args, flag) != defaults.get_default(flag)]
     if args.model_run is not None and given:
-        raise ValueError(f"--model-run gives the model and its evaluation; {', '.join(given)} would be ignored")
+        raise InputError(f"--model-run gives the model and its evaluation; {', '.join(given)} would be ignored")
     return settings(args)
 
 

@@ -39,6 +39,7 @@ import time
 
 from racecomp import (cli, cpus, datasets, distributed, engine, evaluation, facenets, files, identity, imagecache,
                       losses, runs, sanity, schema, toydata, upscalers)
+from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, slug
 
 NAME = "upscale"
@@ -124,7 +125,7 @@ def vgg_layer_weights(args):
     except ValueError:
         weights = ()
     if len(weights) != len(losses.DEFAULT_VGG_LAYERS) or min(weights) < 0:
-        raise ValueError(f"--vgg-layer-weights {args.vgg_layer_weights!r}: {len(losses.DEFAULT_VGG_LAYERS)} "
+        raise InputError(f"--vgg-layer-weights {args.vgg_layer_weights!r}: {len(losses.DEFAULT_VGG_LAYERS)} "
                          f"non-negative numbers, for {', '.join(losses.DEFAULT_VGG_LAYERS)}")
     return weights
 
@@ -135,12 +136,12 @@ def check_args(args):
     vgg_layer_weights(args)
     minority = cli.check_minority(args, MINORITY_RACES)
     if args.arch == "bicubic" and minority is not None:
-        raise ValueError("--arch bicubic trains nothing, so --minority does not apply to it")
+        raise InputError("--arch bicubic trains nothing, so --minority does not apply to it")
     if args.arch != "bicubic" and args.epochs < 1:
-        raise ValueError(f"--epochs {args.epochs}: a trained upscaler needs at least one epoch (an untrained UNet "
+        raise InputError(f"--epochs {args.epochs}: a trained upscaler needs at least one epoch (an untrained UNet "
                          f"is exactly bicubic: use --arch bicubic for that floor)")
     if args.identity_model is None and args.identity_arch is not None:
-        raise ValueError("--identity-arch is the architecture of an --identity-model backbone.pth: give that too")
+        raise InputError("--identity-arch is the architecture of an --identity-model backbone.pth: give that too")
     engine.TrainingSettings.from_args(args)  # the training flags' own checks, before any work
     return minority
 
@@ -184,10 +185,10 @@ def identity_similarity(args, device):
         return None, None
     spec = args.identity_model
     if args.identity_arch is None and os.path.isfile(spec):
-        raise ValueError(f"--identity-model {spec}: a weights file needs --identity-arch (one of "
+        raise InputError(f"--identity-model {spec}: a weights file needs --identity-arch (one of "
                          f"{', '.join(facenets.FACE_MODEL_NAMES)})")
     if args.identity_arch is not None and os.path.isdir(spec):
-        raise ValueError(f"--identity-model {spec} is a folder: a run_verify folder gives its own architecture "
+        raise InputError(f"--identity-model {spec} is a folder: a run_verify folder gives its own architecture "
                          f"(leave out --identity-arch), a backbone is a file")
     if args.identity_arch is None:
         run_args, record, model = runs.load_trained(spec, "verify", "--identity-model")
@@ -227,7 +228,7 @@ def load_splits(args):
                                                            workers=max(1, args.workers))
     found = [error for errors in bad.values() for _, error in errors]
     if found and not args.skip_bad:
-        raise ValueError(f"{len(found)} unreadable image(s), found before training:\n  " + "\n  ".join(found[:10]) +
+        raise InputError(f"{len(found)} unreadable image(s), found before training:\n  " + "\n  ".join(found[:10]) +
                          ("\n  ..." if len(found) > 10 else "") + "\nRun the same command with --skip-bad to leave "
                          "them out (counted in args.json), or replace the files.")
     if found:

@@ -32,6 +32,7 @@ import torch
 
 from racecomp import (cli, cpus, datasets, encoders, engine, evaluation, facenets, files, identity, margin_heads,
                       probes, runs, sanity, schema, toydata, upscalers, verification)
+from racecomp.errors import InputError
 from racecomp.races import RFW_RACES, slug
 
 NAME = "verify"
@@ -102,12 +103,12 @@ def check_values(args):
     cli.check_minority_values(args, MINORITY_RACES)
     cli.check_races(args.races, RFW_RACES)
     if args.probe_steps < 1:
-        raise ValueError(f"--probe-steps {args.probe_steps}: must be >= 1")
+        raise InputError(f"--probe-steps {args.probe_steps}: must be >= 1")
     if not all(0.0 < far < 1.0 for far in args.far):
-        raise ValueError(f"--far {args.far}: false-accept rates must be in (0, 1)")
+        raise InputError(f"--far {args.far}: false-accept rates must be in (0, 1)")
     restore = restore_setting(args)
     if restore is not None and restore.startswith("bicubic") and restore not in BICUBIC_RESTORES:
-        raise ValueError(f"--restore {restore}: bicubic restoration is {' or '.join(BICUBIC_RESTORES)} (or give a "
+        raise InputError(f"--restore {restore}: bicubic restoration is {' or '.join(BICUBIC_RESTORES)} (or give a "
                          f"run_upscale folder)")
 
 
@@ -116,22 +117,22 @@ def check_args(args):
     check_values(args)
     minority = cli.check_minority(args, MINORITY_RACES)
     if args.epochs == 0 and not (args.weights or args.init_from):
-        raise ValueError("--epochs 0 evaluates only: give --weights or --init-from (a random model scores ~50%)")
+        raise InputError("--epochs 0 evaluates only: give --weights or --init-from (a random model scores ~50%)")
     if args.bias_probe and args.epochs == 0:
-        raise ValueError("--bias-probe compares the backbone before and after training: needs --epochs > 0")
+        raise InputError("--bias-probe compares the backbone before and after training: needs --epochs > 0")
     restore = restore_setting(args)
     # Evaluation only: the comparison is one model on original vs restored faces. Training here would train
     # a new model per restoration setting, and two trainings never give the same model.
     if restore is not None and args.epochs > 0:
-        raise ValueError(f"--restore scores a given model on restored faces: use --epochs 0 with --weights (an "
+        raise InputError(f"--restore scores a given model on restored faces: use --epochs 0 with --weights (an "
                          f"arcface_torch backbone.pth, or the {FINAL_WEIGHTS} of a finished run), not --epochs "
                          f"{args.epochs}")
     if restore in BICUBIC_RESTORES and args.image_size % BICUBIC_RESTORES[restore]:
-        raise ValueError(f"--restore {restore}: --image-size {args.image_size} is not divisible by "
+        raise InputError(f"--restore {restore}: --image-size {args.image_size} is not divisible by "
                          f"{BICUBIC_RESTORES[restore]}")
     engine.TrainingSettings.from_args(args)  # the training flags' own checks, before any work
     if args.unfreeze and args.arch not in encoders.ENCODER_NAMES:
-        raise ValueError(f"--unfreeze opens timm encoder stages; --arch {args.arch} has none (use one of "
+        raise InputError(f"--unfreeze opens timm encoder stages; --arch {args.arch} has none (use one of "
                          f"{', '.join(encoders.ENCODER_NAMES)})")
     return minority
 
@@ -201,7 +202,7 @@ def restoration(args):
         info = {"upscaler_run": os.path.abspath(restore), "upscaler": runs.run_identity(restore),
                 "upscaler_hr_px": run_args.hr_size or "native"}
     if args.image_size % scale:
-        raise ValueError(f"--restore {restore} (x{scale}): --image-size {args.image_size} is not divisible by {scale}")
+        raise InputError(f"--restore {restore} (x{scale}): --image-size {args.image_size} is not divisible by {scale}")
     info.update(restore_columns(args), scale=scale, face_px=args.image_size, low_resolution_px=args.image_size // scale)
     return identity.Restoration(upscaler, scale), info
 

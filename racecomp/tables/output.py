@@ -8,6 +8,7 @@ import contextlib
 import os
 
 from racecomp import files
+from racecomp.errors import InputError
 from racecomp.tables.plots import interval_images, part_paths, png_bytes
 
 MANIFEST = "summarize_files.txt"
@@ -28,7 +29,7 @@ def earlier_outputs(out_dir):
     if not os.path.exists(out_dir):
         return []
     if not os.path.isdir(out_dir):
-        raise ValueError(f"--out {out_dir} is a file, not a folder")
+        raise InputError(f"--out {out_dir} is a file, not a folder")
     manifest = os.path.join(out_dir, MANIFEST)
     listed = []
     if os.path.isfile(manifest):
@@ -39,7 +40,7 @@ def earlier_outputs(out_dir):
                and not (entry in ours and os.path.isfile(os.path.join(out_dir, entry)))]
     if foreign:
         others = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise ValueError(f"--out {out_dir} holds {os.path.join(out_dir, foreign[0])}{others}, which summarize.py did "
+        raise InputError(f"--out {out_dir} holds {os.path.join(out_dir, foreign[0])}{others}, which summarize.py did "
                          f"not write (not in its {MANIFEST}): choose a new or empty folder, or move that away")
     return listed
 
@@ -93,5 +94,5 @@ class Output:
 
     def section(self, title, text):
         if any(title == earlier for earlier, _ in self.sections):
-            raise ValueError(f"two tables named {title!r}")  # names must tell tables apart
+            raise InputError(f"two tables named {title!r}")  # names must tell tables apart
         self.sections.append((title, f"## {title}\n\n{text}\n"))
