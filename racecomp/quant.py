@@ -90,6 +90,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from racecomp import facenets, upscalers
+from racecomp.errors import InputError
 from racecomp.progress import Progress
 
 MIN_BITS, MAX_BITS = 2, 8

@@ -4,6 +4,7 @@ import pytest
 import timm
 import torch
 
+from racecomp.errors import InputError
 from racecomp import encoders, facenets, upscalers
 
 
@@ -29,7 +30,7 @@ def test_missing_weights_are_an_error_never_random_weights(tmp_path, monkeypatch
         return original(name, pretrained=pretrained, **kwargs)
 
     monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(RuntimeError, match="--pretrained-path resnet50.pth"):
+    with pytest.raises(InputError, match="--pretrained-path resnet50.pth"):
         encoders.create_encoder("resnet50", pretrained=True)
 
 

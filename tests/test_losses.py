@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from racecomp.errors import InputError
 from racecomp import losses, metrics
 
 # torchvision vgg19 `features` indices, read off its layer list: conv, ReLU pairs with max-pools at 4, 9, 18, 27, 36.
@@ -112,7 +113,7 @@ def test_vgg_offline_download_fails_loudly_and_says_how_to_pass_a_file(monkeypat
         return real_vgg19(weights=None, **kwargs)
 
     monkeypatch.setattr(torchvision.models, "vgg19", offline_vgg19)
-    with pytest.raises(RuntimeError, match="weights_path"):
+    with pytest.raises(InputError, match="weights_path"):
         losses.VGGPerceptualLoss()
 
 

@@ -2,14 +2,13 @@
 import ast
 import json
 import math
-import os
 import pathlib
 
 import pytest
 import torch
 from torch import nn
 
-from racecomp import datasets, facenets, sanity, schema, toydata, upscalers
+from racecomp import facenets, sanity, toydata, upscalers
 from racecomp.studies import upscale, verify
 from racecomp.tables import summarize
 from racecomp.tables.runs import Problems, load_run

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from racecomp import cli, facenets, toydata
+from racecomp.errors import InputError
 from racecomp.studies import upscale
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,12 +100,19 @@ def test_ctrl_c_says_how_to_continue_and_debug_shows_the_traceback(tmp_path, mon
         raise KeyboardInterrupt
 
     def bad_value(args):
-        raise ValueError("--weight 2: must be in (0, 1]")
+        raise InputError("--weight 2: must be in (0, 1]")
+
+    def bug(args):
+        raise ValueError("operands could not be broadcast together")
 
     with pytest.raises(SystemExit, match=f"Run the same command again.*{tmp_path / 'run'}"):
         cli.run_script(interrupted, argparse.Namespace(out=str(tmp_path / "run")))
-    with pytest.raises(SystemExit, match=r"error: --weight 2"):
+    with pytest.raises(SystemExit, match=r"error: --weight 2") as stopped:
         cli.run_script(bad_value, argparse.Namespace(out=None))
+    assert "\n" not in str(stopped.value.code)  # one line
+    # A ValueError that is not an InputError is a bug inside the code: its traceback is shown, never one line.
+    with pytest.raises(ValueError, match="broadcast"):
+        cli.run_script(bug, argparse.Namespace(out=None))
     monkeypatch.setenv("RACECOMP_DEBUG", "1")
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         cli.run_script(bad_value, argparse.Namespace(out=None))

@@ -4,6 +4,7 @@ import itertools
 import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -69,7 +70,7 @@ def test_every_printed_command_parses_with_the_scripts_parser(tmp_path, capsys):
     folders = set()
     for line in lines:
         tokens, args = script_args(line)
-        assert tokens[:2] == ["python", SCRIPT]
+        assert tokens[:2] == [sys.executable, SCRIPT]  # the interpreter running the sweep: a venv needs no activation
         assert (args.epochs, args.batch_size, args.data, args.pretrained) == (20, 64, "/data/my fairface", True)
         name = f"arch-{args.arch}"
         if args.arch != "bicubic":
@@ -228,4 +229,4 @@ def test_commands_call_the_scripts_by_absolute_path_from_any_working_folder(tmp_
     monkeypatch.chdir(tmp_path)
     assert sweep.script_path("upscale") == SCRIPT and os.path.isfile(SCRIPT)
     run = expand([["seed=0"]])[0]
-    assert shlex.split(sweep.command_line(run, "upscale"))[:2] == ["python", SCRIPT]
+    assert shlex.split(sweep.command_line(run, "upscale"))[:2] == [sys.executable, SCRIPT]
