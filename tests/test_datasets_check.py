@@ -209,6 +209,14 @@ def test_usage_errors(capsys):
     assert main(get_args_parser().parse_args(["check", "--rfw", "/x", "--workers", "0"])) == 2
 
 
+@pytest.mark.parametrize("flag", ["--fair", "--ident", "--dec"])
+def test_abbreviated_flags_are_refused(flag, capsys):
+    """Exact flag names only, as in every other command of the project ('--fair' is not --fairface)."""
+    with pytest.raises(SystemExit) as error:
+        get_args_parser().parse_args(["check", flag, "/x"])
+    assert error.value.code == 2 and f"unrecognized arguments: {flag}" in capsys.readouterr().err
+
+
 def test_command_exit_code_without_traceback(trees):
     os.remove(os.path.join(trees["fairface"], "fairface_label_train.csv"))
     result = subprocess.run([sys.executable, "-m", "racecomp.datasets", "check", "--fairface", trees["fairface"],

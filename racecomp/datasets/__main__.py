@@ -10,11 +10,12 @@ from racecomp.datasets import check
 
 
 def get_args_parser(add_help=True):
+    # allow_abbrev=False on the command's parser too (argparse does not pass it on): '--fair' is not --fairface.
     parser = argparse.ArgumentParser(prog="python -m racecomp.datasets", description="RaceComp data tools",
-                                     add_help=add_help)
+                                     add_help=add_help, allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     checker = commands.add_parser(
-        "check", help="check FairFace / RFW / identity-folder downloads before a long run",
+        "check", allow_abbrev=False, help="check FairFace / RFW / identity-folder downloads before a long run",
         description="Report counts per split and race against the published sizes, label spellings, missing "
                     "files and image sizes (from headers), ending with one verdict per dataset. Exit code 1 "
                     "when a dataset has problems; warnings alone give 0.")
