@@ -331,7 +331,7 @@ def notebook_commands(monkeypatch, parameters):
     return recorded
 
 
-@pytest.mark.parametrize("parameters", [{}, {"MINORITY": "none"}, {"FAIRFACE": "/content/drive/MyDrive/FairFace"},
+@pytest.mark.parametrize("parameters", [{}, {"RECIPE": None}, {"MINORITY": "none"}, {"FAIRFACE": "/content/drive/MyDrive/FairFace"},
                                         {"SCALE": 4, "ARCH": "fastvit"}])
 def test_notebook_commands_parse_and_read_only_what_they_write(parameters, monkeypatch):
     commands = notebook_commands(monkeypatch, parameters)

@@ -123,7 +123,7 @@ def test_notebook_cells_run_in_order_on_demo_data(tmp_path, capsys, monkeypatch)
     first = install_cell(notebook)
     fairface = toydata.make_fairface(tmp_path / "fairface", n_train=28, n_val=14, size=32, seed=6)
     small = {"FAIRFACE": fairface, "RUNS": str(tmp_path / "runs"), "TABLES": str(tmp_path / "runs" / "tables"),
-             "ARCH": "fastvit_t8", "EPOCHS": 1, "BATCH_SIZE": 8, "WORKERS": 0, "BOOTSTRAP": 50,
+             "ARCH": "fastvit_t8", "RECIPE": None, "EPOCHS": 1, "BATCH_SIZE": 8, "WORKERS": 0, "BOOTSTRAP": 50,
              "EXTRA": ["--log-every", "0", "--save-samples", "0"]}
     cells = [FAKE_SHELL]
     for cell in code_cells(notebook):
