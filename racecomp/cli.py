@@ -11,6 +11,7 @@ import argparse
 import os
 import shlex
 import sys
+import textwrap
 
 from racecomp.errors import InputError
 from racecomp.races import parse_race, slug
@@ -18,12 +19,16 @@ from racecomp.races import parse_race, slug
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each flag's default, except where there is nothing to show: a required flag, a default of None
-    (its help says what happens then), or a help text that already names its default."""
+    (its help says what happens then), or a help text that already names its default. Lines never break inside
+    a flag's name (--quant-convention stays whole)."""
 
     def _get_help_string(self, action):
         if action.required or action.default is None or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 class Parser(argparse.ArgumentParser):

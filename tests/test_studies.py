@@ -36,7 +36,7 @@ def changed(action, value, study):
     special = VALID_CHANGES.get(action.dest)
     if special is not None:
         return special.get(study, special) if isinstance(special, dict) else special
-    if isinstance(action, argparse._StoreTrueAction):
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
         return not value
     if action.choices:
         options = [c for c in action.choices if c != (value[0] if isinstance(value, list) else value)]

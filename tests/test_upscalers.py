@@ -50,7 +50,7 @@ def test_sizes_not_divisible_by_32(size):
 
 def test_fastvit_alias_is_default_fastvit_and_normalization_is_imagenet():
     model = upscalers.build_upscaler("fastvit", 2, "pixelshuffle")
-    assert model.encoder.pretrained_cfg["architecture"] == encoders.DEFAULT_FASTVIT == "fastvit_sa24"
+    assert model.encoder.pretrained_cfg["architecture"] == encoders.DEFAULT_FASTVIT == "fastvit_ma36"  # the study's
     torch.testing.assert_close(model.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
     torch.testing.assert_close(model.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
 
