@@ -48,7 +48,14 @@ BIAS_PROBE_COLUMNS = ("set_a", "set_b", "n_a", "n_b", "assoc_pretrained", "assoc
 
 # Flags every study has that never change a result: where a run goes and how fast it gets there. Each
 # study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.
-NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size")
+# deterministic and channels_last choose other kernels for the same computation: like the device, they change
+# rounding only.
+NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size", "deterministic",
+                   "channels_last")
+# Flags added after runs were made, at the value that leaves a run as it was before them: at that value they are
+# left out of the recipe, and a run folder whose args.json lacks them compares as holding it, so older runs keep
+# their recipe and still resume. (--compile drops the last partial batch: it changes what trains.)
+ADDED_LATER = {"identity_model": None, "identity_arch": None, "compile": False}
 
 
 def recipe_id(settings, identifying, non_result=NON_RESULT_ARGS):
@@ -58,5 +65,6 @@ def recipe_id(settings, identifying, non_result=NON_RESULT_ARGS):
     seeds pooled; this id keeps runs that differ in anything else (learning rate, epochs, loss weights,
     data, evaluation protocol) from being pooled as seeds of one experiment.
     """
-    kept = {k: v for k, v in sorted(settings.items()) if k not in non_result and k not in identifying and k != "seed"}
+    kept = {k: v for k, v in sorted(settings.items()) if k not in non_result and k not in identifying and k != "seed"
+            and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]

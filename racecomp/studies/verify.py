@@ -31,8 +31,8 @@ import time
 
 import torch
 
-from racecomp import (cli, cpus, datasets, encoders, engine, evaluation, facenets, files, identity, margin_heads,
-                      probes, schema, toydata, upscalers, verification)
+from racecomp import (cli, cpus, datasets, distributed, encoders, engine, evaluation, facenets, files, identity,
+                      margin_heads, probes, schema, toydata, upscalers, verification)
 from racecomp.races import RFW_RACES, slug
 from racecomp.studies import upscale
 
@@ -367,8 +367,8 @@ def _train(args, model, minority, pairs, action, device, record):
     sampler = datasets.MinoritySampler(train_records, None, 1.0, seed=args.seed, num_samples=len(all_records))
     items = [((r.race, r.identity, r.path), r.path) for r in train_records]
     loader = engine.make_loader(datasets.FaceImages(items, image_size=args.image_size, flip=True),
-                                args.batch_size, args.workers, device, sampler=sampler)
-    labels = torch.tensor([r.class_index for r in train_records])
+                                args.batch_size, args.workers, device, sampler=sampler, drop_last=args.compile)
+    labels = torch.tensor([r.class_index for r in train_records], device=device)  # copied once, not every step
     n_classes = max(r.class_index for r in all_records) + 1
     head = margin_heads.get_margin_head(args.margin, args.embedding_size, n_classes).to(device)
     optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay, extra_modules=[head])
@@ -385,10 +385,12 @@ def _train(args, model, minority, pairs, action, device, record):
 
 
 def main(args):
+    distributed.refuse_torchrun("run_verify.py")
     minority = check_args(args)
     restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
     args.out = os.path.abspath(args.out or default_out(args))
     device = cli.resolve_device(args.device)
+    args.amp = engine.resolve_amp(args.amp, device)  # the precision that runs, recorded and in the recipe
     cpus.configure_torch_threads()
     action = files.prepare_out_dir(args.out, args, overwrite=args.overwrite)
     if action == "skip":
