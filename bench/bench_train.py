@@ -3,7 +3,7 @@
     python -m bench.bench_train --arch fastvit_t8 --scale 2 4 --batch-size 8 --repeats 3
 
 Each step is engine.Trainer's own: Trainer.train_epoch runs it (forward under the AMP context, L1 loss
-through losses.SRLoss and studies.upscale.sr_compute_loss, non-finite check, backward, gradient clipping at
+through losses.SRLoss and studies.upscale.sr_compute_loss, non-finite check on the device, backward, clipping at
 1.0 as the scripts' default, AdamW from engine.build_optimizer, scheduler step), so every per-step cost
 of a real run is in the figure, and nothing else (no checkpoints, no selection pass).
   loader:    a DataLoader (engine.make_loader) over FairFaceSR on a generated demo FairFace at --hr-size,

@@ -1,5 +1,6 @@
 """The training loop shared by all studies: AMP, gradient accumulation, clipping, AdamW with warm-up and
-cosine decay, fine-tuning strategies, staged unfreezing, checkpoints and exact resume.
+cosine decay, fine-tuning strategies, staged unfreezing, checkpoints and exact resume (bit for bit on the CPU;
+on CUDA only with settings.deterministic and where every kernel has a deterministic version: see configure_kernels).
 
 A study supplies `compute_loss(model, batch) -> (loss, {name: float})` and, optionally,
 `select(model) -> float` (higher is better) to choose the best epoch on a held-out split.
