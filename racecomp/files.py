@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 
-from racecomp.schema import ADDED_LATER, FINISHED_MARKER, NON_RESULT_ARGS
+from racecomp.schema import ADDED_LATER, FINISHED_MARKER, KERNEL_ARGS, NON_RESULT_ARGS
 
 # torch is imported inside the functions that need it: the tables write through this module and stand on numpy.
 
@@ -127,7 +127,7 @@ def run_record(args, **extra):
             "versions": library_versions(), **extra}
 
 
-def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_ARGS):
+def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_ARGS + KERNEL_ARGS):
     """Decide what to do with an existing --out folder, say it, and return 'fresh', 'resume' or 'skip'.
 
     - finished results there (FINISHED_MARKER): 'skip' unless --overwrite;

@@ -48,10 +48,10 @@ BIAS_PROBE_COLUMNS = ("set_a", "set_b", "n_a", "n_b", "assoc_pretrained", "assoc
 
 # Flags every study has that never change a result: where a run goes and how fast it gets there. Each
 # study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.
-# deterministic and channels_last choose other kernels for the same computation: like the device, they change
-# rounding only.
-NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size", "deterministic",
-                   "channels_last")
+NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size")
+# Training flags (the studies that train add them to their NON_RESULT_ARGS) that choose other kernels for the same
+# computation: like the device, they change rounding only.
+KERNEL_ARGS = ("deterministic", "channels_last")
 # Flags added after runs were made, at the value that leaves a run as it was before them: at that value they are
 # left out of the recipe, and a run folder whose args.json lacks them compares as holding it, so older runs keep
 # their recipe and still resume. (--compile drops the last partial batch: it changes what trains.)

@@ -46,7 +46,7 @@ MINORITY_RACES = FAIRFACE_RACES
 IDENTIFYING = ("arch", "scale", "upsampler", "minority", "weight", "minority_mode", "finetune")
 # Progress lines and sample grids change no number; --image-cache gives the same items as JPEG decoding
 # (tests/test_studies_upscale.py checks identical results).
-NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every", "save_samples", "image_cache")
+NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + ("log_every", "save_samples", "image_cache")
 FINAL_WEIGHTS = "best.pth"  # the checkpoint chosen on dev
 # What can change the bicubic floor's numbers (besides scale, an identifying column): which val images, at
 # which size, and the identity metric's recognition model. Training flags cannot, so two bicubic runs that

@@ -43,7 +43,7 @@ MINORITY_RACES = RFW_RACES
 # result-changing flag, the evaluation protocol's included (--align, --no-flip, --races, --far, --rfw),
 # goes into `recipe`.
 IDENTIFYING = ("arch", "init", "finetune", "minority", "weight", "restore")
-NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every",)  # progress lines change no number
+NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + ("log_every",)  # log_every: progress lines
 FINAL_WEIGHTS = "model.pth"  # no selection split: the last epoch's weights are the model
 BICUBIC_RESTORES = {f"bicubic-x{scale}": scale for scale in upscalers.SCALES}  # --restore value -> factor
 
