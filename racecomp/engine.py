@@ -2,7 +2,7 @@
 cosine decay, fine-tuning strategies, staged unfreezing, checkpoints and exact resume (bit for bit on the CPU;
 on CUDA only with settings.deterministic and where every kernel has a deterministic version: see configure_kernels).
 
-A study supplies `compute_loss(model, batch) -> (loss, {name: float})` and, optionally,
+A study supplies `compute_loss(model, batch) -> (loss, {name: float or scalar tensor})` and, optionally,
 `select(model) -> float` (higher is better) to choose the best epoch on a held-out split.
 Precision policy lives here, never in models.
 
@@ -447,11 +447,12 @@ class Trainer:
         if index < 0:
             return
         step = first_step + index // self.settings.accum_steps
-        advice = "--amp off" if self.amp == "bf16" else "--amp off (or bf16 on a GPU of compute capability >= 8.0)"
+        advice = {"off": "", "bf16": " or use --amp off",
+                  "fp16": " or use --amp off (or bf16 on a GPU of compute capability >= 8.0)"}[self.amp]
         raise NonFiniteLossError(
             f"non-finite loss at epoch {self.epoch}, micro-batch {index}, optimizer step {step} (rank "
             f"{distributed.rank()}); stopping. The last good checkpoint is {self.checkpoint_path()} (if it "
-            f"exists); lower the learning rate or use {advice}")
+            f"exists); lower the learning rate{advice}")
 
     def _log(self, done, n_micro, seen, started, running):
         elapsed = time.time() - started
