@@ -3,7 +3,7 @@
     python -m bench.bench_train --arch fastvit_t8 --scale 2 4 --batch-size 8 --repeats 3
 
 Each step is engine.Trainer's own: Trainer.train_epoch runs it (forward under the AMP context, L1 loss
-through losses.SRLoss and studies.upscale.sr_compute_loss, non-finite check, backward, gradient clipping at
+through losses.SRLoss and studies.upscale.sr_compute_loss, non-finite check on the device, backward, clipping at
 1.0 as the scripts' default, AdamW from engine.build_optimizer, scheduler step), so every per-step cost
 of a real run is in the figure, and nothing else (no checkpoints, no selection pass).
   loader:    a DataLoader (engine.make_loader) over FairFaceSR on a generated demo FairFace at --hr-size,
@@ -41,10 +41,12 @@ def get_args_parser(add_help=True):
     group.add_argument("--source", choices=("jpeg", "cache"), default="jpeg",
                        help="loader mode: decode JPEGs (FairFaceSR) or read the uint8 image cache")
     group.add_argument("--images", type=int, default=256, help="demo FairFace train images (loader mode)")
-    group.add_argument("--amp", choices=tuple(engine.AMP_DTYPES), default="off", help="autocast precision")
+    group.add_argument("--amp", choices=engine.AMP_CHOICES, default="off", help="autocast precision (auto: as "
+                       "the studies' default picks it for the device)")
     group.add_argument("--channels-last", action="store_true",
-                       help="model weights and input batches in channels_last memory format")
-    group.add_argument("--compile", action="store_true", help="torch.compile the model (default mode)")
+                       help="model weights and input batches in channels_last memory format (the studies' flag)")
+    group.add_argument("--compile", action="store_true", help="torch.compile the training forward (the studies' "
+                       "flag)")
     return parser
 
 
@@ -84,25 +86,14 @@ def repeat_batch(batch, count):
         yield batch
 
 
-def channels_last_inputs(compute_loss):
-    """The same compute_loss with the low-resolution input batch in channels_last memory format."""
-    def compute_loss_channels_last(model, batch):
-        return compute_loss(model, {**batch, "lr": batch["lr"].contiguous(memory_format=torch.channels_last)})
-    return compute_loss_channels_last
-
-
 def build_trainer(args, arch, scale, device, out_dir, total_steps):
+    """The Trainer of a run_upscale run with these flags: --amp, --channels-last and --compile are its own."""
     model = upscalers.build_upscaler(arch, scale).to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    # Parameter groups are named after the uncompiled model ("encoder."), so the optimizer comes first.
     optimizer = engine.build_optimizer(model, lr=1e-4)
-    trained = torch.compile(model) if args.compile else model
     compute_loss = upscale.sr_compute_loss(losses.SRLoss(pixel="l1").to(device))
-    if args.channels_last:
-        compute_loss = channels_last_inputs(compute_loss)
-    settings = engine.TrainingSettings(epochs=1, amp=args.amp, clip_grad=1.0, log_every=0)
-    return engine.Trainer(trained, compute_loss, optimizer, out_dir, settings, total_steps, device=device)
+    settings = engine.TrainingSettings(epochs=1, amp=args.amp, clip_grad=1.0, log_every=0,
+                                       channels_last=args.channels_last, compile=args.compile)
+    return engine.Trainer(model, compute_loss, optimizer, out_dir, settings, total_steps, device=device)
 
 
 def data_loader(args, scale, device, steps_per_run):

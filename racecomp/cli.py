@@ -13,6 +13,7 @@ import shlex
 import sys
 import textwrap
 
+from racecomp.cpus import default_workers
 from racecomp.errors import InputError
 from racecomp.races import parse_race, slug
 
@@ -68,7 +69,8 @@ def add_output_arguments(parser, out_help):
                        "without it only the final weights stay")
     group.add_argument("--seed", type=int, default=0, help="seed of sampling, splits, initialisation")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
-    group.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    group.add_argument("--workers", type=int, default=default_workers(), help="DataLoader worker processes "
+                       "(default: the cores available to each process, at most 8)")
     return group
 
 
@@ -90,14 +92,24 @@ def add_training_arguments(parser):
                        "warm-up: one cosine to 0, a cosine restarted at each --unfreeze stage, or a linear decay "
                        "to 0")
     group.add_argument("--clip-grad", type=float, default=1.0, help="max gradient L2 norm (0: no clipping)")
-    group.add_argument("--amp", choices=tuple(engine.AMP_DTYPES), default="off",
-                       help="mixed precision: bf16, fp16 (with loss scaling) or off (fp32)")
+    group.add_argument("--amp", choices=engine.AMP_CHOICES, default="auto",
+                       help="mixed precision: bf16, fp16 (with loss scaling) or off (fp32); auto: off on the CPU, "
+                            "bf16 on GPUs of compute capability >= 8.0, else fp16 (a T4); args.json records "
+                            "the one that ran")
     group.add_argument("--finetune", choices=finetune.FINETUNE_STRATEGIES, default="full",
                        help="what of the encoder trains: full, frozen, bn_stats (BatchNorm statistics only), "
                             "bn_affine, bn_skip (BN + residual shortcuts)")
     group.add_argument("--unfreeze", default="", help="staged unfreezing: epochs at which the last 1, 2, ... "
                        "encoder stages start training, e.g. 1,3 (before: decoder/head only)")
     group.add_argument("--log-every", type=int, default=10, help="optimizer steps between progress lines")
+    group.add_argument("--deterministic", action="store_true", help="deterministic kernels where torch has them "
+                       "(warns where not) instead of cuDNN autotuning: on a GPU, a resumed run then matches an "
+                       "uninterrupted one (on the CPU it always does); slower")
+    group.add_argument("--channels-last", action="store_true", help="model and image batches in channels_last "
+                       "memory format (for GPU tensor cores; much slower on the CPU, BENCHMARKS.md)")
+    group.add_argument("--compile", action="store_true", help="torch.compile the training forward; the last "
+                       "partial batch of each epoch is left out (one input shape); recompiles at each --unfreeze "
+                       "stage")
     return group
 
 

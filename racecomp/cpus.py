@@ -32,6 +32,19 @@ def available_cores():
     return cores
 
 
+MAX_DEFAULT_WORKERS = 8  # each DataLoader worker holds ~0.7 GB (BENCHMARKS.md); 2 already feed ~500 img/s
+
+
+def default_workers():
+    """DataLoader workers per process by default: the available cores shared among the processes torchrun
+    started on this node (LOCAL_WORLD_SIZE), at least 1 and at most MAX_DEFAULT_WORKERS."""
+    try:
+        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        processes = 1
+    return max(1, min(MAX_DEFAULT_WORKERS, available_cores() // processes))
+
+
 def read_cpu_times(path="/proc/stat"):
     """{cpu index: (busy, total) jiffies} of each core in a /proc/stat file; {} where there is none."""
     times = {}

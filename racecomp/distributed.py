@@ -28,6 +28,20 @@ def environment_world():
     return rank, world_size, local_rank
 
 
+def refuse_torchrun(script):
+    """ValueError when started by torchrun with several processes: for a study that runs as one process
+    (every process would take cuda:0 and write the same --out)."""
+    _, world_size, _ = environment_world()
+    if world_size > 1:
+        raise ValueError(f"{script} runs as one process, but torchrun started {world_size} (WORLD_SIZE): start "
+                         f"it with python instead (only run_upscale.py trains over several processes)")
+
+
+def local_rank():
+    """This process's index among the processes of its node (torchrun's LOCAL_RANK; 0 in one process)."""
+    return environment_world()[2] if dist.is_initialized() else 0
+
+
 def process_device(device, local_rank, world_size):
     """The device this process computes on, from the resolved --device.
 

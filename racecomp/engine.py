@@ -1,7 +1,8 @@
 """The training loop shared by all studies: AMP, gradient accumulation, clipping, AdamW with warm-up and
-cosine decay, fine-tuning strategies, staged unfreezing, checkpoints and exact resume.
+cosine decay, fine-tuning strategies, staged unfreezing, checkpoints and exact resume (bit for bit on the CPU;
+on CUDA only with settings.deterministic and where every kernel has a deterministic version: see configure_kernels).
 
-A study supplies `compute_loss(model, batch) -> (loss, {name: float})` and, optionally,
+A study supplies `compute_loss(model, batch) -> (loss, {name: float or scalar tensor})` and, optionally,
 `select(model) -> float` (higher is better) to choose the best epoch on a held-out split.
 Precision policy lives here, never in models.
 
@@ -27,6 +28,9 @@ from racecomp.finetune import (FINETUNE_STRATEGIES, apply_unfreeze, check_unfree
 from racecomp.progress import EVERY_SECONDS, format_seconds
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+# --amp's choices: a precision of AMP_DTYPES, or auto (resolve_amp picks one for the device).
+AMP_CHOICES = ("auto", *AMP_DTYPES)
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: the first CUDA devices with bf16 tensor cores and cuDNN bf16 convolutions
 
 
 class NonFiniteLossError(RuntimeError):
@@ -34,6 +38,48 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ---------------------------------------------------------------- precision
+
+def resolve_amp(amp, device):
+    """The precision that runs for --amp `amp` on `device`: a key of AMP_DTYPES.
+
+    auto: off on the CPU (bf16 autocast there pays only on CPUs with bf16 instructions: BENCHMARKS.md), on CUDA
+    bf16 where the device has it natively (compute capability >= 8.0), else fp16 (a T4, sm75, has fp16 tensor
+    cores only). bf16 on an older CUDA device is refused: torch.cuda.is_bf16_supported() and autocast accept it
+    there because they count emulation, which is slower than fp32 or fails in cuDNN convolutions.
+    Studies resolve --amp before recording their arguments, so args.json and the recipe hold what ran.
+    """
+    if amp not in AMP_CHOICES:
+        raise InputError(f"--amp {amp!r}: must be one of {', '.join(AMP_CHOICES)}")
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "off" if amp == "auto" else amp
+    capability = torch.cuda.get_device_capability(device)
+    native_bf16 = capability >= NATIVE_BF16_CAPABILITY
+    if amp == "auto":
+        return "bf16" if native_bf16 else "fp16"
+    if amp == "bf16" and not native_bf16:
+        raise InputError(f"--amp bf16: {torch.cuda.get_device_name(device)} (compute capability "
+                         f"{capability[0]}.{capability[1]}) only emulates bf16, slower than fp32; use --amp fp16 "
+                         f"or auto (bf16 needs compute capability >= 8.0)")
+    return amp
+
+
+def configure_kernels(device, deterministic):
+    """Process-wide kernel choice for training on `device`.
+
+    deterministic: torch.use_deterministic_algorithms(warn_only=True) (an operation without a deterministic
+    kernel warns and runs anyway), cuBLAS's fixed workspace, no cuDNN autotuning; on CUDA, resuming then gives
+    the numbers of an uninterrupted run wherever each kernel has a deterministic version. Otherwise cuDNN
+    autotunes each convolution once per input shape (cudnn.benchmark), which pays because training and
+    evaluation batches have fixed shapes; the kernels it picks, and so the last bits, may differ from run to run.
+    On the CPU every kernel is deterministic either way.
+    """
+    if deterministic:
+        # Read when cuBLAS creates its handle: set before the first matmul on the device.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = torch.device(device).type == "cuda" and not deterministic
+
 
 def amp_context(device, amp):
     """Autocast context for `amp` in {'bf16','fp16','off'}; a no-op context for 'off'."""
@@ -118,10 +164,12 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def rng_state():
+def rng_state(device):
+    """Python's, numpy's and torch's CPU generator states, and on CUDA the generator of `device` only (the
+    one this process draws from: a checkpoint then resumes on a machine with fewer GPUs)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
@@ -137,14 +185,30 @@ def _rng_to_plain(state):
     return plain
 
 
-def _restore_rng(plain):
+def _rng_checkpoint(device):
+    """This process's generators for a checkpoint (_rng_to_plain), the device generator of every rank
+    gathered in rank order (a collective under torchrun: every rank calls it)."""
+    state = rng_state(device)
+    if "cuda" in state:
+        state["cuda"] = distributed.all_gather_objects(state["cuda"])
+    return _rng_to_plain(state)
+
+
+def _restore_rng(plain, device, rank=0):
+    """Restore `plain` (_rng_to_plain's, its "cuda" a list of each rank's device state, in rank order) in the
+    process of `rank` computing on `device`. A CUDA state is restored onto `device` only: one saved on the
+    CPU, or a CUDA one resumed on the CPU, leaves the device generator as it is."""
     version, internal, gauss = plain["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = plain["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(plain["torch"])
-    if "cuda" in plain and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(plain["cuda"])
+    if "cuda" in plain and torch.device(device).type == "cuda":
+        states = plain["cuda"]
+        if rank >= len(states):
+            raise InputError(f"the checkpoint holds the CUDA generator states of {len(states)} process(es), "
+                             f"none for rank {rank}")
+        torch.cuda.set_rng_state(states[rank], device)
 
 
 # ---------------------------------------------------------------- settings
@@ -155,13 +219,16 @@ class TrainingSettings:
     (stage prefixes, schedule length) is derived from the model and `steps_per_epoch`."""
     epochs: int = 1             # passes over the loader
     accum_steps: int = 1        # micro-batches per optimizer step
-    amp: str = "off"            # key of AMP_DTYPES
+    amp: str = "off"            # one of AMP_CHOICES (auto: resolve_amp picks for the device)
     clip_grad: float = 0.0      # max gradient L2 norm, 0: none
     warmup_steps: int = 0       # optimizer steps of linear warm-up
     finetune: str = "full"      # one of FINETUNE_STRATEGIES
     unfreeze: tuple = ()        # epochs at which the last 1, 2, ... encoder stages open (parse_unfreeze's result)
     log_every: int = 10         # optimizer steps between progress lines (and at least one per 10 s), 0: none
     schedule: str = "cosine"    # one of SCHEDULES (cosine-stages restarts at each --unfreeze epoch)
+    deterministic: bool = False  # configure_kernels: deterministic kernels instead of cuDNN autotuning
+    channels_last: bool = False  # model and 4-D input batches in channels_last memory format (CUDA tensor cores)
+    compile: bool = False        # torch.compile the training forward (the loader must drop its last partial batch)
 
     def __post_init__(self):
         object.__setattr__(self, "unfreeze", tuple(self.unfreeze))  # a list is accepted, stored as a tuple
@@ -170,8 +237,8 @@ class TrainingSettings:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
         if self.accum_steps < 1:
             raise InputError(f"--accum-steps {self.accum_steps}: must be >= 1")
-        if self.amp not in AMP_DTYPES:
-            raise InputError(f"--amp {self.amp!r}: must be one of {', '.join(AMP_DTYPES)}")
+        if self.amp not in AMP_CHOICES:
+            raise InputError(f"--amp {self.amp!r}: must be one of {', '.join(AMP_CHOICES)}")
         if not 0.0 <= self.clip_grad < math.inf:
             raise InputError(f"--clip-grad {self.clip_grad}: must be a finite max norm >= 0 (0: no clipping)")
         if self.finetune not in FINETUNE_STRATEGIES:
@@ -189,18 +256,22 @@ class TrainingSettings:
         """From an argparse namespace with cli.add_training_arguments' flags (--unfreeze as text, '1,3')."""
         return cls(epochs=args.epochs, accum_steps=args.accum_steps, amp=args.amp, clip_grad=args.clip_grad,
                    warmup_steps=args.warmup_steps, finetune=args.finetune, unfreeze=parse_unfreeze(args.unfreeze),
-                   log_every=args.log_every, schedule=args.schedule)
+                   log_every=args.log_every, schedule=args.schedule, deterministic=args.deterministic,
+                   channels_last=args.channels_last, compile=args.compile)
 
 
 # ---------------------------------------------------------------- the loop
 
-def _to_device(batch, device):
+def _to_device(batch, device, channels_last=False):
+    """`batch` on `device`; with channels_last its 4-D floating tensors (images) in that memory format."""
     if isinstance(batch, torch.Tensor):
+        if channels_last and batch.dim() == 4 and batch.is_floating_point():
+            return batch.to(device, non_blocking=True, memory_format=torch.channels_last)
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: _to_device(v, device, channels_last) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
+        return type(batch)(_to_device(v, device, channels_last) for v in batch)
     return batch
 
 
@@ -224,6 +295,18 @@ class Trainer:
     strategies, train mode, checkpoints with unprefixed keys, `select`) acts on `self.model`, the
     unwrapped module. `select` runs on every rank with identical weights and buffers: it may shard its
     split and gather (studies.upscale.mean_psnr_selector does), and must return the same score everywhere.
+
+    The host never waits for the device inside a step, except where the loss is printed (log steps) and at
+    the end of the epoch: losses and the parts of `compute_loss` (tensors or floats) are summed on the device,
+    and a non-finite loss is noted there (its micro-batch) and raised at the next log step or the epoch's end,
+    before any checkpoint is written. The steps between it and that check still run (a NaN may reach the
+    weights), but the last checkpoint on disk is never one written after it. fp16's GradScaler still waits
+    once per step for its inf/NaN check (inside GradScaler.step).
+
+    settings.compile compiles the training forward (`compute_loss` receives the compiled module; selection
+    and checkpoints use the plain one, so evaluation batch sizes never recompile). It recompiles for each new
+    input shape (hence a loader with drop_last, make_loader(drop_last=True)) and after each staged unfreezing
+    (the trainable set is part of what it compiled).
     """
 
     def __init__(self, model, compute_loss, optimizer, out_dir, settings, steps_per_epoch, device="cpu",
@@ -246,7 +329,11 @@ class Trainer:
         self.select = select
         self.extra_modules = list(extra_modules)
         self.run_args = run_args or {}
-        self.scaler = make_scaler(device, settings.amp)
+        self.amp = resolve_amp(settings.amp, self.device)
+        configure_kernels(self.device, settings.deterministic)
+        if settings.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.scaler = make_scaler(device, self.amp)
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = settings.epochs * steps_per_epoch
         restarts = tuple(epoch * steps_per_epoch for epoch in settings.unfreeze)
@@ -260,16 +347,22 @@ class Trainer:
         self.history = []
         configure_finetune(model, settings.finetune)
         self.ddp_model = model
+        self.train_model = model  # what compute_loss receives: ddp_model, compiled with settings.compile
         self._ddp_trainable = None  # names of the parameters the current DDP wrapper reduces
+        self._optimizer_steps_taken = 0  # optimizer.step() calls: a skipped fp16 step makes none
+        optimizer.register_step_post_hook(self._count_optimizer_step)
+
+    def _count_optimizer_step(self, optimizer, args, kwargs):
+        self._optimizer_steps_taken += 1
 
     # -- checkpoints
-    def _state(self):
+    def _state(self, rng):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "extra_modules": [m.state_dict() for m in self.extra_modules],
                 "epoch": self.epoch, "step": self.step, "skipped_steps": self.skipped_steps,
                 "best_score": self.best_score, "best_epoch": self.best_epoch, "history": self.history,
-                "rng": _rng_to_plain(rng_state()), "args": self.run_args}
+                "rng": rng, "args": self.run_args}
 
     def checkpoint_path(self, name="checkpoint.pth"):
         return os.path.join(self.out_dir, name)
@@ -287,7 +380,7 @@ class Trainer:
         self.skipped_steps = state["skipped_steps"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.history = list(state["history"])
-        _restore_rng(state["rng"])
+        _restore_rng(state["rng"], self.device, distributed.rank())
         if distributed.is_main():
             print(f"[resume] epoch {self.epoch}, optimizer step {self.step}")
 
@@ -297,10 +390,10 @@ class Trainer:
         if self.settings.clip_grad:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(params, self.settings.clip_grad)
-        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        taken = self._optimizer_steps_taken
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if scale_before is not None and self.scaler.get_scale() < scale_before:
+        if self._optimizer_steps_taken == taken:
             self.skipped_steps += 1  # the scaler found inf/NaN gradients and skipped this step
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -308,16 +401,19 @@ class Trainer:
 
     # -- data parallelism
     def _wrap_for_ranks(self):
-        """(Re)build the DDP wrapper when there are several processes and the trainable set changed."""
-        if distributed.world_size() == 1:
-            return
-        trainable = tuple(name for name, p in self.model.named_parameters() if p.requires_grad)
-        if trainable == self._ddp_trainable:
-            return
-        device_ids = [self.device] if self.device.type == "cuda" else None
-        # Building the wrapper also broadcasts rank 0's parameters and buffers to every rank.
-        self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        self._ddp_trainable = trainable
+        """(Re)build the DDP wrapper when there are several processes and the trainable set changed, and
+        the compiled module (settings.compile) over it."""
+        if distributed.world_size() > 1:
+            trainable = tuple(name for name, p in self.model.named_parameters() if p.requires_grad)
+            if trainable != self._ddp_trainable:
+                device_ids = [self.device] if self.device.type == "cuda" else None
+                # Building the wrapper also broadcasts rank 0's parameters and buffers to every rank.
+                self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+                self._ddp_trainable = trainable
+        if not self.settings.compile:
+            self.train_model = self.ddp_model
+        elif getattr(self.train_model, "_orig_mod", None) is not self.ddp_model:
+            self.train_model = torch.compile(self.ddp_model)
 
     def _gradient_sync(self, last_in_window):
         """no_sync() for micro-batches before the last of an accumulation window: one all-reduce per step."""
@@ -338,41 +434,57 @@ class Trainer:
             loader.sampler.set_epoch(self.epoch)
         n_micro = len(loader)
         started = last_line = time.time()
+        first_step = self.step
         seen = 0
-        running = {}
+        running = {}  # {name: sum over micro-batches, float64 on the device}
+        first_bad = torch.tensor(-1, device=self.device)  # index of the first micro-batch with a non-finite loss
         self.optimizer.zero_grad(set_to_none=True)
         for index, batch in enumerate(loader):
             window_start = index // settings.accum_steps * settings.accum_steps
             window = min(settings.accum_steps, n_micro - window_start)
             last_in_window = index + 1 == window_start + window
-            batch = _to_device(batch, self.device)
+            batch = _to_device(batch, self.device, settings.channels_last)
             with self._gradient_sync(last_in_window):
-                with amp_context(self.device, settings.amp):
-                    loss, parts = self.compute_loss(self.ddp_model, batch)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss.item()} at epoch {self.epoch}, micro-batch {index}, optimizer step "
-                        f"{self.step} (rank {distributed.rank()}); stopping. The last good checkpoint is "
-                        f"{self.checkpoint_path()} (if it exists); lower the learning rate or use --amp bf16/off")
+                with amp_context(self.device, self.amp):
+                    loss, parts = self.compute_loss(self.train_model, batch)
                 self.scaler.scale(loss / window).backward()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), index, first_bad)
             seen += _batch_size(batch)
-            for key, value in {"loss": loss.item(), **parts}.items():
+            for key, value in {"loss": loss, **parts}.items():
+                value = value.detach().double() if isinstance(value, torch.Tensor) else value
                 running[key] = running.get(key, 0.0) + value
             if last_in_window:
                 self._optimizer_step()
                 # Every log_every steps, and at least every EVERY_SECONDS: slow steps never leave a run silent.
                 due = settings.log_every and (self.step % settings.log_every == 0
                                               or time.time() - last_line >= EVERY_SECONDS)
+                if due:
+                    self._check_finite(first_bad, first_step)
                 if due and distributed.is_main():
                     self._log(index + 1, n_micro, seen, started, running)
                     last_line = time.time()
+        self._check_finite(first_bad, first_step)
         distributed.broadcast_buffers(self.model)  # rank 0's BatchNorm statistics everywhere, as saved
         # Every rank runs the same number of equal-size micro-batches (the sampler pads), so the mean of
         # the ranks' means is the mean over all draws.
-        per_rank = distributed.all_gather_objects({key: value / max(1, n_micro) for key, value in running.items()})
+        per_rank = distributed.all_gather_objects({key: float(value) / max(1, n_micro)
+                                                   for key, value in running.items()})
         means = {key: math.fsum(part[key] for part in per_rank) / len(per_rank) for key in per_rank[0]}
         means["images_per_s"] = seen * len(per_rank) / max(1e-9, time.time() - started)
         return means
+
+    def _check_finite(self, first_bad, first_step):
+        """Raise NonFiniteLossError naming the first micro-batch of this epoch whose loss was not finite."""
+        index = int(first_bad)
+        if index < 0:
+            return
+        step = first_step + index // self.settings.accum_steps
+        advice = {"off": "", "bf16": " or use --amp off",
+                  "fp16": " or use --amp off (or bf16 on a GPU of compute capability >= 8.0)"}[self.amp]
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {self.epoch}, micro-batch {index}, optimizer step {step} (rank "
+            f"{distributed.rank()}); stopping. The last good checkpoint is {self.checkpoint_path()} (if it "
+            f"exists); lower the learning rate{advice}")
 
     def _log(self, done, n_micro, seen, started, running):
         elapsed = time.time() - started
@@ -381,7 +493,7 @@ class Trainer:
         remaining_micro = (self.total_steps - self.step) * self.settings.accum_steps
         eta_total = format_seconds(elapsed / done * remaining_micro)
         rate *= distributed.world_size()  # every rank draws as many images as this one
-        loss = running["loss"] / done  # this rank's; the epoch summary averages over ranks
+        loss = float(running["loss"]) / done  # this rank's; the epoch summary averages over ranks
         lr = self.optimizer.param_groups[0]["lr"]
         print(f"[train] epoch {self.epoch} step {self.step}/{self.total_steps} loss {loss:.4f} "
               f"lr {lr:.2e} {rate:.1f} img/s, epoch ETA {format_seconds(eta_epoch)}, run ETA {eta_total}", flush=True)
@@ -399,12 +511,13 @@ class Trainer:
                     record["best"] = True
             self.history.append(record)
             self.epoch += 1
+            rng = _rng_checkpoint(self.device)  # on every rank: it gathers each rank's device generator
             if distributed.is_main():
                 if self.select is not None and record.get("best"):
                     files.save_checkpoint({"model": self.model.state_dict(), "epoch": self.epoch - 1,
                                            "extra_modules": [m.state_dict() for m in self.extra_modules],
                                            "args": self.run_args}, self.checkpoint_path("best.pth"))
-                files.save_checkpoint(self._state(), self.checkpoint_path())
+                files.save_checkpoint(self._state(rng), self.checkpoint_path())
                 summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
                 print(f"[epoch {record['epoch']}] {summary}; checkpoint saved", flush=True)
             distributed.barrier()  # no rank reads checkpoint.pth / best.pth before rank 0 has written them
@@ -424,9 +537,10 @@ def _batch_size(batch):
     return 1
 
 
-def make_loader(dataset, batch_size, workers, device, sampler=None):
+def make_loader(dataset, batch_size, workers, device, sampler=None, drop_last=False):
     """DataLoader with the project's settings: no shuffling unless a sampler is given (evaluation is
-    deterministic and in file order), pinned memory on CUDA, persistent workers when there are any."""
+    deterministic and in file order), pinned memory on CUDA, persistent workers when there are any.
+    drop_last: leave out the last partial batch (training with --compile: one input shape)."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-        pin_memory=torch.device(device).type == "cuda", persistent_workers=workers > 0, drop_last=False)
+        pin_memory=torch.device(device).type == "cuda", persistent_workers=workers > 0, drop_last=drop_last)

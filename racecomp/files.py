@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 from racecomp.errors import InputError
-from racecomp.schema import FINISHED_MARKER, NON_RESULT_ARGS
+from racecomp.schema import ADDED_LATER, FINISHED_MARKER, KERNEL_ARGS, NON_RESULT_ARGS
 
 # torch is imported inside the functions that need it: the tables write through this module and stand on numpy.
 
@@ -128,7 +128,7 @@ def run_record(args, **extra):
             "versions": library_versions(), **extra}
 
 
-def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_ARGS):
+def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_ARGS + KERNEL_ARGS):
     """Decide what to do with an existing --out folder, say it, and return 'fresh', 'resume' or 'skip'.
 
     - finished results there (FINISHED_MARKER): 'skip' unless --overwrite;
@@ -148,8 +148,10 @@ def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_AR
             except json.JSONDecodeError as error:
                 raise InputError(f"{args_path}: unreadable ({error}); use --overwrite or another --out") from error
         current = json.loads(json.dumps(vars(args), default=str))
+        if current.get("amp") == "auto":  # not resolved here (racecomp.sweep's status): the run records its own
+            current["amp"] = previous.get("amp", "auto")
         differing = sorted(k for k in set(previous) | set(current)
-                           if k not in compare_ignore and previous.get(k) != current.get(k))
+                           if k not in compare_ignore and previous.get(k, ADDED_LATER.get(k)) != current.get(k))
         if differing:
             raise InputError(f"{out_dir} holds a run with different arguments ({', '.join(differing)}); "
                              f"choose another --out or pass --overwrite")

@@ -14,11 +14,12 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 
 import numpy as np
 import torch
 
-from racecomp import datasets, files
+from racecomp import datasets, distributed, files
 from racecomp.errors import InputError
 from racecomp.progress import Progress
 
@@ -57,7 +58,8 @@ def _metadata_path(path):
 
 
 def _temporary_path(path, pid):
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{pid}")
+    # The host in the name: a process id is checked (_remove_abandoned_temporaries) on its own machine only.
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{socket.gethostname()}-{pid}")
 
 
 class ImageCache:
@@ -133,8 +135,9 @@ def _reusable(path, metadata, key, count):
 
 
 def _remove_abandoned_temporaries(path):
-    """Delete temporary files of builds whose process no longer exists (killed before it could clean up)."""
-    folder, prefix = os.path.dirname(path), f".{os.path.basename(path)}.tmp-"
+    """Delete temporary files of builds on this host whose process no longer exists (killed before it could
+    clean up); another host's builds, on a shared file system, are left alone."""
+    folder, prefix = os.path.dirname(path), os.path.basename(_temporary_path(path, ""))
     for name in os.listdir(folder):
         if not name.startswith(prefix) or not name[len(prefix):].isdigit():
             continue
@@ -218,6 +221,23 @@ def open_image_cache(path, records, hr_size=None, workers=0, progress=True):
     files.write_json(_metadata_path(path), {"key": key, "hr_size": hr_size, "shape": list(shape),
                                             "format": CACHE_FORMAT_VERSION, "count": len(records)})
     return ImageCache(path, key, hr_size, shape, built=True)
+
+
+def open_image_cache_once(path, records, hr_size=None, workers=0, progress=True):
+    """open_image_cache under torchrun without every process building the cache: global rank 0 opens (builds)
+    it while the others wait (its error, if any, is raised on every rank); then the first process of every other
+    node opens it, finding rank 0's cache where the cache folder is shared and building one for its node where
+    it is not; then the rest only open it. In a single process, just open_image_cache. The waits are
+    collectives, so a build must finish within the process group's timeout (a FairFace-size build takes
+    minutes: BENCHMARKS.md).
+    """
+    cache = distributed.run_on_main(open_image_cache, path, records, hr_size, workers, progress)
+    if distributed.rank() != 0 and distributed.local_rank() == 0:
+        cache = open_image_cache(path, records, hr_size, workers, progress)
+    distributed.barrier()
+    if distributed.local_rank() != 0:
+        cache = open_image_cache(path, records, hr_size, workers, progress)
+    return cache
 
 
 class CachedFairFaceSR(datasets.FairFaceSR):

@@ -1,7 +1,8 @@
 """Super-resolution training losses: pixel (L1, Charbonnier), SSIM and VGG19 perceptual, and their weighted sum.
 
 Every loss takes sr, hr: (B, 3, H, W) RGB on the [0, 1] scale (sr may stray outside it: the upscalers are
-linear), returns a scalar tensor, and is computed in float32 even under autocast.
+linear), returns a scalar tensor, and is computed in float32 even under autocast (the VGG network of the
+perceptual loss runs in the autocast precision; its features are compared in float32).
 """
 import os
 
@@ -107,7 +108,8 @@ class VGGPerceptualLoss(nn.Module):
     and carry less signal). Inputs are RGB on [0, 1], normalized here with ImageNet mean/std. ImageNet
     weights come from `weights_path` (a torchvision vgg19 state dict, loaded with weights_only=True; only the
     `features.*` keys are used) or else torchvision's download; never random. The network is frozen, stays in
-    eval mode and runs in float32 even under autocast; gradients flow to sr only.
+    eval mode and runs under the caller's autocast (bf16/fp16 convolutions on a GPU, like the model it trains);
+    the kept features are compared in float32. Gradients flow to sr only.
     """
 
     def __init__(self, weights_path=None, layers=DEFAULT_VGG_LAYERS, layer_weights=DEFAULT_VGG_LAYER_WEIGHTS):
@@ -122,7 +124,7 @@ class VGGPerceptualLoss(nn.Module):
         self.features = _load_vgg19_features(weights_path, max(self.layer_weights) + 1)
         for layer in self.features:
             if isinstance(layer, nn.ReLU):
-                layer.inplace = False  # an in-place ReLU would overwrite the pre-activation feature we keep
+                layer.inplace = True  # one activation less per ReLU; _layer_features keeps copies of the features
         self.features.requires_grad_(False)
         self.features.eval()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -133,21 +135,22 @@ class VGGPerceptualLoss(nn.Module):
         self.features.eval()  # frozen: never in training mode, whatever the surrounding model does
         return self
 
-    def _layer_features(self, x):  # {features index: (B, C_l, H_l, W_l)}
+    def _layer_features(self, x):  # {features index: (B, C_l, H_l, W_l) float32}
         x = (x.float() - self.mean) / self.std
         kept = {}
         for index, layer in enumerate(self.features):
             x = layer(x)
             if index in self.layer_weights:
-                kept[index] = x
+                # A float32 copy: the in-place ReLU that follows must not overwrite the pre-activation feature.
+                kept[index] = x.to(torch.float32, copy=True)
         return kept
 
     def forward(self, sr, hr):
         _check_pair(sr, hr)
+        sr_features = self._layer_features(sr)
+        with torch.no_grad():
+            hr_features = self._layer_features(hr)
         with torch.autocast(device_type=sr.device.type, enabled=False):
-            sr_features = self._layer_features(sr)
-            with torch.no_grad():
-                hr_features = self._layer_features(hr)
             return sum(weight * F.l1_loss(sr_features[index], hr_features[index])
                        for index, weight in self.layer_weights.items())
 
@@ -155,8 +158,9 @@ class VGGPerceptualLoss(nn.Module):
 class SRLoss(nn.Module):
     """pixel_weight * pixel + perceptual_weight * VGG perceptual + ssim_weight * (1 - SSIM).
 
-    Returns (total, parts): total a float32 scalar tensor; parts the unweighted terms as Python floats for
-    logging ("pixel", and "perceptual" / "ssim_loss" when their weight is non-zero). The VGG network is built
+    Returns (total, parts): total a float32 scalar tensor; parts the unweighted terms for logging ("pixel", and
+    "perceptual" / "ssim_loss" when their weight is non-zero) as detached scalar tensors, so that the training
+    step never waits for the device to read them (engine.Trainer sums them there). The VGG network is built
     only when perceptual_weight > 0, with `vgg_layer_weights` for DEFAULT_VGG_LAYERS.
     """
 
@@ -181,13 +185,13 @@ class SRLoss(nn.Module):
     def forward(self, sr, hr):
         pixel = self.pixel_loss(sr, hr)
         total = self.pixel_weight * pixel
-        parts = {"pixel": pixel.item()}
+        parts = {"pixel": pixel.detach()}
         if self.perceptual is not None:
             perceptual = self.perceptual(sr, hr)
             total = total + self.perceptual_weight * perceptual
-            parts["perceptual"] = perceptual.item()
+            parts["perceptual"] = perceptual.detach()
         if self.ssim_weight > 0:
             ssim_loss = self.ssim_loss(sr, hr)
             total = total + self.ssim_weight * ssim_loss
-            parts["ssim_loss"] = ssim_loss.item()
+            parts["ssim_loss"] = ssim_loss.detach()
         return total, parts

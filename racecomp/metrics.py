@@ -95,11 +95,19 @@ def ssim(x, y, data_range=1.0, window_size=11, sigma=1.5):
     dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
     x = x.to(dtype)
     y = y.to(dtype)
-    mu_x = _filter_valid(x, taps)  # (B, C, H - w + 1, W - w + 1)
+    # Variances and the covariance do not change when both images are shifted by one constant; shifted by their
+    # mean (per image and channel), E[x^2] - E[x]^2 cancels far less (float32 SSIM of bright images: 4e-6 ->
+    # 1e-7 off float64's). A constant: no gradient goes through it, and none is needed.
+    shift = ((x.mean(dim=(2, 3), keepdim=True) + y.mean(dim=(2, 3), keepdim=True)) / 2).detach()
+    x = x - shift
+    y = y - shift
+    mu_x = _filter_valid(x, taps)  # (B, C, H - w + 1, W - w + 1), of the shifted images
     mu_y = _filter_valid(y, taps)
     var_x = _filter_valid(x * x, taps) - mu_x**2
     var_y = _filter_valid(y * y, taps) - mu_y**2
     cov_xy = _filter_valid(x * y, taps) - mu_x * mu_y
+    mu_x = mu_x + shift
+    mu_y = mu_y + shift
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
@@ -123,7 +131,7 @@ def _psnr_grey_levels(x, y):
     return 10.0 * torch.log10(PEAK_GREY_LEVEL**2 / mse)  # mse == 0 gives +inf
 
 
-def image_quality(sr, hr, scale, chunk=None):
+def image_quality(sr, hr, scale, chunk=None, ssim_dtype=None):
     """Per-image PSNR / SSIM on the Y channel and on RGB, BasicSR (MATLAB) convention.
 
     sr, hr: (B, 3, H, W) RGB floats in [0, 1], any dtype or device. Each image is clamped to [0, 1],
@@ -139,14 +147,20 @@ def image_quality(sr, hr, scale, chunk=None):
     `chunk`: images computed together (default: 1 on the CPU, the whole batch elsewhere). On the CPU the
     float64 intermediates of a whole batch do not fit the caches: one image at a time was ~3-4x faster at
     224 px (BENCHMARKS.md), and an image's values then do not depend on the batch it came in.
+    `ssim_dtype`: what SSIM's ~110 shifted-slice adds per image pair run in (default: float64 on the CPU,
+    float32 elsewhere, where float64 is many times slower); float32 SSIM stays within 1e-6 of float64's
+    (tests/test_metrics.py). PSNR, one pass, is float64 always.
     """
     if chunk is None:
         chunk = 1 if sr.device.type == "cpu" else max(1, len(sr))
+    if ssim_dtype is None:
+        ssim_dtype = torch.float64 if sr.device.type == "cpu" else torch.float32
     if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
         raise ValueError(f"chunk (images computed together) must be a positive int, got {chunk!r}")
     if len(sr) > chunk:
         _check_image_pair(sr, hr, ("sr", "hr"))
-        parts = [image_quality(sr[i:i + chunk], hr[i:i + chunk], scale, chunk) for i in range(0, len(sr), chunk)]
+        parts = [image_quality(sr[i:i + chunk], hr[i:i + chunk], scale, chunk, ssim_dtype)
+                 for i in range(0, len(sr), chunk)]
         return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
     _check_image_pair(sr, hr, ("sr", "hr"))
     if sr.shape[1] != 3:
@@ -169,9 +183,9 @@ def image_quality(sr, hr, scale, chunk=None):
     hr_y = _luma(hr_levels)
     return {
         "psnr_y": _psnr_grey_levels(sr_y, hr_y),
-        "ssim_y": ssim(sr_y, hr_y, data_range=PEAK_GREY_LEVEL),
+        "ssim_y": ssim(sr_y.to(ssim_dtype), hr_y.to(ssim_dtype), data_range=PEAK_GREY_LEVEL).double(),
         "psnr_rgb": _psnr_grey_levels(sr_levels, hr_levels),
-        "ssim_rgb": ssim(sr_levels, hr_levels, data_range=PEAK_GREY_LEVEL),
+        "ssim_rgb": ssim(sr_levels.to(ssim_dtype), hr_levels.to(ssim_dtype), data_range=PEAK_GREY_LEVEL).double(),
     }
 
 

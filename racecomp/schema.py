@@ -54,6 +54,14 @@ BIAS_PROBE_COLUMNS = ("set_a", "set_b", "n_a", "n_b", "assoc_pretrained", "assoc
 # study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.
 # `recipe` (run_* --recipe) is a name for flags that are recorded, and hashed, themselves.
 NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size", "recipe")
+# Training flags (the studies that train add them to their NON_RESULT_ARGS) that choose other kernels for the same
+# computation: like the device, they change rounding only.
+KERNEL_ARGS = ("deterministic", "channels_last")
+# Flags added after runs were made, at the value that leaves a run as it was before them: at that value they are
+# left out of the recipe, and a run folder whose args.json lacks them compares as holding it, so older runs keep
+# their recipe and still resume. (--compile drops the last partial batch: it changes what trains.)
+ADDED_LATER = {"identity_model": None, "identity_arch": None, "compile": False, "optimizer": "adamw",
+               "schedule": "cosine", "pixel_weight": 1.0, "vgg_layer_weights": "0.1,1,1,1", "qat_weight_decay": 0.0}
 
 
 def recipe_id(settings, identifying, non_result=NON_RESULT_ARGS):
@@ -63,5 +71,6 @@ def recipe_id(settings, identifying, non_result=NON_RESULT_ARGS):
     seeds pooled; this id keeps runs that differ in anything else (learning rate, epochs, loss weights,
     data, evaluation protocol) from being pooled as seeds of one experiment.
     """
-    kept = {k: v for k, v in sorted(settings.items()) if k not in non_result and k not in identifying and k != "seed"}
+    kept = {k: v for k, v in sorted(settings.items()) if k not in non_result and k not in identifying and k != "seed"
+            and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]

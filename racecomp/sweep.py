@@ -3,7 +3,7 @@
     python -m racecomp.sweep upscale --out-root runs/grid \\
         --grid arch=resnet50,fastvit minority=none,black,white weight=0.2,0.05 scale=2,4 seed=0,1,2 \\
         --grid arch=bicubic scale=2,4 \\
-        --fixed epochs=20 batch-size=64 data=/data/fairface amp=bf16
+        --fixed epochs=20 batch-size=64 data=/data/fairface amp=auto
 
 Grid keys and --fixed keys are the study script's flags without `--` (run_upscale.py, run_verify.py,
 run_quantize.py). Each `--grid` group is a full product; several groups are unioned (runs that come out

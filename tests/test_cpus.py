@@ -70,3 +70,14 @@ def test_a_forked_child_keeps_the_threads_torch_gave_it(monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert cpus.configure_torch_threads() == previous and torch.get_num_threads() == previous
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("cores, local_world, expected", [(2, None, 2), (16, None, 8), (64, "8", 8), (16, "8", 2),
+                                                          (4, "8", 1), (2, "x", 2)])
+def test_default_workers_share_the_cores_among_a_nodes_processes(monkeypatch, cores, local_world, expected):
+    monkeypatch.setattr(cpus, "available_cores", lambda: cores)
+    if local_world is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
+    assert cpus.default_workers() == expected

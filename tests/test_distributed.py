@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from racecomp import datasets, distributed, engine, evaluation, files, toydata, upscalers
+from racecomp import datasets, distributed, engine, evaluation, files, imagecache, toydata, upscalers
 from racecomp.datasets import FairFaceSR, MinoritySampler, read_fairface
 from racecomp.races import FAIRFACE_RACES
 
@@ -57,6 +57,38 @@ def test_torchrun_environment_and_device_per_local_rank(monkeypatch):
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(ValueError, match="RANK=4"):
         distributed.environment_world()
+
+
+@pytest.mark.parametrize("script", ["verify", "quantize"])
+def test_single_process_studies_refuse_torchrun(monkeypatch, tmp_path, script):
+    from racecomp.studies import quantize, verify
+    study = {"verify": verify, "quantize": quantize}[script]
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(ValueError, match=f"run_{script}.py runs as one process, but torchrun started 2"):
+        study.main(study.get_args_parser().parse_args(["--out", str(tmp_path / "run")]))
+    assert not (tmp_path / "run").exists()
+
+
+def open_cache_as_rank(rank, world_size, port, data, out_root):
+    """One process of a 2-rank job opening the training image cache (racecomp.imagecache), as run_upscale does."""
+    join_as_rank(rank, world_size, port)
+    with distributed.session("cpu"):
+        cache = imagecache.open_image_cache_once(os.path.join(out_root, "cache", "train.npy"),
+                                                 read_fairface(data, "train"), hr_size=32, progress=False)
+    with open(os.path.join(out_root, f"cache_rank{rank}.json"), "w") as handle:
+        json.dump({"built": cache.built, "key": cache.key, "shape": list(cache.shape)}, handle)
+
+
+def test_the_image_cache_is_built_once_under_two_processes(tmp_path, no_torchrun):
+    data = toydata.make_fairface(str(tmp_path / "ff"), n_train=14, n_val=7, size=32, seed=2)
+    mp.start_processes(open_cache_as_rank, args=(2, free_port(), data, str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
+    opened = [json.loads((tmp_path / f"cache_rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [entry["built"] for entry in opened] == [True, False]  # rank 0 built it, rank 1 found it finished
+    assert opened[0]["key"] == opened[1]["key"] and opened[0]["shape"] == [14, 32, 32, 3]
+    assert sorted(os.listdir(tmp_path / "cache")) == ["train.json", "train.npy"]
 
 
 @pytest.mark.parametrize("num_samples", [700, 701])

@@ -1,12 +1,15 @@
 import argparse
+import dataclasses
 import math
+import os
 import re
+import sys
 
 import pytest
 import torch
 from torch import nn
 
-from racecomp import cli, engine
+from racecomp import cli, engine, files, losses
 
 
 class TinyFeatureInfo:
@@ -75,12 +78,14 @@ def test_training_settings_from_the_training_flags():
     parser = argparse.ArgumentParser()
     cli.add_training_arguments(parser)
     args = parser.parse_args(["--epochs", "4", "--accum-steps", "2", "--amp", "bf16", "--clip-grad", "0.5",
-                              "--warmup-steps", "3", "--unfreeze", "1,3", "--log-every", "0"])
+                              "--warmup-steps", "3", "--unfreeze", "1,3", "--log-every", "0", "--deterministic",
+                              "--channels-last", "--compile"])
     assert engine.TrainingSettings.from_args(args) == engine.TrainingSettings(
         epochs=4, accum_steps=2, amp="bf16", clip_grad=0.5, warmup_steps=3, finetune="full", unfreeze=(1, 3),
-        log_every=0)
+        log_every=0, deterministic=True, channels_last=True, compile=True)
     defaults = engine.TrainingSettings.from_args(parser.parse_args([]))
     assert defaults.unfreeze == () and defaults.clip_grad == 1.0  # the flags' defaults, not the dataclass's
+    assert defaults.amp == "auto" and not (defaults.deterministic or defaults.channels_last or defaults.compile)
     assert engine.TrainingSettings(unfreeze=[0, 2]).unfreeze == (0, 2)  # stored as a tuple: hashable, frozen
 
 
@@ -100,6 +105,180 @@ def test_training_settings_from_the_training_flags():
 def test_training_settings_refuse_bad_values(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         engine.TrainingSettings(**settings)
+
+
+def fake_cuda(monkeypatch, capability, name="Tesla T4"):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+
+
+@pytest.mark.parametrize("capability, auto", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_amp_auto_follows_the_device_capability(monkeypatch, capability, auto):
+    fake_cuda(monkeypatch, capability)
+    assert engine.resolve_amp("auto", "cuda:0") == auto
+    for explicit in ("fp16", "off"):
+        assert engine.resolve_amp(explicit, "cuda:0") == explicit
+    assert engine.resolve_amp("auto", "cpu") == "off"
+    assert engine.resolve_amp("bf16", "cpu") == "bf16"
+
+
+def test_emulated_bf16_is_refused(monkeypatch):
+    # A T4 (sm75): torch.cuda.is_bf16_supported() says yes there (emulation counts), resolve_amp does not.
+    fake_cuda(monkeypatch, (7, 5))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    with pytest.raises(ValueError, match=r"--amp bf16: Tesla T4 \(compute capability 7.5\) only emulates bf16"):
+        engine.resolve_amp("bf16", "cuda:0")
+    fake_cuda(monkeypatch, (8, 6), "NVIDIA A10")
+    assert engine.resolve_amp("bf16", "cuda:0") == "bf16"
+
+
+SYNCING_METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
+
+
+def count_reads_by(monkeypatch, prefixes):
+    """{method: calls} of the Tensor methods that make the host wait for a GPU, called from modules whose name
+    starts with one of `prefixes` (torch's own CPU-side bookkeeping, e.g. AdamW's step counters, is not counted)."""
+    calls = {}
+    for name in SYNCING_METHODS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.startswith(prefixes):
+                calls[_name] = calls.get(_name, 0) + 1
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("amp", ["off", "fp16"])
+def test_no_host_sync_per_step_only_per_epoch(tmp_path, monkeypatch, amp):
+    loss_fn = losses.SRLoss("l1")
+
+    def sr_loss(model, batch):
+        return loss_fn(model(batch["x"]), batch["y"])
+
+    reads = {}
+    for micro_batches in (2, 6):
+        torch.manual_seed(0)
+        model = TinyNet()
+        batches = make_batches(4 * micro_batches, 4)
+        trainer = make_trainer(model, tmp_path / str(micro_batches), batches, accum=2)
+        trainer.compute_loss = sr_loss
+        trainer.scaler = torch.amp.GradScaler("cpu", enabled=amp == "fp16")  # fp16's path on the CPU
+        with monkeypatch.context() as patch:
+            calls = count_reads_by(patch, ("racecomp", __name__))
+            trainer.train_epoch(batches)
+        reads[micro_batches] = calls
+    assert reads[2] == reads[6]  # a fixed number per epoch (the means, the non-finite check), none per step
+    assert sum(reads[6].values()) <= 3
+
+
+def test_nonfinite_loss_found_at_a_log_step_names_its_micro_batch(tmp_path):
+    model = TinyNet()
+    batches = make_batches(24, 4)
+
+    def nan_from_micro_batch_2(model, batch):
+        loss, parts = mse_loss(model, batch)
+        nan_from_micro_batch_2.calls += 1
+        return (loss * float("nan") if nan_from_micro_batch_2.calls > 2 else loss), parts
+    nan_from_micro_batch_2.calls = 0
+
+    trainer = make_trainer(model, tmp_path, batches, accum=2, epochs=2)
+    trainer.settings = dataclasses.replace(trainer.settings, log_every=2)
+    trainer.compute_loss = nan_from_micro_batch_2
+    with pytest.raises(engine.NonFiniteLossError, match="epoch 0, micro-batch 2, optimizer step 1"):
+        trainer.fit(batches)
+    # Found at the first log step after it (optimizer step 2, after micro-batch 3), not at the epoch's end (6).
+    assert nan_from_micro_batch_2.calls == 4
+    assert not os.path.exists(trainer.checkpoint_path())
+
+
+def test_each_process_restores_its_own_device_generator(monkeypatch):
+    # A checkpoint saved by a single process on a 4-GPU machine (the old get_rng_state_all layout held 4 states)
+    # resumed on a 1-GPU machine: only this process's device generator is set, from its own state.
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.full((4,), 7, dtype=torch.uint8))
+    saved = engine._rng_checkpoint(torch.device("cuda", 0))
+    assert len(saved["cuda"]) == 1 and torch.equal(saved["cuda"][0], torch.full((4,), 7, dtype=torch.uint8))
+    states = [torch.full((4,), index, dtype=torch.uint8) for index in range(4)]
+    engine._restore_rng(dict(saved, cuda=states), torch.device("cuda", 0))
+    engine._restore_rng(dict(saved, cuda=states), torch.device("cuda", 1), rank=1)  # rank 1 of a torchrun job
+    assert [(int(state[0]), device) for state, device in restored] == [(0, torch.device("cuda", 0)),
+                                                                       (1, torch.device("cuda", 1))]
+    engine._restore_rng(dict(saved, cuda=states), torch.device("cpu"))  # resumed on the CPU: nothing to set
+    assert len(restored) == 2
+    with pytest.raises(ValueError, match="none for rank 4"):
+        engine._restore_rng(dict(saved, cuda=states), torch.device("cuda", 0), rank=4)
+
+
+def test_kernel_choice_deterministic_or_autotuned(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        make_trainer(TinyNet(), tmp_path, make_batches(4, 4), deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and not torch.backends.cudnn.benchmark
+        engine.configure_kernels("cuda", deterministic=False)
+        assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+        make_trainer(TinyNet(), tmp_path, make_batches(4, 4))  # on the CPU: nothing to autotune
+        assert not torch.backends.cudnn.benchmark
+    finally:
+        engine.configure_kernels("cpu", deterministic=False)
+
+
+def test_channels_last_trains_the_same_model_to_rounding(tmp_path):
+    batches = make_batches(8, 4)
+    trained = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = TinyNet()
+        seen = []
+
+        def loss_recording_layout(model, batch):
+            seen.append(batch["x"].is_contiguous(memory_format=torch.channels_last))
+            return mse_loss(model, batch)
+        # SGD: AdamW's first steps are about sign(gradient), which a rounding difference can flip.
+        trainer = make_trainer(model, tmp_path / str(channels_last), batches, channels_last=channels_last,
+                               optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+        trainer.compute_loss = loss_recording_layout
+        trainer.fit(batches)
+        assert seen == [channels_last] * 2
+        assert model.encoder.stem[0].weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        trained[channels_last] = model.state_dict()
+    for key, value in trained[False].items():
+        torch.testing.assert_close(trained[True][key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_wraps_the_training_forward_only(tmp_path, monkeypatch):
+    compiled = []
+
+    class Compiled(nn.Module):  # what torch.compile returns, without compiling (seconds on this CPU)
+        def __init__(self, module):
+            super().__init__()
+            self._orig_mod = module
+            compiled.append(module)
+
+        def forward(self, *args):
+            return self._orig_mod(*args)
+
+    monkeypatch.setattr(torch, "compile", Compiled)
+    model = TinyNet()
+    batches = make_batches(8, 4)
+    received = []
+
+    def recording_loss(module, batch):
+        received.append(module)
+        return mse_loss(module, batch)
+    trainer = make_trainer(model, tmp_path, batches, epochs=2, compile=True)
+    trainer.compute_loss = recording_loss
+    trainer.select = lambda module: received.append(module) or 0.0
+    trainer.fit(batches)
+    assert compiled == [model]  # once, kept over epochs
+    assert [type(module) for module in received] == [Compiled, Compiled, TinyNet] * 2  # selection: the plain model
+    assert set(files.load_checkpoint(trainer.checkpoint_path())["model"]) == set(model.state_dict())
+    loader = engine.make_loader(torch.utils.data.TensorDataset(torch.zeros(10, 1)), 4, 0, "cpu", drop_last=True)
+    assert [len(batch[0]) for batch in loader] == [4, 4]  # one input shape: no recompiling for the last batch
 
 
 def test_trainer_refuses_unfreezing_a_model_without_encoder_stages(tmp_path):

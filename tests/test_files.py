@@ -48,3 +48,18 @@ def test_prepare_out_dir_resumes_skips_or_refuses(tmp_path, capsys):
     with pytest.raises(ValueError, match="different arguments.*arch"):
         files.prepare_out_dir(out, other)
     assert files.prepare_out_dir(out, other, overwrite=True) == "fresh"
+
+
+def test_a_run_from_before_the_gpu_flags_still_resumes_and_amp_auto_matches_what_ran(tmp_path):
+    out = str(tmp_path)
+    before = argparse.Namespace(arch="resnet50", amp="fp16", seed=0)  # args.json of a run made before --compile
+    files.write_json(os.path.join(out, "args.json"), files.run_record(before))
+    files.write_bytes(os.path.join(out, "checkpoint.pth"), b"")
+    now = argparse.Namespace(arch="resnet50", amp="fp16", seed=0, compile=False, deterministic=True,
+                             channels_last=True)
+    assert files.prepare_out_dir(out, now) == "resume"
+    # racecomp.sweep's status, on a machine that cannot resolve --amp auto: the run's own precision counts.
+    assert files.prepare_out_dir(out, argparse.Namespace(**dict(vars(now), amp="auto"))) == "resume"
+    for changed in (dict(compile=True), dict(amp="bf16")):
+        with pytest.raises(ValueError, match=f"different arguments.*{next(iter(changed))}"):
+            files.prepare_out_dir(out, argparse.Namespace(**dict(vars(now), **changed)))

@@ -4,6 +4,7 @@ import functools
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -158,11 +159,24 @@ def test_killed_build_is_not_accepted_and_its_temporary_file_is_removed(tmp_path
     finally:
         builder.send_signal(signal.SIGKILL)  # no chance to clean up
         builder.wait()
-    assert os.listdir(folder) == [f".cache.npy.tmp-{builder.pid}"]  # the half-written array, under a temporary name
+    # The half-written array, under a temporary name with the host and process that wrote it.
+    assert os.listdir(folder) == [f".cache.npy.tmp-{socket.gethostname()}-{builder.pid}"]
     cache = open_image_cache(path, records, hr_size=32, progress=False)
     assert cache.built
     assert sorted(os.listdir(folder)) == ["cache.json", "cache.npy"]
     assert_same_items(FairFaceSR(records, 4, hr_size=32), CachedFairFaceSR(cache, records, 4))
+
+
+def test_another_hosts_build_in_progress_is_left_alone(tmp_path):
+    # On a shared file system a build of another node has a process id that means nothing here.
+    records = write_fairface(str(tmp_path / "data"), [32] * 3)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    theirs = folder / f".cache.npy.tmp-another-node-{int(dead.stdout)}"
+    theirs.write_bytes(b"half")
+    assert open_image_cache(str(folder / "cache.npy"), records, hr_size=32, progress=False).built
+    assert theirs.exists()
 
 
 def test_progress_lines_and_pickled_dataset_carries_no_pixels(tmp_path, capsys, monkeypatch):

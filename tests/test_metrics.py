@@ -209,6 +209,22 @@ def test_ssim_keeps_float32_precision_for_half_inputs_and_under_autocast():
     assert under_autocast.item() == pytest.approx(reference.item(), abs=1e-5)
 
 
+@pytest.mark.parametrize("level", [0.5, 0.92])  # mid-grey and near-white faces: float32 cancels most near white
+def test_float32_ssim_of_the_gpu_path_stays_within_1e_6_of_float64(level):
+    generator = torch.Generator().manual_seed(3)
+    texture = torch.nn.functional.interpolate(torch.rand(4, 3, 6, 6, generator=generator), size=(40, 40),
+                                              mode="bicubic")
+    hr = (level + 0.1 * (texture - 0.5)).clamp(0, 1)
+    sr = (hr + 0.01 * torch.randn(hr.shape, generator=generator)).clamp(0, 1)
+    reference = metrics.image_quality(sr, hr, 2)  # the CPU default: float64
+    fast = metrics.image_quality(sr, hr, 2, ssim_dtype=torch.float32)  # what a GPU computes
+    for key in ("psnr_y", "psnr_rgb"):
+        assert torch.equal(fast[key], reference[key])  # float64 either way
+    for key in ("ssim_y", "ssim_rgb"):
+        assert fast[key].dtype == torch.float64
+        assert (fast[key] - reference[key]).abs().max() < 1e-6, key
+
+
 def test_gaussian_window_is_normalized_and_matches_opencv_taps():
     window = metrics.gaussian_window(11, 1.5, dtype=torch.float64)
     assert window.shape == (11, 11)

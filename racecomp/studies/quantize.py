@@ -22,7 +22,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from racecomp import calibration, cli, cpus, datasets, engine, files, quant, runs, schema, toydata, verification
+from racecomp import (calibration, cli, cpus, datasets, distributed, engine, files, quant, runs, schema, toydata,
+                      verification)
 from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
 from racecomp.studies import upscale, verify
@@ -262,6 +263,7 @@ def _calibration_batches(source, args, model, image_size, real_dataset, real_rac
 
 
 def main(args):
+    distributed.refuse_torchrun("run_quantize.py")
     run_settings = check_args(args)
     args.out = os.path.abspath(args.out or default_out(args))
     device = cli.resolve_device(args.device)

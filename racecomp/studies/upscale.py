@@ -48,16 +48,13 @@ MINORITY_RACES = FAIRFACE_RACES
 IDENTIFYING = ("arch", "scale", "upsampler", "minority", "weight", "minority_mode", "finetune")
 # Progress lines and sample grids change no number; --image-cache gives the same items as JPEG decoding
 # (tests/test_studies_upscale.py checks identical results).
-NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every", "save_samples", "image_cache")
+NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + ("log_every", "save_samples", "image_cache")
 FINAL_WEIGHTS = runs.FINAL_WEIGHTS[NAME]
 ARCFACE_FACE_PX = 112  # input size of every arcface_torch backbone
 # What can change the bicubic floor's numbers (besides scale, an identifying column): which val images, at
 # which size, and the identity metric's recognition model. Training flags cannot, so two bicubic runs that
 # differ only in them are one experiment.
 BICUBIC_SETTINGS = ("data", "hr_size", "skip_bad", "identity_model", "identity_arch")
-# Flags added after runs were made that leave the recipe as it was while unset (None): a run without them
-# and one from before they existed are one experiment.
-UNSET_LEAVES_RECIPE = ("identity_model", "identity_arch")
 
 
 def get_args_parser(add_help=True):
@@ -164,7 +161,6 @@ def run_columns(args, code_version):
     columns["minority"] = cli.check_minority(args, MINORITY_RACES) or "none"
     if args.arch == "bicubic":
         settings = {key: settings[key] for key in BICUBIC_SETTINGS}
-    settings = {key: value for key, value in settings.items() if not (key in UNSET_LEAVES_RECIPE and value is None)}
     return {**columns, schema.RECIPE_COLUMN: schema.recipe_id(settings, IDENTIFYING, NON_RESULT_ARGS),
             "seed": args.seed, "code_version": code_version}
 
@@ -284,8 +280,8 @@ def training_dataset(records, args):
     if not args.image_cache:
         return datasets.FairFaceSR(records, args.scale, hr_size=args.hr_size, train=True)
     path = imagecache.default_cache_path(records, args.hr_size, toydata.default_cache_dir())
-    cache = imagecache.open_image_cache(path, records, args.hr_size, workers=args.workers,
-                                       progress=distributed.is_main())
+    cache = imagecache.open_image_cache_once(path, records, args.hr_size, workers=args.workers,
+                                            progress=distributed.is_main())
     return imagecache.CachedFairFaceSR(cache, records, args.scale, train=True)
 
 
@@ -313,11 +309,6 @@ def mean_psnr_selector(loader, scale, device):
     return select
 
 
-def training_steps(n_draws, batch_size, accum_steps):
-    """Optimizer steps per epoch: depends on the epoch's draw count, never on the under-sampling weight."""
-    return math.ceil(math.ceil(n_draws / batch_size) / accum_steps)
-
-
 def main(args):
     """Run the study; under torchrun every process calls this, and each returns the same table."""
     minority = check_args(args)
@@ -326,6 +317,7 @@ def main(args):
 
 
 def _run(args, minority, device):
+    args.amp = engine.resolve_amp(args.amp, device)  # the precision that runs, recorded and in the recipe
     cpus.configure_torch_threads(show=distributed.is_main())
     world_size = distributed.world_size()
     if world_size > 1:  # part of the recipe: --batch-size is per process
@@ -370,7 +362,7 @@ def _run(args, minority, device):
     started = time.time()
     if args.arch != "bicubic":
         train_loader = engine.make_loader(training_dataset(splits["train"], args), args.batch_size, args.workers,
-                                          device, sampler=sampler)
+                                          device, sampler=sampler, drop_last=args.compile)
         dev_loader = engine.make_loader(
             datasets.FairFaceSR(distributed.shard(splits["dev"]), args.scale, hr_size=args.hr_size, train=False),
             args.eval_batch_size, args.workers, device)
@@ -378,7 +370,7 @@ def _run(args, minority, device):
                                            optimizer=args.optimizer)
         trainer = engine.Trainer(
             model, sr_compute_loss(loss_fn), optimizer, args.out, engine.TrainingSettings.from_args(args),
-            training_steps(len(sampler), args.batch_size, args.accum_steps), device=device,
+            math.ceil(len(train_loader) / args.accum_steps), device=device,
             select=mean_psnr_selector(dev_loader, args.scale, device), run_args=record["args"])
         if action == "resume":
             trainer.resume()

@@ -30,8 +30,8 @@ import time
 
 import torch
 
-from racecomp import (cli, cpus, datasets, encoders, engine, evaluation, facenets, files, identity, margin_heads,
-                      probes, runs, sanity, schema, toydata, upscalers, verification)
+from racecomp import (cli, cpus, datasets, distributed, encoders, engine, evaluation, facenets, files, identity,
+                      margin_heads, probes, runs, sanity, schema, toydata, upscalers, verification)
 from racecomp.errors import InputError
 from racecomp.races import RFW_RACES, slug
 
@@ -42,7 +42,7 @@ MINORITY_RACES = RFW_RACES
 # result-changing flag, the evaluation protocol's included (--align, --no-flip, --races, --far, --rfw),
 # goes into `recipe`.
 IDENTIFYING = ("arch", "init", "finetune", "minority", "weight", "restore")
-NON_RESULT_ARGS = schema.NON_RESULT_ARGS + ("log_every",)  # progress lines change no number
+NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + ("log_every",)  # log_every: progress lines
 FINAL_WEIGHTS = runs.FINAL_WEIGHTS[NAME]
 BICUBIC_RESTORES = {f"bicubic-x{scale}": scale for scale in upscalers.SCALES}  # --restore value -> factor
 
@@ -321,8 +321,8 @@ def _train(args, model, minority, pairs, action, device, record):
     sampler = datasets.MinoritySampler(train_records, None, 1.0, seed=args.seed, num_samples=len(all_records))
     items = [((r.race, r.identity, r.path), r.path) for r in train_records]
     loader = engine.make_loader(datasets.FaceImages(items, image_size=args.image_size, flip=True),
-                                args.batch_size, args.workers, device, sampler=sampler)
-    labels = torch.tensor([r.class_index for r in train_records])
+                                args.batch_size, args.workers, device, sampler=sampler, drop_last=args.compile)
+    labels = torch.tensor([r.class_index for r in train_records], device=device)  # copied once, not every step
     n_classes = max(r.class_index for r in all_records) + 1
     head = margin_heads.get_margin_head(args.margin, args.embedding_size, n_classes).to(device)
     optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay, extra_modules=[head],
@@ -340,10 +340,12 @@ def _train(args, model, minority, pairs, action, device, record):
 
 
 def main(args):
+    distributed.refuse_torchrun("run_verify.py")
     minority = check_args(args)
     restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
     args.out = os.path.abspath(args.out or default_out(args))
     device = cli.resolve_device(args.device)
+    args.amp = engine.resolve_amp(args.amp, device)  # the precision that runs, recorded and in the recipe
     cpus.configure_torch_threads()
     action = files.prepare_out_dir(args.out, args, overwrite=args.overwrite)
     if action == "skip":
