@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 import types
 
@@ -36,7 +37,7 @@ NOTEBOOK = os.path.join(REPO, "notebooks", "racecomp_colab.ipynb")
 # Paths the docs name that no command writes: the user's downloads and weights. Keep this list short: a run
 # folder belongs here only if the docs say the user brings it.
 USER_PATHS = {"/data/fairface", "/data/RFW", "/data/BUPT-Balancedface", "backbone.pth",
-              "/content/drive/MyDrive/FairFace"}
+              "/content/drive/MyDrive/FairFace", "/content/fairface"}  # the last: the notebook's local copy of Drive's
 # Inline placeholders and their stand-ins for parsing (inline commands have no flow).
 INLINE_PLACEHOLDERS = {"{fairface,rfw,identities}": "fairface", "[--profile 12]": "--profile 12"}
 # Tokens that end a command on a shell line: redirections, pipes, separators.
@@ -315,6 +316,8 @@ def notebook_commands(monkeypatch, parameters):
         monkeypatch.setattr(importlib.import_module(module), "main", record)
     colab = types.ModuleType("google.colab")
     colab.drive = types.SimpleNamespace(mount=lambda path: None)
+    monkeypatch.setattr(shutil, "copytree", lambda *args, **kwargs: None)  # the local copy of Drive's FairFace
+    monkeypatch.setattr(os, "rename", lambda *args: None)
     monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     last = max(index for index, cell in enumerate(cells) if "parse_args(" in "".join(cell["source"]))
