@@ -34,6 +34,8 @@ from racecomp.errors import InputError
 
 
 def _racecomp(args):
+    if args.arch == "bicubic":  # the floor trains nothing: a sweep may give it the same --recipe
+        return []
     stages = {2: ("3", "0,2"), 4: ("4", "0,2")}  # scale -> (epochs, --unfreeze)
     epochs, unfreeze = stages.get(args.scale, stages[2])
     return ["--pretrained", "--optimizer", "adamw", "--lr", "3e-4", "--encoder-lr", "7.5e-5",
@@ -60,7 +62,8 @@ def _quantface(args):
 RECIPES = {"upscale": {"racecomp": _racecomp}, "verify": {"arcface": _arcface},
            "quantize": {"quantface": _quantface}}
 # What a recipe sets depends on these flags (read from the first parse).
-DEPENDS_ON = {"racecomp": "--scale (x2: 3 epochs, --unfreeze 0,2; x4: 4 epochs, --unfreeze 0,2)",
+DEPENDS_ON = {"racecomp": "--scale (x2: 3 epochs, --unfreeze 0,2; x4: 4 epochs, --unfreeze 0,2) and --arch "
+                          "(bicubic: nothing)",
               "arcface": "--arch (mobilefacenet: weight decay 1e-4, 40 epochs; others 5e-4, 20)",
               "quantface": None}
 # Where the recipe differs from its source, and why.
@@ -99,7 +102,7 @@ def help_text(study):
     import argparse
     parts = []
     for name, expand in RECIPES[study].items():
-        shown = " ".join(expand(argparse.Namespace(scale=2, arch="iresnet50")))
+        shown = " ".join(expand(argparse.Namespace(scale=2, arch="resnet50")))
         depends = f"; depends on {DEPENDS_ON[name]}" if DEPENDS_ON[name] else ""
         parts.append(f"{name}: {shown}{depends}")
     return ("a study's own settings, expanded into flags before the run (flags given explicitly override "

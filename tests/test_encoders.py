@@ -17,19 +17,11 @@ def test_pretrained_path_loads_full_model_weights_into_the_feature_encoder(tmp_p
                        full.state_dict()["stem.0.conv_kxk.0.conv.weight"])
 
 
-def test_missing_weights_are_an_error_never_random_weights(tmp_path, monkeypatch):
+def test_missing_weights_are_an_error_never_random_weights(tmp_path, offline_hub):
     with pytest.raises(FileNotFoundError, match="no such file"):
         encoders.create_encoder("resnet50", pretrained=True, pretrained_path=str(tmp_path / "absent.pth"))
     with pytest.raises(ValueError, match="without --pretrained"):
         encoders.create_encoder("resnet50", pretrained=False, pretrained_path=str(tmp_path / "absent.pth"))
-    original = timm.create_model
-
-    def offline(name, pretrained=False, **kwargs):
-        if pretrained and "pretrained_cfg_overlay" not in kwargs:
-            raise OSError("hub unreachable")
-        return original(name, pretrained=pretrained, **kwargs)
-
-    monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(InputError, match="--pretrained-path resnet50.pth"):
         encoders.create_encoder("resnet50", pretrained=True)
 
