@@ -110,9 +110,10 @@ def run_cells(cells, tmp_path, capsys, monkeypatch):
     ("{tmp_path}", ["no RaceComp folder there"]),  # a folder without pyproject.toml
 ])
 def test_install_cell_refuses_to_go_on_without_a_racecomp_source(source, says, tmp_path, capsys, monkeypatch):
+    # Without a kernel: the refusal is the cell's own Python (the kernel run of the whole notebook is below).
     cell = filled(install_cell(load_notebook()), source.format(tmp_path=tmp_path))
-    with pytest.raises(Exception) as error:  # in a kernel: nbclient's CellExecutionError, naming the exception
-        run_cells([FAKE_SHELL, cell], tmp_path, capsys, monkeypatch)
+    with pytest.raises(Exception) as error:
+        run_without_kernel([FAKE_SHELL, cell], capsys, monkeypatch)
     message = str(error.value)
     assert all(text in message for text in says), message
     assert "[shell]" not in message + capsys.readouterr().out  # pip did not run
