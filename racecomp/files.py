@@ -123,9 +123,13 @@ def library_versions():
 
 
 def run_record(args, **extra):
-    """What produced a run: every resolved argument, code version and library versions, plus `extra`."""
+    """What produced a run: every resolved argument, code version and library versions, plus `extra`; with
+    --recipe, where that recipe departs from its source (recipes.DEPARTURES)."""
+    from racecomp import recipes
+    recipe = getattr(args, "recipe", None)
+    departures = {"recipe_departures": list(recipes.DEPARTURES[recipe])} if recipe else {}
     return {"args": dict(sorted(vars(args).items())), "code_version": code_version(),
-            "versions": library_versions(), **extra}
+            "versions": library_versions(), **departures, **extra}
 
 
 def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_ARGS + KERNEL_ARGS):

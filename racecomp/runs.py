@@ -29,8 +29,13 @@ def read_run(run_dir, study, flag):
     if not os.path.isfile(os.path.join(run_dir, schema.FINISHED_MARKER)) or not os.path.isfile(args_path):
         raise InputError(f"{flag} {run_dir}: not a finished run folder (needs args.json and "
                          f"{schema.FINISHED_MARKER})")
-    with open(args_path, encoding="utf-8") as handle:
-        record = json.load(handle)
+    try:
+        with open(args_path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{flag} {run_dir}: {args_path} is unreadable ({error})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
+        raise InputError(f"{flag} {run_dir}: {args_path} has no `args` dict (not a RaceComp args.json)")
     if record.get("study") != study:
         raise InputError(f"{flag} {run_dir}: a {record.get('study')!r} run, not a {study!r} run")
     return argparse.Namespace(**record["args"]), record
@@ -39,11 +44,14 @@ def read_run(run_dir, study, flag):
 def run_identity(run_dir):
     """The run as a recipe sees it: the identifying columns and seed its per_race.csv rows start with (without
     the code version), so two copies of one run, wherever they are, are one model."""
-    with open(os.path.join(run_dir, schema.FINISHED_MARKER), newline="", encoding="utf-8") as handle:
+    path = os.path.join(run_dir, schema.FINISHED_MARKER)
+    with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        first = next(reader)
-        columns = reader.fieldnames[:reader.fieldnames.index("code_version")]
-    return {column: first[column] for column in columns}
+        first = next(reader, None)
+        header = reader.fieldnames or []
+    if first is None or "code_version" not in header:
+        raise InputError(f"{path}: no rows, or no `code_version` column (not a RaceComp per_race.csv)")
+    return {column: first[column] for column in header[:header.index("code_version")]}
 
 
 def final_weights(run_dir, study):

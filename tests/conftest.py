@@ -2,6 +2,8 @@
 import pytest
 import timm
 
+from racecomp import toydata
+
 
 @pytest.fixture
 def offline_hub(monkeypatch):
@@ -14,3 +16,12 @@ def offline_hub(monkeypatch):
         return original(name, pretrained=pretrained, **kwargs)
 
     monkeypatch.setattr(timm, "create_model", offline)
+
+
+@pytest.fixture(scope="session")
+def small_study_data(tmp_path_factory):
+    """Read-only demo data at 32 px for end-to-end study runs: FairFace (14 train, 14 val) and RFW (20 identities
+    a race, 2 images each, 2 pairs a fold)."""
+    root = tmp_path_factory.mktemp("small_study_data")
+    return {"fairface": toydata.make_fairface(str(root / "ff"), n_train=14, n_val=14, size=32, seed=3),
+            "rfw": toydata.make_rfw(root / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=2, size=32, seed=1)}

@@ -224,10 +224,8 @@ def test_planted_fine_identity_cues_lose_more_verification_accuracy_after_restor
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("identity_data")
-    return {"fairface": toydata.make_fairface(str(root / "ff"), n_train=14, n_val=14, size=SIZE, seed=3),
-            "rfw": toydata.make_rfw(root / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=2, size=SIZE, seed=1)}
+def data(small_study_data):
+    return small_study_data  # 32 px: SIZE
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Named recipes (racecomp.recipes): what each sets, overrides, the recipe hash, and weights needed offline."""
 import pytest
 
-from racecomp import errors, recipes, schema
+from racecomp import errors, files, recipes, schema
 from racecomp.studies import quantize, upscale, verify
 
 # The documented settings of each recipe, written out from their sources (racecomp.recipes' docstring), not
@@ -88,3 +88,10 @@ def test_a_recipe_needing_weights_offline_stops_before_any_work(offline_hub, mon
                            "--workers", "0"])
     with pytest.raises(errors.InputError, match="--pretrained-path"):
         upscale.main(args)
+
+
+def test_args_json_records_where_the_recipe_departs_from_its_source():
+    record = files.run_record(parse(upscale, ["--recipe", "racecomp"]))
+    assert record["args"]["recipe"] == "racecomp"
+    assert record["recipe_departures"] == list(recipes.DEPARTURES["racecomp"])
+    assert "recipe_departures" not in files.run_record(parse(upscale, []))

@@ -3,12 +3,14 @@ import ast
 import json
 import math
 import pathlib
+from statistics import NormalDist
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from racecomp import facenets, sanity, toydata, upscalers
+from racecomp import facenets, metrics, sanity, upscalers
 from racecomp.studies import upscale, verify
 from racecomp.tables import summarize
 from racecomp.tables.runs import Problems, load_run
@@ -21,17 +23,43 @@ def pair_rows(negative_scores, positive_scores):
 
 
 def test_verification_warnings_chance_and_collapse_by_hand():
-    # 100 pairs per race: the chance margin is max(5, 100 / sqrt(100)) = 10 points.
-    at_chance = [{"race": "African", "n_pairs": 100, "accuracy": 59.9}, {"race": "Asian", "n_pairs": 100, "accuracy": 52.0}]
-    one_healthy = [at_chance[0], {"race": "Asian", "n_pairs": 100, "accuracy": 60.1}]
+    # 2 races x 50 pairs: n = 100 pairs in all, the chance margin max(5, 100 / sqrt(100)) = 10 points.
+    near_chance = [{"race": "African", "n_pairs": 50, "accuracy": 65.8}, {"race": "Asian", "n_pairs": 50, "accuracy": 54.0}]
+    above = [near_chance[0], {"race": "Asian", "n_pairs": 50, "accuracy": 54.4}]  # mean 60.1
     collapsed = pair_rows([0.99, 0.97, 0.96], [0.99, 0.99])  # median of the different-identity pairs 0.97
     spread = pair_rows([0.10, 0.97, 0.20], [0.99, 0.99])     # median 0.20
-    found = sanity.verification_warnings(at_chance, collapsed)
+    found = sanity.verification_warnings(near_chance, collapsed)
     assert [w["check"] for w in found] == ["chance accuracy", "collapsed embeddings"]
-    assert found[0]["value"] == 59.9 and found[1]["value"] == pytest.approx(0.97)
-    assert sanity.verification_warnings(one_healthy, spread) == []  # one race above chance: not "every race"
-    # Large RFW (6000 pairs): the margin is the 5-point floor.
-    assert sanity.chance_margin(6000) == 5.0 and sanity.chance_margin(25) == 20.0
+    assert found[0]["value"] == pytest.approx(59.9) and found[1]["value"] == pytest.approx(0.97)
+    assert "59.9% on average over races, within 10.0 points of 50%" in found[0]["message"]
+    assert sanity.verification_warnings(above, spread) == []
+    # Large RFW (4 x 6000 pairs): the margin is the 5-point floor.
+    assert sanity.chance_margin(24000) == 5.0 and sanity.chance_margin(25) == 20.0
+
+
+def simulated_race(rng, n_pairs, true_accuracy):
+    """One race's RFW-protocol accuracy (percent) of a model whose best possible accuracy is `true_accuracy`:
+    genuine scores shifted by d' = 2 z(accuracy), 10 folds of half genuine, half impostor pairs."""
+    per_fold = n_pairs // 10
+    labels = np.concatenate([np.r_[np.ones(per_fold // 2), np.zeros(per_fold - per_fold // 2)]] * 10).astype(int)
+    shift = 2.0 * NormalDist().inv_cdf(true_accuracy / 100.0) if true_accuracy > 50 else 0.0
+    scores = np.tanh((rng.normal(0.0, 1.0, n_pairs) + shift * labels) / 3.0)  # cosine-like, in (-1, 1)
+    return 100.0 * metrics.kfold_accuracy(scores, labels, folds=10)["accuracy"]
+
+
+@pytest.mark.parametrize("n_pairs, true_accuracy, low, high", [
+    (20, 50, 0.93, 1.0), (100, 50, 0.93, 1.0),    # a model at chance is flagged (measured 0.98, 0.97)
+    (20, 75, 0.0, 0.08), (100, 65, 0.0, 0.02),    # a weak working model is not (measured 0.035, 0.0)
+])
+def test_chance_check_rates_by_simulation(n_pairs, true_accuracy, low, high):
+    # 200 draws of 4 races: Monte Carlo SE <= 0.035 at a rate of 0.5, about 0.013 at 0.97.
+    rng = np.random.default_rng(0)
+    flagged = 0
+    for _ in range(200):
+        table = [{"race": str(r), "n_pairs": n_pairs, "accuracy": simulated_race(rng, n_pairs, true_accuracy)}
+                 for r in range(4)]
+        flagged += any(w["check"] == "chance accuracy" for w in sanity.verification_warnings(table, []))
+    assert low <= flagged / 200 <= high
 
 
 def test_upscaling_warning_below_the_bicubic_floor_by_hand():
@@ -58,10 +86,8 @@ def test_non_finite_metrics_stop_naming_the_step():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sanity_data")
-    return {"fairface": toydata.make_fairface(str(root / "ff"), n_train=14, n_val=14, size=SIZE, seed=3),
-            "rfw": toydata.make_rfw(root / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=2, size=SIZE, seed=1)}
+def data(small_study_data):
+    return small_study_data  # 32 px: SIZE
 
 
 @pytest.fixture(scope="module")
