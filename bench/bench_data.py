@@ -2,7 +2,7 @@
 
     python -m bench.bench_data --scale 2 --batch-size 16 --workers 0 1 2 --images 256 --repeats 3
 
-Both sources give the same training items (flip, then lr = downscale_bicubic(hr)); `jpeg` decodes and
+Both sources give the same training items (flip, then lr = downscale(hr)); `jpeg` decodes and
 resizes each image every epoch, `cache` reads it from imagecache's memory-mapped uint8 array (built once
 here: its build time is printed, and it is reused by later runs). Each run is one pass of engine.make_loader
 with a balanced MinoritySampler over the demo FairFace at --hr-size; the first --warmup batches (worker

@@ -148,12 +148,12 @@ def largest_gap(project, other, name):
 
 
 def evaluation_batches(sr, hr, scale, batch_size, device):
-    """evaluate_upscaler batches: lr = downscale_bicubic(hr) on the device, with placeholder labels."""
+    """evaluate_upscaler batches: lr = downscale(hr) on the device, with placeholder labels."""
     batches = []
     for start in range(0, len(hr), batch_size):
         hr_batch = hr[start:start + batch_size].to(device)
         count = len(hr_batch)
-        batches.append({"hr": hr_batch, "lr": datasets.downscale_bicubic(hr_batch, scale),
+        batches.append({"hr": hr_batch, "lr": datasets.downscale(hr_batch, scale),
                         "file": [f"{start + i}.jpg" for i in range(count)], "race": ["White"] * count,
                         "gender": ["Male"] * count, "age": ["20-29"] * count})
     return batches

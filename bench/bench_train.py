@@ -9,7 +9,7 @@ of a real run is in the figure, and nothing else (no checkpoints, no selection p
   loader:    a DataLoader (engine.make_loader) over FairFaceSR on a generated demo FairFace at --hr-size,
              --workers processes, training flips on, MinoritySampler in its balanced mode: the real path.
              With --source cache it reads imagecache.CachedFairFaceSR instead of decoding JPEGs.
-  synthetic: the same fixed batch (random hr, lr = downscale_bicubic(hr)) on the device every step:
+  synthetic: the same fixed batch (random hr, lr = downscale(hr)) on the device every step:
              the compute ceiling, with no data loading at all.
 Each run times --steps steps after --warmup untimed ones (worker start-up, first allocations, compiling);
 the median over --repeats runs is reported, and the ratio loader / synthetic when both are measured.
@@ -120,7 +120,7 @@ def measure(args, arch, scale, device):
                 batches[mode] = data_loader(args, scale, device, steps_per_run)
             else:
                 hr = torch.rand(args.batch_size, 3, args.hr_size, args.hr_size, device=device)
-                batches[mode] = {"hr": hr, "lr": datasets.downscale_bicubic(hr, scale)}
+                batches[mode] = {"hr": hr, "lr": datasets.downscale(hr, scale)}
         rates = {mode: [] for mode in args.mode}
         for _ in range(args.repeats):
             for mode in args.mode:

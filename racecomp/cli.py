@@ -85,12 +85,18 @@ def add_training_arguments(parser):
     group.add_argument("--encoder-lr", type=float, default=None, help="peak learning rate of the encoder "
                        "(unset: --lr)")
     group.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decoupled weight decay")
+    group.add_argument("--decay-all", action="store_true", help="weight decay on every parameter (as the RaceComp "
+                       "source's AdamW and arcface_torch's SGD); without it norms, biases and PReLU slopes "
+                       "(1-D parameters) have none")
     group.add_argument("--optimizer", choices=engine.OPTIMIZERS, default="adamw",
                        help="adamw, or sgd (momentum 0.9)")
     group.add_argument("--warmup-steps", type=int, default=10, help="optimizer steps of linear warm-up")
     group.add_argument("--schedule", choices=engine.SCHEDULES, default="cosine", help="learning rate after "
-                       "warm-up: one cosine to 0, a cosine restarted at each --unfreeze stage, or a linear decay "
-                       "to 0")
+                       "warm-up: one cosine to 0, a cosine restarted at each --unfreeze (or --cosine-restarts) "
+                       "stage, or a linear decay to 0")
+    group.add_argument("--cosine-restarts", default="", help="epochs at which --schedule cosine-stages restarts "
+                       "the cosine while the whole model trains (no --unfreeze), e.g. 2 (the RaceComp source's "
+                       "runs: a new cosine per unfreezing stage, every stage training the whole encoder)")
     group.add_argument("--clip-grad", type=float, default=1.0, help="max gradient L2 norm (0: no clipping)")
     group.add_argument("--amp", choices=engine.AMP_CHOICES, default="auto",
                        help="mixed precision: bf16, fp16 (with loss scaling) or off (fp32); auto: off on the CPU, "

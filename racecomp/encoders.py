@@ -51,8 +51,10 @@ def encoder_stage_prefixes(model):
     Each prefix is a full parameter-name prefix ending in "." (e.g. "encoder.layer4."), so
     `name.startswith(prefix)` selects exactly that sub-module. Modules before the first feature map go with the
     first stage (ResNet50: conv1, bn1 -> ("encoder.conv1.", "encoder.bn1."); FastViT: stem_0..2 with stages_0).
-    Only sub-modules holding parameters are listed. Works for any model whose timm features_only encoder is
-    stored as `model.encoder` (UNet upscalers and facenets.EmbeddingNet alike); a model without one
+    Only sub-modules holding parameters are listed; parts the model trains with its decoder
+    (`model.trained_as_decoder`, see last_blocks_prefix) are left out of every stage. Works for any model
+    whose timm features_only encoder is stored as `model.encoder` (UNet upscalers and facenets.EmbeddingNet
+    alike); a model without one
     (iresnet, mobilefacenet) has no stages to open and is refused with ValueError.
     """
     encoder = getattr(model, "encoder", None)
@@ -75,4 +77,29 @@ def encoder_stage_prefixes(model):
             current = []
     if len(stages) != len(stage_ends):
         raise InputError(f"encoder feature modules {stage_ends[len(stages):]} are not direct children of the encoder")
-    return stages
+    as_decoder = tuple(getattr(model, "trained_as_decoder", ()))
+    return [tuple(part for prefix in stage for part in _prefixes_without(model, prefix, as_decoder))
+            for stage in stages]
+
+
+def _prefixes_without(model, prefix, excluded):
+    """[prefix], or, when an `excluded` prefix lies under it, the prefixes of its sub-modules holding parameters
+    outside every excluded one."""
+    if not any(name.startswith(prefix) for name in excluded):
+        return [prefix]
+    if prefix in excluded:
+        return []
+    module = model.get_submodule(prefix[:-1])
+    return [part for name, child in module.named_children() if any(True for _ in child.parameters())
+            for part in _prefixes_without(model, f"{prefix}{name}.", excluded)]
+
+
+def last_blocks_prefix(model):
+    """Parameter-name prefix of the blocks of a FastViT encoder's last stage (after its downsampling and
+    positional encoding: the attention blocks), e.g. "encoder.stages_3.blocks."; InputError for other encoders."""
+    last = model.encoder.feature_info.module_name()[-1].replace(".", "_")
+    stage = getattr(model.encoder, last)
+    if not hasattr(stage, "blocks") or not hasattr(stage, "downsample"):
+        raise InputError(f"{type(stage).__name__}: --last-blocks decoder is for FastViT encoders (their last stage's "
+                         f"blocks), not this one")
+    return f"encoder.{last}.blocks."

@@ -106,7 +106,8 @@ def lr_factor(step, total_steps, warmup_steps, min_factor=0.0, schedule="cosine"
     `warmup_steps`, then, over the rest of `total_steps`,
       cosine         one cosine from 1 to min_factor;
       cosine-stages  a cosine from 1 to min_factor restarted at each step of `restarts` (the first step of each
-                     staged-unfreezing stage), as a CosineAnnealingLR made anew for each stage;
+                     stage: of staged unfreezing, or of --cosine-restarts), as a CosineAnnealingLR made anew
+                     for each stage;
       linear         a straight line from 1 to min_factor (arcface_torch's PolynomialLRWarmup, power 1).
     """
     if warmup_steps > 0 and step < warmup_steps:
@@ -123,22 +124,26 @@ def lr_factor(step, total_steps, warmup_steps, min_factor=0.0, schedule="cosine"
     return min_factor + (1.0 - min_factor) * shape
 
 
-def build_optimizer(model, lr, encoder_lr=None, weight_decay=0.05, extra_modules=(), optimizer="adamw"):
+def build_optimizer(model, lr, encoder_lr=None, weight_decay=0.05, extra_modules=(), optimizer="adamw",
+                    decay_all=False):
     """AdamW (or SGD with momentum 0.9) over every parameter (frozen ones simply have no gradient and are
     skipped).
 
-    Parameters under `encoder.` get `encoder_lr` (default `lr`); 1-D parameters (norms, biases) get no
-    weight decay. `extra_modules` (e.g. a margin head) train at `lr`.
+    Parameters under `encoder.` get `encoder_lr` (default `lr`), except those the model trains with its decoder
+    (`model.trained_as_decoder`, parameter-name prefixes: FastViT's last blocks under --last-blocks decoder).
+    1-D parameters (norms, biases, PReLU slopes) get no weight decay unless `decay_all` (the RaceComp source's
+    AdamW and arcface_torch's SGD decay every parameter). `extra_modules` (e.g. a margin head) train at `lr`.
     """
     if optimizer not in OPTIMIZERS:
         raise InputError(f"--optimizer {optimizer!r}: must be one of {', '.join(OPTIMIZERS)}")
+    as_decoder = tuple(getattr(model, "trained_as_decoder", ()))
     groups = {}
     named = list(model.named_parameters())
     for index, module in enumerate(extra_modules):
         named += [(f"extra{index}.{name}", p) for name, p in module.named_parameters()]
     for name, param in named:
-        is_encoder = name.startswith("encoder.")
-        decay = param.ndim > 1
+        is_encoder = name.startswith("encoder.") and not name.startswith(as_decoder)
+        decay = decay_all or param.ndim > 1
         key = ("encoder" if is_encoder else "rest", decay)
         groups.setdefault(key, []).append(param)
     param_groups = []
@@ -225,13 +230,15 @@ class TrainingSettings:
     finetune: str = "full"      # one of FINETUNE_STRATEGIES
     unfreeze: tuple = ()        # epochs at which the last 1, 2, ... encoder stages open (parse_unfreeze's result)
     log_every: int = 10         # optimizer steps between progress lines (and at least one per 10 s), 0: none
-    schedule: str = "cosine"    # one of SCHEDULES (cosine-stages restarts at each --unfreeze epoch)
+    schedule: str = "cosine"    # one of SCHEDULES (cosine-stages restarts at each epoch of restart_epochs)
+    cosine_restarts: tuple = ()  # epochs at which cosine-stages restarts without staged unfreezing
     deterministic: bool = False  # configure_kernels: deterministic kernels instead of cuDNN autotuning
     channels_last: bool = False  # model and 4-D input batches in channels_last memory format (CUDA tensor cores)
     compile: bool = False        # torch.compile the training forward (the loader must drop its last partial batch)
 
     def __post_init__(self):
-        object.__setattr__(self, "unfreeze", tuple(self.unfreeze))  # a list is accepted, stored as a tuple
+        for name in ("unfreeze", "cosine_restarts"):  # a list is accepted, stored as a tuple
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("epochs", "warmup_steps", "log_every"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
@@ -244,19 +251,31 @@ class TrainingSettings:
         if self.finetune not in FINETUNE_STRATEGIES:
             raise InputError(f"--finetune {self.finetune!r}: must be one of {', '.join(FINETUNE_STRATEGIES)}")
         check_unfreeze(self.unfreeze, f"--unfreeze {','.join(map(str, self.unfreeze))}")
+        check_unfreeze(self.cosine_restarts, f"--cosine-restarts {','.join(map(str, self.cosine_restarts))}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"--schedule {self.schedule!r}: must be one of {', '.join(SCHEDULES)}")
-        if self.schedule == "cosine-stages" and not self.unfreeze:
-            raise InputError("--schedule cosine-stages restarts the cosine at each --unfreeze stage: give --unfreeze")
+        if self.schedule == "cosine-stages" and not self.restart_epochs:
+            raise InputError("--schedule cosine-stages restarts the cosine at each stage: give --unfreeze (staged "
+                             "unfreezing) or --cosine-restarts (stages of the whole model)")
+        if self.cosine_restarts and (self.schedule != "cosine-stages" or self.unfreeze):
+            raise InputError("--cosine-restarts gives the stages of --schedule cosine-stages without --unfreeze "
+                             "(with --unfreeze the cosine restarts at its epochs)")
         if self.unfreeze and self.finetune != "full":
             raise InputError(f"--unfreeze schedules apply to --finetune full only (got --finetune {self.finetune})")
+
+    @property
+    def restart_epochs(self):
+        """Epochs at which cosine-stages restarts the cosine: --cosine-restarts, else the --unfreeze stages."""
+        return self.cosine_restarts or self.unfreeze
 
     @classmethod
     def from_args(cls, args):
         """From an argparse namespace with cli.add_training_arguments' flags (--unfreeze as text, '1,3')."""
         return cls(epochs=args.epochs, accum_steps=args.accum_steps, amp=args.amp, clip_grad=args.clip_grad,
                    warmup_steps=args.warmup_steps, finetune=args.finetune, unfreeze=parse_unfreeze(args.unfreeze),
-                   log_every=args.log_every, schedule=args.schedule, deterministic=args.deterministic,
+                   log_every=args.log_every, schedule=args.schedule,
+                   cosine_restarts=parse_unfreeze(args.cosine_restarts, "--cosine-restarts"),
+                   deterministic=args.deterministic,
                    channels_last=args.channels_last, compile=args.compile)
 
 
@@ -336,7 +355,7 @@ class Trainer:
         self.scaler = make_scaler(device, self.amp)
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = settings.epochs * steps_per_epoch
-        restarts = tuple(epoch * steps_per_epoch for epoch in settings.unfreeze)
+        restarts = tuple(epoch * steps_per_epoch for epoch in settings.restart_epochs)
         self.scheduler = build_scheduler(optimizer, max(1, self.total_steps), settings.warmup_steps,
                                          settings.schedule, restarts)
         self.epoch = 0          # next epoch to run

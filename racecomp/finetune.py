@@ -68,15 +68,16 @@ def set_train_mode(model, strategy, frozen_prefixes=()):
             module.eval()
 
 
-def parse_unfreeze(text):
-    """'0,2,4' -> (0, 2, 4): at epoch e_k the last k encoder stages train (before e_1 only the decoder/head)."""
+def parse_unfreeze(text, flag="--unfreeze"):
+    """'0,2,4' -> (0, 2, 4), epochs of `flag`: for --unfreeze, at epoch e_k the last k encoder stages train
+    (before e_1 only the decoder/head)."""
     if not text:
         return ()
     try:
         epochs = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise InputError(f"--unfreeze {text!r}: expected comma-separated epochs like 1,3,5") from None
-    check_unfreeze(epochs, f"--unfreeze {text!r}")
+        raise InputError(f"{flag} {text!r}: expected comma-separated epochs like 1,3,5") from None
+    check_unfreeze(epochs, f"{flag} {text!r}")
     return epochs
 
 
@@ -90,13 +91,14 @@ def apply_unfreeze(model, schedule, stage_prefixes, epoch):
 
     `stage_prefixes` lists encoder stages in input-to-output order, each a name prefix (relative to the
     model, e.g. "encoder.layer4.") or a tuple of them (encoders.encoder_stage_prefixes).
-    Returns the prefixes that stay frozen (for set_train_mode). Parameters outside the encoder train.
+    Returns the prefixes that stay frozen (for set_train_mode). Parameters outside every stage (the decoder,
+    head, and encoder parts the model trains with them) are left as they are.
     """
     n_open = sum(1 for start in schedule if epoch >= start)
-    frozen = []
-    for stage in stage_prefixes[:max(0, len(stage_prefixes) - n_open)]:
-        frozen += [stage] if isinstance(stage, str) else list(stage)  # a stage may span several modules
+    stages = [[stage] if isinstance(stage, str) else list(stage) for stage in stage_prefixes]  # a stage may
+    frozen = [prefix for stage in stages[:max(0, len(stages) - n_open)] for prefix in stage]  # span modules
+    staged = tuple(prefix for stage in stages for prefix in stage)
     for name, param in model.named_parameters():
-        if name.startswith("encoder."):
-            param.requires_grad_(not any(name.startswith(prefix) for prefix in frozen))
+        if name.startswith(staged):  # the encoder, less what the model trains with its decoder
+            param.requires_grad_(not name.startswith(tuple(frozen)))
     return frozen

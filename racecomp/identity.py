@@ -6,7 +6,7 @@ Two uses of one convention:
   inside evaluation.evaluate_upscaler. The bicubic reference is the `--arch bicubic` run with the same
   `--identity-model` (its upscaled face is the bicubic one), so a model run pays for one set of faces only.
 - `Restoration` (verification study, `--restore`): every RFW face degraded exactly as the upscaling study
-  makes its low-resolution images (datasets.downscale_bicubic) and restored by an upscaler, batch by batch
+  makes its low-resolution images (datasets.downscale) and restored by an upscaler, batch by batch
   inside verification.embed, before the standard RFW protocol.
 
 The convention (`as_face`, then verification.embed_batch, then metrics.pair_scores): a face reaches the
@@ -65,16 +65,18 @@ class IdentitySimilarity:
 class Restoration(nn.Module):
     """Faces (B, 3, S, S) in [0, 1] -> the same faces degraded to S/scale and restored to S by `upscaler`.
 
-    The degradation is the upscaling study's own (datasets.downscale_bicubic: antialiased bicubic, 8-bit),
+    The degradation is the upscaling study's own (datasets.downscale: antialiased `kernel`, 8-bit; the
+    upscaler run's --lr-kernel),
     applied at the size the faces have (RFW: --image-size, 112 px: 56 px at x2, 28 px at x4); the restored
     face comes back through as_face (8-bit). The upscaler runs in fp32 (callers keep it in eval mode).
     """
 
-    def __init__(self, upscaler, scale):
+    def __init__(self, upscaler, scale, kernel="bicubic"):
         super().__init__()
         self.upscaler = upscaler
         self.scale = scale
+        self.kernel = kernel
 
     def forward(self, faces):
-        restored = self.upscaler(datasets.downscale_bicubic(faces, self.scale)).float()  # (B, 3, S, S)
+        restored = self.upscaler(datasets.downscale(faces, self.scale, self.kernel)).float()  # (B, 3, S, S)
         return as_face(restored, faces.shape[-2:])

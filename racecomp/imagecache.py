@@ -247,8 +247,8 @@ class CachedFairFaceSR(datasets.FairFaceSR):
     from (checked by key).
     """
 
-    def __init__(self, cache, records, scale, train=False):
-        super().__init__(records, scale, hr_size=cache.hr_size, train=train)
+    def __init__(self, cache, records, scale, train=False, lr_kernel="bicubic"):
+        super().__init__(records, scale, hr_size=cache.hr_size, train=train, lr_kernel=lr_kernel)
         if records_key(self.records, cache.hr_size) != cache.key:
             raise InputError(f"image cache {cache.path} was built from other records, or the images changed "
                              f"since; reopen it with open_image_cache")

@@ -16,6 +16,7 @@ from racecomp.errors import InputError
 
 CHARBONNIER_EPS = 1e-3
 PIXEL_LOSSES = ("l1", "charbonnier")
+PIXEL_SPACES = ("rgb", "imagenet")  # what the pixel loss compares (SRLoss)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Real-ESRGAN's / RealBasicVSR's VGG19 layers and weights (features indices 7, 16, 25, 34), before ReLU.
@@ -158,6 +159,10 @@ class VGGPerceptualLoss(nn.Module):
 class SRLoss(nn.Module):
     """pixel_weight * pixel + perceptual_weight * VGG perceptual + ssim_weight * (1 - SSIM).
 
+    The pixel loss compares the images in `pixel_space` (PIXEL_SPACES): "rgb", [0, 1]; "imagenet", each channel
+    as (x - mean) / std with ImageNet's mean and std, as the RaceComp source computed its L1 (on its
+    Normalize'd tensors; 1 / std is about 4.4, so its pixel weight 0.1 is about 0.44 in rgb units).
+
     Returns (total, parts): total a float32 scalar tensor; parts the unweighted terms for logging ("pixel", and
     "perceptual" / "ssim_loss" when their weight is non-zero) as detached scalar tensors, so that the training
     step never waits for the device to read them (engine.Trainer sums them there). The VGG network is built
@@ -165,10 +170,12 @@ class SRLoss(nn.Module):
     """
 
     def __init__(self, pixel="l1", perceptual_weight=0.0, ssim_weight=0.0, vgg_weights_path=None, pixel_weight=1.0,
-                 vgg_layer_weights=DEFAULT_VGG_LAYER_WEIGHTS):
+                 vgg_layer_weights=DEFAULT_VGG_LAYER_WEIGHTS, pixel_space="rgb"):
         super().__init__()
         if pixel not in PIXEL_LOSSES:
             raise InputError(f"pixel loss {pixel!r}: must be one of {', '.join(PIXEL_LOSSES)}")
+        if pixel_space not in PIXEL_SPACES:
+            raise InputError(f"--pixel-space {pixel_space!r}: must be one of {', '.join(PIXEL_SPACES)}")
         if min(pixel_weight, perceptual_weight, ssim_weight) < 0 or pixel_weight + perceptual_weight + ssim_weight == 0:
             raise InputError(f"loss weights must be non-negative and not all 0, got pixel {pixel_weight}, "
                              f"perceptual {perceptual_weight}, ssim {ssim_weight}")
@@ -181,9 +188,12 @@ class SRLoss(nn.Module):
         self.perceptual = (VGGPerceptualLoss(vgg_weights_path, layer_weights=vgg_layer_weights)
                            if perceptual_weight > 0 else None)
         self.ssim_loss = SSIMLoss()
+        # The mean cancels in a difference; only the per-channel scale matters.
+        scale = 1.0 / torch.tensor(IMAGENET_STD) if pixel_space == "imagenet" else torch.ones(3)
+        self.register_buffer("pixel_scale", scale.view(1, 3, 1, 1), persistent=False)
 
     def forward(self, sr, hr):
-        pixel = self.pixel_loss(sr, hr)
+        pixel = self.pixel_loss(sr.float() * self.pixel_scale, hr.float() * self.pixel_scale)
         total = self.pixel_weight * pixel
         parts = {"pixel": pixel.detach()}
         if self.perceptual is not None:

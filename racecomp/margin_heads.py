@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 MARGIN_HEAD_NAMES = ("arcface", "cosface")
+# ArcFace's true-class logit and its gradient: the formula's own, or arcface_torch's (margin under no_grad).
+MARGIN_GRADIENTS = ("exact", "arcface_torch")
 
 
 def _check_labels(labels, num_classes, batch_size):
@@ -53,16 +55,26 @@ class ArcFace(_MarginHead):
     cos(theta + m) only decreases with theta while theta + m <= pi. Past that point (cos theta <= cos(pi - m)) the
     logit is cos(theta) - m * sin(m) instead, keeping it decreasing: the `easy_margin=False` rule of insightface,
     used by arcface_torch's losses.ArcFace/CombinedMarginLoss from Jan 2022 (commit 2e2e8c97) until Dec 2022. Since
-    commit 657ae30e arcface_torch computes cos(arccos(cos theta) + m) under no_grad instead: same value for
-    theta + m <= pi, no fallback, gradient passed straight through as if there were no margin. Here the gradient is
-    the exact one of the formula. `easy_margin=True` applies the margin only where cos theta > 0 (theta < pi/2).
+    commit 657ae30e arcface_torch computes cos(arccos(cos theta) + m) under no_grad instead (losses.py L42-48
+    @7fadd420): same value for theta + m <= pi, no fallback, gradient passed straight through as if there were
+    no margin. `gradient` (MARGIN_GRADIENTS) picks: "exact", the formula's value and gradient; "arcface_torch",
+    that one. `easy_margin=True` applies the margin only where cos theta > 0 (theta < pi/2), exact gradient.
     """
 
-    def __init__(self, embedding_size, num_classes, s=64.0, m=0.5, easy_margin=False):
+    def __init__(self, embedding_size, num_classes, s=64.0, m=0.5, easy_margin=False, gradient="exact"):
         super().__init__(embedding_size, num_classes, s, m)
+        if gradient not in MARGIN_GRADIENTS:
+            raise ValueError(f"margin gradient {gradient!r}: must be one of {', '.join(MARGIN_GRADIENTS)}")
+        if easy_margin and gradient != "exact":
+            raise ValueError("easy_margin has the exact gradient only")
         self.easy_margin = easy_margin
+        self.gradient = gradient
 
     def _margin_cosine(self, cosine):
+        if self.gradient == "arcface_torch":
+            # Value cos(arccos(cos theta) + m), gradient 1 with respect to cos theta: the margin adds no gradient.
+            shifted = torch.cos(torch.acos(cosine.detach()) + self.m)
+            return cosine - cosine.detach() + shifted
         # The floor keeps the sqrt's gradient finite at cos theta = +-1 (where the clamp's gradient is not relied
         # on to be zero); it changes sin theta by at most 1e-6.
         sine = torch.sqrt((1.0 - cosine * cosine).clamp(min=1e-12))
@@ -83,11 +95,15 @@ class CosFace(_MarginHead):
         return cosine - self.m
 
 
-def get_margin_head(name, embedding_size, num_classes, s=64.0, m=None):
-    """Margin head by name ("arcface" or "cosface"); `m=None` takes the head's default margin (0.5 rad / 0.35)."""
+def get_margin_head(name, embedding_size, num_classes, s=64.0, m=None, gradient="exact"):
+    """Margin head by name ("arcface" or "cosface"); `m=None` takes the head's default margin (0.5 rad / 0.35);
+    `gradient` (MARGIN_GRADIENTS) is ArcFace's (CosFace's margin has the exact gradient only)."""
     heads = {"arcface": ArcFace, "cosface": CosFace}
     if name not in heads:
         raise ValueError(f"unknown margin head {name!r}; valid: {', '.join(MARGIN_HEAD_NAMES)}")
-    if m is None:
-        return heads[name](embedding_size, num_classes, s=s)
-    return heads[name](embedding_size, num_classes, s=s, m=m)
+    if name != "arcface" and gradient != "exact":
+        raise ValueError(f"margin gradient {gradient!r} is ArcFace's; {name} has the exact one only")
+    options = {"gradient": gradient} if name == "arcface" else {}
+    if m is not None:
+        options["m"] = m
+    return heads[name](embedding_size, num_classes, s=s, **options)

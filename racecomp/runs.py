@@ -54,6 +54,11 @@ def run_identity(run_dir):
     return {column: first[column] for column in header[:header.index("code_version")]}
 
 
+def lr_kernel(settings):
+    """The --lr-kernel of upscaling run settings (a run made before the flag made its LR images bicubic)."""
+    return getattr(settings, "lr_kernel", schema.ADDED_LATER["lr_kernel"])
+
+
 def final_weights(run_dir, study):
     return os.path.join(run_dir, FINAL_WEIGHTS[study])
 

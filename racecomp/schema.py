@@ -61,7 +61,9 @@ KERNEL_ARGS = ("deterministic", "channels_last")
 # left out of the recipe, and a run folder whose args.json lacks them compares as holding it, so older runs keep
 # their recipe and still resume. (--compile drops the last partial batch: it changes what trains.)
 ADDED_LATER = {"identity_model": None, "identity_arch": None, "compile": False, "optimizer": "adamw",
-               "schedule": "cosine", "pixel_weight": 1.0, "vgg_layer_weights": "0.1,1,1,1", "qat_weight_decay": 0.0}
+               "schedule": "cosine", "pixel_weight": 1.0, "vgg_layer_weights": "0.1,1,1,1", "qat_weight_decay": 0.0,
+               "decay_all": False, "cosine_restarts": "", "lr_kernel": "bicubic", "pixel_space": "rgb",
+               "last_blocks": "encoder", "epoch_copies": None, "margin_grad": "exact"}
 
 
 def recipe_id(settings, identifying, non_result=NON_RESULT_ARGS):

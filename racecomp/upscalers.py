@@ -13,6 +13,8 @@ from racecomp import encoders
 
 SCALES = (2, 4)
 UPSAMPLERS = ("pixelshuffle", "interp", "overscale")
+# What FastViT's last-stage blocks train with: the encoder (its lr, opened with their stage), or the decoder.
+LAST_BLOCKS = ("encoder", "decoder")
 ARCH_NAMES = ("bicubic", "fastvit") + encoders.ENCODER_NAMES
 # One width per decoder block, deepest first; an encoder with L stages uses the first L (ResNet50 5, FastViT 4),
 # so both end at 64 channels at full low-resolution size.
@@ -114,15 +116,22 @@ class UNetUpscaler(nn.Module):
     channels. The output is linear (no activation), and the last conv starts at zero so the untrained model
     is exactly bicubic: training starts from that floor.
     A consequence: at the very first step only the last conv receives a gradient (the others get it from step 2).
+    `last_blocks="decoder"` (FastViT only) has the optimizer and staged unfreezing treat the blocks of the
+    encoder's last stage as part of the decoder (`trained_as_decoder`), as the RaceComp source's VitUpscaler
+    did with them (its `out`); the computation and the parameter names are the same either way.
     """
 
     def __init__(self, encoder_name, scale, upsampler="pixelshuffle", decoder_channels=None, pretrained=False,
-                 pretrained_path=None):
+                 pretrained_path=None, last_blocks="encoder"):
         super().__init__()
         if scale not in SCALES:
             raise ValueError(f"scale {scale}: must be one of {SCALES}")
         self.scale = scale
+        if last_blocks not in LAST_BLOCKS:
+            raise ValueError(f"last_blocks {last_blocks!r}: must be one of {', '.join(LAST_BLOCKS)}")
         self.encoder = encoders.create_encoder(encoder_name, pretrained=pretrained, pretrained_path=pretrained_path)
+        # Parameter-name prefixes build_optimizer and staged unfreezing treat as the decoder's.
+        self.trained_as_decoder = (encoders.last_blocks_prefix(self),) if last_blocks == "decoder" else ()
         stage_channels = self.encoder.feature_info.channels()  # shallow to deep
         if decoder_channels is None:
             decoder_channels = DEFAULT_DECODER_CHANNELS[:len(stage_channels)]
@@ -156,7 +165,8 @@ class UNetUpscaler(nn.Module):
         return bicubic_upsample(lr, self.scale) + self.to_rgb(y)
 
 
-def build_upscaler(arch, scale, upsampler="pixelshuffle", pretrained=False, pretrained_path=None):
+def build_upscaler(arch, scale, upsampler="pixelshuffle", pretrained=False, pretrained_path=None,
+                   last_blocks="encoder"):
     """Factory: "bicubic", "resnet50", a FastViT name from encoders.ENCODER_NAMES, or "fastvit" (the default one)."""
     if arch not in ARCH_NAMES:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCH_NAMES)}")
@@ -166,7 +176,8 @@ def build_upscaler(arch, scale, upsampler="pixelshuffle", pretrained=False, pret
         return Bicubic(scale)
     if arch == "fastvit":
         arch = encoders.DEFAULT_FASTVIT
-    return UNetUpscaler(arch, scale, upsampler=upsampler, pretrained=pretrained, pretrained_path=pretrained_path)
+    return UNetUpscaler(arch, scale, upsampler=upsampler, pretrained=pretrained, pretrained_path=pretrained_path,
+                        last_blocks=last_blocks)
 
 
 def count_parameters(model):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from racecomp.datasets.fairface import FaceRecord, FairFaceSR, read_fairface, split_dev
 from racecomp.datasets.check import drop_unreadable
-from racecomp.datasets.images import downscale_bicubic
+from racecomp.datasets.images import downscale
 from racecomp.races import FAIRFACE_RACES
 from racecomp.toydata import make_fairface
 
@@ -153,7 +153,7 @@ def test_fairface_sr_item(tmp_path):
     item = FairFaceSR(records, scale=4)[1]
     decoded = torch.from_numpy(np.asarray(Image.open(records[1].path).convert("RGB")).copy()).permute(2, 0, 1)
     assert torch.equal(item["hr"], decoded.float() / 255)
-    assert torch.equal(item["lr"], downscale_bicubic(decoded, 4))
+    assert torch.equal(item["lr"], downscale(decoded, 4))
     assert (item["race"], item["gender"], item["file"], item["index"]) == ("Black", "Male", "train/2.jpg", 1)
     resized = FairFaceSR(records, scale=4, hr_size=16)[0]
     assert resized["hr"].shape == (3, 16, 16) and resized["lr"].shape == (3, 4, 4)
@@ -174,7 +174,7 @@ def test_fairface_sr_flip_only_in_train_mode(tmp_path):
         item = training[0]
         is_flipped = torch.equal(item["hr"], reference["hr"].flip(-1))
         assert is_flipped or torch.equal(item["hr"], reference["hr"])
-        assert torch.equal(item["lr"], downscale_bicubic(item["hr"], 2))  # lr made after the flip
+        assert torch.equal(item["lr"], downscale(item["hr"], 2))  # lr made after the flip
         flipped += is_flipped
     assert 0 < flipped < 20
 

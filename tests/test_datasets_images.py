@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from racecomp.alignment import ARCFACE_TEMPLATE_112, align_face, similarity_transform
-from racecomp.datasets.images import FaceImages, downscale_bicubic
+from racecomp.datasets.images import FaceImages, downscale
 
 # ---------------------------------------------------------------------------------------------- bicubic downscale
 
@@ -18,7 +18,7 @@ def random_image(size=64, seed=0):
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_downscale_matches_pil_bicubic(scale):
     pixels = random_image(48)
-    lr = downscale_bicubic(torch.from_numpy(pixels).permute(2, 0, 1), scale)
+    lr = downscale(torch.from_numpy(pixels).permute(2, 0, 1), scale)
     assert torch.allclose(lr * 255, (lr * 255).round(), atol=1e-4)  # on the uint8 grid
     ours = (lr * 255).round().permute(1, 2, 0).numpy()
     small = (48 // scale, 48 // scale)
@@ -32,19 +32,19 @@ def test_downscale_matches_pil_bicubic(scale):
 
 def test_downscale_shapes_dtypes_and_constant_image():
     batch = torch.from_numpy(np.stack([random_image(32, s) for s in range(2)])).permute(0, 3, 1, 2)
-    lr = downscale_bicubic(batch, 4)
+    lr = downscale(batch, 4)
     assert lr.shape == (2, 3, 8, 8) and lr.dtype == torch.float32
-    assert torch.equal(downscale_bicubic(batch[1], 4), lr[1])
-    assert torch.equal(downscale_bicubic(batch.float() / 255, 4), lr)
+    assert torch.equal(downscale(batch[1], 4), lr[1])
+    assert torch.equal(downscale(batch.float() / 255, 4), lr)
     constant = torch.full((3, 16, 16), 100, dtype=torch.uint8)
-    assert torch.allclose(downscale_bicubic(constant, 2), torch.full((3, 8, 8), 100 / 255))
+    assert torch.allclose(downscale(constant, 2), torch.full((3, 8, 8), 100 / 255))
 
 
 def test_downscale_rejects_non_divisible_size_and_bad_shape():
     with pytest.raises(ValueError, match="30x32 is not divisible by scale 4"):
-        downscale_bicubic(torch.zeros(3, 30, 32), 4)
+        downscale(torch.zeros(3, 30, 32), 4)
     with pytest.raises(ValueError, match="must be"):
-        downscale_bicubic(torch.zeros(1, 32, 32), 2)
+        downscale(torch.zeros(1, 32, 32), 2)
 
 
 # ---------------------------------------------------------------------------------------------- alignment

@@ -111,7 +111,7 @@ def test_an_unchanged_face_has_id_cos_one(arch, size):
     torch.manual_seed(0)
     model = facenets.get_model(arch, 32)
     hr = on_grid(3, 3, 2 * SIZE, 2 * SIZE, seed=2)  # resized to the model's input on the way
-    bicubic = upscalers.bicubic_upsample(datasets.downscale_bicubic(hr, 2), 2)
+    bicubic = upscalers.bicubic_upsample(datasets.downscale(hr, 2), 2)
     similarity = identity.IdentitySimilarity(model, size)
     assert similarity(hr, hr)["id_cos"] == pytest.approx([1.0] * 3, abs=1e-6)
     assert all(-1.0 <= value < 0.9999 for value in similarity(bicubic, hr)["id_cos"])  # bicubic changed the faces
@@ -122,7 +122,7 @@ def test_id_cos_is_run_verify_embedding_path_and_pair_scores():
     torch.manual_seed(0)
     model = facenets.get_model("fastvit_t8", 32).train()  # eval mode must be set by the metric itself
     hr = on_grid(4, 3, SIZE, SIZE, seed=3)
-    lr = datasets.downscale_bicubic(hr, 2)
+    lr = datasets.downscale(hr, 2)
     output = upscalers.bicubic_upsample(lr, 2) + 0.03 * torch.randn(hr.shape)  # an upscaler's unclamped output
     values = identity.IdentitySimilarity(model, SIZE)(output, hr)
 
@@ -139,7 +139,7 @@ def test_id_cos_is_run_verify_embedding_path_and_pair_scores():
 def test_restoration_is_the_upscaling_degradation_then_the_upscaler_and_flip_mirrors_the_restored_face():
     faces = on_grid(4, 3, SIZE, SIZE, seed=4)
     restore = identity.Restoration(upscalers.build_upscaler("bicubic", 2), 2)
-    expected = identity.as_face(upscalers.bicubic_upsample(datasets.downscale_bicubic(faces, 2), 2), SIZE)
+    expected = identity.as_face(upscalers.bicubic_upsample(datasets.downscale(faces, 2), 2), SIZE)
     assert torch.equal(restore(faces), expected)
     constant = torch.full((1, 3, SIZE, SIZE), 120 / 255)
     assert torch.equal(restore(constant), constant)

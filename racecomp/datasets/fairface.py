@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from racecomp.datasets.images import load_rgb, resize_bicubic, downscale_bicubic
+from racecomp.datasets.images import load_rgb, resize_bicubic, downscale
 from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, check_label
 
@@ -123,7 +123,7 @@ class FairFaceSR(torch.utils.data.Dataset):
     """FairFace super-resolution pairs: item = dict(hr, lr, race, gender, age, file, index).
 
     hr: float32 (3, H, W) RGB in [0, 1] at native size, or resized to `hr_size` x `hr_size` (bicubic,
-    antialias, on the uint8 grid) when given. lr: downscale_bicubic(hr, scale). `train=False` is
+    antialias, on the uint8 grid) when given. lr: downscale(hr, scale, lr_kernel). `train=False` is
     deterministic. `train=True` flips hr horizontally before lr is made: an item requested as an
     (index, flip) pair (MinoritySampler(flips=True), the training scripts' path) is flipped when `flip`
     is true, which makes flips independent of the process layout; a plain integer index flips with
@@ -131,11 +131,12 @@ class FairFaceSR(torch.utils.data.Dataset):
     ValueError naming the file and line.
     """
 
-    def __init__(self, records, scale, hr_size=None, train=False):
+    def __init__(self, records, scale, hr_size=None, train=False, lr_kernel="bicubic"):
         if hr_size is not None and hr_size % scale:
             raise InputError(f"hr_size {hr_size} is not divisible by scale {scale}")
         self.records = list(records)
         self.scale = scale
+        self.lr_kernel = lr_kernel
         self.hr_size = hr_size
         self.train = train
 
@@ -157,7 +158,7 @@ class FairFaceSR(torch.utils.data.Dataset):
                              f"divisible by scale {self.scale}; pass hr_size")
         if flip:
             hr = hr.flip(-1)
-        lr = downscale_bicubic(hr, self.scale)
+        lr = downscale(hr, self.scale, self.lr_kernel)
         return dict(hr=hr[0], lr=lr[0], race=record.race, gender=record.gender, age=record.age,
                     file=record.file, index=index)
 

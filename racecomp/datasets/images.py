@@ -1,9 +1,8 @@
-"""Image files to tensors: RGB decoding with errors that name the item, bicubic resampling, FaceImages.
+"""Image files to tensors: RGB decoding with errors that name the item, resampling, FaceImages.
 
-Every image the data layer reads is decoded by `load_rgb`, and every bicubic resize (LR images
-included) goes through `resize_bicubic`, so all datasets (and racecomp.imagecache, which stores what
-they would decode) agree pixel for pixel. The two underscored helpers are internal to racecomp's data
-code, not a user API.
+Every image the data layer reads is decoded by `load_rgb`, and every resize (LR images included) goes
+through `resize_bicubic` or `downscale` (both `_resize`), so all datasets (and racecomp.imagecache, which
+stores what they would decode) agree pixel for pixel.
 """
 import numpy as np
 import torch
@@ -24,35 +23,49 @@ def load_rgb(path, where):
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def resize_bicubic(image, size):
-    """Resize float (B, 3, H, W) in [0, 1] to `size` (h, w), bicubic a = -0.5 with antialias, on the uint8 grid."""
-    resized = F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False)
+# Kernels of the low-resolution images (--lr-kernel), both antialiased.
+LR_KERNELS = ("bicubic", "bilinear")
+
+
+def _resize(image, size, kernel):
+    """Resize float (B, 3, H, W) in [0, 1] to `size` (h, w) with `kernel` and antialias, on the uint8 grid."""
+    resized = F.interpolate(image, size=size, mode=kernel, antialias=True, align_corners=False)
     return (resized.clamp(0.0, 1.0) * 255.0).round() / 255.0
 
 
-def downscale_bicubic(hr, scale):
-    """Low-resolution image from `hr`: bicubic, antialiased, quantized as if saved as an 8-bit image.
+def resize_bicubic(image, size):
+    """Resize float (B, 3, H, W) in [0, 1] to `size` (h, w), bicubic a = -0.5 with antialias, on the uint8 grid."""
+    return _resize(image, size, "bicubic")
+
+
+def downscale(hr, scale, kernel="bicubic"):
+    """Low-resolution image from `hr`: antialiased `kernel` resampling, quantized as if saved as an 8-bit image.
 
     hr: (B, 3, H, W) or (3, H, W), uint8 in [0, 255] or float in [0, 1], RGB, any device; H and W
     divisible by `scale`. Returns float32 of shape (..., 3, H/scale, W/scale), values in [0, 1] on the
-    uint8 grid (k / 255), on hr's device. The kernel is torch's antialiased bicubic
-    (`F.interpolate(mode='bicubic', antialias=True, align_corners=False)`): Keys' cubic with a = -0.5,
-    stretched by `scale` over the footprint, the same filter as PIL's Image.resize(BICUBIC) (torch's
-    non-antialiased bicubic uses a = -0.75 instead). It equals PIL's float-mode ('F') resize after
-    quantization; PIL's uint8 resize rounds to uint8 between its horizontal and vertical passes, so it
-    differs by at most 1 grey level (on ~10% of pixels of random 64 px images). This is the only place
-    LR images are made.
+    uint8 grid (k / 255), on hr's device. Kernels (LR_KERNELS), torch's `F.interpolate(mode=kernel,
+    antialias=True, align_corners=False)`, each stretched by `scale` over its footprint:
+      bicubic   Keys' cubic with a = -0.5, the same filter as PIL's Image.resize(BICUBIC) (torch's
+                non-antialiased bicubic uses a = -0.75 instead). It equals PIL's float-mode ('F') resize after
+                quantization; PIL's uint8 resize rounds to uint8 between its horizontal and vertical passes, so
+                it differs by at most 1 grey level (on ~10% of pixels of random 64 px images).
+      bilinear  the triangle filter of torchvision's Resize (antialias=True), which the RaceComp source
+                applied to its uint8 images (load_redux.py: Resize(lr_size)); torchvision's uint8 kernel
+                rounds in its own way, so single pixels may differ by a grey level.
+    This is the only place LR images are made.
     """
     if hr.dim() not in (3, 4) or hr.shape[-3] != 3:
         raise InputError(f"hr must be (B, 3, H, W) or (3, H, W), got shape {tuple(hr.shape)}")
     if not isinstance(scale, int) or scale < 1:
         raise InputError(f"scale must be a positive integer, got {scale!r}")
+    if kernel not in LR_KERNELS:
+        raise InputError(f"--lr-kernel {kernel!r}: must be one of {', '.join(LR_KERNELS)}")
     height, width = hr.shape[-2:]
     if height % scale or width % scale:
         raise InputError(f"image size {height}x{width} is not divisible by scale {scale}")
     image = hr.float() / 255.0 if hr.dtype == torch.uint8 else hr.float()
     batch = image if image.dim() == 4 else image.unsqueeze(0)
-    lr = resize_bicubic(batch, (height // scale, width // scale))
+    lr = _resize(batch, (height // scale, width // scale), kernel)
     return lr if hr.dim() == 4 else lr.squeeze(0)
 
 

@@ -52,9 +52,9 @@ NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + ("log_every", "s
 FINAL_WEIGHTS = runs.FINAL_WEIGHTS[NAME]
 ARCFACE_FACE_PX = 112  # input size of every arcface_torch backbone
 # What can change the bicubic floor's numbers (besides scale, an identifying column): which val images, at
-# which size, and the identity metric's recognition model. Training flags cannot, so two bicubic runs that
+# which size, how their LR images are made, and the identity metric's recognition model. Training flags cannot, so two bicubic runs that
 # differ only in them are one experiment.
-BICUBIC_SETTINGS = ("data", "hr_size", "skip_bad", "identity_model", "identity_arch")
+BICUBIC_SETTINGS = ("data", "hr_size", "lr_kernel", "skip_bad", "identity_model", "identity_arch")
 
 
 def get_args_parser(add_help=True):
@@ -72,6 +72,13 @@ def get_args_parser(add_help=True):
                       "change; the same items as JPEG decoding), so epochs are not bound by JPEG decoding")
     data.add_argument("--hr-size", type=int, default=None, help="high-resolution size in px (default: the "
                       "images' native size, 224 for FairFace's 0.25-margin release)")
+    data.add_argument("--lr-kernel", choices=datasets.LR_KERNELS, default="bicubic", help="antialiased kernel "
+                      "that makes the low-resolution images (training, dev and val; the RaceComp source's: "
+                      "bilinear); the bicubic floor is comparable only with runs of the same kernel")
+    data.add_argument("--epoch-copies", type=int, default=None, help="an epoch is this many draws per FairFace "
+                      "train image (dev included, before under-sampling): 6 takes the RaceComp source's optimizer "
+                      "steps per epoch (6 augmented copies of each train image); unset: one draw per image of "
+                      "the training split (train less dev)")
     cli.add_training_arguments(parser)
     model = parser.add_argument_group("model")
     model.add_argument("--arch", choices=upscalers.ARCH_NAMES, default="resnet50",
@@ -83,9 +90,16 @@ def get_args_parser(add_help=True):
     model.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False,
                        help="start the encoder from timm ImageNet weights")
     model.add_argument("--pretrained-path", default=None, help="local file of those weights (offline)")
+    model.add_argument("--last-blocks", choices=upscalers.LAST_BLOCKS, default="encoder", help="FastViT only: the "
+                       "blocks of the encoder's last stage train with the encoder (--encoder-lr, opened with their "
+                       "stage by --unfreeze) or with the decoder (--lr, from the start), as the source's "
+                       "VitUpscaler trained them (its `out`)")
     loss = parser.add_argument_group("loss")
     loss.add_argument("--pixel-loss", choices=("l1", "charbonnier"), default="l1", help="pixel loss")
     loss.add_argument("--pixel-weight", type=float, default=1.0, help="weight of the pixel loss")
+    loss.add_argument("--pixel-space", choices=losses.PIXEL_SPACES, default="rgb", help="images the pixel loss "
+                      "compares: rgb in [0, 1], or imagenet-normalized ((x - mean) / std per channel, as the "
+                      "RaceComp source: its L1 is about 4.4x the same L1 in rgb)")
     loss.add_argument("--perceptual-weight", type=float, default=0.0, help="weight of the VGG19 perceptual loss")
     loss.add_argument("--vgg-layer-weights", default=",".join(f"{w:g}" for w in losses.DEFAULT_VGG_LAYER_WEIGHTS),
                       help=f"weights of the perceptual loss's VGG19 layers {', '.join(losses.DEFAULT_VGG_LAYERS)} "
@@ -139,6 +153,11 @@ def check_args(args):
                          f"is exactly bicubic: use --arch bicubic for that floor)")
     if args.identity_model is None and args.identity_arch is not None:
         raise InputError("--identity-arch is the architecture of an --identity-model backbone.pth: give that too")
+    if args.last_blocks == "decoder" and (not args.arch.startswith("fastvit") or args.finetune != "full"):
+        raise InputError(f"--last-blocks decoder moves FastViT's last blocks to the decoder's learning rate: it needs "
+                         f"a FastViT --arch and --finetune full (got --arch {args.arch}, --finetune {args.finetune})")
+    if args.epoch_copies is not None and args.epoch_copies < 1:
+        raise InputError(f"--epoch-copies {args.epoch_copies}: must be >= 1")
     engine.TrainingSettings.from_args(args)  # the training flags' own checks, before any work
     return minority
 
@@ -170,7 +189,8 @@ def build_model(args, starting_weights=True):
     unless `starting_weights` is False (the architecture only, for loading a trained checkpoint)."""
     pretrained = args.pretrained and starting_weights
     return upscalers.build_upscaler(args.arch, args.scale, args.upsampler, pretrained=pretrained,
-                                    pretrained_path=args.pretrained_path if pretrained else None)
+                                    pretrained_path=args.pretrained_path if pretrained else None,
+                                    last_blocks=args.last_blocks)
 
 
 def identity_similarity(args, device):
@@ -249,8 +269,8 @@ def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device, iden
     Under torchrun each rank evaluates its shard (distributed.shard: positions rank, rank + world, ...)
     and the rows of all ranks are put back in file order on every rank; only rank 0 writes and prints.
     """
-    loader = engine.make_loader(datasets.FairFaceSR(distributed.shard(val_records), args.scale,
-                                                    hr_size=args.hr_size, train=False),
+    loader = engine.make_loader(datasets.FairFaceSR(distributed.shard(val_records), args.scale, hr_size=args.hr_size,
+                                                    train=False, lr_kernel=runs.lr_kernel(args)),
                                 args.eval_batch_size, args.workers, device)
     similarity, identity_info = identity_metric or identity_similarity(args, device)
     floor = None if args.arch == "bicubic" else upscalers.build_upscaler("bicubic", args.scale).to(device)
@@ -278,11 +298,19 @@ def evaluate_to_dir(model, args, val_records, out_dir, run_columns, device, iden
 def training_dataset(records, args):
     """FairFaceSR over the training records, or the same items from the pre-decoded uint8 cache."""
     if not args.image_cache:
-        return datasets.FairFaceSR(records, args.scale, hr_size=args.hr_size, train=True)
+        return datasets.FairFaceSR(records, args.scale, hr_size=args.hr_size, train=True, lr_kernel=args.lr_kernel)
     path = imagecache.default_cache_path(records, args.hr_size, toydata.default_cache_dir())
     cache = imagecache.open_image_cache_once(path, records, args.hr_size, workers=args.workers,
                                             progress=distributed.is_main())
-    return imagecache.CachedFairFaceSR(cache, records, args.scale, train=True)
+    return imagecache.CachedFairFaceSR(cache, records, args.scale, train=True, lr_kernel=args.lr_kernel)
+
+
+def epoch_draws(args, splits):
+    """Draws per training epoch: --epoch-copies x the FairFace train images (train and dev splits), or
+    without it one per image of the training split. Either way before under-sampling (equal compute)."""
+    if args.epoch_copies is None:
+        return len(splits["train"])
+    return args.epoch_copies * (len(splits["train"]) + len(splits["dev"]))
 
 
 def sr_compute_loss(loss_fn):
@@ -334,13 +362,14 @@ def _run(args, minority, device):
     if args.arch != "bicubic":
         loss_fn = losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
                                 ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights,
-                                pixel_weight=args.pixel_weight, vgg_layer_weights=vgg_layer_weights(args)).to(device)
+                                pixel_weight=args.pixel_weight, vgg_layer_weights=vgg_layer_weights(args),
+                                pixel_space=args.pixel_space).to(device)
     splits = distributed.run_on_main(load_splits, args)  # rank 0 checks the images, every rank gets its answer
     sampler, counts = None, {}
     if args.arch != "bicubic":
         sampler = datasets.MinoritySampler(splits["train"], minority, args.weight, mode=args.minority_mode,
-                                           seed=args.seed, num_replicas=world_size, rank=distributed.rank(),
-                                           flips=True)
+                                           seed=args.seed, num_samples=epoch_draws(args, splits),
+                                           num_replicas=world_size, rank=distributed.rank(), flips=True)
         counts = sampler.realized_counts()
     if main_process and args.arch == "bicubic":
         print(f"[data] {data_root(args)}: val {len(splits['val'])} (bicubic: no training)")
@@ -364,10 +393,11 @@ def _run(args, minority, device):
         train_loader = engine.make_loader(training_dataset(splits["train"], args), args.batch_size, args.workers,
                                           device, sampler=sampler, drop_last=args.compile)
         dev_loader = engine.make_loader(
-            datasets.FairFaceSR(distributed.shard(splits["dev"]), args.scale, hr_size=args.hr_size, train=False),
+            datasets.FairFaceSR(distributed.shard(splits["dev"]), args.scale, hr_size=args.hr_size, train=False,
+                                lr_kernel=args.lr_kernel),
             args.eval_batch_size, args.workers, device)
         optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay,
-                                           optimizer=args.optimizer)
+                                           optimizer=args.optimizer, decay_all=args.decay_all)
         trainer = engine.Trainer(
             model, sr_compute_loss(loss_fn), optimizer, args.out, engine.TrainingSettings.from_args(args),
             math.ceil(len(train_loader) / args.accum_steps), device=device,
@@ -385,8 +415,8 @@ def _run(args, minority, device):
         files.write_json(os.path.join(args.out, "args.json"), record)
     if args.save_samples and main_process:
         evaluation.save_sample_grids(
-            model, datasets.FairFaceSR(splits["val"], args.scale, hr_size=args.hr_size), args.save_samples,
-            args.out, device)
+            model, datasets.FairFaceSR(splits["val"], args.scale, hr_size=args.hr_size, lr_kernel=args.lr_kernel),
+            args.save_samples, args.out, device)
     table, summary = evaluate_to_dir(model, args, splits["val"], args.out,
                                      run_columns(args, record["code_version"]), device, identity_metric)
     if main_process:

@@ -11,8 +11,8 @@ any metric can be recomputed) and per_race.csv (written last: a finished run). V
 percentages; probe F1, accuracies and association scores are fractions.
 
 Verification after upscaling (--restore, with --epochs 0): every RFW face, at --image-size (112 px), is
-degraded exactly as the upscaling study makes its low-resolution images (datasets.downscale_bicubic:
-antialiased bicubic, 8-bit) to 1/N of its size (56 px at x2, 28 px at x4), restored to --image-size by
+degraded exactly as the upscaling study makes its low-resolution images (datasets.downscale:
+antialiased bicubic, or the upscaler run's --lr-kernel; 8-bit) to 1/N of its size (56 px at x2, 28 px at x4), restored to --image-size by
 bicubic or by a finished run_upscale folder's model (racecomp.identity.Restoration, batched on the device
 inside the embedding pass, eval mode, fp32), and scored with the standard protocol. The upscaler learned
 on FairFace crops at its own --hr-size (224 px with margin), so an aligned RFW face is at a smaller pixel
@@ -67,6 +67,10 @@ def get_args_parser(add_help=True):
                        "resnet50/FastViT backbone (transfer from upscaling to recognition)")
     model.add_argument("--margin", choices=("arcface", "cosface"), default="arcface",
                        help="margin loss: arcface (s 64, m 0.5) or cosface (s 64, m 0.35)")
+    model.add_argument("--margin-grad", choices=margin_heads.MARGIN_GRADIENTS, default="exact",
+                       help="ArcFace's true-class logit: exact (the gradient of s cos(theta + m), falling back to "
+                            "cos theta - m sin m past theta + m = pi) or arcface_torch (its value cos(arccos(cos "
+                            "theta) + m) under no_grad: the gradient as without a margin)")
     data = parser.add_argument_group("evaluation data")
     data.add_argument("--rfw", default=None, help="RFW root (test/data, test/txts); default: demo RFW")
     data.add_argument("--races", default="all", help="comma-separated RFW races to score (slugs) or all")
@@ -130,6 +134,9 @@ def check_args(args):
     if restore in BICUBIC_RESTORES and args.image_size % BICUBIC_RESTORES[restore]:
         raise InputError(f"--restore {restore}: --image-size {args.image_size} is not divisible by "
                          f"{BICUBIC_RESTORES[restore]}")
+    if args.margin != "arcface" and args.margin_grad != "exact":
+        raise InputError(f"--margin-grad {args.margin_grad} is ArcFace's; --margin {args.margin} has the exact "
+                         f"gradient only")
     engine.TrainingSettings.from_args(args)  # the training flags' own checks, before any work
     if args.unfreeze and args.arch not in encoders.ENCODER_NAMES:
         raise InputError(f"--unfreeze opens timm encoder stages; --arch {args.arch} has none (use one of "
@@ -170,16 +177,19 @@ def restore_setting(args):
 
 def restore_columns(args):
     """{} without --restore; else `restore` (bicubic-x2, bicubic-x4 or <arch>-x<scale> of the upscaler run)
-    and `restore_model`: "none" for bicubic, else an id of the upscaler run (a hash of its identifying
-    columns, recipe and seed, not of its folder: two copies of one run are one restoration)."""
+    and `restore_model`: "none" for bicubic (a bicubic run folder with another --lr-kernel: lr-<kernel>), else
+    an id of the upscaler run (a hash of its identifying columns, recipe and seed, not of its folder: two copies
+    of one run are one restoration)."""
     restore = restore_setting(args)
     if restore is None:
         return {}
     if restore in BICUBIC_RESTORES:
         return {"restore": restore, "restore_model": "none"}
     run_args, _ = runs.read_run(restore, "upscale", "--restore")
-    if run_args.arch == "bicubic":  # the bicubic floor's folder: the same restoration as bicubic-x<scale>
-        return {"restore": f"bicubic-x{run_args.scale}", "restore_model": "none"}
+    if run_args.arch == "bicubic":  # the bicubic floor's folder: bicubic-x<scale>, from its own LR images
+        kernel = runs.lr_kernel(run_args)
+        return {"restore": f"bicubic-x{run_args.scale}",
+                "restore_model": "none" if kernel == "bicubic" else f"lr-{kernel}"}
     return {"restore": f"{run_args.arch}-x{run_args.scale}",
             "restore_model": schema.recipe_id({"upscaler": runs.run_identity(restore)}, ())}
 
@@ -189,12 +199,13 @@ def restoration(args):
     restore = restore_setting(args)
     if restore is None:
         return None, None
+    kernel = "bicubic"
     if restore in BICUBIC_RESTORES:
         scale = BICUBIC_RESTORES[restore]
         upscaler, info = upscalers.build_upscaler("bicubic", scale), {}
     else:
         run_args, _ = runs.read_run(restore, "upscale", "--restore")
-        scale = run_args.scale
+        scale, kernel = run_args.scale, runs.lr_kernel(run_args)
         if run_args.arch == "bicubic":
             upscaler = upscalers.build_upscaler("bicubic", scale)
         else:
@@ -203,8 +214,9 @@ def restoration(args):
                 "upscaler_hr_px": run_args.hr_size or "native"}
     if args.image_size % scale:
         raise InputError(f"--restore {restore} (x{scale}): --image-size {args.image_size} is not divisible by {scale}")
-    info.update(restore_columns(args), scale=scale, face_px=args.image_size, low_resolution_px=args.image_size // scale)
-    return identity.Restoration(upscaler, scale), info
+    info.update(restore_columns(args), scale=scale, face_px=args.image_size, low_resolution_px=args.image_size // scale,
+                lr_kernel=kernel)
+    return identity.Restoration(upscaler, scale, kernel), info
 
 
 def build_model(args, starting_weights=True):
@@ -324,9 +336,10 @@ def _train(args, model, minority, pairs, action, device, record):
                                 args.batch_size, args.workers, device, sampler=sampler, drop_last=args.compile)
     labels = torch.tensor([r.class_index for r in train_records], device=device)  # copied once, not every step
     n_classes = max(r.class_index for r in all_records) + 1
-    head = margin_heads.get_margin_head(args.margin, args.embedding_size, n_classes).to(device)
+    head = margin_heads.get_margin_head(args.margin, args.embedding_size, n_classes,
+                                        gradient=args.margin_grad).to(device)
     optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay, extra_modules=[head],
-                                       optimizer=args.optimizer)
+                                       optimizer=args.optimizer, decay_all=args.decay_all)
     trainer = engine.Trainer(model, identity_loss(head, labels), optimizer, args.out,
                              engine.TrainingSettings.from_args(args), -(-len(loader) // args.accum_steps),
                              device=device, extra_modules=[head], run_args=record["args"])

@@ -35,6 +35,9 @@ REFERENCES = {
 # the bicubic floor, and fp32 in the quantization study (the model evaluated as it is: its seed only chooses
 # calibration data, which fp32 does not use).
 UNTRAINED = ({"arch": "bicubic"}, {"study": "quantize", "wbits": "32", "abits": "32"})
+# Arguments (args.json) a reference must not differ in (where both runs record them): the bicubic floor is
+# scored on the LR images the model was, so their --lr-kernel must agree.
+SAME_INPUTS = {"bicubic": ("lr_kernel",)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -225,6 +228,12 @@ def same_setting(experiment, other, names):
     return all(mine[0] and theirs[0] and mine[1] == theirs[1] for mine, theirs in settings)
 
 
+def differs(experiment, other, name):
+    """Whether both experiments' args.json are known for argument `name` and disagree on it."""
+    (mine_known, mine), (theirs_known, theirs) = experiment.setting(name), other.setting(name)
+    return mine_known and theirs_known and mine != theirs
+
+
 def _recognizer_preference(experiment, other):
     """2: the same recognition model behind id_cos (args.json); 1: `other` has no id_cos, so it cannot be taken
     for an id_cos reference of another recognizer; 0: otherwise. Bicubic runs with and without
@@ -237,8 +246,8 @@ def _recognizer_preference(experiment, other):
 def find_reference(experiment, experiments, relation, problems):
     """The experiment's unique `relation` counterpart (see REFERENCES) in its family, or None (reported).
 
-    A candidate has the required values and agrees on every column that is not free (one that only one side
-    has, e.g. restore, must agree too). Among several, the one agreeing on the most free columns wins, then the
+    A candidate has the required values, agrees on every column that is not free (one that only one side
+    has, e.g. restore, must agree too) and does not differ in the arguments of SAME_INPUTS. Among several, the one agreeing on the most free columns wins, then the
     one with the same recognition model behind id_cos (_recognizer_preference); a tie is reported as ambiguous.
     """
     required, free = REFERENCES[relation]
@@ -254,6 +263,7 @@ def find_reference(experiment, experiments, relation, problems):
         if other is not experiment and other.family == experiment.family
         and all(canonical(other.columns.get(c, "")) == canonical(v) for c, v in required.items())
         and all(agrees(other, c) for c in {**experiment.columns, **other.columns} if fixed(c))
+        and not any(differs(experiment, other, name) for name in SAME_INPUTS.get(relation, ()))
     ]
     if candidates:
         agreement = [(sum(agrees(o, c) for c in experiment.columns if not fixed(c)),
@@ -265,7 +275,8 @@ def find_reference(experiment, experiments, relation, problems):
                                               f"({'; '.join(o.label() for o in best)}); comparison left out")
         return None
     wanted = ", ".join([f"{c}={v}" for c, v in required.items()]
-                       + [f"same {c}" for c in experiment.columns if fixed(c)])
+                       + [f"same {c}" for c in experiment.columns if fixed(c)]
+                       + [f"same {name}" for name in SAME_INPUTS.get(relation, ())])
     problems.add(experiment.runs[0].path, f"[{experiment.label()}]: no {relation} counterpart ({wanted}) among "
                                           f"the runs found; comparison left out")
     return None

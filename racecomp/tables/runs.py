@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from racecomp.races import FAIRFACE_RACES, check_label
-from racecomp.schema import (BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECKS, COUNT_COLUMN, FAMILIES,
-                             FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS, OPTIONAL_RACE_METRICS,
+from racecomp.schema import (ADDED_LATER, BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECKS, COUNT_COLUMN,
+                             FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS, OPTIONAL_RACE_METRICS,
                              POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE, RACE_METRICS, RACES, STUDIES,
                              WARNINGS_KEY)
 
@@ -112,8 +112,9 @@ class Experiment:
 
     def setting(self, name):
         """(known, value) of an argument from the runs' args.json: known only when every run has one and
-        they agree (an argument a run's args.json lacks reads as None: flags added later default to unset)."""
-        values = {json.dumps(run.args.get(name), sort_keys=True) for run in self.runs if run.args is not None}
+        they agree (an argument a run's args.json lacks reads as its schema.ADDED_LATER value, else None)."""
+        values = {json.dumps(run.args.get(name, ADDED_LATER.get(name)), sort_keys=True) for run in self.runs
+                  if run.args is not None}
         if len(values) != 1 or any(run.args is None for run in self.runs):
             return False, None
         return True, json.loads(values.pop())
