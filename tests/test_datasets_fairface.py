@@ -179,6 +179,14 @@ def test_fairface_sr_flip_only_in_train_mode(tmp_path):
     assert 0 < flipped < 20
 
 
+def test_fairface_sr_makes_lr_with_its_kernel(tmp_path):
+    write_fairface(tmp_path)
+    records = read_fairface(str(tmp_path), "train")
+    item = FairFaceSR(records, scale=2, lr_kernel="bilinear")[0]
+    assert torch.equal(item["lr"], downscale(item["hr"], 2, "bilinear"))
+    assert not torch.equal(item["lr"], FairFaceSR(records, scale=2)[0]["lr"])  # the default stays bicubic
+
+
 def test_corrupt_image_named_and_skippable(tmp_path):
     write_fairface(tmp_path, rows=[row(1), row(2), row(3)])
     (tmp_path / "train" / "2.jpg").write_bytes(b"not a jpeg")

@@ -30,6 +30,22 @@ def test_downscale_matches_pil_bicubic(scale):
     assert np.array_equal(ours, np.clip(np.round(pil_float), 0, 255))
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+def test_bilinear_downscale_is_torchvisions_resize_to_a_grey_level(scale):
+    # The RaceComp source made LR images with torchvision's Resize (antialiased bilinear) on uint8 images.
+    import torchvision.transforms.v2.functional as TF
+    hr = torch.from_numpy(random_image(64, scale)).permute(2, 0, 1)
+    lr = downscale(hr, scale, "bilinear")
+    assert torch.allclose(lr * 255, (lr * 255).round(), atol=1e-4)  # on the uint8 grid
+    source = TF.resize(hr, [64 // scale] * 2, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    difference = ((lr * 255).round() - source.float()).abs()
+    assert difference.max() <= 1  # torchvision's uint8 kernel rounds in its own way
+    assert difference.mean() < 0.25  # measured: 0.16 (x2), 0.10 (x4) of pixels differ, by one level
+    assert not torch.equal(lr, downscale(hr, scale))  # another kernel than bicubic
+    with pytest.raises(ValueError, match="--lr-kernel 'nearest'"):
+        downscale(hr, scale, "nearest")
+
+
 def test_downscale_shapes_dtypes_and_constant_image():
     batch = torch.from_numpy(np.stack([random_image(32, s) for s in range(2)])).permute(0, 3, 1, 2)
     lr = downscale(batch, 4)

@@ -89,6 +89,36 @@ def test_training_settings_from_the_training_flags():
     assert engine.TrainingSettings(unfreeze=[0, 2]).unfreeze == (0, 2)  # stored as a tuple: hashable, frozen
 
 
+def test_cosine_restarts_restart_the_cosine_while_the_whole_model_trains(tmp_path):
+    # The RaceComp source's runs: a new CosineAnnealingLR per stage, every stage training everything.
+    parser = argparse.ArgumentParser()
+    cli.add_training_arguments(parser)
+    settings = engine.TrainingSettings.from_args(parser.parse_args(
+        ["--schedule", "cosine-stages", "--cosine-restarts", "2", "--warmup-steps", "0", "--epochs", "3"]))
+    assert (settings.cosine_restarts, settings.unfreeze, settings.restart_epochs) == ((2,), (), (2,))
+    model = nn.Linear(2, 2)
+    optimizer = engine.build_optimizer(model, lr=1.0, weight_decay=0.0)
+    trainer = engine.Trainer(model, None, optimizer, str(tmp_path), settings, steps_per_epoch=4)
+    factors = []
+    for _ in range(12):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # no gradients: nothing moves
+        trainer.scheduler.step()
+    first = [0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(8)]  # epochs 0-1: 8 steps
+    second = [0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]  # epoch 2: 4 steps, from the top again
+    assert factors == pytest.approx(first + second, rel=1e-12, abs=1e-15)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_decay_all_decays_norms_and_biases_too():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.PReLU())
+    kept = engine.build_optimizer(model, lr=1.0, weight_decay=0.1)
+    assert sorted((g["name"], g["weight_decay"], len(g["params"])) for g in kept.param_groups) == [
+        ("rest", 0.1, 1), ("rest_no_decay", 0.0, 4)]  # weight; bias, BN weight and bias, PReLU slope
+    every = engine.build_optimizer(model, lr=1.0, weight_decay=0.1, decay_all=True)
+    assert [(g["name"], g["weight_decay"], len(g["params"])) for g in every.param_groups] == [("rest", 0.1, 5)]
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"accum_steps": 0}, "--accum-steps 0: must be >= 1"),
     ({"epochs": -1}, "--epochs -1"),
@@ -101,6 +131,9 @@ def test_training_settings_from_the_training_flags():
     ({"unfreeze": (3, 1)}, "increasing"),
     ({"unfreeze": (-1,)}, "non-negative"),
     ({"unfreeze": (1,), "finetune": "frozen"}, "--finetune full only"),
+    ({"schedule": "cosine-stages"}, "give --unfreeze (staged unfreezing) or --cosine-restarts"),
+    ({"cosine_restarts": (2,)}, "--cosine-restarts gives the stages of --schedule cosine-stages"),
+    ({"cosine_restarts": (2,), "schedule": "cosine-stages", "unfreeze": (0, 2)}, "with --unfreeze"),
 ])
 def test_training_settings_refuse_bad_values(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -192,6 +192,19 @@ def test_srloss_pixel_only():
     assert losses.SRLoss("l1")(hr, hr)[0] == 0
 
 
+def test_srloss_pixel_loss_in_the_imagenet_normalized_space():
+    # The RaceComp source's L1 compares ImageNet-normalized tensors (load_redux.py: Normalize before the loss).
+    sr, hr = images(0), images(1)
+    mean = torch.tensor(losses.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(losses.IMAGENET_STD).view(1, 3, 1, 1)
+    total, _ = losses.SRLoss("l1", pixel_space="imagenet")(sr, hr)
+    torch.testing.assert_close(total, losses.l1_loss((sr - mean) / std, (hr - mean) / std), rtol=1e-6, atol=0)
+    ratio = total / losses.l1_loss(sr, hr)
+    assert 4.3 < ratio < 4.5  # 1 / std, about 4.4: the source's weight 0.1 is about 0.44 in [0, 1] units
+    with pytest.raises(ValueError, match="--pixel-space 'lab'"):
+        losses.SRLoss("l1", pixel_space="lab")
+
+
 def test_srloss_weighted_sum_of_all_terms(vgg_weights_file):
     sr, hr = images(0), images(1)
     loss = losses.SRLoss("charbonnier", perceptual_weight=0.01, ssim_weight=0.5,

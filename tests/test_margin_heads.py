@@ -29,6 +29,36 @@ def test_arcface_logits_known_answer():
     assert torch.allclose(logits.double(), expected, atol=1e-4)
 
 
+def test_arcface_torch_gradient_has_its_value_and_no_margin_in_the_gradient():
+    # arcface_torch (losses.py L42-48 @7fadd420): cos(arccos(cos theta) + m) computed under no_grad, so the
+    # true-class logit has no fallback past theta + m = pi and its gradient is the one of s * cos theta.
+    s, m = 64.0, 0.5
+    angles = [0.3, 1.2, 3.0]
+    exact = head_with_centre_angles(margin_heads.ArcFace(2, 3, s=s, m=m), angles)
+    torch_like = head_with_centre_angles(margin_heads.get_margin_head("arcface", 2, 3, s=s, m=m,
+                                                                      gradient="arcface_torch"), angles)
+    embeddings = torch.tensor([[2.0, 0.0]] * 3, requires_grad=True)
+    labels = torch.tensor([0, 1, 2])
+    logits = torch_like(embeddings, labels)
+    expected = torch.tensor([[s * math.cos(a) for a in angles]] * 3, dtype=torch.float64)
+    for i, a in enumerate(angles):
+        expected[i, i] = s * math.cos(a + m)  # 3.0 + m > pi: cos(3.5), no fallback
+    assert torch.allclose(logits.double(), expected, atol=1e-4)
+    # The gradient equals that of the plain cosine logits s * cos theta (margin 0).
+    weights = torch.randn(3, 3, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    (logits * weights).sum().backward()
+    got = embeddings.grad.clone()
+    embeddings.grad = None
+    plain = head_with_centre_angles(margin_heads.CosFace(2, 3, s=s, m=0.0), angles)
+    (plain(embeddings, labels) * weights).sum().backward()
+    assert torch.allclose(got, embeddings.grad, rtol=1e-6, atol=1e-6)
+    embeddings.grad = None
+    (exact(embeddings, labels) * weights).sum().backward()
+    assert not torch.allclose(got, embeddings.grad, rtol=1e-3, atol=1e-3)  # the exact gradient is another
+    with pytest.raises(ValueError, match="ArcFace"):
+        margin_heads.get_margin_head("cosface", 2, 3, gradient="arcface_torch")
+
+
 def test_arcface_easy_margin_known_answer():
     s, m = 64.0, 0.5
     head = head_with_centre_angles(margin_heads.ArcFace(2, 2, s=s, m=m, easy_margin=True), [0.3, 2.0])

@@ -55,7 +55,8 @@ def test_find_reference_bicubic_of_the_same_scale_by_value():
     problems = Problems()
     assert find_reference(model, [bicubic_4, model, bicubic_2], "bicubic", problems) is bicubic_2  # '2' == '2.0'
     assert find_reference(model, [bicubic_4, model], "bicubic", problems) is None
-    assert "no bicubic counterpart (arch=bicubic, minority=none, same study, same scale)" in problems.entries[0][1]
+    assert ("no bicubic counterpart (arch=bicubic, minority=none, same study, same scale, same lr_kernel)"
+            in problems.entries[0][1])
 
 
 def seeds_experiment(values, seeds, minority="none"):
@@ -148,6 +149,24 @@ def test_bicubic_floors_with_and_without_identity_model_are_not_a_tie():
     # Two floors of the same recognizer that differ in their recipe (e.g. other val images) stay ambiguous.
     assert find_reference(model_of("X"), [with_x, bicubic_of("X", True, "b-x-other-data")], "bicubic", problems) is None
     assert "ambiguous bicubic counterpart" in problems.entries[0][1]
+
+
+def test_the_bicubic_floor_of_a_run_is_made_from_the_same_lr_images():
+    def with_args(experiment, args):
+        experiment.runs[0].record = {"args": args}
+        return experiment
+
+    # A run made before --lr-kernel (no lr_kernel in args.json) made its LR images bicubic.
+    old_floor = with_args(bicubic_of(None, False, "b-old"), {"identity_model": None})
+    bilinear_floor = with_args(bicubic_of(None, False, "b-bilinear"), {"lr_kernel": "bilinear"})
+    bilinear_model = with_args(model_of(None), {"lr_kernel": "bilinear"})
+    old_model = with_args(model_of(None), {})
+    problems = Problems()
+    assert find_reference(bilinear_model, [old_floor, bilinear_floor], "bicubic", problems) is bilinear_floor
+    assert find_reference(old_model, [old_floor, bilinear_floor], "bicubic", problems) is old_floor
+    assert not problems.entries
+    assert find_reference(bilinear_model, [old_floor], "bicubic", problems) is None
+    assert "same lr_kernel" in problems.entries[0][1]
 
 
 def test_find_reference_of_a_run_on_original_faces_ignores_restored_runs():

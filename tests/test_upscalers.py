@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from racecomp import encoders, engine, upscalers
+from racecomp import encoders, engine, finetune, upscalers
 
 # Every upsampler and scale for both encoder families; the default FastViT (sa24, slower) once, via its alias.
 COMBOS = ([(arch, up, scale) for arch in ("resnet50", "fastvit_t8") for up in upscalers.UPSAMPLERS for scale in (2, 4)]
@@ -87,6 +87,35 @@ def test_build_optimizer_gives_exactly_the_encoder_its_learning_rate():
     assert not encoder_ids & {id(p) for p in by_lr[1e-3]}
     assert len(by_lr[1e-4]) + len(by_lr[1e-3]) == len(list(model.parameters()))
     assert any(p is model.to_rgb.weight for p in by_lr[1e-3])
+
+
+def test_fastvit_last_blocks_can_train_with_the_decoder():
+    # --last-blocks decoder (the RaceComp source's VitUpscaler `out`): same model, other lr group and stages.
+    torch.manual_seed(0)
+    plain = upscalers.build_upscaler("fastvit_t8", 2)
+    moved = upscalers.build_upscaler("fastvit_t8", 2, last_blocks="decoder")
+    moved.load_state_dict(plain.state_dict())  # the same parameter names
+    plain.eval(), moved.eval()
+    lr = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        plain.to_rgb.weight.normal_()
+        moved.to_rgb.weight.copy_(plain.to_rgb.weight)
+        assert torch.equal(plain(lr), moved(lr))
+    assert moved.trained_as_decoder == ("encoder.stages_3.blocks.",)
+    stages = encoders.encoder_stage_prefixes(moved)
+    assert stages[-1] == ("encoder.stages_3.downsample.",) and stages[:-1] == encoders.encoder_stage_prefixes(plain)[:-1]
+    optimizer = engine.build_optimizer(moved, lr=1e-3, encoder_lr=1e-4)
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    for name, param in moved.named_parameters():
+        in_encoder = name.startswith("encoder.") and not name.startswith("encoder.stages_3.blocks.")
+        assert lr_of[id(param)] == (1e-4 if in_encoder else 1e-3), name
+    frozen = finetune.apply_unfreeze(moved, (1,), stages, epoch=0)  # no stage open yet: the blocks still train
+    trainable = {name for name, p in moved.named_parameters() if p.requires_grad}
+    assert frozen and not any(name.startswith(tuple(frozen)) for name in trainable)
+    assert {name for name in trainable if name.startswith("encoder.")} == {
+        name for name, _ in moved.named_parameters() if name.startswith("encoder.stages_3.blocks.")}
+    with pytest.raises(ValueError, match="FastViT"):
+        upscalers.build_upscaler("resnet50", 2, last_blocks="decoder")
 
 
 def test_state_dict_has_encoder_keys_and_no_normalization_buffers():
