@@ -38,7 +38,8 @@ ARCFACE_SOURCE = {  # insightface recognition/arcface_torch @7fadd420
     "embedding_size": (512, "ms1mv3_r50_onegpu.py:12"), "optimizer": ("sgd", "train_v2.py:121-123"),
     "lr": (0.02, "ms1mv3_r50_onegpu.py:18"), "weight_decay": (5e-4, "ms1mv3_r50_onegpu.py:16"),
     "decay_all": (True, "train_v2.py:121-123: one weight_decay for every parameter"),
-    "warmup_steps": (0, "ms1mv3_r50_onegpu.py:26"), "schedule": ("linear", "lr_scheduler.py: PolynomialLRWarmup, power 1"),
+    "warmup_steps": (0, "ms1mv3_r50_onegpu.py:26"),
+    "schedule": ("linear", "lr_scheduler.py: PolynomialLRWarmup, power 1"),
     "batch_size": (128, "ms1mv3_r50_onegpu.py:17"), "accum_steps": (1, "configs/base.py:44 gradient_acc"),
     "clip_grad": (5.0, "train_v2.py:189"), "epochs": (20, "ms1mv3_r50_onegpu.py:25"),
 }

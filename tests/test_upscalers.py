@@ -103,7 +103,8 @@ def test_fastvit_last_blocks_can_train_with_the_decoder():
         assert torch.equal(plain(lr), moved(lr))
     assert moved.trained_as_decoder == ("encoder.stages_3.blocks.",)
     stages = encoders.encoder_stage_prefixes(moved)
-    assert stages[-1] == ("encoder.stages_3.downsample.",) and stages[:-1] == encoders.encoder_stage_prefixes(plain)[:-1]
+    assert stages[-1] == ("encoder.stages_3.downsample.",)
+    assert stages[:-1] == encoders.encoder_stage_prefixes(plain)[:-1]
     optimizer = engine.build_optimizer(moved, lr=1e-3, encoder_lr=1e-4)
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     for name, param in moved.named_parameters():

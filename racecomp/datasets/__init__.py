@@ -4,7 +4,7 @@ Readers check everything that could silently change a number: labels are spelled
 `racecomp.races`, every listed image exists, and bad data raises an error naming the file and line.
 Images are decoded only when an item is requested, never at read time.
 
-Modules: images (decoding, bicubic resampling, FaceImages), fairface (reader, dev split, FairFaceSR),
+Modules: images (decoding, resampling, FaceImages), fairface (reader, dev split, FairFaceSR),
 sampling (under-representing a race), rfw (pairs, landmarks), identities (identity folders, overlap
 guard), check (`python -m racecomp.datasets check`: a downloaded dataset against its published layout
 and sizes). Every public name of the readers is re-exported here, so callers write `datasets.X`.

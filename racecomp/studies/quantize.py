@@ -229,7 +229,8 @@ def _real_calibration_data(args, eval_args, record):
     if args.calib_data is not None:
         calib_args.data = args.calib_data
     train = upscale.load_splits(calib_args)["train"]
-    dataset = datasets.FairFaceSR(train, eval_args.scale, hr_size=eval_args.hr_size)
+    dataset = datasets.FairFaceSR(train, eval_args.scale, hr_size=eval_args.hr_size,
+                                  lr_kernel=runs.lr_kernel(eval_args))
     return dataset, [r.race for r in train], dataset[0]["lr"].shape[-1]
 
 

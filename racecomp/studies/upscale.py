@@ -52,8 +52,8 @@ NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + ("log_every", "s
 FINAL_WEIGHTS = runs.FINAL_WEIGHTS[NAME]
 ARCFACE_FACE_PX = 112  # input size of every arcface_torch backbone
 # What can change the bicubic floor's numbers (besides scale, an identifying column): which val images, at
-# which size, how their LR images are made, and the identity metric's recognition model. Training flags cannot, so two bicubic runs that
-# differ only in them are one experiment.
+# which size, how their LR images are made, and the identity metric's recognition model. Training flags
+# cannot, so two bicubic runs that differ only in them are one experiment.
 BICUBIC_SETTINGS = ("data", "hr_size", "lr_kernel", "skip_bad", "identity_model", "identity_arch")
 
 

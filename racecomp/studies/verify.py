@@ -12,9 +12,10 @@ percentages; probe F1, accuracies and association scores are fractions.
 
 Verification after upscaling (--restore, with --epochs 0): every RFW face, at --image-size (112 px), is
 degraded exactly as the upscaling study makes its low-resolution images (datasets.downscale:
-antialiased bicubic, or the upscaler run's --lr-kernel; 8-bit) to 1/N of its size (56 px at x2, 28 px at x4), restored to --image-size by
-bicubic or by a finished run_upscale folder's model (racecomp.identity.Restoration, batched on the device
-inside the embedding pass, eval mode, fp32), and scored with the standard protocol. The upscaler learned
+antialiased bicubic, or the upscaler run's --lr-kernel; 8-bit) to 1/N of its size (56 px at x2, 28 px at
+x4), restored to --image-size by bicubic or by a finished run_upscale folder's model
+(racecomp.identity.Restoration, batched on the device inside the embedding pass, eval mode, fp32), and
+scored with the standard protocol. The upscaler learned
 on FairFace crops at its own --hr-size (224 px with margin), so an aligned RFW face is at a smaller pixel
 scale than what it was trained on: the degradation and the factor are the same, the face scale is not.
 (Degrading at the upscaler's size instead, 112 -> 224 -> 112, would lose nothing a 112 px model can see.)

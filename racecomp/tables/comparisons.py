@@ -247,8 +247,9 @@ def find_reference(experiment, experiments, relation, problems):
     """The experiment's unique `relation` counterpart (see REFERENCES) in its family, or None (reported).
 
     A candidate has the required values, agrees on every column that is not free (one that only one side
-    has, e.g. restore, must agree too) and does not differ in the arguments of SAME_INPUTS. Among several, the one agreeing on the most free columns wins, then the
-    one with the same recognition model behind id_cos (_recognizer_preference); a tie is reported as ambiguous.
+    has, e.g. restore, must agree too) and does not differ in the arguments of SAME_INPUTS. Among several,
+    the one agreeing on the most free columns wins, then the one with the same recognition model behind id_cos
+    (_recognizer_preference); a tie is reported as ambiguous.
     """
     required, free = REFERENCES[relation]
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from racecomp.races import FAIRFACE_RACES, check_label
 from racecomp.schema import (ADDED_LATER, BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECKS, COUNT_COLUMN,
-                             FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS, OPTIONAL_RACE_METRICS,
-                             POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE, RACE_METRICS, RACES, STUDIES,
-                             WARNINGS_KEY)
+                             FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS,
+                             OPTIONAL_RACE_METRICS, POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE,
+                             RACE_METRICS, RACES, STUDIES, WARNINGS_KEY)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
 # Per-item columns the tables need: the schema's, plus a pair's second identity. Without it, pairs that share
