@@ -78,7 +78,8 @@ def add_training_arguments(parser):
     from racecomp import engine, finetune
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=2, help="passes over the training set (an epoch is as "
-                       "many draws as the training set before under-sampling, whatever --weight is)")
+                       "many draws as the training set before under-sampling, whatever --weight is; run_upscale.py: "
+                       "see --epoch-copies)")
     group.add_argument("--batch-size", type=int, default=16, help="images per micro-batch")
     group.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimizer step")
     group.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate of new layers")

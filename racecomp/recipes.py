@@ -76,7 +76,9 @@ def _racecomp_as_run(args):
 
 def _arcface(args):
     mobile = args.arch == "mobilefacenet"
-    return ["--margin", "arcface", "--margin-grad", "arcface_torch", "--embedding-size", "512", "--optimizer", "sgd",
+    # arcface_torch's margin gradient is ArcFace's: a --margin cosface given over the recipe keeps its exact one.
+    gradient = ["--margin-grad", "arcface_torch"] if args.margin == "arcface" else []
+    return ["--margin", "arcface", *gradient, "--embedding-size", "512", "--optimizer", "sgd",
             "--lr", "0.02", "--weight-decay", "1e-4" if mobile else "5e-4", "--decay-all", "--warmup-steps", "0",
             "--schedule", "linear",
             "--batch-size", "128", "--accum-steps", "1", "--clip-grad", "5", "--epochs", "40" if mobile else "20"]
@@ -95,7 +97,8 @@ _RACECOMP_DEPENDS = ("--scale (x2: 3 epochs; x4: 4 epochs; the source's commit t
                      "only)")
 # What a recipe sets depends on these flags (read from the first parse).
 DEPENDS_ON = {"racecomp": _RACECOMP_DEPENDS, "racecomp-as-run": _RACECOMP_DEPENDS,
-              "arcface": "--arch (mobilefacenet: weight decay 1e-4, 40 epochs; others 5e-4, 20)",
+              "arcface": "--arch (mobilefacenet: weight decay 1e-4, 40 epochs; others 5e-4, 20) and --margin "
+                         "(cosface: no --margin-grad)",
               "quantface": None}
 # Where a recipe differs from its source, and why.
 _RACECOMP_SHARED = (
@@ -162,7 +165,7 @@ def help_text(study):
     import argparse
     parts = []
     for name, expand in RECIPES[study].items():
-        shown = " ".join(expand(argparse.Namespace(scale=2, arch="resnet50")))
+        shown = " ".join(expand(argparse.Namespace(scale=2, arch="resnet50", margin="arcface")))
         depends = f"; depends on {DEPENDS_ON[name]}" if DEPENDS_ON[name] else ""
         parts.append(f"{name}: {shown}{depends}")
     return ("a study's own settings, expanded into flags before the run (flags given explicitly override "

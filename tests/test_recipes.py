@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from racecomp import datasets, engine, errors, files, finetune, recipes, schema
+from racecomp import datasets, engine, errors, files, finetune, margin_heads, recipes, schema
 from racecomp.races import FAIRFACE_RACES
 from racecomp.studies import quantize, upscale, verify
 
@@ -82,6 +82,8 @@ def changed(study, args):
      {"arch": ("bicubic", ""), "lr_kernel": ("bilinear", "")}),
     (verify, ["--recipe", "arcface", "--arch", "iresnet50"], {**ARCFACE_SOURCE, "arch": ("iresnet50", "")}),
     (verify, ["--recipe", "arcface"], {**ARCFACE_SOURCE, **ARCFACE_MBF}),  # mobilefacenet, the default
+    (verify, ["--recipe", "arcface", "--margin", "cosface"],  # an override: CosFace has the exact gradient only
+     {**ARCFACE_SOURCE, **ARCFACE_MBF, "margin": ("cosface", ""), "margin_grad": ("exact", "")}),
     (quantize, ["--recipe", "quantface"], QUANTFACE_SOURCE),
 ])
 def test_a_recipe_sets_exactly_what_its_source_has(study, flags, source):
@@ -319,3 +321,16 @@ def test_source_options_that_cannot_act_are_refused(flags, message):
         upscale.check_args(parse(upscale, flags))
     with pytest.raises(errors.InputError, match="ArcFace"):
         verify.check_args(parse(verify, ["--margin", "cosface", "--margin-grad", "arcface_torch"]))
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "fastvit_ma36"])
+def test_the_arcface_recipe_decays_every_parameter_at_one_learning_rate(arch):
+    # arcface_torch (train_v2.py L121-123): one SGD group setting for the backbone and the margin head alike.
+    args = parse(verify, ["--recipe", "arcface", "--arch", arch])
+    model = verify.build_model(args, starting_weights=False)
+    head = margin_heads.get_margin_head(args.margin, args.embedding_size, 10, gradient=args.margin_grad)
+    optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay, extra_modules=[head],
+                                       optimizer=args.optimizer, decay_all=args.decay_all)
+    settings = {(group["lr"], group["weight_decay"]) for group in optimizer.param_groups}
+    assert settings == {(0.02, 5e-4)}
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == len(list(model.parameters())) + 1
