@@ -19,8 +19,9 @@ each flag's value against the line it comes from):
             at 112 px (x2) the last encoder stage for 2 epochs then the last two for 1; at 56 px (x4) the third
             stage for 2 then the third and second for 2 (the fourth is unused at 56 px). The commit trains at
             56 px, x4 (sz = 56, L66). Its unfreezing loop (L168-183) re-enables every parameter of the child
-            `encoder` (models/vit_56.py @ 01f97095 L37; the ResNet upscaler alike) with the decoder (L179-183),
-            so its runs trained the whole encoder at 0.25x lr from the first epoch (recipe racecomp-as-run).
+            `encoder` (models/vit_56.py @ 01f97095 L37; `resnet`, cnn_56_bridged_unet.py L29) with the decoder
+            (L179-183), so its runs trained the whole encoder at 0.25x lr from the first epoch (recipe
+            racecomp-as-run).
             Data (load_redux.py): LR by Resize(lr_size), antialiased bilinear on uint8 (L62); an epoch is 6
             copies of each train image (the image, horizontal and vertical flips, a rotation, a perspective, an
             affine shift: L65-72, __len__ L74-75), a subsampled minority shortening it (L35); ViT side:
@@ -78,10 +79,10 @@ def _arcface(args):
     mobile = args.arch == "mobilefacenet"
     # arcface_torch's margin gradient is ArcFace's: a --margin cosface given over the recipe keeps its exact one.
     gradient = ["--margin-grad", "arcface_torch"] if args.margin == "arcface" else []
-    return ["--margin", "arcface", *gradient, "--embedding-size", "512", "--optimizer", "sgd",
-            "--lr", "0.02", "--weight-decay", "1e-4" if mobile else "5e-4", "--decay-all", "--warmup-steps", "0",
-            "--schedule", "linear",
-            "--batch-size", "128", "--accum-steps", "1", "--clip-grad", "5", "--epochs", "40" if mobile else "20"]
+    return ["--margin", "arcface", *gradient, "--embedding-size", "512", "--optimizer", "sgd", "--lr", "0.02",
+            "--weight-decay", "1e-4" if mobile else "5e-4", "--decay-all", "--warmup-steps", "0",
+            "--schedule", "linear", "--batch-size", "128", "--accum-steps", "1", "--clip-grad", "5",
+            "--epochs", "40" if mobile else "20"]
 
 
 def _quantface(args):
