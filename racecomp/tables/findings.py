@@ -119,29 +119,26 @@ def sentence(finding):
     detected = finding.lo > 0 or finding.hi < 0
     numbers = (f"{_amount(finding, finding.estimate)}, {_level(finding.ci)} interval {_interval(finding)}, "
                f"p {p_text(finding.p_value)}")
-    models = "" if finding.scope == "recipe" else "with these trained models, "
-    if finding.kind == "difference in differences":
-        what = f"the under-sampled - balanced difference in {metric} on {finding.race}"
-    else:
-        what = _what(finding)
+    models = finding.scope != "recipe"  # one seed: words about the trained models, never about the recipes
+    did = finding.kind == "difference in differences"
+    what = f"the under-sampled - balanced difference in {metric} on {finding.race}" if did else _what(finding)
     if not detected:
-        if finding.kind == "difference in differences" and not models:
-            subject = f"under-sampling costs {finding.race} a different amount of {metric} with {a} than with {b}"
-        else:
-            subject = f"{models}{what} differs between {a} and {b}"
+        subject = (f"under-sampling costs {finding.race} a different amount of {metric} with {a} than with {b}"
+                   if did and not models else f"{what} differs between {a} and {b}")
+        opening = "No evidence that, with these trained models," if models else "No evidence that"
         tail = "".join(f"; {part}" for part in _null_tail(finding))
-        text = f"No evidence that {subject} ({_scope(finding)}): {a} - {b} = {numbers}{tail}"
+        text = f"{opening} {subject} ({_scope(finding)}): {a} - {b} = {numbers}{tail}"
     else:
-        higher = "higher" if finding.estimate > 0 else "lower"
-        if finding.kind == "difference in differences" and not models:  # under - balanced: higher = less harm
-            claim = (f"Under-sampling costs {finding.race} {_amount(finding, abs(finding.estimate))} "
-                     f"{'less' if finding.estimate > 0 else 'more'} {metric} with {a} than with {b}")
-        elif finding.kind == "difference in differences":
-            claim = (f"With these trained models, {what} is {_amount(finding, abs(finding.estimate))} {higher} "
-                     f"with {a} than with {b}")
+        amount, higher = _amount(finding, abs(finding.estimate)), "higher" if finding.estimate > 0 else "lower"
+        if did and not models:  # under - balanced: higher = less harm
+            claim = (f"Under-sampling costs {finding.race} {amount} {'less' if finding.estimate > 0 else 'more'} "
+                     f"{metric} with {a} than with {b}")
+        elif did:
+            claim = f"{what} is {amount} {higher} with {a} than with {b}"
         else:
-            claim = f"{models}{what} is {higher} with {a} than with {b} by {_amount(finding, abs(finding.estimate))}"
-        text = f"{claim[0].upper() + claim[1:]}: {a} - {b} = {numbers} ({_scope(finding)})"
+            claim = f"{what} is {higher} with {a} than with {b} by {amount}"
+        claim = f"With these trained models, {claim}" if models else claim[0].upper() + claim[1:]
+        text = f"{claim}: {a} - {b} = {numbers} ({_scope(finding)})"
         if models:
             text += "; another training run of either could differ as much"
         text += _multiplicity(finding)
@@ -231,15 +228,24 @@ def _contrast_lines(members, unanswerable, ci):
         tail = "".join(f"; for {closest.quantity}, {part}" for part in _null_tail(closest))
         lines.append(f"  - No {'race' if closest.race else 'summary'} differs after Holm's adjustment over "
                      f"{len(members)} ({_scope(closest)}; smallest adjusted p {p_text(closest.p_holm)}, "
-                     f"{closest.quantity}); findings.csv has each{tail}.")
+                     f"{closest.quantity}); findings.csv has each{tail}.{_notes(quiet)}")
     elif quiet:
         lines.append(f"  - No other {'race' if members[0].race else 'summary'} differs after Holm's "
-                     f"adjustment ({', '.join(m.quantity for m in quiet)}; findings.csv has each).")
+                     f"adjustment ({', '.join(m.quantity for m in quiet)}; findings.csv has each).{_notes(quiet)}")
     for missing in unanswerable:
         lines.append(f"  - The change of {SUMMARY_TEXT[missing.quantity]} of "
                      f"{METRIC_TEXT.get(missing.metric, missing.metric)} cannot be answered for this pair: "
                      f"{missing.why}.")
     return lines
+
+
+def _notes(findings):
+    """' Note for worst, gap: ...' for the rows of one line that carry a note (the ties note, null rows too)."""
+    by_note = {}
+    for finding in findings:
+        if finding.note:
+            by_note.setdefault(finding.note, []).append(finding.quantity)
+    return "".join(f" Note for {'; '.join(quantities)}: {note}." for note, quantities in by_note.items())
 
 
 def markdown(answers, figures):
