@@ -42,11 +42,16 @@ def _alpha(ci):
     return f"{round(100 * (1.0 - ci), 6):g}%"
 
 
+def _excludes(finding):
+    """Whether the interval lies within +-min_effect: effects worth knowing are excluded."""
+    return -finding.min_effect <= finding.lo and finding.hi <= finding.min_effect
+
+
 def _equivalence(finding):
     """What a null interval says against --min-effect: whether it excludes effects that large (no post-hoc power)."""
     whose = "effects" if finding.scope == "recipe" else "differences between these models"
     m = finding.min_effect
-    if -m <= finding.lo and finding.hi <= m:
+    if _excludes(finding):
         return f"the interval excludes {whose} larger than ±{m:g}{_unit(finding)} (--min-effect)"
     sides = [f"{sign}{m:g}" for sign, out in (("-", finding.lo < -m), ("+", finding.hi > m)) if out]
     return f"the interval does not exclude {whose} of {' or '.join(sides)}{_unit(finding)} (--min-effect)"
@@ -71,9 +76,10 @@ def _planning(finding):
 
 
 def _null_tail(finding):
-    """The clauses after a null result: equivalence against --min-effect, then the seed plan."""
+    """The clauses after a null result: equivalence against --min-effect, then the seed plan (at the recipe level
+    none when the interval already excludes effects that large: the question is answered)."""
     parts = [_equivalence(finding)] if math.isfinite(finding.min_effect) else []
-    if math.isfinite(finding.min_effect) or finding.scope != "recipe":
+    if finding.scope != "recipe" or (parts and not _excludes(finding)):
         parts.append(_planning(finding))
     return [part for part in parts if part]
 
@@ -106,7 +112,8 @@ def _multiplicity(finding):
         return ""
     rows = "contrasts" if finding.primary else "race contrasts"
     if finding.p_family < 1.0 - finding.ci:
-        return f"; Holm-adjusted p {p_text(finding.p_family)} over the {finding.family_size} {rows} that ask this question"
+        return (f"; Holm-adjusted p {p_text(finding.p_family)} over the {finding.family_size} {rows} that ask this "
+                f"question")
     return (f"; not after Holm's adjustment over the {finding.family_size} {rows} that ask this question "
             f"(p {p_text(finding.p_family)}): exploratory")
 
