@@ -382,6 +382,9 @@ def test_main_effects_claim_only_what_survives_holm():
 
     quiet = text([row("White", 0.2, 0.01, 0.39, 0.03, 0.06), row("Black", 0.05, -0.1, 0.2, 0.4, 0.4)])
     assert "No race differs after Holm's adjustment over 2" in quiet and "is higher" not in quiet
+    assert "findings.csv has each; for White, the interval does not exclude effects of +0.1 dB (--min-effect); about " \
+           "5 seeds per experiment would detect 0.1 dB with 80% power at the 5% level (planned from the seed-to-seed " \
+           "spread estimated from 3/3 seeds per experiment)." in quiet
     loud = text([row("White", 0.3, 0.2, 0.4, 0.001, 0.002), row("Black", 0.05, -0.1, 0.2, 0.4, 0.4)])
     assert "  - PSNR-Y on White is higher with arch=a than with arch=b by 0.300 dB: arch=a - arch=b = 0.300 dB, " \
            "95% interval [0.200, 0.400], p 0.0010 (recipe difference, 3/3 seeds per experiment); Holm-adjusted p " \

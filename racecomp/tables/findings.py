@@ -232,7 +232,8 @@ def _contrast_lines(members, unanswerable, ci):
     quiet = [m for m in members if m not in primary and m not in others]
     if quiet and not primary and not others:  # nothing pre-specified, nothing survives Holm
         closest = min(quiet, key=lambda m: m.p_holm)
-        tail = "".join(f"; for {closest.quantity}, {part}" for part in _null_tail(closest))
+        parts = _null_tail(closest)
+        tail = f"; for {closest.quantity}, {'; '.join(parts)}" if parts else ""
         lines.append(f"  - No {'race' if closest.race else 'summary'} differs after Holm's adjustment over "
                      f"{len(members)} ({_scope(closest)}; smallest adjusted p {p_text(closest.p_holm)}, "
                      f"{closest.quantity}); findings.csv has each{tail}.{_notes(quiet)}")
