@@ -35,7 +35,7 @@ MIN_EFFECT = {"psnr_y": 0.1, "ssim_y": 0.002, "id_cos": 0.01, "accuracy": 1.0}
 UNITS = {"psnr_y": "dB", "ssim_y": "", "id_cos": "", "accuracy": "pp"}
 # Axis values that are the natural reference of a contrast (written second: "bn_stats - full").
 BASELINES = ("none", "full", "frozen", "scratch", "real", "32", "W32A32", "pixelshuffle", "2")
-POWER, ALPHA = 0.8, 0.05
+POWER = 0.8  # the seed planner's target power, at the level claims are made (1 - ci)
 
 
 @dataclass
@@ -125,7 +125,7 @@ class Answers:
     unformed: list = field(default_factory=list)  # (study, what, why)
     doses: list = field(default_factory=list)
     unanswerable: list = field(default_factory=list)  # Unanswerable
-    ci: float = 0.95
+    ci: float = 0.95  # the level of every interval; claims at 1 - ci
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,18 +274,17 @@ def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_
     keys = [k for k in fairness.SUMMARY_CHANGE_KEYS if k != "ser" or cells.statistic == "percent"]
     rows = []
     for key, relative in [(k, False) for k in keys] + [("worst", True)]:
+        quantity = f"{key}, relative" if relative else key
         try:
             result = fairness.summary_change(cells.runs[0], cells.runs[1], cells.races, key, cells.clusters,
                                              cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic,
                                              relative, ci)
         except ValueError as error:
             problems.add(a.runs[0].path, f"[{a.label()}] vs [{b.label()}] {metric}: no {key} change ({error})")
-            quantity = f"{key}, relative" if relative else key
             unanswerable.append(Unanswerable(study, question, metric, label, setting, quantity,
                                              _why_undefined(key, label, cells, error)))
             continue
         ratio = key == "ser" or relative
-        quantity = f"{key}, relative" if relative else key
         note = "the worst/best race is not separated from the runner-up: the interval treats it as known" \
             if result["ties"] else ""
         planned = None if ratio else _planned(result, metric, min_effect, ci)
