@@ -248,7 +248,7 @@ def _contrast_lines(members, unanswerable, ci):
 
 
 def _notes(findings):
-    """' Note for worst, gap: ...' for the rows of one line that carry a note (the ties note, null rows too)."""
+    """' Note for worst; gap: ...' for the rows of one line that carry a note (the ties note, null rows too)."""
     by_note = {}
     for finding in findings:
         if finding.note:
@@ -262,13 +262,14 @@ def markdown(answers, figures):
     lines = _header(ci)
     sections = {}
     for item in answers.findings + answers.unanswerable:
-        sections.setdefault((item.study, item.question, item.metric), {}).setdefault(
-            (item.contrast, item.setting), ([], []))[isinstance(item, Unanswerable)].append(item)
+        pair = sections.setdefault((item.study, item.question, item.metric), {}).setdefault(
+            (item.contrast, item.setting), {"findings": [], "unanswerable": []})
+        pair["unanswerable" if isinstance(item, Unanswerable) else "findings"].append(item)
     for (study, question, metric), contrasts in sections.items():
         lines += [f"## {question} ({study}, {METRIC_TEXT.get(metric, metric)})", ""]
-        for (contrast, setting), (members, unanswerable) in contrasts.items():
+        for (contrast, setting), pair in contrasts.items():
             lines.append(f"- **{contrast}** ({setting}):")
-            lines += _contrast_lines(members, unanswerable, ci)
+            lines += _contrast_lines(pair["findings"], pair["unanswerable"], ci)
         for path in figures.get((study, question, metric), []):
             lines.append(f"\n![{question}]({path})")
         lines.append("")
