@@ -369,19 +369,26 @@ def test_main_effects_claim_only_what_survives_holm():
     # Two races, no pre-specified one: White's own interval excludes 0 (p 0.03) but not after Holm (0.06), so
     # findings.md must not claim it; a race that survives Holm is claimed.
     from racecomp.tables import findings
-    from racecomp.tables.contrasts import Answers, Finding
+    from racecomp.tables.contrasts import Answers, Finding, _family_holm
 
     def row(race, estimate, lo, hi, p, p_holm):
         return Finding("Does arch change the per-race values on balanced data?", "upscale", "main effect", "psnr_y",
                        race, race, "arch=a - arch=b", "data=balanced", estimate, lo, hi, p, p_holm, "recipe", "3/3",
                        4.0, "dB", 0.1, 5)
 
-    quiet = findings.markdown(Answers([row("White", 0.2, 0.01, 0.39, 0.03, 0.06),
-                                       row("Black", 0.05, -0.1, 0.2, 0.4, 0.4)]), {})
+    def text(rows):
+        _family_holm(rows)  # one contrast: its family is its races
+        return findings.markdown(Answers(rows), {})
+
+    quiet = text([row("White", 0.2, 0.01, 0.39, 0.03, 0.06), row("Black", 0.05, -0.1, 0.2, 0.4, 0.4)])
     assert "No race differs after Holm's adjustment over 2" in quiet and "is higher" not in quiet
-    loud = findings.markdown(Answers([row("White", 0.3, 0.2, 0.4, 0.001, 0.002),
-                                      row("Black", 0.05, -0.1, 0.2, 0.4, 0.4)]), {})
-    assert "(Holm-adjusted p 0.0020 over 2): PSNR-Y on White is higher with arch=a than with arch=b by 0.3" in loud
+    assert "findings.csv has each; for White, the interval does not exclude effects of +0.1 dB (--min-effect); about " \
+           "5 seeds per experiment would detect 0.1 dB with 80% power at the 5% level (planned from the seed-to-seed " \
+           "spread estimated from 3/3 seeds per experiment)." in quiet
+    loud = text([row("White", 0.3, 0.2, 0.4, 0.001, 0.002), row("Black", 0.05, -0.1, 0.2, 0.4, 0.4)])
+    assert "  - PSNR-Y on White is higher with arch=a than with arch=b by 0.300 dB: arch=a - arch=b = 0.300 dB, " \
+           "95% interval [0.200, 0.400], p 0.0010 (recipe difference, 3/3 seeds per experiment); Holm-adjusted p " \
+           "0.0020 over the 2 race contrasts that ask this question." in loud
     assert "No other race differs after Holm's adjustment (Black" in loud
 
 
@@ -406,10 +413,15 @@ def test_dose_response_words_follow_the_scope_and_the_onset():
     hurt = [(0.5, -0.1, -0.3, 0.1), (0.2, -0.5, -0.7, -0.3), (0.05, -1.0, -1.3, -0.7)]
     assert "noticeably hurt from weight 0.2 down (the penalty interval is below 0 there and at every smaller " \
            "weight run)." in text("recipe", hurt)
-    assert "(one-seed models: model differences, another training run could differ as much)" in text("model", hurt)
-    # A gap in the run of harm: 0.05 is not below 0, so there is no onset (harm is not monotone in the data).
+    one_seed = text("model", hurt)
+    assert "the one-seed under-sampled models score lower on Black than the balanced model from weight 0.2 down" \
+           in one_seed and "noticeably hurt from" not in one_seed
+    assert "model differences, not evidence that under-sampling hurts Black" in one_seed
+    # A gap in the run of harm: 0.05 is not below 0, so there is no onset, but 0.2 is named.
     broken = [(0.5, -0.1, -0.3, 0.1), (0.2, -0.5, -0.7, -0.3), (0.05, -0.2, -0.5, 0.1)]
-    assert "no evidence of harm at the weights run" in text("recipe", broken)
+    assert "the penalty interval is below 0 at weight 0.2 (each weight's own interval, not adjusted over the 3 " \
+           "weights run), but not at the smallest weight run, 0.05 [-0.500, 0.100]" in text("recipe", broken)
+    assert "no evidence of harm at the weights run" in text("recipe", [(0.5, -0.1, -0.3, 0.1)])
 
 
 def test_min_effect_flag_refuses_bad_values_by_name(tmp_path):

@@ -35,7 +35,7 @@ MIN_EFFECT = {"psnr_y": 0.1, "ssim_y": 0.002, "id_cos": 0.01, "accuracy": 1.0}
 UNITS = {"psnr_y": "dB", "ssim_y": "", "id_cos": "", "accuracy": "pp"}
 # Axis values that are the natural reference of a contrast (written second: "bn_stats - full").
 BASELINES = ("none", "full", "frozen", "scratch", "real", "32", "W32A32", "pixelshuffle", "2")
-POWER, ALPHA = 0.8, 0.05
+POWER = 0.8  # the seed planner's target power, at the level claims are made (1 - ci)
 
 
 @dataclass
@@ -65,8 +65,16 @@ class Finding:
     note: str = ""  # e.g. "worst race not separated from the runner-up: interval optimistic"
     a_value: float = math.nan  # the summary of each side (summary changes)
     b_value: float = math.nan
-    p_family: float = math.nan  # primary rows: Holm over the primary rows of the same question and metric
-    family_size: int = 1
+    p_family: float = math.nan  # Holm over the family of its question (see in_family); NaN outside it
+    family_size: int = 1  # rows in that family; 0 outside it (a claim there is exploratory)
+    ci: float = 0.95  # the level of lo, hi; claims are made at 1 - ci
+
+
+def in_family(finding):
+    """Whether a row belongs to the family of its question (study, question, metric), over which claims are
+    Holm-adjusted: the pre-specified rows (the under-sampled race, the STD, the probe result), or for main effects,
+    which have none, every race of every contrast. Any other row is exploratory."""
+    return finding.primary or finding.kind == "main effect"
 
 
 @dataclass
@@ -88,12 +96,36 @@ class DoseCurve:
     points: list  # DosePoint, by weight descending
     onset: object  # the largest weight from which every smaller weight run has a penalty interval below 0, or None
 
+    @property
+    def below_zero(self):
+        """The weights whose own penalty interval lies below 0, by weight descending."""
+        return [point.weight for point in self.points if point.hi < 0]
+
+    @property
+    def scope(self):
+        """'recipe' when every point is a recipe difference, else 'model'."""
+        return "recipe" if all(point.scope == "recipe" for point in self.points) else "model"
+
+
+@dataclass
+class Unanswerable:
+    """A summary change of a formed contrast that has no value (an SER with a race at 100% accuracy)."""
+    study: str
+    question: str
+    metric: str
+    contrast: str
+    setting: str
+    quantity: str
+    why: str
+
 
 @dataclass
 class Answers:
     findings: list = field(default_factory=list)
     unformed: list = field(default_factory=list)  # (study, what, why)
     doses: list = field(default_factory=list)
+    unanswerable: list = field(default_factory=list)  # Unanswerable
+    ci: float = 0.95  # the level of every interval; claims at 1 - ci
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -198,10 +230,11 @@ def _metrics(experiments):
     return [m for m in ITEM_METRICS[experiments[0].kind] if m in common]
 
 
-def _planned(result, metric, min_effect):
+def _planned(result, metric, min_effect, ci):
+    """Seeds per experiment for POWER against --min-effect, at the level claims are made (1 - ci)."""
     if result["level"] != "recipe":
         return None
-    return fairness.seeds_for_power(result["planning"], min_effect[metric], POWER, ALPHA)
+    return fairness.seeds_for_power(result["planning"], min_effect[metric], POWER, 1.0 - ci)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -223,15 +256,16 @@ def _race_contrasts(question, study, kind, metric, experiments, weights_of, labe
                                           cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic, ci)
         rows.append(Finding(question, study, kind, metric, race, race, label, setting, result["value"], result["lo"],
                             result["hi"], result["p_value"], math.nan, result["level"], _seeds_text(experiments, cells.exact),
-                            result["df"], UNITS[metric], min_effect[metric], _planned(result, metric, min_effect),
-                            primary=race == primary_race))
+                            result["df"], UNITS[metric], min_effect[metric], _planned(result, metric, min_effect, ci),
+                            primary=race == primary_race, ci=ci))
     for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
         row.p_holm = float(p)
     rows.sort(key=lambda row: not row.primary)  # the under-sampled race first
     return rows, None
 
 
-def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_effect, problems, ci):
+def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_effect, problems, ci, unanswerable):
+    """One finding per fairness summary of f(A) - f(B); a summary with no value goes to `unanswerable`."""
     cells, reason = _cells([a, b], metric, problems)
     if cells is None:
         return [], reason
@@ -240,26 +274,38 @@ def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_
     keys = [k for k in fairness.SUMMARY_CHANGE_KEYS if k != "ser" or cells.statistic == "percent"]
     rows = []
     for key, relative in [(k, False) for k in keys] + [("worst", True)]:
+        quantity = f"{key}, relative" if relative else key
         try:
             result = fairness.summary_change(cells.runs[0], cells.runs[1], cells.races, key, cells.clusters,
                                              cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic,
                                              relative, ci)
         except ValueError as error:
             problems.add(a.runs[0].path, f"[{a.label()}] vs [{b.label()}] {metric}: no {key} change ({error})")
+            unanswerable.append(Unanswerable(study, question, metric, label, setting, quantity,
+                                             _why_undefined(key, label, cells, error)))
             continue
         ratio = key == "ser" or relative
-        quantity = f"{key}, relative" if relative else key
         note = "the worst/best race is not separated from the runner-up: the interval treats it as known" \
             if result["ties"] else ""
-        planned = None if ratio else _planned(result, metric, min_effect)
+        planned = None if ratio else _planned(result, metric, min_effect, ci)
         rows.append(Finding(question, study, kind, metric, "", quantity, label, setting, result["value"],
                             result["lo"], result["hi"], result["p_value"], math.nan, result["level"],
                             _seeds_text([a, b], cells.exact), result["df"], "" if ratio else UNITS[metric],
                             math.nan if ratio else min_effect[metric], planned, primary=key == "std",
-                            note=note, a_value=result["a"], b_value=result["b"]))
+                            note=note, a_value=result["a"], b_value=result["b"], ci=ci))
     for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
         row.p_holm = float(p)
     return rows, None
+
+
+def _why_undefined(key, label, cells, error):
+    """Why a summary change has no value, in words for findings.md."""
+    if key != "ser":
+        return str(error)
+    perfect = [side for side, runs in zip(label.split(" - ", 1), cells.runs)
+               if any(runs[:, cells.races == race].mean() == 1.0 for race in set(cells.races))]
+    return (f"a race is at 100% accuracy with {' and with '.join(perfect)} (no errors to divide by), so the SER is "
+            f"undefined there and its change cannot be estimated")
 
 
 def answer(experiments, comparisons, problems=None, ci=0.95, min_effect=None):
@@ -268,7 +314,7 @@ def answer(experiments, comparisons, problems=None, ci=0.95, min_effect=None):
     minority-penalty tests, so that its numbers are those of the Minority penalty table)."""
     problems = problems or Problems()
     min_effect = {**MIN_EFFECT, **(min_effect or {})}
-    answers = Answers()
+    answers = Answers(ci=ci)
     families = {}
     for experiment in experiments:
         families.setdefault(experiment.family, []).append(experiment)
@@ -283,12 +329,14 @@ def answer(experiments, comparisons, problems=None, ci=0.95, min_effect=None):
 
 
 def _family_holm(findings):
-    """Holm over the pre-specified rows that answer one question (per study and metric): a sweep asks it of many
-    pairs of experiments, and one row in twenty clears 5% by chance."""
+    """Holm over the family of each question (per study and metric; see in_family): a sweep asks it of many pairs
+    of experiments, and one row in twenty clears 5% by chance. Rows outside a family get family_size 0."""
     families = {}
     for finding in findings:
-        if finding.primary:
+        if in_family(finding):
             families.setdefault((finding.study, finding.question, finding.metric), []).append(finding)
+        else:
+            finding.p_family, finding.family_size = math.nan, 0
     for members in families.values():
         for finding, p in zip(members, student_t.holm([m.p_value for m in members])):
             finding.p_family, finding.family_size = float(p), len(members)
@@ -325,7 +373,7 @@ def _pairs(family, trained, members, answers, problems, ci, min_effect):
             question = f"Does {axis} change the fairness across races?"
             for metric in metrics:
                 rows, reason = _summary_contrasts(question, family, "summary change", metric, a, b, label, setting,
-                                                  min_effect, problems, ci)
+                                                  min_effect, problems, ci, answers.unanswerable)
                 _keep(answers, rows, reason, family, f"{label} ({setting}), {metric}: summaries")
 
 
@@ -360,7 +408,7 @@ def _probe_contrasts(family, axis, a, b, label, setting, answers, ci):
         answers.findings.append(Finding(
             question, family, "probe", metric, "", metric, label, setting, value, lo, hi, estimates.p_value(estimate),
             math.nan, "recipe", f"{len(values_a)}/{len(values_b)}", estimate["df"], "", primary=True,
-            note="interval over seeds: the probe's own sampling error on its images is not in it"))
+            note="interval over seeds: the probe's own sampling error on its images is not in it", ci=ci))
 
 
 def _keep(answers, rows, reason, family, what):
@@ -413,7 +461,7 @@ def _versus_fp32(family, trained, members, answers, problems, ci, min_effect):
         for metric in _metrics([experiment, reference]):
             rows, reason = _summary_contrasts("Does quantization change the fairness across races?", family,
                                               "vs fp32", metric, experiment, reference, label, setting, min_effect,
-                                              problems, ci)
+                                              problems, ci, answers.unanswerable)
             _keep(answers, rows, reason, family, f"{label} ({setting}), {metric}")
 
 

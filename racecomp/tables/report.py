@@ -75,12 +75,16 @@ METHODS = {
                  "f(A) - f(B) by the delta method (worst, gap and SER linearized at the observed worst and best "
                  "races; flagged when those are not separated). Each experiment's seed variance is added at the "
                  "recipe level (Welch-Satterthwaite df; seeds paired when all experiments share their seed labels), "
-                 "t intervals (no bootstrap). Holm over the races (or summaries) of one contrast, and over the "
-                 "pre-specified rows of all contrasts asking one question (p_family; rows that do not survive it are "
-                 "called exploratory). The seed planner finds the seeds per experiment at which the same test "
-                 "has 80% power against --min-effect, from the seed-to-seed spread measured (uncertain with 2-3 "
-                 "seeds). Dose-response: the minority penalties of the table above by weight; the onset is the "
-                 "largest weight whose penalty interval, and every smaller weight's, lies below 0.",
+                 "t intervals (no bootstrap). Holm over the races (or summaries) of one contrast (p_holm), and over "
+                 "the family of each question (p_family): its pre-specified rows in all contrasts asking it (the "
+                 "under-sampled race, the STD, the probe result), or for main effects every race of every contrast; "
+                 "a detected row that does not survive it, or lies outside it, is called exploratory. A null result "
+                 "says whether its interval excludes --min-effect; the seed planner finds the seeds per experiment at "
+                 "which the same test has 80% power against --min-effect at level 1 - ci, from the seed-to-seed "
+                 "spread estimated from the seeds run (uncertain with 2-3 seeds). One-seed contrasts are worded as "
+                 "differences between the trained models. Dose-response: the minority penalties of the table above "
+                 "by weight; the onset is the largest weight whose penalty interval, and every smaller weight's, lies "
+                 "below 0, and every weight whose own interval lies below 0 is named.",
 }
 
 
