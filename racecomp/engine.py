@@ -224,7 +224,8 @@ class TrainingSettings:
     warmup_steps: int = 0       # optimizer steps of linear warm-up
     finetune: str = "full"      # one of FINETUNE_STRATEGIES
     unfreeze: tuple = ()        # epochs at which the last 1, 2, ... encoder stages open (parse_unfreeze's result)
-    log_every: int = 10         # optimizer steps between progress lines (and at least one per 10 s), 0: none
+    log_every: int = 10         # optimizer steps between non-finite checks and progress lines (rank 0 prints
+                                # at least one per 10 s), 0: at the epoch's end only
     schedule: str = "cosine"    # one of SCHEDULES (cosine-stages restarts at each --unfreeze epoch)
     deterministic: bool = False  # configure_kernels: deterministic kernels instead of cuDNN autotuning
     channels_last: bool = False  # model and 4-D input batches in channels_last memory format (CUDA tensor cores)
@@ -296,10 +297,11 @@ class Trainer:
     unwrapped module. `select` runs on every rank with identical weights and buffers: it may shard its
     split and gather (studies.upscale.mean_psnr_selector does), and must return the same score everywhere.
 
-    The host never waits for the device inside a step, except where the loss is printed (log steps) and at
+    The host never waits for the device inside a step, except every settings.log_every optimizer steps (the
+    same steps on every rank), where rank 0 also prints, on rank 0's lines at least every EVERY_SECONDS, and at
     the end of the epoch: losses and the parts of `compute_loss` (tensors or floats) are summed on the device,
-    and a non-finite loss is noted there (its micro-batch) and raised at the next log step or the epoch's end,
-    before any checkpoint is written. The steps between it and that check still run (a NaN may reach the
+    and a non-finite loss is noted there (its micro-batch) and raised at the next log_every step or the epoch's
+    end, before any checkpoint is written. The steps between it and that check still run (a NaN may reach the
     weights), but the last checkpoint on disk is never one written after it. fp16's GradScaler still waits
     once per step for its inf/NaN check (inside GradScaler.step).
 
@@ -455,12 +457,14 @@ class Trainer:
                 running[key] = running.get(key, 0.0) + value
             if last_in_window:
                 self._optimizer_step()
-                # Every log_every steps, and at least every EVERY_SECONDS: slow steps never leave a run silent.
-                due = settings.log_every and (self.step % settings.log_every == 0
-                                              or time.time() - last_line >= EVERY_SECONDS)
-                if due:
+                # Checked by step count, the same steps on every rank: a check waits for the device.
+                at_log_step = settings.log_every and self.step % settings.log_every == 0
+                if at_log_step:
                     self._check_finite(first_bad, first_step)
-                if due and distributed.is_main():
+                # Printed at those steps and at least every EVERY_SECONDS (rank 0 only): slow steps never leave
+                # a run silent.
+                if distributed.is_main() and settings.log_every and (
+                        at_log_step or time.time() - last_line >= EVERY_SECONDS):
                     self._log(index + 1, n_micro, seen, started, running)
                     last_line = time.time()
         self._check_finite(first_bad, first_step)
