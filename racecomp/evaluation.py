@@ -44,7 +44,8 @@ def evaluate_upscaler(model, loader, scale, device, label="eval", show=True, ide
         if identity is not None:
             values.update(identity(output, hr))
         if floor is not None:
-            values["floor_psnr_y"] = metrics.image_quality(floor(lr).float(), hr, scale)["psnr_y"].cpu().tolist()
+            floor_quality = metrics.image_quality(floor(lr).float(), hr, scale, keys=("psnr_y",))
+            values["floor_psnr_y"] = floor_quality["psnr_y"].cpu().tolist()
         for i in range(hr.shape[0]):
             row = {key: batch[key][i] for key in SAMPLE_KEYS}
             row.update({key: column[i] for key, column in values.items()})
