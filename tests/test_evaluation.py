@@ -40,5 +40,6 @@ def test_the_floor_computes_its_psnr_y_alone_with_the_same_values(tmp_path, monk
     assert len(ssim_calls) == 2 * 14  # ssim_y and ssim_rgb of the model's images, one image at a time, nothing more
     expected = []
     for batch in loader:
-        expected += metrics.image_quality(floor(batch["lr"]).float(), batch["hr"], 2)["psnr_y"].tolist()
+        lr, hr = datasets.unit_images(batch["lr"]), datasets.unit_images(batch["hr"])
+        expected += metrics.image_quality(floor(lr).float(), hr, 2)["psnr_y"].tolist()
     assert [row["floor_psnr_y"] for row in rows] == expected

@@ -173,6 +173,13 @@ def build_model(args, starting_weights=True):
                                     pretrained_path=args.pretrained_path if pretrained else None)
 
 
+def build_loss(args):
+    """The training loss of `args` (losses.SRLoss: pixel, VGG19 perceptual, SSIM terms) on the CPU."""
+    return losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
+                         ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights,
+                         pixel_weight=args.pixel_weight, vgg_layer_weights=vgg_layer_weights(args))
+
+
 def identity_similarity(args, device):
     """The identity.IdentitySimilarity of --identity-model on `device` (None without it) and what it is, for
     args.json. With --identity-arch the model is a weights file, loaded as run_verify --arch A --weights W
@@ -330,11 +337,7 @@ def _run(args, minority, device):
     engine.seed_everything(args.seed)
     # Weights first (ImageNet encoder, VGG19): a recipe that needs files it cannot download stops before any work.
     model = build_model(args).to(device)
-    loss_fn = None
-    if args.arch != "bicubic":
-        loss_fn = losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
-                                ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights,
-                                pixel_weight=args.pixel_weight, vgg_layer_weights=vgg_layer_weights(args)).to(device)
+    loss_fn = build_loss(args).to(device) if args.arch != "bicubic" else None
     splits = distributed.run_on_main(load_splits, args)  # rank 0 checks the images, every rank gets its answer
     sampler, counts = None, {}
     if args.arch != "bicubic":
