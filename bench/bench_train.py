@@ -5,7 +5,7 @@
 The step is the one `run_upscale.py --recipe racecomp` trains (--recipe none: the study's defaults, an L1 loss
 alone): its flags are expanded and parsed by the study's own parser (racecomp.studies.upscale), and the model,
 the loss (0.1 L1 + VGG19 perceptual for racecomp), the optimizer and engine.TrainingSettings come from them, as
-in a run, with --batch-size images per micro-batch, --amp, --channels-last and --compile on top and the encoder
+in a run, with --batch-size images per micro-batch, --amp, --compile and --channels-last (--memory-format) on top and the encoder
 not pretrained (the weights change no time). Trainer.train_epoch runs it at epoch 0: the recipe's first stage of
 unfreezing (racecomp: the last encoder stage and the decoder train), its accumulation window, clipping, the
 non-finite check on the device and the scheduler, so every per-step cost of a real run is in the figure, and
@@ -64,8 +64,9 @@ def get_args_parser(add_help=True):
     group.add_argument("--images", type=int, default=256, help="demo FairFace train images (loader mode)")
     group.add_argument("--amp", choices=engine.AMP_CHOICES, default="auto", help="autocast precision (auto: as "
                        "the studies' default picks it for the device)")
-    group.add_argument("--channels-last", action="store_true",
-                       help="model weights and input batches in channels_last memory format (the studies' flag)")
+    group.add_argument("--memory-format", nargs="+", choices=("contiguous", "channels_last"), default=["contiguous"],
+                       help="memory formats of the model weights and input batches to measure (channels_last: the "
+                            "studies' --channels-last)")
     group.add_argument("--compile", action="store_true", help="torch.compile the training forward (the studies' "
                        "flag)")
     group.add_argument("--ceiling-size", type=int, default=4096,
@@ -109,11 +110,11 @@ def repeat_batch(batch, count):
         yield batch
 
 
-def study_args(args, arch, scale, vgg_weights):
+def study_args(args, arch, scale, vgg_weights, channels_last=False):
     """The parsed run_upscale arguments of this step: the recipe's flags, then this benchmark's settings."""
     flags = ["--arch", arch, "--scale", str(scale), "--no-pretrained", "--batch-size", str(args.batch_size),
              "--amp", args.amp, "--log-every", "0", "--hr-size", str(args.hr_size)]
-    flags += ["--channels-last"] * args.channels_last + ["--compile"] * args.compile
+    flags += ["--channels-last"] * channels_last + ["--compile"] * args.compile
     if args.recipe != "none":
         flags += ["--recipe", args.recipe]
     parsed = upscale.get_args_parser().parse_args(flags)
@@ -150,11 +151,13 @@ def flops_per_image(run_args, batch, device, out_dir):
 
 
 def vgg_weights_file(args, folder):
-    """--vgg-weights, or a randomly initialised torchvision vgg19 saved into `folder` (nothing downloaded)."""
+    """--vgg-weights, or the `features` of a randomly initialised torchvision vgg19 (all the perceptual loss reads)
+    saved into `folder` as a vgg19 state dict: nothing downloaded."""
     if args.vgg_weights is not None:
         return args.vgg_weights
-    path = os.path.join(folder, "vgg19_random.pth")
-    torch.save(torchvision.models.vgg19(weights=None).state_dict(), path)
+    path = os.path.join(folder, "vgg19_features_random.pth")
+    features = torchvision.models.vgg19(weights=None).features
+    torch.save({f"features.{key}": value for key, value in features.state_dict().items()}, path)
     return path
 
 
@@ -172,24 +175,28 @@ def data_loader(args, scale, device, steps_per_run):
 
 
 def measure(args, arch, scale, device):
-    """({mode: images/s of each of --repeats runs}, FLOPs per image, the run's arguments); the modes take turns,
-    so both see the same background load."""
+    """({memory format: {mode: images/s of each of --repeats runs}}, FLOPs per image, the run's arguments); the
+    settings take turns, so all see the same background load."""
     steps_per_run = args.warmup + args.steps
     with tempfile.TemporaryDirectory() as out_dir:  # the trainer writes nothing during train_epoch
-        run_args = study_args(args, arch, scale, vgg_weights_file(args, out_dir))
+        vgg_weights = vgg_weights_file(args, out_dir)
+        run_args = study_args(args, arch, scale, vgg_weights)
         fixed_batch = synthetic_batch(args, scale, device)
         flops = flops_per_image(run_args, fixed_batch, device, out_dir)
+        settings = [(layout, mode) for layout in args.memory_format for mode in args.mode]
         trainers, batches = {}, {}
-        for mode in args.mode:
-            trainers[mode] = build_trainer(run_args, device, out_dir, steps_per_run * args.repeats)
-            batches[mode] = data_loader(args, scale, device, steps_per_run) if mode == "loader" else fixed_batch
-        rates = {mode: [] for mode in args.mode}
+        for layout, mode in settings:
+            layout_args = study_args(args, arch, scale, vgg_weights, channels_last=layout == "channels_last")
+            trainers[layout, mode] = build_trainer(layout_args, device, out_dir, steps_per_run * args.repeats)
+            if mode not in batches:
+                batches[mode] = data_loader(args, scale, device, steps_per_run) if mode == "loader" else fixed_batch
+        rates = {layout: {mode: [] for mode in args.mode} for layout in args.memory_format}
         for _ in range(args.repeats):
-            for mode in args.mode:
+            for layout, mode in settings:
                 source = batches[mode] if mode == "loader" else repeat_batch(batches[mode], steps_per_run)
                 timed = TimedBatches(source, steps_per_run, device)
-                trainers[mode].train_epoch(timed)
-                rates[mode].append(timed.images_per_second(args.batch_size, args.warmup))
+                trainers[layout, mode].train_epoch(timed)
+                rates[layout][mode].append(timed.images_per_second(args.batch_size, args.warmup))
     return rates, flops, run_args
 
 
@@ -209,7 +216,7 @@ def main(args):
     device, info = common.setup(args)
     amp = engine.resolve_amp(args.amp, device)
     print(f"step: engine.Trainer.train_epoch of run_upscale --recipe {args.recipe}, amp {args.amp} ({amp} here), "
-          f"channels_last {args.channels_last}, compile {args.compile}; loader: {args.source}, {args.workers} workers")
+          f"compile {args.compile}; loader: {args.source}, {args.workers} workers")
     ceiling = {}
     if args.ceiling_size:
         ceiling = common.measure_ceiling(device, amp, args.ceiling_size)
@@ -223,23 +230,25 @@ def main(args):
             if arch == args.arch[0] and scale == args.scale[0]:
                 print("step: " + describe_step(run_args, args.vgg_weights), flush=True)
             print(f"{arch} x{scale}: {flops / 1e9:.4g} GFLOP per image per training step (FlopCounterMode)")
-            medians = {}
-            for mode in args.mode:
-                medians[mode] = statistics.median(rates[mode])
-                achieved = flops * medians[mode] / 1e12
-                of_ceiling = "".join(f", {100 * achieved / value:.1f}% of the {name} ceiling"
-                                     for name, value in ceiling.items())
-                print(f"{arch} x{scale} {args.hr_size // scale}->{args.hr_size} {mode:<9}: "
-                      f"{common.median_summary(rates[mode])}; {achieved:.3g} TFLOP/s{of_ceiling}", flush=True)
-                common.record(args, info, bench="train", arch=arch, scale=scale, mode=mode, amp=amp,
-                              rates=rates[mode], median=medians[mode], gflop_per_image=flops / 1e9,
-                              tflops=achieved, **{f"fraction_of_{name}": achieved / value
-                                                  for name, value in ceiling.items()})
-            if len(medians) == 2:
-                ratio = medians["loader"] / medians["synthetic"]
-                print(f"{arch} x{scale} loader / synthetic: {100 * ratio:.0f}% of the on-device step "
-                      f"(target >= 90%: {'met' if ratio >= 0.9 else 'not met'})", flush=True)
-            results.append({"arch": arch, "scale": scale, "gflop_per_image": flops / 1e9, **medians})
+            for layout, by_mode in rates.items():
+                medians = {}
+                for mode, runs in by_mode.items():
+                    medians[mode] = statistics.median(runs)
+                    achieved = flops * medians[mode] / 1e12
+                    of_ceiling = "".join(f", {100 * achieved / value:.1f}% of the {name} ceiling"
+                                         for name, value in ceiling.items())
+                    print(f"{arch} x{scale} {args.hr_size // scale}->{args.hr_size} {layout} {mode:<9}: "
+                          f"{common.median_summary(runs)}; {achieved:.3g} TFLOP/s{of_ceiling}", flush=True)
+                    common.record(args, info, bench="train", arch=arch, scale=scale, mode=mode, amp=amp,
+                                  channels_last=layout == "channels_last", rates=runs, median=medians[mode],
+                                  gflop_per_image=flops / 1e9, tflops=achieved,
+                                  **{f"fraction_of_{name}": achieved / value for name, value in ceiling.items()})
+                if len(medians) == 2:
+                    ratio = medians["loader"] / medians["synthetic"]
+                    print(f"{arch} x{scale} {layout} loader / synthetic: {100 * ratio:.0f}% of the on-device step "
+                          f"(target >= 90%: {'met' if ratio >= 0.9 else 'not met'})", flush=True)
+                results.append({"arch": arch, "scale": scale, "memory_format": layout,
+                                "gflop_per_image": flops / 1e9, **medians})
     return results
 
 
