@@ -74,12 +74,21 @@ def configure_kernels(device, deterministic):
     autotunes each convolution once per input shape (cudnn.benchmark), which pays because training and
     evaluation batches have fixed shapes; the kernels it picks, and so the last bits, may differ from run to run.
     On the CPU every kernel is deterministic either way.
+
+    On CUDA, float32 matmuls run on TF32 tensor cores where the GPU has them (compute capability >= 8.0;
+    float32_matmul_precision "high"), as cuDNN's float32 convolutions already do by torch's default
+    (cudnn.allow_tf32): inputs rounded to a 10-bit mantissa, float32 range and accumulation. It is part of what
+    the device does to float32 (evaluation, --amp off, the matmuls autocast leaves in float32), like the kernel
+    choices of schema.KERNEL_ARGS it changes rounding only, and it is deterministic: no flag, nothing hashed;
+    args.json's device and library versions say which GPU and torch ran it.
     """
     if deterministic:
         # Read when cuBLAS creates its handle: set before the first matmul on the device.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.benchmark = torch.device(device).type == "cuda" and not deterministic
+    on_cuda = torch.device(device).type == "cuda"
+    torch.backends.cudnn.benchmark = on_cuda and not deterministic
+    torch.set_float32_matmul_precision("high" if on_cuda else "highest")
 
 
 def amp_context(device, amp):

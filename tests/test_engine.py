@@ -243,8 +243,9 @@ def test_kernel_choice_deterministic_or_autotuned(tmp_path, monkeypatch):
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and not torch.backends.cudnn.benchmark
         engine.configure_kernels("cuda", deterministic=False)
         assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
-        make_trainer(TinyNet(), tmp_path, make_batches(4, 4))  # on the CPU: nothing to autotune
-        assert not torch.backends.cudnn.benchmark
+        assert torch.get_float32_matmul_precision() == "high"  # TF32 matmuls on a GPU that has them
+        make_trainer(TinyNet(), tmp_path, make_batches(4, 4))  # on the CPU: nothing to autotune, float32 exact
+        assert not torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "highest"
     finally:
         engine.configure_kernels("cpu", deterministic=False)
 
