@@ -376,7 +376,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "extra_modules": [m.state_dict() for m in self.extra_modules],
-                "epoch": self.epoch, "step": self.step, "skipped_steps": self.skipped_steps,
+                "amp": self.amp, "epoch": self.epoch, "step": self.step, "skipped_steps": self.skipped_steps,
                 "best_score": self.best_score, "best_epoch": self.best_epoch, "history": self.history,
                 "rng": rng, "args": self.run_args}
 
@@ -384,8 +384,18 @@ class Trainer:
         return os.path.join(self.out_dir, name)
 
     def resume(self, path=None):
-        """Restore the state of `path` (default: checkpoint.pth); every rank loads the same file."""
+        """Restore the state of `path` (default: checkpoint.pth); every rank loads the same file. A run resumes
+        in the precision it trained in: one that --amp resolves otherwise here (auto on another GPU class) is
+        refused, saying what to do."""
         state = files.load_checkpoint(path or self.checkpoint_path())
+        # Checkpoints from before "amp" was saved: their args hold the resolved precision.
+        trained_in = state.get("amp", state.get("args", {}).get("amp", self.amp))
+        if trained_in != self.amp:
+            device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else str(self.device)
+            raise InputError(
+                f"{self.out_dir} trained in {trained_in} but --amp {self.settings.amp} runs {self.amp} on {device}: "
+                f"resume it where --amp gives {trained_in} (bf16: compute capability >= 8.0), or pass --overwrite to "
+                f"start again; runs that may resume on another GPU class should start with --amp fp16")
         self.model.load_state_dict(state["model"])
         for module, module_state in zip(self.extra_modules, state["extra_modules"]):
             module.load_state_dict(module_state)

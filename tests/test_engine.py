@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from racecomp import cli, engine, files, losses
+from racecomp.errors import InputError
 
 
 class TinyFeatureInfo:
@@ -499,3 +500,21 @@ def test_fp16_scaler_skips_are_counted_not_fatal(tmp_path):
     assert trainer.skipped_steps == 2 and trainer.step == 2
     for key, value in before.items():
         assert torch.equal(value, model.state_dict()[key]), "a skipped step must not move weights"
+
+
+def test_resume_in_another_precision_is_refused_saying_what_to_pass(tmp_path):
+    """--amp auto resolves per GPU class; a run resumes only in the precision it trained in (old checkpoints: the
+    resolved --amp their args recorded)."""
+    batches = make_batches(8, 4)
+    make_trainer(TinyNet(), tmp_path, batches, epochs=2).fit(batches[:1] * 2)  # trained in "off" (the CPU)
+    elsewhere = make_trainer(TinyNet(), tmp_path, batches, epochs=2, amp="bf16")
+    with pytest.raises(InputError, match=r"trained in off but --amp bf16 runs bf16 on cpu.*start with --amp fp16"):
+        elsewhere.resume()
+    make_trainer(TinyNet(), tmp_path, batches, epochs=2, amp="auto").resume()  # auto gives "off" here too
+    state = files.load_checkpoint(os.path.join(tmp_path, "checkpoint.pth"))
+    del state["amp"]
+    state["args"] = {"amp": "bf16"}  # a checkpoint from before the precision was saved, trained in bf16
+    files.save_checkpoint(state, os.path.join(tmp_path, "checkpoint.pth"))
+    with pytest.raises(InputError, match="trained in bf16 but --amp auto runs off"):
+        make_trainer(TinyNet(), tmp_path, batches, epochs=2, amp="auto").resume()
+    make_trainer(TinyNet(), tmp_path, batches, epochs=2, amp="bf16").resume()

@@ -50,7 +50,7 @@ def test_trained_run_writes_every_output(tiny_fairface, tmp_path):
         "--save-samples", "1")
     record = json.loads((out / "args.json").read_text())
     assert record["args"]["minority"] == "black" and record["code_version"]
-    assert record["args"]["amp"] == "off"  # --amp auto (the default) as it ran here: what the recipe hashes
+    assert record["args"]["amp"] == "auto" and record["amp_resolved"] == "off"  # asked (in the recipe), and what ran
     assert record["warnings"] == []  # the sanity checks ran, and a working model raises no false alarm
     counts = record["realized_counts"]
     assert counts["Black"]["available"] == 2  # round(0.2 * 9) of the 9 Black train images left after dev

@@ -324,7 +324,7 @@ def main(args):
 
 
 def _run(args, minority, device):
-    args.amp = engine.resolve_amp(args.amp, device)  # the precision that runs, recorded and in the recipe
+    amp = engine.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
     cpus.configure_torch_threads(show=distributed.is_main())
     world_size = distributed.world_size()
     if world_size > 1:  # part of the recipe: --batch-size is per process
@@ -355,7 +355,7 @@ def _run(args, minority, device):
             print(f"  {race:<16} available {count['available']:>6}  expected draws/epoch "
                   f"{count['expected_per_epoch']:>9.1f}")
     identity_metric = identity_similarity(args, device)  # loaded before training: a bad model fails now
-    record = files.run_record(args, study=NAME, data_root=data_root(args), device=str(device),
+    record = files.run_record(args, study=NAME, data_root=data_root(args), device=str(device), amp_resolved=amp,
                               parameters=upscalers.count_parameters(model), world_size=world_size,
                               split_sizes={k: len(v) for k, v in splits.items() if k != "dropped"},
                               dropped_unreadable=splits["dropped"], realized_counts=counts,
