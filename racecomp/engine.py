@@ -277,12 +277,12 @@ def _to_device(batch, device, channels_last=False):
     """`batch` on `device`, its uint8 4-D tensors (images as grey levels: a quarter of float32's bytes to copy)
     made float in [0, 1] there (datasets.unit_images); with channels_last its 4-D images in that memory format."""
     if isinstance(batch, torch.Tensor):
-        batch = batch.to(device, non_blocking=True)
-        if batch.dim() == 4 and batch.dtype == torch.uint8:
-            batch = unit_images(batch)
-        if channels_last and batch.dim() == 4 and batch.is_floating_point():
-            return batch.contiguous(memory_format=torch.channels_last)
-        return batch
+        if batch.dim() != 4 or not (batch.is_floating_point() or batch.dtype == torch.uint8):
+            return batch.to(device, non_blocking=True)
+        memory_format = torch.channels_last if channels_last else torch.preserve_format
+        images = unit_images(batch.to(device, non_blocking=True, memory_format=memory_format))
+        # The uint8 lookup keeps the index's memory format on the CPU; this makes it sure (a no-op then).
+        return images.contiguous(memory_format=torch.channels_last) if channels_last else images
     if isinstance(batch, dict):
         return {k: _to_device(v, device, channels_last) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
@@ -311,9 +311,9 @@ class Trainer:
     unwrapped module. `select` runs on every rank with identical weights and buffers: it may shard its
     split and gather (studies.upscale.mean_psnr_selector does), and must return the same score everywhere.
 
-    The host never waits for the device inside a step, except every settings.log_every optimizer steps (the
-    same steps on every rank), where rank 0 also prints, on rank 0's lines at least every EVERY_SECONDS, and at
-    the end of the epoch: losses and the parts of `compute_loss` (tensors or floats) are summed on the device,
+    The host never waits for the device inside a step, except for the non-finite check every
+    settings.log_every optimizer steps (the same steps on every rank), for rank 0's progress lines (those steps,
+    and at least every EVERY_SECONDS) and at the end of the epoch: losses and the parts of `compute_loss` (tensors or floats) are summed on the device,
     and a non-finite loss is noted there (its micro-batch) and raised at the next log_every step or the epoch's
     end, before any checkpoint is written. The steps between it and that check still run (a NaN may reach the
     weights), but the last checkpoint on disk is never one written after it. fp16's GradScaler still waits
