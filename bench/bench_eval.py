@@ -45,6 +45,8 @@ def get_args_parser(add_help=True):
     group.add_argument("--images", type=int, default=64, help="image pairs timed per run of each way")
     group.add_argument("--arch", nargs="*", choices=upscalers.ARCH_NAMES, default=[],
                        help="also time evaluate_upscaler with these models (untrained, pretrained=False)")
+    group.add_argument("--only-project", action="store_true", help="time the project's way (and --arch) only, "
+                       "none of the others: a full-val-size run on a GPU, where the CPU loops would take minutes")
     return parser
 
 
@@ -179,10 +181,12 @@ def report(args, info, name, scale, seconds_per_run, images, **extra):
 
 def ways(args):
     """name -> function(sr, hr, scale, device) -> (seconds, values) of each way (module doc)."""
-    found = {"project": lambda sr, hr, scale, device: time_project(sr, hr, scale, args.batch_size, device),
-             "whole batch": lambda sr, hr, scale, device: time_project(sr, hr, scale, args.batch_size, device,
-                                                                       chunk=args.batch_size),
-             "numpy loop": lambda sr, hr, scale, device: time_loop(reference_quality, sr, hr, scale)}
+    found = {"project": lambda sr, hr, scale, device: time_project(sr, hr, scale, args.batch_size, device)}
+    if args.only_project:
+        return found
+    found |= {"whole batch": lambda sr, hr, scale, device: time_project(sr, hr, scale, args.batch_size, device,
+                                                                        chunk=args.batch_size),
+              "numpy loop": lambda sr, hr, scale, device: time_loop(reference_quality, sr, hr, scale)}
     try:
         import skimage.metrics  # noqa: F401 (only whether it is there)
         found["scikit-image"] = lambda sr, hr, scale, device: time_loop(skimage_quality, sr, hr, scale)

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from racecomp import cli, files, toydata
+from racecomp import cli, engine, files, toydata
 
 # Never timed: the first steps/batches of each repeat (worker start-up, allocator and kernel warm-up).
 DEFAULT_WARMUP = 2
@@ -70,6 +70,39 @@ def synchronize(device):
     """Wait for queued GPU work, so a clock reading covers it (a no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def measure_ceiling(device, amp, size=4096, repeats=5):
+    """{"matmul": TFLOP/s, "conv": TFLOP/s}: what the device achieves on a (size x size) @ (size x size) matmul and
+    on a 3x3 convolution (batch size // 128, min(256, size // 4) channels in and out, 56 x 56, channels_last),
+    in the precision `amp` (a key of engine.AMP_DTYPES: bf16 / fp16 tensors on a GPU, fp32 for off, with the
+    kernel choice engine.configure_kernels makes); the median of `repeats` timed runs after one warm-up. The
+    ceiling a training step's achieved TFLOP/s is read against."""
+    dtype = engine.AMP_DTYPES[amp] or torch.float32
+    engine.configure_kernels(device, deterministic=False)
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+    channels, side, batch = min(256, max(1, size // 4)), 56, max(1, size // 128)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device, dtype,
+                                                                            memory_format=torch.channels_last)
+    x = torch.randn(batch, channels, side, side, device=device, dtype=dtype,
+                    generator=generator).contiguous(memory_format=torch.channels_last)
+    work = {"matmul": (lambda: a @ b, 2 * size**3),
+            "conv": (lambda: conv(x), 2 * batch * channels * channels * 9 * side * side)}
+    ceiling = {}
+    with torch.no_grad():
+        for name, (run, flops) in work.items():
+            run()
+            seconds = []
+            for _ in range(repeats):
+                synchronize(device)
+                start = time.perf_counter()
+                run()
+                synchronize(device)
+                seconds.append(time.perf_counter() - start)
+            ceiling[name] = flops / statistics.median(seconds) / 1e12
+    return ceiling
 
 
 def median_summary(values, unit="img/s"):

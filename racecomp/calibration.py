@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from racecomp import files
+from racecomp import datasets, files
 from racecomp.errors import InputError
 from racecomp.progress import Progress
 
@@ -64,7 +64,8 @@ def real_calibration(images, n, races=None, race_weights=None, seed=0, batch_siz
 
     images: a (N, 3, H, W) tensor, or a Dataset whose items are image tensors or dicts holding one under
     `image_key` ("image" for datasets.FaceImages, "lr" or "hr" for datasets.FairFaceSR). Images are returned as
-    given (same layout and value range), in a shuffled order so every batch mixes races.
+    given (same layout and value range; uint8 grey levels as floats in [0, 1], datasets.unit_images), in a
+    shuffled order so every batch mixes races.
     races: one label per image (e.g. [record.race for record in records]); needed for `race_weights` and for the
     composition. race_weights: {race: weight} to skew the composition on purpose, e.g. {"White": 1.0} for an
     all-White calibration set or {"Black": 0.1, "White": 0.9}; races left out get no images. Counts are n split in
@@ -102,7 +103,7 @@ def real_calibration(images, n, races=None, race_weights=None, seed=0, batch_siz
     else:
         items = [images[index] for index in chosen]
         picked = torch.stack([item[image_key] if isinstance(item, dict) else item for item in items])
-    return _batched(picked.float(), batch_size), composition
+    return _batched(datasets.unit_images(picked).float(), batch_size), composition
 
 
 def _load_square_rgb(path, image_size):

@@ -70,7 +70,8 @@ def add_output_arguments(parser, out_help):
     group.add_argument("--seed", type=int, default=0, help="seed of sampling, splits, initialisation")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     group.add_argument("--workers", type=int, default=default_workers(), help="DataLoader worker processes "
-                       "(default: the cores available to each process, at most 8)")
+                       "(default: the cores available to each process on a GPU machine, 2 on a CPU one, fewer "
+                       "where memory is short: racecomp.cpus.default_workers)")
     return group
 
 

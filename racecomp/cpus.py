@@ -32,17 +32,52 @@ def available_cores():
     return cores
 
 
-MAX_DEFAULT_WORKERS = 8  # each DataLoader worker holds ~0.7 GB (BENCHMARKS.md); 2 already feed ~500 img/s
+# One DataLoader worker's resident memory at FairFace size (BENCHMARKS.md: 687 MiB); the workers of all of a node's
+# processes take at most WORKER_MEMORY_SHARE of its memory.
+WORKER_BYTES = 0.7e9
+WORKER_MEMORY_SHARE = 0.5
+# On the CPU the training step runs on the same cores, and 2 workers already feed 300-500 img/s, hundreds of times
+# what a CPU trains (BENCHMARKS.md): more would only take cores and memory from the step.
+CPU_TRAINING_WORKERS = 2
 
 
-def default_workers():
-    """DataLoader workers per process by default: the available cores shared among the processes torchrun
-    started on this node (LOCAL_WORLD_SIZE), at least 1 and at most MAX_DEFAULT_WORKERS."""
+def memory_bytes():
+    """The memory this process may use: the machine's, reduced to a cgroup v2 limit (docker --memory) when one is
+    set; None where neither can be read."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as handle:
+            limit = handle.read().strip()
+        if limit != "max":
+            total = min(total or math.inf, int(limit))
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+def default_workers(gpu=None):
+    """DataLoader workers per process by default, from the cores and the device: the available cores shared among
+    the processes torchrun started on this node (LOCAL_WORLD_SIZE), all of them on a GPU machine (the loader must
+    keep the device fed) but at most CPU_TRAINING_WORKERS on a CPU one; no more than WORKER_MEMORY_SHARE of the
+    memory holds at WORKER_BYTES a worker; at least 1. gpu: whether the processes train on a CUDA device
+    (default: whether torch sees one, as --device auto)."""
     try:
         processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:
         processes = 1
-    return max(1, min(MAX_DEFAULT_WORKERS, available_cores() // processes))
+    if gpu is None:
+        import torch  # here only: this module stays torch-free for racecomp.toydata
+        gpu = torch.cuda.is_available()
+    workers = available_cores() // processes
+    if not gpu:
+        workers = min(workers, CPU_TRAINING_WORKERS)
+    memory = memory_bytes()
+    if memory is not None:
+        workers = min(workers, int(WORKER_MEMORY_SHARE * memory / WORKER_BYTES) // processes)
+    return max(1, workers)
 
 
 def read_cpu_times(path="/proc/stat"):

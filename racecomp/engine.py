@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from racecomp import distributed, encoders, files
+from racecomp.datasets.images import unit_images
 from racecomp.errors import InputError
 from racecomp.finetune import (FINETUNE_STRATEGIES, apply_unfreeze, check_unfreeze, configure_finetune,
                                parse_unfreeze, set_train_mode)
@@ -73,12 +74,21 @@ def configure_kernels(device, deterministic):
     autotunes each convolution once per input shape (cudnn.benchmark), which pays because training and
     evaluation batches have fixed shapes; the kernels it picks, and so the last bits, may differ from run to run.
     On the CPU every kernel is deterministic either way.
+
+    On CUDA, float32 matmuls run on TF32 tensor cores where the GPU has them (compute capability >= 8.0;
+    float32_matmul_precision "high"), as cuDNN's float32 convolutions already do by torch's default
+    (cudnn.allow_tf32): inputs rounded to a 10-bit mantissa, float32 range and accumulation. It is part of what
+    the device does to float32 (evaluation, --amp off, the matmuls autocast leaves in float32), like the kernel
+    choices of schema.KERNEL_ARGS it changes rounding only, and it is deterministic: no flag, nothing hashed;
+    args.json's device and library versions say which GPU and torch ran it.
     """
     if deterministic:
         # Read when cuBLAS creates its handle: set before the first matmul on the device.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.benchmark = torch.device(device).type == "cuda" and not deterministic
+    on_cuda = torch.device(device).type == "cuda"
+    torch.backends.cudnn.benchmark = on_cuda and not deterministic
+    torch.set_float32_matmul_precision("high" if on_cuda else "highest")
 
 
 def amp_context(device, amp):
@@ -229,7 +239,8 @@ class TrainingSettings:
     warmup_steps: int = 0       # optimizer steps of linear warm-up
     finetune: str = "full"      # one of FINETUNE_STRATEGIES
     unfreeze: tuple = ()        # epochs at which the last 1, 2, ... encoder stages open (parse_unfreeze's result)
-    log_every: int = 10         # optimizer steps between progress lines (and at least one per 10 s), 0: none
+    log_every: int = 10         # optimizer steps between non-finite checks and progress lines (rank 0 prints
+                                # at least one per 10 s), 0: at the epoch's end only
     schedule: str = "cosine"    # one of SCHEDULES (cosine-stages restarts at each epoch of restart_epochs)
     cosine_restarts: tuple = ()  # epochs at which cosine-stages restarts without staged unfreezing
     deterministic: bool = False  # configure_kernels: deterministic kernels instead of cuDNN autotuning
@@ -282,11 +293,15 @@ class TrainingSettings:
 # ---------------------------------------------------------------- the loop
 
 def _to_device(batch, device, channels_last=False):
-    """`batch` on `device`; with channels_last its 4-D floating tensors (images) in that memory format."""
+    """`batch` on `device`, its uint8 4-D tensors (images as grey levels: a quarter of float32's bytes to copy)
+    made float in [0, 1] there (datasets.unit_images); with channels_last its 4-D images in that memory format."""
     if isinstance(batch, torch.Tensor):
-        if channels_last and batch.dim() == 4 and batch.is_floating_point():
-            return batch.to(device, non_blocking=True, memory_format=torch.channels_last)
-        return batch.to(device, non_blocking=True)
+        if batch.dim() != 4 or not (batch.is_floating_point() or batch.dtype == torch.uint8):
+            return batch.to(device, non_blocking=True)
+        memory_format = torch.channels_last if channels_last else torch.preserve_format
+        images = unit_images(batch.to(device, non_blocking=True, memory_format=memory_format))
+        # The uint8 lookup keeps the index's memory format on the CPU; this makes it sure (a no-op then).
+        return images.contiguous(memory_format=torch.channels_last) if channels_last else images
     if isinstance(batch, dict):
         return {k: _to_device(v, device, channels_last) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
@@ -315,10 +330,11 @@ class Trainer:
     unwrapped module. `select` runs on every rank with identical weights and buffers: it may shard its
     split and gather (studies.upscale.mean_psnr_selector does), and must return the same score everywhere.
 
-    The host never waits for the device inside a step, except where the loss is printed (log steps) and at
-    the end of the epoch: losses and the parts of `compute_loss` (tensors or floats) are summed on the device,
-    and a non-finite loss is noted there (its micro-batch) and raised at the next log step or the epoch's end,
-    before any checkpoint is written. The steps between it and that check still run (a NaN may reach the
+    The host never waits for the device inside a step, except for the non-finite check every
+    settings.log_every optimizer steps (the same steps on every rank), for rank 0's progress lines (those steps,
+    and at least every EVERY_SECONDS) and at the end of the epoch: losses and the parts of `compute_loss` (tensors or floats) are summed on the device,
+    and a non-finite loss is noted there (its micro-batch) and raised at the next log_every step or the epoch's
+    end, before any checkpoint is written. The steps between it and that check still run (a NaN may reach the
     weights), but the last checkpoint on disk is never one written after it. fp16's GradScaler still waits
     once per step for its inf/NaN check (inside GradScaler.step).
 
@@ -379,7 +395,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "extra_modules": [m.state_dict() for m in self.extra_modules],
-                "epoch": self.epoch, "step": self.step, "skipped_steps": self.skipped_steps,
+                "amp": self.amp, "epoch": self.epoch, "step": self.step, "skipped_steps": self.skipped_steps,
                 "best_score": self.best_score, "best_epoch": self.best_epoch, "history": self.history,
                 "rng": rng, "args": self.run_args}
 
@@ -387,8 +403,18 @@ class Trainer:
         return os.path.join(self.out_dir, name)
 
     def resume(self, path=None):
-        """Restore the state of `path` (default: checkpoint.pth); every rank loads the same file."""
+        """Restore the state of `path` (default: checkpoint.pth); every rank loads the same file. A run resumes
+        in the precision it trained in: one that --amp resolves otherwise here (auto on another GPU class) is
+        refused, saying what to do."""
         state = files.load_checkpoint(path or self.checkpoint_path())
+        # Checkpoints from before "amp" was saved: their args hold the resolved precision.
+        trained_in = state.get("amp", state.get("args", {}).get("amp", self.amp))
+        if trained_in != self.amp:
+            device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else str(self.device)
+            raise InputError(
+                f"{self.out_dir} trained in {trained_in} but --amp {self.settings.amp} runs {self.amp} on {device}: "
+                f"resume it where --amp gives {trained_in} (bf16: compute capability >= 8.0), or pass --overwrite to "
+                f"start again; runs that may resume on another GPU class should start with --amp fp16")
         self.model.load_state_dict(state["model"])
         for module, module_state in zip(self.extra_modules, state["extra_modules"]):
             module.load_state_dict(module_state)
@@ -474,12 +500,14 @@ class Trainer:
                 running[key] = running.get(key, 0.0) + value
             if last_in_window:
                 self._optimizer_step()
-                # Every log_every steps, and at least every EVERY_SECONDS: slow steps never leave a run silent.
-                due = settings.log_every and (self.step % settings.log_every == 0
-                                              or time.time() - last_line >= EVERY_SECONDS)
-                if due:
+                # Checked by step count, the same steps on every rank: a check waits for the device.
+                at_log_step = settings.log_every and self.step % settings.log_every == 0
+                if at_log_step:
                     self._check_finite(first_bad, first_step)
-                if due and distributed.is_main():
+                # Printed at those steps and at least every EVERY_SECONDS (rank 0 only): slow steps never leave
+                # a run silent.
+                if distributed.is_main() and settings.log_every and (
+                        at_log_step or time.time() - last_line >= EVERY_SECONDS):
                     self._log(index + 1, n_micro, seen, started, running)
                     last_line = time.time()
         self._check_finite(first_bad, first_step)

@@ -10,7 +10,7 @@ import os
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from racecomp import files, metrics
+from racecomp import datasets, files, metrics
 from racecomp.progress import Progress
 
 IMAGE_QUALITY_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
@@ -36,15 +36,16 @@ def evaluate_upscaler(model, loader, scale, device, label="eval", show=True, ide
     total = len(loader.dataset) if hasattr(loader, "dataset") else sum(len(batch["hr"]) for batch in loader)
     progress = Progress(label, total, enabled=show)
     for batch in loader:
-        lr = batch["lr"].to(device, non_blocking=True)
-        hr = batch["hr"].to(device, non_blocking=True)
+        lr = datasets.unit_images(batch["lr"].to(device, non_blocking=True))  # uint8 to the device, float there
+        hr = datasets.unit_images(batch["hr"].to(device, non_blocking=True))
         output = model(lr).float()
         quality = metrics.image_quality(output, hr, scale)
         values = {key: quality[key].cpu().tolist() for key in IMAGE_QUALITY_KEYS}
         if identity is not None:
             values.update(identity(output, hr))
         if floor is not None:
-            values["floor_psnr_y"] = metrics.image_quality(floor(lr).float(), hr, scale)["psnr_y"].cpu().tolist()
+            floor_quality = metrics.image_quality(floor(lr).float(), hr, scale, keys=("psnr_y",))
+            values["floor_psnr_y"] = floor_quality["psnr_y"].cpu().tolist()
         for i in range(hr.shape[0]):
             row = {key: batch[key][i] for key in SAMPLE_KEYS}
             row.update({key: column[i] for key, column in values.items()})
@@ -95,8 +96,8 @@ def save_sample_grids(model, dataset, n_per_group, out_dir, device, group_key="r
         tiles = []
         for index in indices:
             item = dataset[index]
-            lr = item["lr"].unsqueeze(0).to(device)
-            hr = item["hr"].unsqueeze(0).to(device)
+            lr = datasets.unit_images(item["lr"].unsqueeze(0).to(device))
+            hr = datasets.unit_images(item["hr"].unsqueeze(0).to(device))
             size = hr.shape[-2:]
             nearest = torch.nn.functional.interpolate(lr, size=size, mode="nearest")
             bicubic = torch.nn.functional.interpolate(lr, size=size, mode="bicubic", align_corners=False)

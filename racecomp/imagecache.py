@@ -110,8 +110,8 @@ class _HighResolutionImages(torch.utils.data.Dataset):
         record = self.records[index]
         hr = datasets.load_rgb(record.path, f"{record.file} (CSV line {record.line})")  # uint8 (3, H, W)
         if self.hr_size is not None and tuple(hr.shape[-2:]) != (self.hr_size, self.hr_size):
-            resized = datasets.resize_bicubic(hr.float().unsqueeze(0) / 255.0, (self.hr_size, self.hr_size))
-            hr = (resized[0] * 255.0).round().to(torch.uint8)  # k / 255 back to k, exactly
+            hr = datasets.grey_levels(datasets.resize_bicubic(hr.float().unsqueeze(0) / 255.0,
+                                                              (self.hr_size, self.hr_size)))[0]
         return hr
 
 
@@ -258,4 +258,4 @@ class CachedFairFaceSR(datasets.FairFaceSR):
         self.cache = cache
 
     def high_resolution(self, index):
-        return self.cache.image(index).float().unsqueeze(0) / 255.0  # (1, 3, H, W), already at hr_size
+        return self.cache.image(index).unsqueeze(0)  # (1, 3, H, W) uint8, already at hr_size

@@ -131,7 +131,7 @@ def _psnr_grey_levels(x, y):
     return 10.0 * torch.log10(PEAK_GREY_LEVEL**2 / mse)  # mse == 0 gives +inf
 
 
-def image_quality(sr, hr, scale, chunk=None, ssim_dtype=None):
+def image_quality(sr, hr, scale, chunk=None, ssim_dtype=None, keys=None):
     """Per-image PSNR / SSIM on the Y channel and on RGB, BasicSR (MATLAB) convention.
 
     sr, hr: (B, 3, H, W) RGB floats in [0, 1], any dtype or device. Each image is clamped to [0, 1],
@@ -141,8 +141,8 @@ def image_quality(sr, hr, scale, chunk=None, ssim_dtype=None):
     PSNR = 10 log10(255^2 / MSE) in dB, MSE over all pixels (and channels for RGB), +inf for identical
     images. SSIM as `ssim(..., data_range=255)`; for RGB the mean of the three per-channel SSIMs.
 
-    Returns {psnr_y, ssim_y, psnr_rgb, ssim_rgb}, each (B,) float64 on the inputs' device: one value per
-    image, never a batch mean. Raises ValueError for non-finite inputs rather than reporting NaN.
+    Returns {psnr_y, ssim_y, psnr_rgb, ssim_rgb} (or only those of `keys`, a subset: the others are not
+    computed), each (B,) float64 on the inputs' device: one value per image, never a batch mean. Raises ValueError for non-finite inputs rather than reporting NaN.
 
     `chunk`: images computed together (default: 1 on the CPU, the whole batch elsewhere). On the CPU the
     float64 intermediates of a whole batch do not fit the caches: one image at a time was ~3-4x faster at
@@ -159,7 +159,7 @@ def image_quality(sr, hr, scale, chunk=None, ssim_dtype=None):
         raise ValueError(f"chunk (images computed together) must be a positive int, got {chunk!r}")
     if len(sr) > chunk:
         _check_image_pair(sr, hr, ("sr", "hr"))
-        parts = [image_quality(sr[i:i + chunk], hr[i:i + chunk], scale, chunk, ssim_dtype)
+        parts = [image_quality(sr[i:i + chunk], hr[i:i + chunk], scale, chunk, ssim_dtype, keys)
                  for i in range(0, len(sr), chunk)]
         return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
     _check_image_pair(sr, hr, ("sr", "hr"))
@@ -181,12 +181,17 @@ def image_quality(sr, hr, scale, chunk=None, ssim_dtype=None):
         hr_levels = hr_levels[..., border:-border, border:-border]
     sr_y = _luma(sr_levels)
     hr_y = _luma(hr_levels)
-    return {
-        "psnr_y": _psnr_grey_levels(sr_y, hr_y),
-        "ssim_y": ssim(sr_y.to(ssim_dtype), hr_y.to(ssim_dtype), data_range=PEAK_GREY_LEVEL).double(),
-        "psnr_rgb": _psnr_grey_levels(sr_levels, hr_levels),
-        "ssim_rgb": ssim(sr_levels.to(ssim_dtype), hr_levels.to(ssim_dtype), data_range=PEAK_GREY_LEVEL).double(),
+    measures = {
+        "psnr_y": lambda: _psnr_grey_levels(sr_y, hr_y),
+        "ssim_y": lambda: ssim(sr_y.to(ssim_dtype), hr_y.to(ssim_dtype), data_range=PEAK_GREY_LEVEL).double(),
+        "psnr_rgb": lambda: _psnr_grey_levels(sr_levels, hr_levels),
+        "ssim_rgb": lambda: ssim(sr_levels.to(ssim_dtype), hr_levels.to(ssim_dtype),
+                                 data_range=PEAK_GREY_LEVEL).double(),
     }
+    unknown = set(keys or ()) - set(measures)
+    if unknown:
+        raise ValueError(f"keys {sorted(unknown)}: image_quality measures {', '.join(measures)}")
+    return {key: measure() for key, measure in measures.items() if keys is None or key in keys}
 
 
 # ---------------------------------------------------------------------------------------------------------

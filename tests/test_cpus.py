@@ -72,12 +72,22 @@ def test_a_forked_child_keeps_the_threads_torch_gave_it(monkeypatch, capsys):
     assert capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize("cores, local_world, expected", [(2, None, 2), (16, None, 8), (64, "8", 8), (16, "8", 2),
-                                                          (4, "8", 1), (2, "x", 2)])
-def test_default_workers_share_the_cores_among_a_nodes_processes(monkeypatch, cores, local_world, expected):
+@pytest.mark.parametrize("cores, local_world, gpu, memory_gb, expected", [
+    (2, None, True, 12.7, 2), (16, None, True, 128, 16), (64, None, True, 128, 64), (64, "8", True, 256, 8),
+    (16, "8", True, 128, 2), (4, "8", True, 64, 1), (2, "x", True, 12.7, 2),
+    (16, None, False, 128, 2), (1, None, False, 8, 1),  # CPU training: the step needs the cores
+    (16, None, True, 4.2, 3), (64, "8", True, 16, 1), (8, None, True, None, 8),  # memory-bound; unknown memory
+])
+def test_default_workers_follow_the_cores_the_device_and_the_memory(monkeypatch, cores, local_world, gpu, memory_gb,
+                                                                    expected):
     monkeypatch.setattr(cpus, "available_cores", lambda: cores)
+    monkeypatch.setattr(cpus, "memory_bytes", lambda: memory_gb and memory_gb * 1e9)
     if local_world is None:
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     else:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
-    assert cpus.default_workers() == expected
+    assert cpus.default_workers(gpu) == expected
+
+
+def test_memory_is_read_on_this_machine():
+    assert cpus.memory_bytes() is None or cpus.memory_bytes() > 1e8

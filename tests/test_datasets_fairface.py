@@ -10,7 +10,8 @@ from PIL import Image
 
 from racecomp.datasets.fairface import FaceRecord, FairFaceSR, read_fairface, split_dev
 from racecomp.datasets.check import drop_unreadable
-from racecomp.datasets.images import downscale
+from racecomp import engine
+from racecomp.datasets.images import downscale, resize_bicubic, unit_images
 from racecomp.races import FAIRFACE_RACES
 from racecomp.toydata import make_fairface
 
@@ -152,13 +153,36 @@ def test_fairface_sr_item(tmp_path):
     records = read_fairface(str(tmp_path), "train")
     item = FairFaceSR(records, scale=4)[1]
     decoded = torch.from_numpy(np.asarray(Image.open(records[1].path).convert("RGB")).copy()).permute(2, 0, 1)
-    assert torch.equal(item["hr"], decoded.float() / 255)
-    assert torch.equal(item["lr"], downscale(decoded, 4))
+    assert item["hr"].dtype == item["lr"].dtype == torch.uint8
+    assert torch.equal(item["hr"], decoded)
+    assert torch.equal(unit_images(item["lr"]), downscale(decoded, 4))
     assert (item["race"], item["gender"], item["file"], item["index"]) == ("Black", "Male", "train/2.jpg", 1)
     resized = FairFaceSR(records, scale=4, hr_size=16)[0]
     assert resized["hr"].shape == (3, 16, 16) and resized["lr"].shape == (3, 4, 4)
     with pytest.raises(ValueError, match="hr_size 18 is not divisible by scale 4"):
         FairFaceSR(records, scale=4, hr_size=18)
+
+
+def test_uint8_items_give_the_model_the_floats_of_the_float32_path(tmp_path):
+    """Items travel as uint8 and become floats on the device: exactly the float32 tensors that the float path
+    (decode, / 255, resize, flip, downscale, all on the CPU) gave the model, through engine's batch copy."""
+    levels = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(unit_images(levels), levels.float() / 255.0)  # every level, as the CPU divides
+    write_fairface(tmp_path)
+    records = read_fairface(str(tmp_path), "train")
+    for hr_size, flip in ((None, False), (None, True), (16, True)):  # native size, flipped, resized and flipped
+        dataset = FairFaceSR(records, scale=2, hr_size=hr_size, train=True)
+        items = [dataset[index, flip] for index in range(len(records))]
+        batch = engine._to_device(torch.utils.data.default_collate(items), "cpu")
+        for index, record in enumerate(records):
+            hr = torch.from_numpy(np.asarray(Image.open(record.path).convert("RGB")).copy()).permute(2, 0, 1)
+            hr = hr.float().unsqueeze(0) / 255.0
+            if hr_size:
+                hr = resize_bicubic(hr, (hr_size, hr_size))
+            hr = hr.flip(-1) if flip else hr
+            assert batch["hr"].dtype == batch["lr"].dtype == torch.float32
+            assert torch.equal(batch["hr"][index], hr[0])
+            assert torch.equal(batch["lr"][index], downscale(hr, 2)[0])
 
 
 def test_fairface_sr_flip_only_in_train_mode(tmp_path):
@@ -174,7 +198,7 @@ def test_fairface_sr_flip_only_in_train_mode(tmp_path):
         item = training[0]
         is_flipped = torch.equal(item["hr"], reference["hr"].flip(-1))
         assert is_flipped or torch.equal(item["hr"], reference["hr"])
-        assert torch.equal(item["lr"], downscale(item["hr"], 2))  # lr made after the flip
+        assert torch.equal(unit_images(item["lr"]), downscale(item["hr"], 2))  # lr made after the flip
         flipped += is_flipped
     assert 0 < flipped < 20
 
@@ -183,7 +207,7 @@ def test_fairface_sr_makes_lr_with_its_kernel(tmp_path):
     write_fairface(tmp_path)
     records = read_fairface(str(tmp_path), "train")
     item = FairFaceSR(records, scale=2, lr_kernel="bilinear")[0]
-    assert torch.equal(item["lr"], downscale(item["hr"], 2, "bilinear"))
+    assert torch.equal(unit_images(item["lr"]), downscale(item["hr"], 2, "bilinear"))
     assert not torch.equal(item["lr"], FairFaceSR(records, scale=2)[0]["lr"])  # the default stays bicubic
 
 

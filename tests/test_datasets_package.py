@@ -7,7 +7,7 @@ EXPORTED = {
     fairface: ["FAIRFACE_AGES", "FAIRFACE_COLUMNS", "FAIRFACE_GENDERS", "FAIRFACE_SPLITS", "FaceRecord",
                "FairFaceSR", "read_fairface", "split_dev"],
     identities: ["IDENTITY_IMAGE_EXTENSIONS", "IdentityImage", "check_identity_overlap", "read_identity_folders"],
-    images: ["LR_KERNELS", "FaceImages", "load_rgb", "resize_bicubic", "downscale"],
+    images: ["LR_KERNELS", "FaceImages", "load_rgb", "resize_bicubic", "downscale", "grey_levels", "unit_images"],
     rfw: ["Pair", "read_rfw", "read_rfw_landmarks", "read_rfw_pairs", "rfw_image_path"],
     sampling: ["SAMPLER_MODES", "MinoritySampler", "subsample_identities"],
 }

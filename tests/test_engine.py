@@ -1,5 +1,7 @@
 import argparse
+import contextlib
 import dataclasses
+import io
 import math
 import os
 import re
@@ -10,6 +12,7 @@ import torch
 from torch import nn
 
 from racecomp import cli, engine, files, losses
+from racecomp.errors import InputError
 
 
 class TinyFeatureInfo:
@@ -58,11 +61,11 @@ def make_batches(n_images, batch_size, seed=0, dtype=torch.float32):
     return [{"x": x[i:i + batch_size], "y": y[i:i + batch_size]} for i in range(0, n_images, batch_size)]
 
 
-def make_trainer(model, tmp_path, batches, accum=1, epochs=1, optimizer=None, **settings):
+def make_trainer(model, tmp_path, batches, accum=1, epochs=1, optimizer=None, log_every=0, **settings):
     """A Trainer over `batches` (AdamW at 1e-2 unless `optimizer` is given), silent, with `settings` added."""
     optimizer = optimizer or engine.build_optimizer(model, lr=1e-2, weight_decay=0.0)
     steps = math.ceil(len(batches) / accum)
-    settings = engine.TrainingSettings(epochs=epochs, accum_steps=accum, log_every=0, **settings)
+    settings = engine.TrainingSettings(epochs=epochs, accum_steps=accum, log_every=log_every, **settings)
     return engine.Trainer(model, mse_loss, optimizer, str(tmp_path), settings, steps)
 
 
@@ -168,16 +171,27 @@ def test_emulated_bf16_is_refused(monkeypatch):
 SYNCING_METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 
 
+def _to_the_cpu(frame, args, kwargs):
+    """Whether Tensor.to(*args, **kwargs) called in `frame` names the CPU as its device: from a GPU, a copy the
+    host waits for. engine._to_device's copies of the batch go the other way (to the training device, the CPU
+    in these tests), so they are not counted."""
+    targets = [*args, kwargs.get("device")]
+    return frame.f_code.co_name != "_to_device" and any(
+        isinstance(t, (str, torch.device)) and torch.device(t).type == "cpu" for t in targets)
+
+
 def count_reads_by(monkeypatch, prefixes):
-    """{method: calls} of the Tensor methods that make the host wait for a GPU, called from modules whose name
-    starts with one of `prefixes` (torch's own CPU-side bookkeeping, e.g. AdamW's step counters, is not counted)."""
+    """{method: calls} of the Tensor methods that make the host wait for a GPU (and of .to() naming the CPU),
+    called from modules whose name starts with one of `prefixes` (torch's own CPU-side bookkeeping, e.g. AdamW's
+    step counters, is not counted)."""
     calls = {}
-    for name in SYNCING_METHODS:
+    for name in (*SYNCING_METHODS, "to"):
         original = getattr(torch.Tensor, name)
 
         def counted(self, *args, _name=name, _original=original, **kwargs):
-            caller = sys._getframe(1).f_globals.get("__name__", "")
-            if caller.startswith(prefixes):
+            frame = sys._getframe(1)
+            if frame.f_globals.get("__name__", "").startswith(prefixes) and (
+                    _name != "to" or _to_the_cpu(frame, args, kwargs)):
                 calls[_name] = calls.get(_name, 0) + 1
             return _original(self, *args, **kwargs)
         monkeypatch.setattr(torch.Tensor, name, counted)
@@ -185,23 +199,32 @@ def count_reads_by(monkeypatch, prefixes):
 
 
 @pytest.mark.parametrize("amp", ["off", "fp16"])
-def test_no_host_sync_per_step_only_per_epoch(tmp_path, monkeypatch, amp):
+@pytest.mark.parametrize("main_rank", [True, False])
+def test_no_host_sync_per_step_only_per_epoch(tmp_path, monkeypatch, amp, main_rank):
+    """At the default --log-every (10 steps, more than these epochs have) a rank reads nothing per step; a rank
+    other than 0 not even once its epoch is older than the progress interval (0 s here: rank 0 prints at every
+    step, which reads the loss, so it is not asked of rank 0)."""
     loss_fn = losses.SRLoss("l1")
 
     def sr_loss(model, batch):
         return loss_fn(model(batch["x"]), batch["y"])
 
+    if not main_rank:
+        monkeypatch.setattr(engine.distributed, "is_main", lambda: False)
+        monkeypatch.setattr(engine, "EVERY_SECONDS", 0.0)
     reads = {}
     for micro_batches in (2, 6):
         torch.manual_seed(0)
         model = TinyNet()
         batches = make_batches(4 * micro_batches, 4)
-        trainer = make_trainer(model, tmp_path / str(micro_batches), batches, accum=2)
+        trainer = make_trainer(model, tmp_path / str(micro_batches), batches, accum=2,
+                               log_every=engine.TrainingSettings.log_every)
         trainer.compute_loss = sr_loss
         trainer.scaler = torch.amp.GradScaler("cpu", enabled=amp == "fp16")  # fp16's path on the CPU
         with monkeypatch.context() as patch:
             calls = count_reads_by(patch, ("racecomp", __name__))
-            trainer.train_epoch(batches)
+            with contextlib.redirect_stdout(io.StringIO()):
+                trainer.train_epoch(batches)
         reads[micro_batches] = calls
     assert reads[2] == reads[6]  # a fixed number per epoch (the means, the non-finite check), none per step
     assert sum(reads[6].values()) <= 3
@@ -254,8 +277,9 @@ def test_kernel_choice_deterministic_or_autotuned(tmp_path, monkeypatch):
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and not torch.backends.cudnn.benchmark
         engine.configure_kernels("cuda", deterministic=False)
         assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
-        make_trainer(TinyNet(), tmp_path, make_batches(4, 4))  # on the CPU: nothing to autotune
-        assert not torch.backends.cudnn.benchmark
+        assert torch.get_float32_matmul_precision() == "high"  # TF32 matmuls on a GPU that has them
+        make_trainer(TinyNet(), tmp_path, make_batches(4, 4))  # on the CPU: nothing to autotune, float32 exact
+        assert not torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "highest"
     finally:
         engine.configure_kernels("cpu", deterministic=False)
 
@@ -509,3 +533,21 @@ def test_fp16_scaler_skips_are_counted_not_fatal(tmp_path):
     assert trainer.skipped_steps == 2 and trainer.step == 2
     for key, value in before.items():
         assert torch.equal(value, model.state_dict()[key]), "a skipped step must not move weights"
+
+
+def test_resume_in_another_precision_is_refused_saying_what_to_pass(tmp_path):
+    """--amp auto resolves per GPU class; a run resumes only in the precision it trained in (old checkpoints: the
+    resolved --amp their args recorded)."""
+    batches = make_batches(8, 4)
+    make_trainer(TinyNet(), tmp_path, batches, epochs=2).fit(batches[:1] * 2)  # trained in "off" (the CPU)
+    elsewhere = make_trainer(TinyNet(), tmp_path, batches, epochs=2, amp="bf16")
+    with pytest.raises(InputError, match=r"trained in off but --amp bf16 runs bf16 on cpu.*start with --amp fp16"):
+        elsewhere.resume()
+    make_trainer(TinyNet(), tmp_path, batches, epochs=2, amp="auto").resume()  # auto gives "off" here too
+    state = files.load_checkpoint(os.path.join(tmp_path, "checkpoint.pth"))
+    del state["amp"]
+    state["args"] = {"amp": "bf16"}  # a checkpoint from before the precision was saved, trained in bf16
+    files.save_checkpoint(state, os.path.join(tmp_path, "checkpoint.pth"))
+    with pytest.raises(InputError, match="trained in bf16 but --amp auto runs off"):
+        make_trainer(TinyNet(), tmp_path, batches, epochs=2, amp="auto").resume()
+    make_trainer(TinyNet(), tmp_path, batches, epochs=2, amp="bf16").resume()

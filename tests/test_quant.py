@@ -1,4 +1,6 @@
 """Simulated quantization (racecomp.quant) and calibration images (racecomp.calibration)."""
+import copy
+import itertools
 import math
 import sys
 
@@ -435,6 +437,52 @@ def test_distillation_lowers_the_embedding_gap():
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
     assert gap_after < 0.75 * gap_before  # measured: 0.54x (seeds 0-3 of the net: 0.42x to 0.62x)
     assert not qmodel.training
+
+
+def test_distill_runs_the_teacher_once_per_batch_with_the_results_of_a_forward_per_step():
+    """The fixed pool's targets are computed once (a teacher forward per batch, not per step); losses and weights are
+    exactly those of the loop that ran the teacher every step and read each loss at once (one thread: exact)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        teacher = trained_statistics_net()
+        batches = [smooth_images(4, seed=20 + i) for i in range(3)]
+        results = {}
+        for way in ("per step", "once"):
+            torch.manual_seed(0)
+            qmodel = quant.quantize_model(teacher, 8, 8)
+            quant.calibrate(qmodel, batches)
+            if way == "once":
+                forwards = []
+                hook = teacher.register_forward_hook(lambda *_: forwards.append(1))
+                losses = quant.distill(qmodel, teacher, batches, steps=7, lr=0.05, calibrate_steps=2)
+                hook.remove()
+                assert len(forwards) == len(batches)  # not one per step (7)
+            else:  # the loop as it was: the teacher on every step, each loss read at once
+                params = [p for p in qmodel.parameters() if p.requires_grad]
+                optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True)
+                teacher.eval()
+                qmodel.train()
+                quant.set_observing(qmodel, False)
+                losses = []
+                for step, batch in zip(range(7), itertools.cycle(batches)):
+                    quant.set_observing(qmodel, step < 2)
+                    with torch.no_grad():
+                        target = teacher(batch)
+                    loss = quant.distillation_loss(qmodel(batch), target)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 5.0)
+                    optimizer.step()
+                    losses.append(loss.item())
+                quant.freeze_ranges(qmodel)
+            results[way] = losses, copy.deepcopy(qmodel.state_dict())
+        assert results["once"][0] == results["per step"][0]
+        once = results["once"][1]
+        for key, value in results["per step"][1].items():
+            assert (torch.equal(once[key], value) if torch.is_tensor(value) else once[key] == value), key
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_distill_calibrates_for_the_first_steps_then_freezes():

@@ -50,7 +50,7 @@ def test_trained_run_writes_every_output(tiny_fairface, tmp_path):
         "--save-samples", "1")
     record = json.loads((out / "args.json").read_text())
     assert record["args"]["minority"] == "black" and record["code_version"]
-    assert record["args"]["amp"] == "off"  # --amp auto (the default) as it ran here: what the recipe hashes
+    assert record["args"]["amp"] == "auto" and record["amp_resolved"] == "off"  # asked (in the recipe), and what ran
     assert record["warnings"] == []  # the sanity checks ran, and a working model raises no false alarm
     counts = record["realized_counts"]
     assert counts["Black"]["available"] == 2  # round(0.2 * 9) of the 9 Black train images left after dev
@@ -159,3 +159,23 @@ def test_a_corrupt_val_image_stops_the_run_before_training_and_skip_bad_continue
     record = json.loads((out / "args.json").read_text())
     assert record["dropped_unreadable"] == {"train": 0, "dev": 0, "val": 1}
     assert len(read_csv(out / "per_image.csv")) == 27
+
+
+def test_compile_runs_train_on_a_loader_that_drops_the_last_partial_batch(tiny_fairface, tmp_path, monkeypatch):
+    """--compile compiles for one input shape: the study itself builds its training loader with drop_last."""
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def recording_make_loader(dataset, batch_size, workers, device, sampler=None, drop_last=False):
+        if sampler is not None:  # the training loader (evaluation loaders have no sampler)
+            built.append(drop_last)
+            raise Stop
+        return make_loader(dataset, batch_size, workers, device, sampler, drop_last)
+    make_loader = upscale.engine.make_loader
+    monkeypatch.setattr(upscale.engine, "make_loader", recording_make_loader)
+    for extra in (["--compile"], []):
+        with pytest.raises(Stop):
+            run(tiny_fairface, tmp_path / str(len(extra)), "--arch", "fastvit_t8", "--epochs", "1", *extra)
+    assert built == [True, False]

@@ -53,7 +53,7 @@ def balanced_run(data, tmp_path_factory):
 def test_trained_run_writes_pairs_and_a_table_recomputable_from_them(balanced_run):
     record = json.loads((balanced_run / "args.json").read_text())
     assert record["optimizer_steps"] == math.ceil(32 / 16)  # 4 races x 4 ids x 2 images, batch 16
-    assert record["args"]["amp"] == "off"  # --amp auto (the default) as it ran here: what the recipe hashes
+    assert record["args"]["amp"] == "auto" and record["amp_resolved"] == "off"  # asked (in the recipe), and what ran
     # Two optimizer steps leave BatchNorm's running statistics at their start: every embedding collapses (README,
     # "Short runs"), and the sanity checks say so instead of letting 50% pass for a result.
     assert [found["check"] for found in record["warnings"]] == ["chance accuracy", "collapsed embeddings"]

@@ -16,6 +16,7 @@ from racecomp.datasets.identities import (IDENTITY_IMAGE_EXTENSIONS, IdentityIma
                                           check_identity_overlap, read_identity_folders)
 # load_rgb and resize_bicubic: racecomp.imagecache decodes and resizes exactly as the datasets do.
 from racecomp.datasets.check import check_identity_images, drop_unreadable  # noqa: F401
-from racecomp.datasets.images import LR_KERNELS, FaceImages, downscale, load_rgb, resize_bicubic  # noqa: F401
+from racecomp.datasets.images import (LR_KERNELS, FaceImages, downscale, grey_levels, load_rgb,  # noqa: F401
+                                      resize_bicubic, unit_images)
 from racecomp.datasets.rfw import Pair, read_rfw, read_rfw_landmarks, read_rfw_pairs, rfw_image_path  # noqa: F401
 from racecomp.datasets.sampling import SAMPLER_MODES, MinoritySampler, subsample_identities  # noqa: F401

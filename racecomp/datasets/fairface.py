@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from racecomp.datasets.images import load_rgb, resize_bicubic, downscale
+from racecomp.datasets.images import downscale, grey_levels, load_rgb, resize_bicubic
 from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, check_label
 
@@ -122,8 +122,10 @@ def split_dev(records, dev_fraction, seed):
 class FairFaceSR(torch.utils.data.Dataset):
     """FairFace super-resolution pairs: item = dict(hr, lr, race, gender, age, file, index).
 
-    hr: float32 (3, H, W) RGB in [0, 1] at native size, or resized to `hr_size` x `hr_size` (bicubic,
-    antialias, on the uint8 grid) when given. lr: downscale(hr, scale, lr_kernel). `train=False` is
+    hr: uint8 (3, H, W) RGB grey levels at native size, or resized to `hr_size` x `hr_size` (bicubic,
+    antialias, on the uint8 grid) when given. lr: uint8, downscale(hr, scale, lr_kernel)'s grey levels. Both are
+    uint8 to save bytes to the device, where datasets.unit_images makes them the floats in [0, 1] that models
+    and metrics take (engine.Trainer and evaluation do). `train=False` is
     deterministic. `train=True` flips hr horizontally before lr is made: an item requested as an
     (index, flip) pair (MinoritySampler(flips=True), the training scripts' path) is flipped when `flip`
     is true, which makes flips independent of the process layout; a plain integer index flips with
@@ -158,14 +160,14 @@ class FairFaceSR(torch.utils.data.Dataset):
                              f"divisible by scale {self.scale}; pass hr_size")
         if flip:
             hr = hr.flip(-1)
-        lr = downscale(hr, self.scale, self.lr_kernel)
+        lr = grey_levels(downscale(hr, self.scale, self.lr_kernel))
         return dict(hr=hr[0], lr=lr[0], race=record.race, gender=record.gender, age=record.age,
                     file=record.file, index=index)
 
     def high_resolution(self, index):
-        """Item `index`'s high-resolution image, (1, 3, H, W) float in [0, 1] on the uint8 grid, unflipped."""
+        """Item `index`'s high-resolution image, (1, 3, H, W) uint8 grey levels, unflipped."""
         record = self.records[index]
-        hr = load_rgb(record.path, f"{record.file} (CSV line {record.line})").float().unsqueeze(0) / 255.0
+        hr = load_rgb(record.path, f"{record.file} (CSV line {record.line})").unsqueeze(0)
         if self.hr_size is not None and tuple(hr.shape[-2:]) != (self.hr_size, self.hr_size):
-            hr = resize_bicubic(hr, (self.hr_size, self.hr_size))
+            hr = grey_levels(resize_bicubic(hr.float() / 255.0, (self.hr_size, self.hr_size)))
         return hr

@@ -2,8 +2,12 @@
 
 Every image the data layer reads is decoded by `load_rgb`, and every resize (LR images included) goes
 through `resize_bicubic` or `downscale` (both `_resize`), so all datasets (and racecomp.imagecache, which
-stores what they would decode) agree pixel for pixel.
+stores what they would decode) agree pixel for pixel. Images on the uint8 grid travel as uint8 (`grey_levels`)
+and become floats on the device (`unit_images`). The underscored helpers are internal to racecomp's data
+code, not a user API.
 """
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,6 +35,27 @@ def _resize(image, size, kernel):
     """Resize float (B, 3, H, W) in [0, 1] to `size` (h, w) with `kernel` and antialias, on the uint8 grid."""
     resized = F.interpolate(image, size=size, mode=kernel, antialias=True, align_corners=False)
     return (resized.clamp(0.0, 1.0) * 255.0).round() / 255.0
+
+
+def grey_levels(images):
+    """Float images on the uint8 grid (k / 255, as resize_bicubic returns them) -> uint8 grey levels k, exactly."""
+    return (images * 255.0).round().to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=None)
+def _unit_levels(device):
+    """(256,) float32: k / 255 for k = 0..255, divided on the CPU, on `device`."""
+    return (torch.arange(256, dtype=torch.float32) / 255.0).to(device)
+
+
+def unit_images(images):
+    """uint8 grey levels -> float32 in [0, 1] on their device, level k -> k / 255 looked up from values divided
+    on the CPU, so every device gets the very floats the CPU computes (a CUDA division by a scalar multiplies by
+    its reciprocal, which can be 1 ulp off). Datasets send images as uint8 (a quarter of the bytes through
+    pinning and the copy); models and metrics take floats. Float images are returned as they are."""
+    if images.dtype != torch.uint8:
+        return images
+    return _unit_levels(images.device)[images.long()]
 
 
 def resize_bicubic(image, size):

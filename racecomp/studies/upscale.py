@@ -193,6 +193,14 @@ def build_model(args, starting_weights=True):
                                     last_blocks=args.last_blocks)
 
 
+def build_loss(args):
+    """The training loss of `args` (losses.SRLoss: pixel, VGG19 perceptual, SSIM terms) on the CPU."""
+    return losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
+                         ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights,
+                         pixel_weight=args.pixel_weight, vgg_layer_weights=vgg_layer_weights(args),
+                         pixel_space=args.pixel_space)
+
+
 def identity_similarity(args, device):
     """The identity.IdentitySimilarity of --identity-model on `device` (None without it) and what it is, for
     args.json. With --identity-arch the model is a weights file, loaded as run_verify --arch A --weights W
@@ -345,7 +353,7 @@ def main(args):
 
 
 def _run(args, minority, device):
-    args.amp = engine.resolve_amp(args.amp, device)  # the precision that runs, recorded and in the recipe
+    amp = engine.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
     cpus.configure_torch_threads(show=distributed.is_main())
     world_size = distributed.world_size()
     if world_size > 1:  # part of the recipe: --batch-size is per process
@@ -358,12 +366,7 @@ def _run(args, minority, device):
     engine.seed_everything(args.seed)
     # Weights first (ImageNet encoder, VGG19): a recipe that needs files it cannot download stops before any work.
     model = build_model(args).to(device)
-    loss_fn = None
-    if args.arch != "bicubic":
-        loss_fn = losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
-                                ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights,
-                                pixel_weight=args.pixel_weight, vgg_layer_weights=vgg_layer_weights(args),
-                                pixel_space=args.pixel_space).to(device)
+    loss_fn = build_loss(args).to(device) if args.arch != "bicubic" else None
     splits = distributed.run_on_main(load_splits, args)  # rank 0 checks the images, every rank gets its answer
     sampler, counts = None, {}
     if args.arch != "bicubic":
@@ -381,7 +384,7 @@ def _run(args, minority, device):
             print(f"  {race:<16} available {count['available']:>6}  expected draws/epoch "
                   f"{count['expected_per_epoch']:>9.1f}")
     identity_metric = identity_similarity(args, device)  # loaded before training: a bad model fails now
-    record = files.run_record(args, study=NAME, data_root=data_root(args), device=str(device),
+    record = files.run_record(args, study=NAME, data_root=data_root(args), device=str(device), amp_resolved=amp,
                               parameters=upscalers.count_parameters(model), world_size=world_size,
                               split_sizes={k: len(v) for k, v in splits.items() if k != "dropped"},
                               dropped_unreadable=splits["dropped"], realized_counts=counts,

@@ -359,7 +359,7 @@ def main(args):
     restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
     args.out = os.path.abspath(args.out or default_out(args))
     device = cli.resolve_device(args.device)
-    args.amp = engine.resolve_amp(args.amp, device)  # the precision that runs, recorded and in the recipe
+    amp = engine.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
     cpus.configure_torch_threads()
     action = files.prepare_out_dir(args.out, args, overwrite=args.overwrite)
     if action == "skip":
@@ -371,7 +371,7 @@ def main(args):
     model = build_model(args).to(device)
     # The starting backbone, kept before training (and before a resume loads the checkpoint) for the bias probe.
     start_model = copy.deepcopy(model) if args.bias_probe else None
-    record = files.run_record(args, study=NAME, rfw_root=data[0], device=str(device))
+    record = files.run_record(args, study=NAME, rfw_root=data[0], device=str(device), amp_resolved=amp)
     files.write_json(os.path.join(args.out, "args.json"), record)
     started = time.time()
     if args.epochs > 0:
