@@ -69,12 +69,13 @@ def upscale_run(root, name, images, seed=0, arch="resnet50", minority="none", we
     return folder
 
 
-def verify_run(root, name, pairs, seed=0, minority="none", weight=1.0, quant=None, restore=None, upscaler=None):
+def verify_run(root, name, pairs, seed=0, minority="none", weight=1.0, quant=None, restore=None, upscaler=None,
+               finetune="full"):
     """Run folder of run_verify.py (or run_quantize.py with quant={wbits, abits, calib, qat_steps});
     pairs = [(race, line, id1, correct)], 10 equal folds per race in line order. restore = (restore,
     restore_model): scored on restored faces (run_verify --restore), `upscaler` the restoring run's columns."""
     folder = os.path.join(root, name)
-    identity = {"study": "verify", "arch": "mobilefacenet", "init": "weights", "finetune": "full",
+    identity = {"study": "verify", "arch": "mobilefacenet", "init": "weights", "finetune": finetune,
                 "minority": minority, "weight": weight, "seed": seed, "code_version": "abc123"}
     columns = VERIFY_ID
     if quant is not None:
