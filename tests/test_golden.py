@@ -6,10 +6,11 @@ floor; resnet50 and fastvit, balanced and Black under-sampled at weights 0.2 and
 verification study (finetune full and bn_affine, balanced and African under-sampled, two seeds each, probes on
 the balanced runs) and the quantization study (fp32, w8a8 and w6a6 verification, two seeds each). Every kind of
 findings.csv row (difference in differences, main effect, summary change, vs fp32, probe) and the dose-response
-appear. summarize runs on them with a small --n-boot, as its command line would; then every CSV (findings.csv
-included) is compared cell by cell with tests/golden/ (numbers to 1e-9, relative or absolute; text exactly),
-and the numbers of tables.md and findings.md section by section (the prose around them is not compared, so
-rewording a sentence does not need new goldens; adding or moving a number does).
+appear. summarize runs on them with a small --n-boot and --no-figures (figures hold no number of their own), as
+its command line would; then every CSV (findings.csv included) is compared cell by cell with tests/golden/
+(numbers to 1e-9, relative or absolute; text exactly), and the numbers of tables.md and findings.md section by
+section (the prose around them is not compared, so rewording a sentence does not need new goldens; adding or
+moving a number does).
 
 After an intended change of the outputs, regenerate the goldens and review their diff before committing:
 

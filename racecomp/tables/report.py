@@ -483,8 +483,9 @@ def answers(patterns, n_boot=1000, seed=0, ci=0.95, workers=1, min_effect=None):
     return contrasts.answer(experiments, every_comparison, problems, ci, min_effect), problems.entries
 
 
-def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min_effect=None):
-    """Find the runs under `patterns`, write every table (CSV + tables.md) and plot (PNG) into `out_dir`.
+def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min_effect=None, figures=True):
+    """Find the runs under `patterns`, write every table (CSV + tables.md) and plot (PNG and PDF; none when
+    `figures` is False) into `out_dir`.
 
     `workers`: processes for the paired tests (default: the available cores); the numbers do not depend on it.
     `min_effect`: {metric: smallest effect worth detecting} for the seed planner (contrasts.MIN_EFFECT).
@@ -494,7 +495,7 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min
     {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is written (and the
     folder is left as it was) when no usable run is found (written is then empty).
     """
-    output = Output(out_dir)
+    output = Output(out_dir, draw_figures=figures)
     workers = workers or cpus.available_cores()
     problems = Problems()
     runs, experiments = _load(patterns, problems)
