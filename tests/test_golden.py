@@ -8,9 +8,9 @@ the balanced runs) and the quantization study (fp32, w8a8 and w6a6 verification,
 findings.csv row (difference in differences, main effect, summary change, vs fp32, probe) and the dose-response
 appear. summarize runs on them with a small --n-boot and --no-figures (figures hold no number of their own), as
 its command line would; then every CSV (findings.csv included) is compared cell by cell with tests/golden/
-(numbers to 1e-9, relative or absolute; text exactly), and the numbers of tables.md and findings.md section by
-section (the prose around them is not compared, so rewording a sentence does not need new goldens; adding or
-moving a number does).
+(numbers to 1e-9, relative or absolute; text exactly), and the numbers of tables.md, findings.md and the LaTeX
+tables section by section (the prose around them is not compared, so rewording a sentence does not need new
+goldens; adding or moving a number does).
 
 After an intended change of the outputs, regenerate the goldens and review their diff before committing:
 
@@ -41,7 +41,8 @@ VERIFY_RACES = ("African", "Asian", "Caucasian", "Indian")
 def upscale_runs(root, rng):
     """Bicubic floor (1 seed), resnet50 and fastvit at 2 seeds: balanced, Black at weight 0.2, resnet50 also at
     0.5. 16 images a race; Black loses 1.0 dB (weight 0.2) or 0.4 dB (0.5) under resnet50, 0.5 dB (0.2) under
-    fastvit; fastvit is 0.3 dB above resnet50; each model adds its own noise (0.3 dB); bicubic is 2 dB below the base."""
+    fastvit; fastvit is 0.3 dB above resnet50; each model adds its own noise (0.3 dB); bicubic is 2 dB below the
+    base."""
     files = [(f"val/{i}.jpg", UPSCALE_RACES[i % 3]) for i in range(48)]
     black = np.array([race == "Black" for _, race in files])
     base = rng.normal(30.0, 2.0, len(files))
@@ -136,7 +137,7 @@ def numbers_by_section(text):
     return sections
 
 
-def compare_markdown(name, got_path, want_path):
+def compare_numbers(name, got_path, want_path):
     with open(got_path, encoding="utf-8") as got_file, open(want_path, encoding="utf-8") as want_file:
         got, want = numbers_by_section(got_file.read()), numbers_by_section(want_file.read())
     assert [h for h, _ in got] == [h for h, _ in want], f"{name}: headings differ"
@@ -148,10 +149,10 @@ def compare_markdown(name, got_path, want_path):
 
 
 def normalised_outputs(out, runs):
-    """{name: text} of the CSVs and markdown summarize wrote, the run root replaced by RUNS."""
+    """{name: text} of the CSVs, markdown and LaTeX tables summarize wrote, the run root replaced by RUNS."""
     texts = {}
     for name in sorted(os.listdir(out)):
-        if name.endswith((".csv", ".md")):
+        if name.endswith((".csv", ".md", ".tex")):
             with open(os.path.join(out, name), encoding="utf-8") as handle:
                 texts[name] = handle.read().replace(str(runs), RUNS)
     return texts
@@ -177,5 +178,5 @@ def test_summarize_reproduces_the_golden_files(tmp_path):
     os.makedirs(got)
     for name, text in texts.items():
         (got / name).write_text(text, encoding="utf-8")
-        compare = compare_csv if name.endswith(".csv") else compare_markdown
+        compare = compare_csv if name.endswith(".csv") else compare_numbers
         compare(name, got / name, os.path.join(GOLDEN, name))

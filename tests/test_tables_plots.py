@@ -10,8 +10,8 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from racecomp.tables.output import MANIFEST, Output
-from racecomp.tables.plots import (DPI, FONT_SIZE, MAX_WIDTH_PX, NOTE_COLOUR, PALETTE, ROWS_PER_PART, dose_response_figures,
-                                   figure_files, forest_figures, interval_figures, part_paths)
+from racecomp.tables.plots import (DPI, FONT_SIZE, MAX_WIDTH_PX, NOTE_COLOUR, PALETTE, ROWS_PER_PART,
+                                   dose_response_figures, figure_files, forest_figures, interval_figures, part_paths)
 
 RACES = ["White", "Black", "Indian", "East Asian", "Southeast Asian", "Middle Eastern", "Latino_Hispanic"]
 

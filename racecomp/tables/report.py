@@ -20,7 +20,7 @@ from racecomp.schema import FAMILIES, RECIPE_COLUMN, RESTORE_COLUMNS
 from racecomp.tables.comparisons import (ITEM_METRICS, fairness_interval_rows, item_metrics, race_columns_row,
                                          reference_comparisons, seed_spread_rows, usable_for_items)
 from racecomp.tables.formatting import cell_magnitude, format_number, interval_text, p_text
-from racecomp.tables import contrasts, findings
+from racecomp.tables import contrasts, findings, latex
 from racecomp.tables.output import Output
 from racecomp.tables.probes import probe_rows
 from racecomp.tables.runs import (Problems, canonical, differing_settings, find_run_folders, group_experiments,
@@ -354,7 +354,22 @@ def _interval_tables(output, block, n_boot, seed, ci, problems):
                        _intro(constant, _methods("fairness", "levels")) + "\n\n"
                        + _markdown_table(label_header + ["seeds", "level", "Avg", "Gap", "STD"]
                                          + (["SER"] if ser else []) + ["equal-means p"], body))
+        _latex_table(output, block, metric, members, results, races, level)
     output.csv(f"ci_{block.name}.csv", csv_rows)
+
+
+def _latex_table(output, block, metric, members, results, races, level):
+    """table_<block>_<metric>.tex: the per-race values, Avg, STD and SER (accuracy) of ci_<block>.csv with their
+    intervals, one row per experiment (tables.latex)."""
+    summaries = ["mean", "std"] + (["ser"] if metric == "accuracy" else [])
+    label_header, label_cells, constant = _label_layout(members, 1 + len(races) + len(summaries))
+    caption = (f"{METRIC_NAMES[metric]} per race with {level} intervals, {block.title}"
+               + (f" ({constant})" if constant else "") + ". Rows with >= 2 seeds: recipe level (seed-to-seed "
+               "variance included); 1 seed: the trained model only. Avg = mean over races, STD = std over races"
+               + (", SER = (100 - worst) / (100 - best)" if metric == "accuracy" else "") + "; simultaneous intervals.")
+    output.text(f"table_{block.name}_{metric}.tex", latex.fairness_table(
+        caption, f"tab:racecomp-{block.name}-{metric}", label_header,
+        [(label_cells(e), e.pooled_columns()["n_seeds"], results[id(e)]) for e in members], races, summaries))
 
 
 def _relation_tables(output, block, comparisons, ci):
