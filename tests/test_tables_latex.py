@@ -40,9 +40,8 @@ def body_rows(tex):
 def test_escape_and_interval_cells():
     assert escape("a_b%c&d#e$f{g}h~i^j\\") == ("a\\_b\\%c\\&d\\#e\\$f\\{g\\}h\\textasciitilde{}i\\textasciicircum{}"
                                                 "j\\textbackslash{}")
-    stacked = "\\begin{tabular}[t]{@{}r@{}}%s\\\\ {\\scriptsize[%s, %s]}\\end{tabular}"
-    assert interval_cell(32.05, 31.8, 32.4, 10) == stacked % ("$32.1$", "$31.8$", "$32.4$")  # half up, as tables.md
-    assert interval_cell(-0.5, -1.0, math.inf, 10) == stacked % ("$-0.50$", "$-1.00$", "$\\infty$")
+    assert interval_cell(32.05, 31.8, 32.4, 10) == "\\raceci{32.1}{31.8}{32.4}"  # half up, as tables.md
+    assert interval_cell(-0.5, -1.0, math.inf, 10) == "\\raceci{-0.50}{-1.00}{\\infty}"
     assert interval_cell(30.0, math.nan, math.nan, 10) == interval_cell(30.0, 29.0, 31.0, 1) == "$30.0$"
     assert interval_cell(math.nan, math.nan, math.nan, 1) == "--"
 
@@ -85,10 +84,10 @@ def test_a_value_and_its_interval_are_those_of_the_csv(tables):
     assert header[:3] == ["minority", "weight", "Seeds"] and under[1:3] == ["0.5", "1"]
     numbers = [format_number(v, magnitude) for v in (value, lo, hi)]
     assert under[header.index("African")] == interval_cell(value, lo, hi, int(row["n_items"]))
-    assert re.findall(r"\$([-\d.]+)\$", under[header.index("African")]) == numbers
+    assert re.findall(r"\{([-\d.]+)\}", under[header.index("African")]) == numbers
     ser = next(r for r in read_csv(tables / "ci_verify.csv") if r["minority"] == "African" and r["quantity"] == "ser")
     value, lo, hi = (float(ser[k]) for k in ("value", "lo", "hi"))
-    assert re.findall(r"\$([-\d.]+)\$", under[-1])[0] == format_number(value, cell_magnitude(value, lo, hi))
+    assert re.findall(r"\{([-\d.]+)\}", under[-1])[0] == format_number(value, cell_magnitude(value, lo, hi))
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX install (pdflatex) on this machine")

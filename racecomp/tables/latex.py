@@ -1,7 +1,8 @@
 r"""LaTeX tables (booktabs) a paper can \input, in the layout of the quantization paper's Table I: one row per
-experiment (model, settings), one column per race, then Avg, STD and SER (accuracy only), each cell
-'value [lo, hi]'. The numbers are the rows of ci_<block>.csv, only formatted (tables.formatting: the same
-digits as tables.md); the file needs \usepackage{booktabs} in the paper's preamble and nothing else.
+experiment (model, settings), one column per race, then Avg, STD and SER (accuracy only), each cell the value
+over its interval [lo, hi] (\raceci{value}{lo}{hi}, defined at the top of the file). The numbers are the rows
+of ci_<block>.csv, only formatted (tables.formatting: the same digits as tables.md); the file needs
+\usepackage{booktabs} in the paper's preamble and nothing else.
 """
 import math
 
@@ -10,6 +11,9 @@ from racecomp.tables.formatting import cell_magnitude, format_number
 SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 SUMMARY_HEADERS = {"mean": "Avg", "std": "STD", "ser": "SER"}
+# A cell: the value over its interval, stacked (half the width of one line). \providecommand: a paper that
+# defines \raceci first (e.g. on one line: $#1$ [$#2$, $#3$]) keeps its own.
+CELL_MACRO = r"\providecommand{\raceci}[3]{\begin{tabular}[t]{@{}r@{}}$#1$\\ {\scriptsize[$#2$, $#3$]}\end{tabular}}"
 
 
 def escape(text):
@@ -18,22 +22,20 @@ def escape(text):
 
 
 def _math(text):
-    """A formatted number in math mode (a true minus sign); inf as $\\infty$, nan as --."""
-    if text == "nan":
-        return "--"
-    return "$" + text.replace("inf", r"\infty") + "$"
+    """A formatted number for math mode (a true minus sign): inf as \\infty."""
+    return text.replace("inf", r"\infty")
 
 
 def interval_cell(value, lo, hi, n):
-    """The value over its interval '[lo, hi]' in small type (stacked: half the width of one line), with the
-    decimals of formatting.interval_text; the value alone when n < 2 or the interval is unknown, as tables.md's
-    'no CI'."""
+    """\\raceci{value}{lo}{hi} (CELL_MACRO: the value over its interval in small type), with the decimals of
+    formatting.interval_text; $value$ alone when n < 2 or the interval is unknown, as tables.md's 'no CI';
+    -- for NaN."""
+    if math.isnan(value):
+        return "--"
     if n < 2 or math.isnan(lo) or math.isnan(hi) or (math.isinf(lo) and math.isinf(hi)):
-        return _math(format_number(value))
+        return f"${_math(format_number(value))}$"
     magnitude = cell_magnitude(value, lo, hi)
-    value, lo, hi = (format_number(v, magnitude) for v in (value, lo, hi))
-    interval = rf"{{\scriptsize[{_math(lo)}, {_math(hi)}]}}"
-    return rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}{_math(value)}\\ {interval}\end{{tabular}}"
+    return "\\raceci" + "".join(f"{{{_math(format_number(v, magnitude))}}}" for v in (value, lo, hi))
 
 
 def fairness_table(caption, label, label_header, rows, races, summaries):
@@ -44,7 +46,7 @@ def fairness_table(caption, label, label_header, rows, races, summaries):
         [SUMMARY_HEADERS[s] for s in summaries]
     alignment = "l" * len(label_header) + "r" * (len(header) - len(label_header))
     lines = [f"% RaceComp (summarize.py): {len(rows)} experiments. Needs \\usepackage{{booktabs}}; wider than a "
-             "column of a two-column paper: \\begin{table*} or \\resizebox (graphicx).",
+             "column of a two-column paper: \\begin{table*} or \\resizebox (graphicx).", CELL_MACRO,
              r"\begin{table}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
              rf"\caption{{{escape(caption)}}}", rf"\label{{{label}}}", rf"\begin{{tabular}}{{{alignment}}}",
              r"\toprule", " & ".join(header) + r" \\", r"\midrule"]

@@ -364,8 +364,8 @@ def _latex_table(output, block, metric, members, results, races, level):
     summaries = ["mean", "std"] + (["ser"] if metric == "accuracy" else [])
     label_header, label_cells, constant = _label_layout(members, 1 + len(races) + len(summaries))
     caption = (f"{METRIC_NAMES[metric]} per race with {level} intervals, {block.title}"
-               + (f" ({constant})" if constant else "") + ". Rows with >= 2 seeds: recipe level (seed-to-seed "
-               "variance included); 1 seed: the trained model only. Avg = mean over races, STD = std over races"
+               + (f" ({constant})" if constant else "") + ". Rows with two or more seeds: recipe level "
+               "(seed-to-seed variance included); one seed: the trained model only. Avg = mean over races, STD = std over races"
                + (", SER = (100 - worst) / (100 - best)" if metric == "accuracy" else "") + "; simultaneous intervals.")
     output.text(f"table_{block.name}_{metric}.tex", latex.fairness_table(
         caption, f"tab:racecomp-{block.name}-{metric}", label_header,
