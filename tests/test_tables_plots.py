@@ -97,7 +97,9 @@ def test_forest_plot_splits_long_lists_and_labels_rows_it_cannot_draw():
     drawn = {y: (x, whisker) for x, y, whisker, _ in estimates(first)}
     assert 3 not in drawn and 4 not in drawn  # non-finite estimates: listed, not drawn
     assert drawn[0] == (-10.0, (-11.0, -9.0)) and drawn[5] == (1.0, None)
-    assert drawn[6][1] == (0.5, first.get_xlim()[1])  # an infinite end runs to the edge
+    assert drawn[6][1] == (0.5, first.get_xlim()[1])  # an infinite end runs to the edge, without a cap
+    caps = [c for c in first.collections if c.get_gid() == "caps"]
+    assert [tuple(xy) for xy in caps[0].get_offsets() if xy[1] == 6] == [(0.5, 6.0)]
     right = [t.get_text() for t in first.child_axes[0].get_yticklabels()]
     assert right[0] == "-10.0 [-11.0, -9.0]" and right[5] == "1.00 (no interval)" and right[3] == "nan: not drawn"
     assert notes(figures[0]) == ["2 row(s) with a non-finite estimate not drawn"]

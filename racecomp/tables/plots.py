@@ -84,7 +84,6 @@ def _figure(plot_in, height_in, title, notes, left_in, right_in=0.3, bottom_in=0
     bottom_in += 0.2 * len(notes)
     total_in = top_in + height_in + bottom_in
     figure = Figure(figsize=(width_in, total_in), dpi=DPI)
-    FigureCanvasAgg(figure)
     figure.suptitle(title_text, fontsize=FONT_SIZE + 2, y=1 - 0.1 / total_in, va="top")
     for i, note in enumerate(notes):
         figure.text(0.1 / width_in, (0.1 + 0.2 * (len(notes) - 1 - i)) / total_in, note, fontsize=FONT_SIZE - 1,
@@ -96,18 +95,21 @@ def _figure(plot_in, height_in, title, notes, left_in, right_in=0.3, bottom_in=0
 
 def _draw_estimates(axes, positions, points, colours, low, high, horizontal):
     """Each finite (value, lo, hi) of `points` at its position: the value a dot (gid "estimates"), [lo, hi] a
-    whisker with caps (gid "whiskers"; an infinite end clipped to [low, high], none when an end is NaN). One
-    artist per kind for all points: per-point errorbar calls made a 182-run figure take seconds."""
+    whisker (gid "whiskers"; an infinite end clipped to [low, high], none when an end is NaN) with a cap at each
+    finite end (gid "caps"). One artist per kind for all points: per-point errorbar calls made a 182-run figure
+    take seconds."""
     drawn = [(p, v, lo, hi, c) for p, (v, lo, hi), c in zip(positions, points, colours) if math.isfinite(v)]
     whiskers = [(p, max(lo, low), min(hi, high), c) for p, _, lo, hi, c in drawn if not (math.isnan(lo) or
                                                                                           math.isnan(hi))]
     lines = axes.hlines if horizontal else axes.vlines
-    ends = [(p, end, c) for p, lo, hi, c in whiskers for end in (lo, hi)]
+    ends = [(p, end, c) for p, _, lo, hi, c in drawn if not (math.isnan(lo) or math.isnan(hi))
+            for end in (lo, hi) if math.isfinite(end)]  # a cap at each finite end: none where the whisker runs on
     if whiskers:
         lines([p for p, *_ in whiskers], [lo for _, lo, _, _ in whiskers], [hi for *_, hi, _ in whiskers],
               colors=[c for *_, c in whiskers], linewidth=1.5, gid="whiskers")
         xy = [(end, p) if horizontal else (p, end) for p, end, _ in ends]
-        axes.scatter(*zip(*xy), c=[c for *_, c in ends], marker="|" if horizontal else "_", s=40, linewidths=1.5)
+        axes.scatter(*zip(*xy), c=[c for *_, c in ends], marker="|" if horizontal else "_", s=40, linewidths=1.5,
+                     gid="caps")
     if drawn:
         xy = [(v, p) if horizontal else (p, v) for p, v, *_ in drawn]
         axes.scatter(*zip(*xy), c=[c for *_, c in drawn], s=30, zorder=3, gid="estimates")
