@@ -100,7 +100,7 @@ def test_forest_plot_splits_long_lists_and_labels_rows_it_cannot_draw():
     assert drawn[6][1] == (0.5, first.get_xlim()[1])  # an infinite end runs to the edge, without a cap
     caps = [c for c in first.collections if c.get_gid() == "caps"]
     assert [tuple(xy) for xy in caps[0].get_offsets() if xy[1] == 6] == [(0.5, 6.0)]
-    right = [t.get_text() for t in first.child_axes[0].get_yticklabels()]
+    right = [t.get_text() for t in figures[0].axes[1].get_yticklabels()]
     assert right[0] == "-10.0 [-11.0, -9.0]" and right[5] == "1.00 (no interval)" and right[3] == "nan: not drawn"
     assert notes(figures[0]) == ["2 row(s) with a non-finite estimate not drawn"]
     assert not notes(figures[1])
@@ -169,3 +169,14 @@ def test_part_paths_number_the_parts_to_sort():
     assert part_paths("a/b.png", 1) == ["a/b.png"]
     assert part_paths("a/b.png", 2) == ["a/b_part01.png", "a/b_part02.png"]
     assert part_paths("b.png", 100)[-1] == "b_part100.png"
+
+
+def test_figures_rendered_in_worker_processes_are_the_same_files(tmp_path):
+    rows = [(f"r{i}", 1.0 + i, 0.0, 2.0 + i) for i in range(3)]
+    for workers in (1, 2):
+        output = Output(str(tmp_path / f"w{workers}"), workers=workers)
+        output.figures("forest.png", forest_figures, "t", "x", rows)
+        output.close()
+    assert sorted(os.listdir(tmp_path / "w1")) == sorted(os.listdir(tmp_path / "w2"))
+    for name in ("forest.png", "forest.pdf"):
+        assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes()

@@ -27,8 +27,8 @@ def get_args_parser(add_help=True):
     parser.add_argument("--no-figures", action="store_true",
                         help="tables and findings only, no PNG/PDF figures (matplotlib draws a few figures a "
                              "second; a sweep has hundreds)")
-    parser.add_argument("--workers", type=int, default=None, help="processes for the paired tests (default: the "
-                        "cores this process may use; the numbers do not depend on it)")
+    parser.add_argument("--workers", type=int, default=None, help="processes for the paired tests and the figures "
+                        "(default: the cores this process may use; the numbers do not depend on it)")
     return parser
 
 

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_pdf import FigureCanvasPdf
 from matplotlib.figure import Figure
 
+from racecomp import files
 from racecomp.tables.formatting import format_number, interval_text
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -101,18 +102,21 @@ def _draw_estimates(axes, positions, points, colours, low, high, horizontal):
     drawn = [(p, v, lo, hi, c) for p, (v, lo, hi), c in zip(positions, points, colours) if math.isfinite(v)]
     whiskers = [(p, max(lo, low), min(hi, high), c) for p, _, lo, hi, c in drawn if not (math.isnan(lo) or
                                                                                           math.isnan(hi))]
-    lines = axes.hlines if horizontal else axes.vlines
     ends = [(p, end, c) for p, _, lo, hi, c in drawn if not (math.isnan(lo) or math.isnan(hi))
             for end in (lo, hi) if math.isfinite(end)]  # a cap at each finite end: none where the whisker runs on
     if whiskers:
-        lines([p for p, *_ in whiskers], [lo for _, lo, _, _ in whiskers], [hi for *_, hi, _ in whiskers],
-              colors=[c for *_, c in whiskers], linewidth=1.5, gid="whiskers")
-        xy = [(end, p) if horizontal else (p, end) for p, end, _ in ends]
-        axes.scatter(*zip(*xy), c=[c for *_, c in ends], marker="|" if horizontal else "_", s=40, linewidths=1.5,
-                     gid="caps")
-    if drawn:
-        xy = [(v, p) if horizontal else (p, v) for p, v, *_ in drawn]
-        axes.scatter(*zip(*xy), c=[c for *_, c in drawn], s=30, zorder=3, gid="estimates")
+        (axes.hlines if horizontal else axes.vlines)(
+            [p for p, *_ in whiskers], [lo for _, lo, _, _ in whiskers], [hi for *_, hi, _ in whiskers],
+            colors=[c for *_, c in whiskers], linewidth=1.5, gid="whiskers")
+    _scatter(axes, ends, horizontal, marker="|" if horizontal else "_", s=40, linewidths=1.5, gid="caps")
+    _scatter(axes, [(p, v, c) for p, v, *_, c in drawn], horizontal, s=30, zorder=3, gid="estimates")
+
+
+def _scatter(axes, points, horizontal, **style):
+    """(position, value, colour) points as markers (nothing for none)."""
+    if points:
+        xy = [(value, position) if horizontal else (position, value) for position, value, _ in points]
+        axes.scatter(*zip(*xy), c=[colour for *_, colour in points], **style)
 
 
 def _counts_notes(not_drawn, whiskerless, why="n=1: no interval"):
@@ -131,12 +135,22 @@ def part_paths(path, count):
 
 
 def figure_files(figure):
-    """{".png": bytes, ".pdf": bytes} of one Figure: the PNG at DPI, the PDF vector (no creation date, so that
-    the same figure gives the same file)."""
+    """{".png": bytes, ".pdf": bytes} of one Figure (FORMATS): the PNG at DPI, the PDF vector (no creation
+    date, so that the same figure gives the same file)."""
     png, pdf = io.BytesIO(), io.BytesIO()
     FigureCanvasAgg(figure).print_png(png, metadata={"Software": None})
     FigureCanvasPdf(figure).print_pdf(pdf, metadata={"CreationDate": None})
     return {".png": png.getvalue(), ".pdf": pdf.getvalue()}
+
+
+FORMATS = (".png", ".pdf")  # the files of one figure, in figure_files' order
+
+
+def write_figure(figure, paths):
+    """Write the PNG and PDF of `figure` to `paths` (one per FORMATS entry), each atomically. Rendering is most
+    of a figure's cost (about 0.5 s), so summarize runs this in worker processes."""
+    for path, data in zip(paths, figure_files(figure).values()):
+        files.write_bytes(path, data)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -231,12 +245,13 @@ def _forest_figure(title, x_label, rows, low, high):
     _draw_estimates(axes, positions, [point for _, *point in rows], [PALETTE[0]] * len(rows), low, high,
                     horizontal=True)
     axes.set_yticks(positions, [_cut(label, 90) for label, *_ in rows], fontsize=FONT_SIZE)
-    right = axes.secondary_yaxis("right")
+    right = axes.twinx()  # the values written at the right (a twin pickles for the worker processes)
     right.set_yticks(positions, texts, fontsize=FONT_SIZE - 1)
     for ticks in (axes.get_yticklabels(), right.get_yticklabels()):
         for tick, (_, estimate, _, _) in zip(ticks, rows):
             tick.set_color("black" if math.isfinite(estimate) else NOTE_COLOUR)
-    axes.set_ylim(max(1, len(rows)) - 0.5, -0.5)
+    for side in (axes, right):
+        side.set_ylim(max(1, len(rows)) - 0.5, -0.5)
     axes.set_xlabel(_cut(x_label, 120), fontsize=FONT_SIZE)
     return figure
 

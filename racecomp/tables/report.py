@@ -502,16 +502,23 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min
     """Find the runs under `patterns`, write every table (CSV + tables.md) and plot (PNG and PDF; none when
     `figures` is False) into `out_dir`.
 
-    `workers`: processes for the paired tests (default: the available cores); the numbers do not depend on it.
-    `min_effect`: {metric: smallest effect worth detecting} for the seed planner (contrasts.MIN_EFFECT).
-    findings.md / findings.csv answer the studies' questions (tables.contrasts, tables.findings).
-    `out_dir` ends up holding exactly this run's files (tables.output): the files of an earlier summarize
-    there are removed; a folder holding any other file is refused (ValueError) before any work. Returns
-    {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is written (and the
-    folder is left as it was) when no usable run is found (written is then empty).
+    `workers`: processes for the paired tests and the figures (default: the available cores); the numbers do
+    not depend on it. `min_effect`: {metric: smallest effect worth detecting} for the seed planner
+    (contrasts.MIN_EFFECT). findings.md / findings.csv answer the studies' questions (tables.contrasts,
+    tables.findings). `out_dir` ends up holding exactly this run's files (tables.output): the files of an
+    earlier summarize there are removed; a folder holding any other file is refused (ValueError) before any
+    work. Returns {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is
+    written (and the folder is left as it was) when no usable run is found (written is then empty).
     """
-    output = Output(out_dir, draw_figures=figures)
     workers = workers or cpus.available_cores()
+    output = Output(out_dir, draw_figures=figures, workers=workers)
+    try:
+        return _summarize(output, patterns, n_boot, seed, ci, workers, min_effect)
+    finally:
+        output.close()  # the figures still rendering
+
+
+def _summarize(output, patterns, n_boot, seed, ci, workers, min_effect):
     problems = Problems()
     runs, experiments = _load(patterns, problems)
     if not experiments:
