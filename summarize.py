@@ -4,8 +4,8 @@
     python summarize.py 'runs/upscale/resnet50-*' runs/verify --out tables/ --n-boot 2000
 
 Finds every folder holding per_race.csv under the given folders or globs (recursively) and writes to --out:
-tables.md (every table, and a Problems section naming each file left out and why), one CSV per table and
-PNG dot plots with CI whiskers. See racecomp/tables/__init__.py for the conventions (n, pairing, references,
+tables.md (every table, and a Problems section naming each file left out and why), one CSV per table, a LaTeX
+table per study and metric, and figures with CI whiskers as PNG and PDF (--no-figures: none). See racecomp/tables/__init__.py for the conventions (n, pairing, references,
 signs); this script is the command line of racecomp/tables/command.py.
 """
 from racecomp.cli import run_script, script_arguments

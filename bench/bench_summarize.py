@@ -228,6 +228,8 @@ def get_args_parser(add_help=True):
                         "removed at the end)")
     parser.add_argument("--keep", action="store_true", help="keep the runs and tables (a later call with the "
                         "same --work, --runs, --images and --seed reuses the runs)")
+    parser.add_argument("--no-figures", action="store_true", help="summarize --no-figures: tables only (the "
+                        "difference is the figures' share of the time)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print summarize's N most expensive functions (cProfile, cumulative time)")
     return parser
@@ -239,7 +241,7 @@ def main(args):
     work = args.work or tempfile.mkdtemp(prefix="bench_summarize_")
     os.makedirs(work, exist_ok=True)
     print(f"settings: --runs {args.runs} --images {args.images} --n-boot {args.n_boot} --seed {args.seed} "
-          f"--work {work}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+          f"--work {work}{' --no-figures' if args.no_figures else ''}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     try:
         runs_dir = ensure_runs(args, work)
         before = rss_mib()
@@ -247,7 +249,8 @@ def main(args):
         start, cpu = time.perf_counter(), time.process_time()
         if profile:
             profile.enable()
-        result = summarize([runs_dir], os.path.join(work, "tables"), n_boot=args.n_boot, seed=args.seed)
+        result = summarize([runs_dir], os.path.join(work, "tables"), n_boot=args.n_boot, seed=args.seed,
+                           figures=not args.no_figures)
         if profile:
             profile.disable()
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu

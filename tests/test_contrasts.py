@@ -63,9 +63,9 @@ def read_csv(path):
         return list(csv.DictReader(handle))
 
 
-def run_summarize(runs, out, *extra):
+def run_summarize(runs, out, *extra, figures=False):
     return summarize.main(summarize.get_args_parser().parse_args([str(runs), "--out", str(out), "--n-boot", "50",
-                                                                  *extra]))
+                                                                  *extra] + ([] if figures else ["--no-figures"])))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -300,11 +300,11 @@ def test_planted_dose_response_gives_the_onset_weight(tmp_path):
             psnr = difficulty + np.where(races == "Black", penalty, 0.0) + rng.normal(0.0, 0.03) \
                 + rng.normal(0.0, 0.3, len(races))
             upscale_folder(tmp_path / "runs", "resnet50", minority, weight, seed, list(races), psnr)
-    run_summarize(tmp_path / "runs", tmp_path / "out")
+    run_summarize(tmp_path / "runs", tmp_path / "out", figures=True)
     text = (tmp_path / "out" / "findings.md").read_text()
     assert "PSNR-Y penalty on Black, arch=resnet50, finetune=full, scale=2, upsampler=pixelshuffle: noticeably " \
            "hurt from weight 0.2 down" in text
-    assert "findings_dose_01.png" in text
+    assert "findings_dose_01.png" in text and (tmp_path / "out" / "findings_dose_01.pdf").is_file()
 
 
 def test_answers_as_functions_for_a_notebook(tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageColor
 
 import summarize
 from racecomp.tables.comparisons import PSNR_CAP_DB
@@ -69,12 +69,13 @@ def upscale_run(root, name, images, seed=0, arch="resnet50", minority="none", we
     return folder
 
 
-def verify_run(root, name, pairs, seed=0, minority="none", weight=1.0, quant=None, restore=None, upscaler=None):
+def verify_run(root, name, pairs, seed=0, minority="none", weight=1.0, quant=None, restore=None, upscaler=None,
+               finetune="full"):
     """Run folder of run_verify.py (or run_quantize.py with quant={wbits, abits, calib, qat_steps});
     pairs = [(race, line, id1, correct)], 10 equal folds per race in line order. restore = (restore,
     restore_model): scored on restored faces (run_verify --restore), `upscaler` the restoring run's columns."""
     folder = os.path.join(root, name)
-    identity = {"study": "verify", "arch": "mobilefacenet", "init": "weights", "finetune": "full",
+    identity = {"study": "verify", "arch": "mobilefacenet", "init": "weights", "finetune": finetune,
                 "minority": minority, "weight": weight, "seed": seed, "code_version": "abc123"}
     columns = VERIFY_ID
     if quant is not None:
@@ -109,9 +110,11 @@ def read_csv(path):
         return list(csv.DictReader(handle))
 
 
-def run_main(paths, out, *extra):
+def run_main(paths, out, *extra, figures=False):
+    """summarize.py on `paths`; without figures unless asked (drawing them takes most of a small run's time)."""
     return summarize.main(summarize.get_args_parser().parse_args(
-        [str(p) for p in paths] + ["--out", str(out), "--n-boot", str(N_BOOT), *extra]))
+        [str(p) for p in paths] + ["--out", str(out), "--n-boot", str(N_BOOT), *extra]
+        + ([] if figures else ["--no-figures"])))
 
 
 def problems_text(result):
@@ -691,22 +694,25 @@ def test_nothing_usable_exits_non_zero_and_leaves_the_out_folder_alone(tmp_path)
 # Globs, plots, infinite PSNR
 
 
-def test_main_on_globs_and_plots_are_png(tmp_path):
+def test_main_on_globs_and_figures_as_png_and_pdf(tmp_path):
     hand_runs(tmp_path / "runs")
     upscale_run(tmp_path / "runs", "other-seed0", HAND_SEEDS[0], arch="vgg")
-    result = run_main([tmp_path / "runs" / "*-seed0"], tmp_path / "out")
+    result = run_main([tmp_path / "runs" / "*-seed0"], tmp_path / "out", figures=True)
     assert {r["arch"] for r in read_csv(tmp_path / "out" / "seeds_upscale-x2.csv")} == {"resnet50", "vgg"}
     assert {r["seeds"] for r in read_csv(tmp_path / "out" / "seeds_upscale-x2.csv")} == {"0"}
     pngs = [p for p in result["written"] if p.endswith(".png")]
     assert {os.path.basename(p) for p in pngs} >= {"seeds_upscale-x2_psnr_y.png", "ci_upscale-x2_ssim_y.png"}
-    for path in [p for p in pngs if os.path.basename(p).startswith("findings_")]:  # one row per contrast
+    assert sorted(p for p in result["written"] if p.endswith(".pdf")) == sorted(p[:-4] + ".pdf" for p in pngs)
+    for path in pngs:
         with Image.open(path) as image:
-            assert image.format == "PNG" and 640 <= image.width <= 2400
-    for path in [p for p in pngs if not os.path.basename(p).startswith("findings_")]:
-        with Image.open(path) as image:
-            assert image.format == "PNG" and image.width >= 640 and image.height >= 400
+            assert image.format == "PNG" and 400 <= image.width <= 2400
             colours = {colour for _, colour in image.convert("RGB").getcolors(1 << 20)}
-        assert PALETTE[0] in colours and PALETTE[1] in colours  # both experiments drawn
+        if os.path.basename(path).startswith(("seeds_", "ci_")):  # both experiments drawn, each in its colour
+            assert {ImageColor.getrgb(PALETTE[0]), ImageColor.getrgb(PALETTE[1])} <= colours
+    without = run_main([tmp_path / "runs" / "*-seed0"], tmp_path / "out")
+    assert not [p for p in without["written"] if p.endswith((".png", ".pdf"))]
+    assert sorted(os.listdir(tmp_path / "out")) == sorted([os.path.basename(p) for p in without["written"]]
+                                                          + ["summarize_files.txt"])
 
 
 def test_summarize_stands_on_numpy_without_torch_or_timm(tmp_path):

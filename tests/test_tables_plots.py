@@ -1,131 +1,182 @@
-"""racecomp.tables.plots: axis ticks, the PNG dot, forest and dose-response plots, and their width cap."""
+"""racecomp.tables.plots: what each matplotlib figure draws (read back from the Figure), its parts and width cap,
+and the PNG and PDF files written from it."""
 import math
 import os
+import subprocess
+import sys
 
-import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 from PIL import Image
 
 from racecomp.tables.output import MANIFEST, Output
-from racecomp.tables.plots import (MAX_WIDTH_PX, MIN_WIDTH_PX, PALETTE, _nice_ticks, forest_images, part_paths,
-                                   plot_dose_response, plot_forest, plot_intervals)
+from racecomp.tables.plots import (DPI, FONT_SIZE, MAX_WIDTH_PX, NOTE_COLOUR, PALETTE, ROWS_PER_PART,
+                                   dose_response_figures, figure_files, forest_figures, interval_figures, part_paths)
+
+RACES = ["White", "Black", "Indian", "East Asian", "Southeast Asian", "Middle Eastern", "Latino_Hispanic"]
 
 
-@pytest.mark.parametrize("low, high, ticks, decimals", [
-    (0.0, 1.0, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 1),
-    (0.0, 25.0, [0.0, 5.0, 10.0, 15.0, 20.0, 25.0], 0),
-    (0.0, 1.5, [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5], 2),  # a 2.5 step needs one more decimal
-])
-def test_nice_ticks(low, high, ticks, decimals):
-    got, got_decimals = _nice_ticks(low, high)
-    assert got == pytest.approx(ticks) and got_decimals == decimals
+def estimates(axes, horizontal=True):
+    """[(x, y, whisker (lo, hi) along the value axis or None, colour)] of the dots drawn in `axes` (value axis
+    horizontal: interval and forest plots; vertical: dose-response)."""
+    whiskers = {}
+    for collection in [c for c in axes.collections if c.get_gid() == "whiskers"]:
+        for start, end in collection.get_segments():
+            whiskers[start[1] if horizontal else start[0]] = (start[0], end[0]) if horizontal else (start[1], end[1])
+    return [(float(x), float(y), whiskers.get(y if horizontal else x), to_hex(colour))
+            for collection in axes.collections if collection.get_gid() == "estimates"
+            for (x, y), colour in zip(collection.get_offsets(), collection.get_facecolors())]
 
 
-def test_plot_intervals_draws_finite_points_and_skips_the_rest(tmp_path):
-    path = tmp_path / "plot.png"
+def notes(figure):
+    """The red notes under a figure (what was not drawn, and why)."""
+    return [t.get_text() for t in figure.texts if to_hex(t.get_color()) == NOTE_COLOUR]
+
+
+def width_px(figure):
+    return figure.get_size_inches()[0] * DPI
+
+
+def test_interval_figure_draws_each_value_in_its_race_panel_and_row():
     series = [("a", {"White": (-1.0, -1.5, -0.5), "Black": (0.5, 0.0, 1.0)}),
-              ("b", {"White": (math.nan, math.nan, math.nan), "Black": (0.2, -0.1, 0.4)})]
-    plot_intervals(str(path), "title", "difference (dB)", ["White", "Black"], series, zero_line=True)
-    with Image.open(path) as image:
-        assert image.format == "PNG" and image.width >= 640 and image.height >= 400
-        colours = {colour for _, colour in image.convert("RGB").getcolors(1 << 20)}
-    assert PALETTE[0] in colours and PALETTE[1] in colours
-    assert not [p for p in tmp_path.iterdir() if p.name != "plot.png"]  # no temporary file left
+              ("b", {"White": (math.nan, math.nan, math.nan), "Black": (0.2, math.nan, math.nan)})]
+    (figure,) = interval_figures("title", "difference (dB)", ["White", "Black"], series, zero_line=True)
+    white, black = figure.axes
+    assert (white.get_title(), black.get_title()) == ("White", "Black")
+    assert estimates(white) == [(-1.0, 0.0, (-1.5, -0.5), PALETTE[0])]  # NaN value: not drawn
+    assert estimates(black) == [(0.5, 0.0, (0.0, 1.0), PALETTE[0]), (0.2, 1.0, None, PALETTE[1])]  # n=1: no whisker
+    assert [t.get_text() for t in white.get_yticklabels()] == ["a", "b"]
+    assert [to_hex(t.get_color()) for t in white.get_yticklabels()] == list(PALETTE[:2])  # labels coloured as the dots
+    assert white.get_xlim() == black.get_xlim() and white.get_xlim()[0] < -1.5 and black.get_xlim()[1] > 1.0
+    assert [line.get_xdata()[0] for line in white.lines if line.get_linestyle() == "-" and
+            len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1]] == [0.0]  # the zero line
+    assert notes(figure) == ["1 non-finite value(s) not drawn", "1 value(s) without whiskers (n=1: no interval)"]
 
 
-def column_of_colour(image, colour):
-    """(top, bottom) rows of the pixels of `colour`."""
-    pixels = np.argwhere(np.all(np.asarray(image.convert("RGB")) == colour, axis=-1))
-    return pixels[:, 0].min(), pixels[:, 0].max()
+def test_interval_plot_of_a_182_run_sweep_is_a_few_readable_parts_on_one_axis():
+    sweep = [(f"resnet50-minority-{s}-weight-0.{s}", {r: (30.0 + s / 100, 29.0 + s / 100, 31.0) for r in RACES})
+             for s in range(182)]  # a 182-run sweep: once a 12,000 px wide image, or 37 parts of 5 runs
+    figures = interval_figures("title", "PSNR-Y (dB)", RACES, sweep)
+    assert len(figures) == math.ceil(182 / ROWS_PER_PART)
+    assert all(width_px(f) <= MAX_WIDTH_PX and len(f.axes) == len(RACES) for f in figures)
+    assert {f.axes[0].get_xlim() for f in figures} == {figures[0].axes[0].get_xlim()}  # parts compare
+    rows = [t.get_text() for f in figures for t in f.axes[0].get_yticklabels()]
+    assert rows == [label for label, _ in sweep]  # every run once, in order
+    assert all(t.get_fontsize() >= FONT_SIZE for f in figures for t in f.axes[0].get_yticklabels())
+    drawn = [(y, x, colour) for f in figures for y, x, _, colour in estimates(f.axes[1])]  # Black
+    assert [x for x, _, _ in drawn] == pytest.approx([30.0 + s / 100 for s in range(182)])
+    assert [c for _, _, c in drawn] == [PALETTE[s % len(PALETTE)] for s in range(182)]
+    categories = [f"race {i}" for i in range(20)]  # many categories: split by panels too
+    figures = interval_figures("t", "y", categories, [("a", {c: (1.0, 0.0, 2.0) for c in categories})])
+    assert [len(f.axes) for f in figures] == [7, 7, 6]
+    assert all(width_px(f) <= MAX_WIDTH_PX for f in figures)
 
 
-def test_a_value_without_interval_is_a_dot_without_whisker(tmp_path):
-    # n=1: lo = hi = NaN. The dot (10 px) and its value label above it are drawn; no whisker spans a range.
-    series = [("one seed", {"White": (30.0, math.nan, math.nan)}), ("two", {"White": (31.0, 29.0, 33.0)})]
-    plot_intervals(str(tmp_path / "one.png"), "t", "y", ["White"], series)
-    with Image.open(tmp_path / "one.png") as image:
-        top, bottom = column_of_colour(image.crop((96, 56, 640, 416)), PALETTE[0])
-        whisker_top, whisker_bottom = column_of_colour(image.crop((96, 56, 640, 416)), PALETTE[1])
-    assert bottom - top < 30 and whisker_bottom - whisker_top > 100
+def test_long_titles_and_labels_are_wrapped_or_cut_not_widened():
+    figures = interval_figures("word " * 200, "y" * 300, ["c" * 400], [("x" * 500, {"c" * 400: (1.0, 0.0, 2.0)})])
+    figures += forest_figures("word " * 200, "x" * 400, [("l" * 500, 1.0, 0.0, 2.0)])
+    figures += dose_response_figures("word " * 200, "y", ["w" * 300], {"a" * 500: [(1, 0, 2)]})
+    assert all(width_px(f) <= MAX_WIDTH_PX for f in figures)
+    assert all(f._suptitle.get_text().count("\n") <= 2 for f in figures)
+    assert len(figures[0].axes[0].get_yticklabels()[0].get_text()) < 100
 
 
-def widths_and_colours(paths):
-    """[(width, height, set of RGB colours)] of the PNGs at `paths`."""
-    found = []
-    for path in paths:
-        with Image.open(path) as image:
-            assert image.format == "PNG"
-            found.append((image.width, image.height, {c for _, c in image.convert("RGB").getcolors(1 << 22)}))
-    return found
-
-
-def test_dot_plot_of_many_categories_or_runs_is_split_into_parts_at_most_max_width(tmp_path):
-    categories = [f"race {i}" for i in range(200)]
-    series = [(f"run {s}", {c: (float(i % 7), i % 7 - 1.0, i % 7 + 1.0) for i, c in enumerate(categories)})
-              for s in range(3)]
-    paths = plot_intervals(str(tmp_path / "wide.png"), "title", "y", categories, series)
-    assert paths == part_paths(str(tmp_path / "wide.png"), len(paths)) and len(paths) > 1
-    assert os.path.basename(paths[0]) == "wide_part01.png"
-    found = widths_and_colours(paths)
-    assert max(width for width, _, _ in found) <= MAX_WIDTH_PX
-    assert all(colours & set(PALETTE[:3]) for _, _, colours in found)  # something drawn in every part
-    assert set().union(*(colours for _, _, colours in found)) >= set(PALETTE[:3])  # each run, one colour
-    races = ["White", "Black", "Indian", "East Asian", "Southeast Asian", "Middle Eastern", "Latino_Hispanic"]
-    sweep = [(f"resnet50-minority-{s}-weight-0.{s}", {r: (30.0 + s / 100, 29.0, 31.0) for r in races})
-             for s in range(182)]  # a 182-run sweep: once a 12,000 px wide image
-    paths = plot_intervals(str(tmp_path / "sweep.png"), "t", "y", races, sweep)
-    found = widths_and_colours(paths)
-    assert max(width for width, _, _ in found) <= MAX_WIDTH_PX and all(c & set(PALETTE) for _, _, c in found)
-    assert len(paths) <= 40
-    assert plot_intervals(str(tmp_path / "small.png"), "t", "y", races, sweep[:2]) == [str(tmp_path / "small.png")]
-
-
-def test_long_titles_and_labels_are_wrapped_or_cut_not_widened(tmp_path):
-    series = [("x" * 500, {"White": (1.0, 0.0, 2.0)})]
-    paths = plot_intervals(str(tmp_path / "p.png"), "word " * 200, "y" * 300, ["c" * 400], series)
-    paths += plot_forest(str(tmp_path / "f.png"), "word " * 200, "x" * 400, [("l" * 500, 1.0, 0.0, 2.0)])
-    paths += plot_dose_response(str(tmp_path / "d.png"), "word " * 200, "y", ["w" * 300], {"a" * 500: [(1, 0, 2)]})
-    assert all(width <= MAX_WIDTH_PX for width, _, _ in widths_and_colours(paths))
-
-
-def test_forest_plot_splits_long_lists_and_labels_rows_it_cannot_draw(tmp_path):
+def test_forest_plot_splits_long_lists_and_labels_rows_it_cannot_draw():
     rows = [(f"contrast {i}", i / 10 - 10, i / 10 - 11, i / 10 - 9) for i in range(200)]
     rows[3] = ("nan row", math.nan, math.nan, math.nan)
     rows[4] = ("inf row", math.inf, 0.0, math.inf)
     rows[5] = ("no interval", 1.0, math.nan, math.nan)
     rows[6] = ("unbounded above", 1.0, 0.5, math.inf)
-    paths = plot_forest(str(tmp_path / "forest.png"), "Penalty per race", "difference (dB)", rows)
-    assert len(paths) == 5  # 200 rows, at most FOREST_ROWS a part
-    found = widths_and_colours(paths)
-    assert all(width <= MAX_WIDTH_PX and PALETTE[0] in colours for width, _, colours in found)
-    assert len({height for _, height, _ in found[1:]}) == 1  # equal parts (40 rows each)
-    assert (200, 0, 0) in found[0][2]  # the note on the rows not drawn, in the first part only
-    assert (200, 0, 0) not in found[1][2]
-    assert plot_forest(str(tmp_path / "one.png"), "t", "x", rows[:3]) == [str(tmp_path / "one.png")]
-    assert len(plot_forest(str(tmp_path / "empty.png"), "t", "x", [])) == 1
+    figures = forest_figures("Penalty per race", "difference (dB)", rows)
+    assert len(figures) == 5 and all(width_px(f) <= MAX_WIDTH_PX for f in figures)
+    first = figures[0].axes[0]
+    labels = [t.get_text() for t in first.get_yticklabels()]
+    assert labels[:7] == ["contrast 0", "contrast 1", "contrast 2", "nan row", "inf row", "no interval",
+                          "unbounded above"]
+    assert [to_hex(t.get_color()) for t in first.get_yticklabels()][2:5] == ["#000000", "#c80000", "#c80000"]
+    drawn = {y: (x, whisker) for x, y, whisker, _ in estimates(first)}
+    assert 3 not in drawn and 4 not in drawn  # non-finite estimates: listed, not drawn
+    assert drawn[0] == (-10.0, (-11.0, -9.0)) and drawn[5] == (1.0, None)
+    assert drawn[6][1] == (0.5, first.get_xlim()[1])  # an infinite end runs to the edge, without a cap
+    caps = [c for c in first.collections if c.get_gid() == "caps"]
+    assert [tuple(xy) for xy in caps[0].get_offsets() if xy[1] == 6] == [(0.5, 6.0)]
+    right = [t.get_text() for t in figures[0].axes[1].get_yticklabels()]
+    assert right[0] == "-10.0 [-11.0, -9.0]" and right[5] == "1.00 (no interval)" and right[3] == "nan: not drawn"
+    assert notes(figures[0]) == ["2 row(s) with a non-finite estimate not drawn"]
+    assert not notes(figures[1])
+    assert len(forest_figures("t", "x", [])) == 1
 
 
-def test_dose_response_draws_each_series_and_caps_the_width(tmp_path):
+def test_dose_response_draws_each_series_and_caps_the_width():
     series = {"resnet50": [(-0.1, -0.3, 0.1), (-0.5, -0.8, -0.2), (math.nan, math.nan, math.nan), (-1.0, -1.2, -0.8)],
               "fastvit_sa24": [(0.0, math.nan, math.nan), (-0.2, -0.4, 0.0), (-0.6, -0.9, -0.3), (math.inf, 0, 1)]}
-    paths = plot_dose_response(str(tmp_path / "dose.png"), "Penalty vs weight", "penalty (dB)",
-                               [0.05, 0.1, 0.2, 0.5], series)
-    assert paths == [str(tmp_path / "dose.png")]
-    (width, _, colours), = widths_and_colours(paths)
-    assert MIN_WIDTH_PX <= width <= MAX_WIDTH_PX and {PALETTE[0], PALETTE[1], (200, 0, 0)} <= colours
+    (figure,) = dose_response_figures("Penalty vs weight", "penalty (dB)", [0.05, 0.1, 0.2, 0.5], series)
+    axes = figure.axes[0]
+    resnet, fastvit = [line for line in axes.lines if line.get_label() in series]
+    assert list(resnet.get_ydata()[:2]) == [-0.1, -0.5] and math.isnan(resnet.get_ydata()[2])  # the line breaks
+    assert resnet.get_xdata()[0] < 0 < fastvit.get_xdata()[0]  # the series side by side around each x
+    drawn = estimates(axes, horizontal=False)
+    assert len(drawn) == 6 and (drawn[0][1], drawn[0][2]) == (-0.1, (-0.3, 0.1))
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["0.05", "0.1", "0.2", "0.5"]
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["resnet50", "fastvit_sa24"]
+    assert notes(figure) == ["2 non-finite value(s) not drawn",
+                                                    "1 value(s) without whiskers (no interval)"]
     many = {f"arch {a}": [(float(w), w - 1.0, w + 1.0) for w in range(200)] for a in range(3)}
-    paths = plot_dose_response(str(tmp_path / "many.png"), "t", "y", list(range(200)), many)
-    assert len(paths) > 1 and all(width <= MAX_WIDTH_PX for width, _, _ in widths_and_colours(paths))
+    figures = dose_response_figures("t", "y", list(range(200)), many)
+    assert len(figures) > 1 and all(width_px(f) <= MAX_WIDTH_PX for f in figures)
     with pytest.raises(ValueError, match="3 points for 4 x values"):
-        plot_dose_response(str(tmp_path / "bad.png"), "t", "y", [1, 2, 3, 4], {"a": [(1, 0, 2)] * 3})
+        dose_response_figures("t", "y", [1, 2, 3, 4], {"a": [(1, 0, 2)] * 3})
 
 
-def test_output_lists_every_part_of_a_split_plot_in_its_manifest(tmp_path):
+def test_output_writes_each_part_as_png_and_pdf_and_lists_them_in_its_manifest(tmp_path):
     output = Output(str(tmp_path / "out"))
-    categories = [f"c{i}" for i in range(40)]
+    categories = [f"c{i}" for i in range(10)]
     paths = output.plot("dots.png", "t", "y", categories, [("a", {c: (1.0, 0.0, 2.0) for c in categories})])
-    paths += output.pngs("forest.png", forest_images("t", "x", [(f"r{i}", 1.0, 0.0, 2.0) for i in range(50)]))
+    paths += output.figures("forest.png", forest_figures, "t", "x", [(f"r{i}", 1.0, 0.0, 2.0) for i in range(50)])
     listed = (tmp_path / "out" / MANIFEST).read_text().splitlines()[1:]
     assert listed == [os.path.basename(p) for p in paths] == [
-        "dots_part01.png", "dots_part02.png", "dots_part03.png", "forest_part01.png", "forest_part02.png"]
+        "dots_part01.png", "dots_part01.pdf", "dots_part02.png", "dots_part02.pdf",
+        "forest_part01.png", "forest_part01.pdf", "forest_part02.png", "forest_part02.pdf"]
     assert sorted(os.listdir(tmp_path / "out")) == sorted(listed + [MANIFEST])
+    for path in paths:
+        if path.endswith(".png"):
+            with Image.open(path) as image:
+                assert image.format == "PNG" and 400 <= image.width <= MAX_WIDTH_PX and image.height >= 200
+                assert image.convert("RGB").getpixel((image.width // 2, 2)) == (255, 255, 255)
+        else:
+            data = open(path, "rb").read()
+            assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF") and b"/CreationDate" not in data
+
+
+def test_the_same_figure_gives_the_same_files():
+    def draw():
+        return forest_figures("t", "x", [("a", 1.0, 0.0, 2.0)])[0]
+    assert figure_files(draw()) == figure_files(draw())
+
+
+def test_figures_leave_pyplot_and_the_backend_of_a_notebook_alone(tmp_path):
+    # A notebook user's pyplot state (backend, open figures) is theirs: the tables never import pyplot.
+    code = ("import sys, matplotlib\n"
+            "from racecomp.tables.plots import figure_files, forest_figures\n"
+            "figure_files(forest_figures('t', 'x', [('a', 1.0, 0.0, 2.0)])[0])\n"
+            "assert 'matplotlib.pyplot' not in sys.modules\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_part_paths_number_the_parts_to_sort():
+    assert part_paths("a/b.png", 1) == ["a/b.png"]
+    assert part_paths("a/b.png", 2) == ["a/b_part01.png", "a/b_part02.png"]
+    assert part_paths("b.png", 100)[-1] == "b_part100.png"
+
+
+def test_figures_rendered_in_worker_processes_are_the_same_files(tmp_path):
+    rows = [(f"r{i}", 1.0 + i, 0.0, 2.0 + i) for i in range(3)]
+    for workers in (1, 2):
+        output = Output(str(tmp_path / f"w{workers}"), workers=workers)
+        output.figures("forest.png", forest_figures, "t", "x", rows)
+        output.close()
+    assert sorted(os.listdir(tmp_path / "w1")) == sorted(os.listdir(tmp_path / "w2"))
+    for name in ("forest.png", "forest.pdf"):
+        assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes()

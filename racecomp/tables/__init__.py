@@ -1,6 +1,7 @@
 """Per-race tables a paper can print, from finished run folders: seeds pooled per experiment, per-race intervals,
-fairness gaps with simultaneous intervals, paired model-vs-reference tests, minority penalties; markdown, CSV and
-PNG dot plots (at most plots.MAX_WIDTH_PX wide: a wider plot is split into parts).
+fairness gaps with simultaneous intervals, paired model-vs-reference tests, minority penalties; markdown, CSV, a
+LaTeX table per block and metric (latex) and matplotlib figures as PNG (at most plots.MAX_WIDTH_PX wide: a
+larger plot is split into parts) and PDF.
 
 A run folder is finished when it holds per_race.csv (the files and their columns: racecomp.schema). Its rows
 start with the run's identifying columns (every column before `race`: study, the settings, seed,
@@ -41,8 +42,8 @@ and the seeds needed to detect --min-effect; `answers(paths)` returns them as da
 Modules: runs (find, read and check run folders; group experiments), comparisons (per-race rows, intervals,
 paired tests against references), contrasts (contrasts between experiments, dose-response, seed planning),
 findings (findings.md / .csv and their figures), probes (probe results per seed and over seeds), formatting
-(how numbers are written), plots (PNG dot, forest and dose-response plots), output (the --out folder and its
-manifest), report (the tables and summarize).
+(how numbers are written), latex (booktabs tables), plots (interval, forest and dose-response figures),
+output (the --out folder and its manifest), report (the tables and summarize).
 """
 from racecomp.tables.findings import sentence
 from racecomp.tables.report import answers, summarize

@@ -15,7 +15,7 @@ def get_args_parser(add_help=True):
     parser = make_parser(DESCRIPTION, add_help)
     parser.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_GLOB",
                         help="run folders, folders of runs, or globs (quoted; ** recurses)")
-    parser.add_argument("--out", required=True, help="folder for tables.md, the CSVs and the PNGs")
+    parser.add_argument("--out", required=True, help="folder for tables.md, the CSVs and the figures")
     parser.add_argument("--n-boot", type=int, default=1000,
                         help="bootstrap replicates (studentized intervals, paired tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every bootstrap")
@@ -24,8 +24,11 @@ def get_args_parser(add_help=True):
                         help="smallest effect worth detecting, for the seed planner of findings.md (defaults: "
                              + ", ".join(f"{m}={v:g}" for m, v in MIN_EFFECT.items())
                              + "; accuracy in percentage points)")
-    parser.add_argument("--workers", type=int, default=None, help="processes for the paired tests (default: the "
-                        "cores this process may use; the numbers do not depend on it)")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="tables and findings only, no PNG/PDF figures (matplotlib draws a few figures a "
+                             "second; a sweep has hundreds)")
+    parser.add_argument("--workers", type=int, default=None, help="processes for the paired tests and the figures "
+                        "(default: the cores this process may use; the numbers do not depend on it)")
     return parser
 
 
@@ -48,7 +51,7 @@ def main(args):
         if not min_effect[metric] > 0:
             raise SystemExit(f"--min-effect {text}: the value must be > 0")
     result = summarize(args.paths, args.out, n_boot=args.n_boot, seed=args.seed, ci=args.ci, workers=args.workers,
-                       min_effect=min_effect)
+                       min_effect=min_effect, figures=not args.no_figures)
     if not result["written"]:
         raise SystemExit(f"summarize.py: no usable finished run (folder with a valid per_race.csv) under "
                          f"{' '.join(args.paths)}; {len(result['problems'])} problem(s) printed above")

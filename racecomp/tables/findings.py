@@ -4,11 +4,12 @@ question's multiplicity family allow; when nothing is detected, whether the inte
 worth knowing (--min-effect) and how many seeds would detect it.
 """
 import math
+import os
 from dataclasses import asdict
 
 from racecomp.tables.contrasts import POWER, UNITS, Unanswerable
 from racecomp.tables.formatting import cell_magnitude, format_number, p_text
-from racecomp.tables.plots import dose_response_images, forest_images
+from racecomp.tables.plots import dose_response_figures, forest_figures
 
 CSV_NAME, MARKDOWN_NAME = "findings.csv", "findings.md"
 METRIC_TEXT = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "id_cos": "id_cos", "accuracy": "accuracy",
@@ -290,6 +291,11 @@ def markdown(answers, figures):
     return "\n".join(lines) + "\n"
 
 
+def _pngs(paths):
+    """The names of the PNGs among the written `paths` (findings.md shows those; the PDFs are for print)."""
+    return [os.path.basename(p) for p in paths if p.endswith(".png")]
+
+
 def write(output, answers):
     """findings.csv, the figures and findings.md into the summarize Output."""
     output.csv(CSV_NAME, csv_rows(answers))
@@ -301,12 +307,10 @@ def write(output, answers):
             continue
         title = f"{question} ({study}, {METRIC_TEXT.get(metric, metric)})"
         units = plotted[0].units
-        images = forest_images(title, f"{'STD change' if plotted[0].quantity == 'std' else 'difference'}"
-                                      f"{' (' + units + ')' if units else ''}",
-                               [(f"{r.contrast} | {r.setting} | {r.quantity}", r.estimate, r.lo, r.hi)
-                                for r in plotted])
-        figures[(study, question, metric)] = [p.rsplit("/", 1)[-1] for p in
-                                              output.pngs(f"findings_forest_{number:02d}.png", images)]
+        x_label = ("STD change" if plotted[0].quantity == "std" else "difference") + (f" ({units})" if units else "")
+        figures[(study, question, metric)] = _pngs(output.figures(
+            f"findings_forest_{number:02d}.png", forest_figures, title, x_label,
+            [(f"{r.contrast} | {r.setting} | {r.quantity}", r.estimate, r.lo, r.hi) for r in plotted]))
     doses = {}
     for curve in answers.doses:
         doses.setdefault((curve.study, curve.metric, curve.race), []).append(curve)
@@ -314,10 +318,9 @@ def write(output, answers):
         weights = sorted({p.weight for c in curves for p in c.points}, reverse=True)
         series = {c.line: [next(((p.penalty, p.lo, p.hi) for p in c.points if p.weight == w),
                                 (math.nan, math.nan, math.nan)) for w in weights] for c in curves}
-        images = dose_response_images(f"Penalty on {race} vs under-sampling weight ({study}, "
-                                      f"{METRIC_TEXT.get(metric, metric)}) by weight",
-                                      "under-sampled - balanced" + (f" ({UNITS[metric]})" if UNITS.get(metric) else ""),
-                                      [f"{w:g}" for w in weights], series)
-        figures.setdefault("dose", []).extend(p.rsplit("/", 1)[-1] for p in
-                                              output.pngs(f"findings_dose_{number:02d}.png", images))
+        figures.setdefault("dose", []).extend(_pngs(output.figures(
+            f"findings_dose_{number:02d}.png", dose_response_figures,
+            f"Penalty on {race} vs under-sampling weight ({study}, {METRIC_TEXT.get(metric, metric)}) by weight",
+            "under-sampled - balanced" + (f" ({UNITS[metric]})" if UNITS.get(metric) else ""),
+            [f"{w:g}" for w in weights], series)))
     output.text(MARKDOWN_NAME, markdown(answers, figures))

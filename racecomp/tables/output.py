@@ -4,12 +4,14 @@ summarize lists every file it writes in MANIFEST (one name a line), before writi
 files listed there and writes its own; it refuses a folder holding anything not listed (a user's file, another
 tool's output), naming it, before any work.
 """
+import concurrent.futures
 import contextlib
+import multiprocessing
 import os
 
 from racecomp import files
 from racecomp.errors import InputError
-from racecomp.tables.plots import interval_images, part_paths, png_bytes
+from racecomp.tables.plots import FORMATS, interval_figures, part_paths, write_figure
 
 MANIFEST = "summarize_files.txt"
 MANIFEST_HEADER = "# Files written by summarize.py into this folder; its next run removes them and writes its own.\n"
@@ -46,14 +48,19 @@ def earlier_outputs(out_dir):
 
 
 class Output:
-    """What summarize writes into `out_dir`: CSVs, PNGs and markdown, each listed in MANIFEST first.
+    """What summarize writes into `out_dir`: CSVs, figures (PNG and PDF) and markdown, each listed in MANIFEST first.
 
     Constructing it checks the folder (earlier_outputs); the earlier run's files are removed when the first
-    new file is written, so a run that finds nothing to tabulate leaves the folder as it was.
+    new file is written, so a run that finds nothing to tabulate leaves the folder as it was. draw_figures=False
+    (summarize --no-figures): tables only. Call close() at the end: figures may still be rendering.
     """
 
-    def __init__(self, out_dir):
+    def __init__(self, out_dir, draw_figures=True, workers=1):
         self.out_dir = out_dir
+        self.draw_figures = draw_figures
+        self.workers = workers  # processes rendering figures (1: in this one, as they are drawn)
+        self._renderer = None  # their pool, started with the first figure
+        self._rendering = []  # futures of the figures submitted
         self.earlier = earlier_outputs(out_dir)
         self.written = []  # paths, in writing order
         self.sections = []  # (title, markdown)
@@ -78,16 +85,40 @@ class Output:
             files.write_csv(self._path(name), rows, fieldnames=fieldnames)
 
     def plot(self, name, *args, **kwargs):
-        """The dot plot of plots.interval_images (one PNG, or its parts when too wide); returns the paths."""
-        return self.pngs(name, interval_images(*args, **kwargs))
+        """The interval plot of plots.interval_figures (see figures); returns the paths."""
+        return self.figures(name, interval_figures, *args, **kwargs)
 
-    def pngs(self, name, images):
-        """The images of one plot (plots.*_images) as `name` or its parts (plots.part_paths); returns the paths."""
+    def figures(self, name, draw, *args, **kwargs):
+        """The figures of draw(*args, **kwargs) (a plots.*_figures function) as `name` (a .png) or its parts
+        (plots.part_paths), each written as PNG and as PDF beside it; returns the paths, each PNG followed by its
+        PDF. The files are rendered in worker processes when there are several (they exist after close());
+        nothing is drawn when the figures are off (summarize --no-figures)."""
+        if not self.draw_figures:
+            return []
         paths = []
-        for part, image in zip(part_paths(name, len(images)), images):
-            paths.append(self._path(part))
-            files.write_bytes(paths[-1], png_bytes(image))
+        drawn = draw(*args, **kwargs)
+        for part, figure in zip(part_paths(name, len(drawn)), drawn):
+            stem = os.path.splitext(part)[0]
+            figure_paths = [self._path(stem + ext) for ext in FORMATS]
+            paths += figure_paths
+            if self.workers < 2:
+                write_figure(figure, figure_paths)
+                continue
+            if self._renderer is None:
+                self._renderer = concurrent.futures.ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._rendering.append(self._renderer.submit(write_figure, figure, figure_paths))
         return paths
+
+    def close(self):
+        """Wait for the figures still rendering (raising the first error) and end the worker processes."""
+        try:
+            for rendering in self._rendering:
+                rendering.result()
+        finally:
+            if self._renderer is not None:
+                self._renderer.shutdown(cancel_futures=True)
+            self._renderer, self._rendering = None, []
 
     def text(self, name, text):
         files.write_bytes(self._path(name), text.encode("utf-8"))

@@ -1,62 +1,37 @@
-"""PNG plots drawn with PIL: per-race dot plots with CI whiskers, forest plots of contrasts, dose-response lines.
+"""Figures drawn with matplotlib: per-race interval plots, forest plots of contrasts, dose-response lines.
 
-Every image is at most MAX_WIDTH_PX wide whatever the number of runs (height is free): a plot that would be
-wider is split into parts, written as <stem>_part01.png, <stem>_part02.png, ... (a plot of one part keeps
-<stem>.png; part_paths), all parts of one plot on one value axis so that they compare. The `*_images`
-functions render (PIL images, nothing written); write_pngs writes them; the `plot_*` functions do both.
+Each `*_figures` function returns matplotlib Figures (nothing written); figure_files renders one as PNG (for the
+page, at most MAX_WIDTH_PX wide at DPI) and PDF (vector, for print) from the same Figure. A plot with more rows
+(experiments, contrasts) or columns (races, weights) than one readable image holds is split into parts, written
+as <stem>_part01.png/.pdf, <stem>_part02..., all parts on one value axis so that they compare (part_paths).
+Figures are built on matplotlib.figure.Figure with the Agg canvas: pyplot (and its global backend and figure
+list, which a notebook user owns) is never touched.
 """
 import io
 import math
 import os
+import textwrap
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_pdf import FigureCanvasPdf
+from matplotlib.figure import Figure
 
 from racecomp import files
-from racecomp.tables.formatting import cell_magnitude, format_number, interval_text
+from racecomp.tables.formatting import format_number, interval_text
 
-PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
-MAX_WIDTH_PX = 2400  # widest image written: a 182-run sweep once gave 12,000 px PNGs no viewer shows whole
-MIN_WIDTH_PX = 640
-FOREST_ROWS = 40  # rows of a forest plot per image
-LEFT, RIGHT, TOP = 96, 24, 56  # px: value-axis margin, right margin, top of the plot area below a 1-line title
-PLOT_HEIGHT = 360  # px: the value axis of a dot or dose-response plot
-SLOT = 60  # px per series in a category of a dot plot
-CATEGORY_MIN = 120  # px: narrowest category of a dot plot
-NOTE_COLOUR = (200, 0, 0)
-
-
-def _font(size):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has only its fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _text_size(text, font):
-    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
-    return box[2] - box[0], box[3] - box[1]
-
-
-def _fit(text, font, width):
-    """`text`, cut with '...' to at most `width` px."""
-    if _text_size(text, font)[0] <= width:
-        return text
-    while text and _text_size(text + "...", font)[0] > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def _wrap(text, font, width):
-    """`text` broken at spaces into lines of at most `width` px (a word too long alone is cut)."""
-    lines = []
-    for word in text.split(" "):
-        if lines and _text_size(f"{lines[-1]} {word}", font)[0] <= width:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(_fit(word, font, width))
-    return lines or [""]
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")  # matplotlib's tab10: one colour per experiment or line
+NOTE_COLOUR = "#c80000"
+DPI = 100
+MAX_WIDTH_PX = 2400  # widest PNG: a 182-run sweep once gave 12,000 px images no viewer shows whole
+MAX_WIDTH_IN = MAX_WIDTH_PX / DPI
+ROWS_PER_PART = 40  # experiments (interval plot) or contrasts (forest plot) in one image
+PANELS_PER_PART = 8  # races of an interval plot side by side in one image
+X_PER_PART = 30  # x values of a dose-response plot in one image
+ROW_IN = 0.28  # inches per row
+LABEL_CHARS = 60  # longest row or legend label; longer ones are cut with "..."
+FONT_SIZE = 10
 
 
 def _number(value):
@@ -64,109 +39,89 @@ def _number(value):
     return math.nan if value is None or value == "" else float(value)
 
 
-def _nice_ticks(low, high, count=6):
-    span = high - low
-    raw = span / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step) * step
-    ticks = []
-    while first + len(ticks) * step <= high + 1e-12 * span:
-        ticks.append(first + len(ticks) * step)
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if step / magnitude == 2.5 else 0)
-    return ticks, decimals
+def _cut(text, chars=LABEL_CHARS):
+    text = str(text)
+    return text if len(text) <= chars else text[:chars - 3] + "..."
+
+
+def _wrapped(text, width_in, size=FONT_SIZE + 2):
+    """`text` wrapped to lines that fit `width_in` inches at font `size` (at most 3 lines)."""
+    return "\n".join(textwrap.wrap(str(text), max(20, int(width_in / _char_in(size))), max_lines=3,
+                                   placeholder="...")) or " "
+
+
+def _char_in(size=FONT_SIZE):
+    """Inches of an average character of the default font (DejaVu Sans) at `size` points."""
+    return 0.6 * size / 72
 
 
 def _value_range(values, zero):
-    """(low, high) of the value axis: the finite `values` (and 0 when `zero`), padded by 12%."""
+    """(low, high) of the value axis: the finite `values` (and 0 when `zero`), padded by 8%."""
     bounds = [v for v in values if math.isfinite(v)] + ([0.0] if zero else [])
     low, high = (min(bounds), max(bounds)) if bounds else (0.0, 1.0)
-    pad = (high - low) * 0.12 if high > low else max(abs(high) * 0.05, 1e-3)
+    pad = (high - low) * 0.08 if high > low else max(abs(high) * 0.05, 1e-3)
     return low - pad, high + pad
 
 
-def _chunks(count, parts):
-    """range(count) in `parts` consecutive runs of sizes differing by at most one ([[]] for nothing)."""
-    return [list(chunk) for chunk in np.array_split(np.arange(count), max(1, parts))] if count else [[]]
+def _chunks(count, size):
+    """range(count) in as few consecutive runs of at most `size` as possible, sizes differing by at most one
+    ([[]] for nothing)."""
+    if not count:
+        return [[]]
+    return [list(chunk) for chunk in np.array_split(np.arange(count), math.ceil(count / size))]
 
 
 def _part_title(title, number, parts):
     return title if parts == 1 else f"{title} (part {number} of {parts})"
 
 
-def _title(draw, title, font, width):
-    """Draw the title (wrapped to the image) and return the top of what goes below it."""
-    lines = _wrap(title, font, width - LEFT - RIGHT)
-    for i, line in enumerate(lines):
-        draw.text((LEFT, 14 + 18 * i), line, fill="black", font=font)
-    return TOP + 18 * (len(lines) - 1)
+def _figure(plot_in, height_in, title, notes, left_in, right_in=0.3, bottom_in=0.75):
+    """A Figure whose plot area is `plot_in` x `height_in` inches, with `left_in` / `right_in` inches for labels
+    beside it, its title wrapped above and red `notes` below; at most MAX_WIDTH_IN wide (the plot area gives).
+    Margins are set by hand, not by a layout engine: a layout pass per file doubled the time of a figure."""
+    width_in = min(MAX_WIDTH_IN, left_in + plot_in + right_in)
+    title_text = _wrapped(title, width_in)
+    top_in = 0.35 + 0.22 * (title_text.count("\n") + 1)
+    bottom_in += 0.2 * len(notes)
+    total_in = top_in + height_in + bottom_in
+    figure = Figure(figsize=(width_in, total_in), dpi=DPI)
+    figure.suptitle(title_text, fontsize=FONT_SIZE + 2, y=1 - 0.1 / total_in, va="top")
+    for i, note in enumerate(notes):
+        figure.text(0.1 / width_in, (0.1 + 0.2 * (len(notes) - 1 - i)) / total_in, note, fontsize=FONT_SIZE - 1,
+                    color=NOTE_COLOUR)
+    figure.subplots_adjust(left=left_in / width_in, right=1 - right_in / width_in, top=1 - top_in / total_in,
+                           bottom=bottom_in / total_in, wspace=0.08)
+    return figure
 
 
-def _title_height(title, font, width):
-    return 18 * (len(_wrap(title, font, width - LEFT - RIGHT)) - 1)
+def _draw_estimates(axes, positions, points, colours, low, high, horizontal):
+    """Each finite (value, lo, hi) of `points` at its position: the value a dot (gid "estimates"), [lo, hi] a
+    whisker (gid "whiskers"; an infinite end clipped to [low, high], none when an end is NaN) with a cap at each
+    finite end (gid "caps"). One artist per kind for all points: per-point errorbar calls made a 182-run figure
+    take seconds."""
+    drawn = [(p, v, lo, hi, c) for p, (v, lo, hi), c in zip(positions, points, colours) if math.isfinite(v)]
+    whiskers = [(p, max(lo, low), min(hi, high), c) for p, _, lo, hi, c in drawn if not (math.isnan(lo) or
+                                                                                          math.isnan(hi))]
+    ends = [(p, end, c) for p, _, lo, hi, c in drawn if not (math.isnan(lo) or math.isnan(hi))
+            for end in (lo, hi) if math.isfinite(end)]  # a cap at each finite end: none where the whisker runs on
+    if whiskers:
+        (axes.hlines if horizontal else axes.vlines)(
+            [p for p, *_ in whiskers], [lo for _, lo, _, _ in whiskers], [hi for *_, hi, _ in whiskers],
+            colors=[c for *_, c in whiskers], linewidth=1.5, gid="whiskers")
+    _scatter(axes, ends, horizontal, marker="|" if horizontal else "_", s=40, linewidths=1.5, gid="caps")
+    _scatter(axes, [(p, v, c) for p, v, *_, c in drawn], horizontal, s=30, zorder=3, gid="estimates")
 
 
-def _value_axis(image, draw, low, high, top, x_end, y_label, zero_line, font, small):
-    """Horizontal grid lines, tick labels and the rotated label of a vertical value axis; returns y_of."""
-    def y_of(value):
-        return top + PLOT_HEIGHT * (high - min(max(value, low), high)) / (high - low)
-
-    ticks, decimals = _nice_ticks(low, high)
-    for tick in ticks:
-        label = f"{tick:.{decimals}f}"
-        draw.line([(LEFT, y_of(tick)), (x_end, y_of(tick))], fill=(232, 232, 232))
-        draw.text((LEFT - 8 - _text_size(label, small)[0], y_of(tick) - 7), label, fill="black", font=small)
-    if zero_line and low < 0 < high:
-        draw.line([(LEFT, y_of(0.0)), (x_end, y_of(0.0))], fill=(90, 90, 90), width=2)
-    draw.rectangle([LEFT, top, x_end, top + PLOT_HEIGHT], outline="black")
-    y_label = _fit(y_label, font, PLOT_HEIGHT)
-    axis_text = Image.new("RGB", (_text_size(y_label, font)[0] + 8, 22), "white")
-    ImageDraw.Draw(axis_text).text((4, 2), y_label, fill="black", font=font)
-    rotated = axis_text.rotate(90, expand=True)
-    image.paste(rotated, (6, top + max(0, (PLOT_HEIGHT - rotated.height) // 2)))
-    return y_of
+def _scatter(axes, points, horizontal, **style):
+    """(position, value, colour) points as markers (nothing for none)."""
+    if points:
+        xy = [(value, position) if horizontal else (position, value) for position, value, _ in points]
+        axes.scatter(*zip(*xy), c=[colour for *_, colour in points], **style)
 
 
-def _canvas(title, y_label, plot_width, labels, low, high, zero_line, font, small):
-    """(image, draw, top, y_of) of a plot with a value axis: title, plot area `plot_width` px wide, room below for
-    the x labels, one legend line per label and up to two notes; at most MAX_WIDTH_PX wide."""
-    width = min(MAX_WIDTH_PX, max(MIN_WIDTH_PX, LEFT + RIGHT + plot_width, _legend_width(labels, small),
-                                  LEFT + _text_size(title, font)[0] + 20))
-    top = TOP + _title_height(title, font, width)
-    image = Image.new("RGB", (width, top + PLOT_HEIGHT + 50 + 20 * len(labels) + 40), "white")
-    draw = ImageDraw.Draw(image)
-    _title(draw, title, font, width)
-    y_of = _value_axis(image, draw, low, high, top, LEFT + plot_width, y_label, zero_line, font, small)
-    return image, draw, top, y_of
-
-
-def _legend(draw, y, labels, colours, font, width):
-    """One coloured dot and label a line, from `y`; returns the y below it."""
-    for label, colour in zip(labels, colours):
-        draw.ellipse([LEFT, y + 4, LEFT + 10, y + 14], fill=colour)
-        draw.text((LEFT + 18, y), _fit(label, font, width - LEFT - 18 - RIGHT), fill="black", font=font)
-        y += 20
-    return y
-
-
-def _notes(draw, y, notes, font, width):
-    for note in notes:
-        draw.text((LEFT, y + 4), _fit(note, font, width - LEFT - RIGHT), fill=NOTE_COLOUR, font=font)
-        y += 20
-
-
-def _legend_width(labels, font):
-    return LEFT + 18 + max([_text_size(label, font)[0] for label in labels] + [0]) + RIGHT
-
-
-def _whisker(draw, x, y_lo, y_hi, colour):
-    draw.line([(x, y_lo), (x, y_hi)], fill=colour, width=2)
-    for y in (y_lo, y_hi):
-        draw.line([(x - 5, y), (x + 5, y)], fill=colour, width=2)
-
-
-def _dot(draw, x, y, colour):
-    draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour)
+def _counts_notes(not_drawn, whiskerless, why="n=1: no interval"):
+    return ([f"{not_drawn} non-finite value(s) not drawn"] if not_drawn else []) + \
+           ([f"{whiskerless} value(s) without whiskers ({why})"] if whiskerless else [])
 
 
 def part_paths(path, count):
@@ -179,166 +134,126 @@ def part_paths(path, count):
     return [f"{stem}_part{number:0{digits}d}{ext}" for number in range(1, count + 1)]
 
 
-def png_bytes(image):
-    encoded = io.BytesIO()
-    image.save(encoded, format="PNG")
-    return encoded.getvalue()
+def figure_files(figure):
+    """{".png": bytes, ".pdf": bytes} of one Figure (FORMATS): the PNG at DPI, the PDF vector (no creation
+    date, so that the same figure gives the same file)."""
+    png, pdf = io.BytesIO(), io.BytesIO()
+    FigureCanvasAgg(figure).print_png(png, metadata={"Software": None})
+    FigureCanvasPdf(figure).print_pdf(pdf, metadata={"CreationDate": None})
+    return {".png": png.getvalue(), ".pdf": pdf.getvalue()}
 
 
-def write_pngs(path, images):
-    """Write the images of one plot (part_paths), each atomically; returns their paths."""
-    paths = part_paths(path, len(images))
-    for part, image in zip(paths, images):
-        files.write_bytes(part, png_bytes(image))
-    return paths
+FORMATS = (".png", ".pdf")  # the files of one figure, in figure_files' order
+
+
+def write_figure(figure, paths):
+    """Write the PNG and PDF of `figure` to `paths` (one per FORMATS entry), each atomically. Rendering is most
+    of a figure's cost (about 0.5 s), so summarize runs this in worker processes."""
+    for path, data in zip(paths, figure_files(figure).values()):
+        files.write_bytes(path, data)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Dot plot: categories (races) on x, one dot per series (experiment) in each
+# Interval plot: one panel per category (race), one row per series (experiment) in each, on one value axis
 
 
-def _dot_plot_parts(n_categories, n_series):
-    """(category chunks, series chunks) so that every image fits MAX_WIDTH_PX: all categories in one image
-    when they fit (then as many series as fit beside each other), else as few category chunks as fit."""
-    usable = MAX_WIDTH_PX - LEFT - RIGHT
-    category_parts = math.ceil(n_categories / (usable // CATEGORY_MIN)) if n_categories else 1
-    per_image = math.ceil(n_categories / category_parts) if n_categories else 1
-    series_fit = max(1, (usable // per_image - 20) // SLOT)
-    return _chunks(n_categories, category_parts), _chunks(n_series, math.ceil(n_series / series_fit))
-
-
-def interval_images(title, y_label, categories, series, zero_line=False):
-    """Dot plot images: x = categories (races), per category one dot per series (experiment) with its [lo, hi]
-    whisker and its value printed above (tables.formatting); one colour per series, legend below. Split into
-    parts of MAX_WIDTH_PX (_dot_plot_parts), every part on the same value axis, a series in the same colour in
-    every part.
+def interval_figures(title, value_label, categories, series, zero_line=False):
+    """Interval plot figures: one panel per category (race) side by side, in each one row per series
+    (experiment): its value a dot, [lo, hi] a whisker, one colour per series and the series labels on the left.
+    At most ROWS_PER_PART series and PANELS_PER_PART categories an image (parts share the value axis; a series
+    keeps its colour in every part).
 
     series: [(label, {category: (value, lo, hi)})]; lo = hi = NaN: a dot without whisker (n=1, no interval).
-    Non-finite values are not drawn; the counts of both are printed under the plot so that no gap goes
+    Non-finite values are not drawn; the counts of both are written under the plot so that no gap goes
     unexplained.
     """
-    values = [tuple(map(_number, v)) for _, by_category in series for c, v in by_category.items() if c in categories]
-    low, high = _value_range([x for v in values if math.isfinite(v[0]) for x in v], zero_line)
-    category_chunks, series_chunks = _dot_plot_parts(len(categories), len(series))
-    parts = [(c, s) for c in category_chunks for s in series_chunks]
-    return [_interval_image(_part_title(title, number, len(parts)), y_label, [categories[i] for i in c],
-                            [series[i] for i in s], [PALETTE[i % len(PALETTE)] for i in s], low, high, zero_line)
+    series = [(str(label), {c: tuple(map(_number, v)) for c, v in by_category.items() if c in categories})
+              for label, by_category in series]
+    low, high = _value_range([x for _, by_category in series for v in by_category.values() if math.isfinite(v[0])
+                              for x in v], zero_line)
+    parts = [(c, s) for c in _chunks(len(categories), PANELS_PER_PART) for s in _chunks(len(series), ROWS_PER_PART)]
+    return [_interval_figure(_part_title(title, number, len(parts)), value_label, [categories[i] for i in c],
+                             [(series[i], PALETTE[i % len(PALETTE)]) for i in s], low, high, zero_line)
             for number, (c, s) in enumerate(parts, 1)]
 
 
-def _interval_image(title, y_label, categories, series, colours, low, high, zero_line):
-    font, small = _font(14), _font(12)
-    points = [(s, c, tuple(map(_number, v))) for s, (_, by_category) in enumerate(series)
-              for c, v in by_category.items() if c in categories]
-    finite = [(s, c, v) for s, c, v in points if math.isfinite(v[0])]
-    whiskerless = sum(not (math.isfinite(v[1]) and math.isfinite(v[2])) for _, _, v in finite)
-    category_width = max(CATEGORY_MIN, SLOT * len(series) + 20)
-    labels = [label for label, _ in series]
-    image, draw, top, y_of = _canvas(title, y_label, category_width * len(categories), labels, low, high, zero_line,
-                                     font, small)
-    for column, category in enumerate(categories):
-        x0 = LEFT + column * category_width
-        label = _fit(category, font, category_width - 8)
-        draw.text((x0 + (category_width - _text_size(label, font)[0]) / 2, top + PLOT_HEIGHT + 8), label,
-                  fill="black", font=font)
-        if column:
-            draw.line([(x0, top), (x0, top + PLOT_HEIGHT)], fill=(200, 200, 200))
-    first_x = (category_width - SLOT * len(series)) / 2 + SLOT / 2
-    for s, category, (value, lo, hi) in finite:
-        x = LEFT + categories.index(category) * category_width + first_x + s * SLOT
-        colour = colours[s]
-        whisker = math.isfinite(lo) and math.isfinite(hi)
-        if whisker:
-            _whisker(draw, x, y_of(lo), y_of(hi), colour)
-        _dot(draw, x, y_of(value), colour)
-        text = format_number(value, cell_magnitude(value, lo, hi))
-        draw.text((x - _text_size(text, small)[0] / 2, y_of(hi if whisker else value) - 20), text, fill=colour,
-                  font=small)
-    width = image.width
-    y = _legend(draw, top + PLOT_HEIGHT + 40, labels, colours, small, width)
-    _notes(draw, y, ([f"{len(points) - len(finite)} non-finite value(s) not drawn"] if len(finite) < len(points)
-                     else []) + ([f"{whiskerless} value(s) without whiskers (n=1: no interval)"] if whiskerless
-                                 else []), small, width)
-    return image
-
-
-def plot_intervals(path, title, y_label, categories, series, zero_line=False):
-    """Write the dot plot of interval_images; returns the paths written (part_paths)."""
-    return write_pngs(path, interval_images(title, y_label, categories, series, zero_line))
+def _interval_figure(title, value_label, categories, series, low, high, zero_line):
+    points = [by_category[c] for (_, by_category), _ in series for c in categories if c in by_category]
+    not_drawn = sum(not math.isfinite(v[0]) for v in points)
+    whiskerless = sum(math.isfinite(v[0]) and (math.isnan(v[1]) or math.isnan(v[2])) for v in points)
+    label_in = 0.2 + _char_in() * max([len(_cut(label)) for (label, _), _ in series] + [4])
+    figure = _figure(2.2 * max(1, len(categories)), ROW_IN * max(3, len(series)), title,
+                     _counts_notes(not_drawn, whiskerless), label_in)
+    panels = figure.subplots(1, max(1, len(categories)), sharey=True, squeeze=False)[0]
+    rows = np.arange(len(series))
+    for panel, category in zip(panels, categories):
+        panel.set_title(_cut(category, 30), fontsize=FONT_SIZE + 1)
+        panel.set_xlim(low, high)
+        panel.grid(axis="x", color="#e8e8e8")
+        if zero_line and low < 0 < high:
+            panel.axvline(0.0, color="#5a5a5a", linewidth=1.2)
+        _draw_estimates(panel, rows, [by_category.get(category, (math.nan,) * 3) for (_, by_category), _ in series],
+                        [colour for _, colour in series], low, high, horizontal=True)
+        panel.set_xlabel(_cut(value_label, 40), fontsize=FONT_SIZE - 1)
+        panel.tick_params(labelsize=FONT_SIZE - 1)
+    panels[0].set_yticks(rows, [_cut(label) for (label, _), _ in series], fontsize=FONT_SIZE)
+    for tick, (_, colour) in zip(panels[0].get_yticklabels(), series):
+        tick.set_color(colour)
+    panels[0].set_ylim(max(1, len(series)) - 0.5, -0.5)  # the first series on top
+    return figure
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Forest plot: one row per contrast, estimate and interval on a horizontal axis with its zero line
 
 
-def forest_images(title, x_label, rows):
-    """Forest plot images: one row per (label, estimate, lo, hi), the estimate a dot, [lo, hi] a horizontal
+def forest_figures(title, x_label, rows):
+    """Forest plot figures: one row per (label, estimate, lo, hi), the estimate a dot, [lo, hi] a horizontal
     whisker (an infinite end runs to the edge), a vertical line at zero, 'estimate [lo, hi]' written at the
-    right; at most FOREST_ROWS rows an image, all images on the same axis. A row with a non-finite estimate is
+    right; at most ROWS_PER_PART rows an image, all images on the same axis. A row with a non-finite estimate is
     listed with its label and value but not drawn; lo = hi = NaN: a dot without whisker (no interval)."""
     rows = [(str(label), *map(_number, (estimate, lo, hi))) for label, estimate, lo, hi in rows]
     low, high = _value_range([v for _, e, lo, hi in rows if math.isfinite(e) for v in (e, lo, hi)], True)
-    chunks = _chunks(len(rows), math.ceil(len(rows) / FOREST_ROWS))
-    return [_forest_image(_part_title(title, number, len(chunks)), x_label, [rows[i] for i in chunk], low, high)
+    chunks = _chunks(len(rows), ROWS_PER_PART)
+    return [_forest_figure(_part_title(title, number, len(chunks)), x_label, [rows[i] for i in chunk], low, high)
             for number, chunk in enumerate(chunks, 1)]
 
 
-def _forest_image(title, x_label, rows, low, high):
-    font, small = _font(14), _font(12)
-    row_height, plot_width, gap = 26, 1000, 20
-    texts = [f"{format_number(e)}: not drawn" if not math.isfinite(e) else interval_text(e, lo, hi, 2)
-             if not (math.isnan(lo) or math.isnan(hi)) else f"{format_number(e)} (no interval)"
-             for _, e, lo, hi in rows]
-    label_width = min(900, max([_text_size(label, font)[0] for label, *_ in rows] + [0]))
-    text_width = min(300, max([_text_size(text, small)[0] for text in texts] + [0]))
-    x0 = 16 + label_width + gap  # left edge of the plot area
-    width = min(MAX_WIDTH_PX, max(MIN_WIDTH_PX, x0 + plot_width + gap + text_width + RIGHT))
-    top = TOP + _title_height(title, font, width)
-    bottom = top + row_height * max(1, len(rows))
+def _forest_text(estimate, lo, hi):
+    if not math.isfinite(estimate):
+        return f"{format_number(estimate)}: not drawn"
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{format_number(estimate)} (no interval)"
+    return interval_text(estimate, lo, hi, 2)
+
+
+def _forest_figure(title, x_label, rows, low, high):
     not_drawn = sum(not math.isfinite(e) for _, e, _, _ in rows)
-    height = bottom + 70 + (20 if not_drawn else 0)
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    _title(draw, title, font, width)
-
-    def x_of(value):
-        return x0 + plot_width * (min(max(value, low), high) - low) / (high - low)
-
-    ticks, decimals = _nice_ticks(low, high)
-    for i in range(0, len(rows), 2):
-        draw.rectangle([x0, top + i * row_height, x0 + plot_width, top + (i + 1) * row_height], fill=(245, 245, 245))
-    for tick in ticks:
-        label = f"{tick:.{decimals}f}"
-        draw.line([(x_of(tick), top), (x_of(tick), bottom)], fill=(225, 225, 225))
-        draw.text((x_of(tick) - _text_size(label, small)[0] / 2, bottom + 6), label, fill="black", font=small)
+    texts = [_forest_text(e, lo, hi) for _, e, lo, hi in rows]
+    label_in = 0.2 + _char_in() * max([len(_cut(label, 90)) for label, *_ in rows] + [4])
+    figure = _figure(8.0, ROW_IN * max(3, len(rows)), title,
+                     [f"{not_drawn} row(s) with a non-finite estimate not drawn"] if not_drawn else [], label_in,
+                     0.3 + _char_in(FONT_SIZE - 1) * max([len(t) for t in texts] + [4]))
+    axes = figure.subplots()
+    axes.set_xlim(low, high)
+    axes.grid(axis="x", color="#e8e8e8")
     if low < 0 < high:
-        draw.line([(x_of(0.0), top), (x_of(0.0), bottom)], fill=(90, 90, 90), width=2)
-    draw.rectangle([x0, top, x0 + plot_width, bottom], outline="black")
-    label = _fit(x_label, font, plot_width)
-    draw.text((x0 + (plot_width - _text_size(label, font)[0]) / 2, bottom + 26), label, fill="black", font=font)
-    colour = PALETTE[0]
-    for i, ((label, estimate, lo, hi), text) in enumerate(zip(rows, texts)):
-        y = top + (i + 0.5) * row_height
-        drawn = math.isfinite(estimate)
-        draw.text((16, y - 8), _fit(label, font, label_width), fill="black" if drawn else NOTE_COLOUR, font=font)
-        draw.text((x0 + plot_width + gap, y - 7), _fit(text, small, text_width), fill="black" if drawn
-                  else NOTE_COLOUR, font=small)
-        if not drawn:
-            continue
-        if not (math.isnan(lo) or math.isnan(hi)):
-            draw.line([(x_of(lo), y), (x_of(hi), y)], fill=colour, width=2)
-            for end in (lo, hi):
-                if math.isfinite(end):
-                    draw.line([(x_of(end), y - 5), (x_of(end), y + 5)], fill=colour, width=2)
-        _dot(draw, x_of(estimate), y, colour)
-    if not_drawn:
-        _notes(draw, bottom + 46, [f"{not_drawn} row(s) with a non-finite estimate not drawn"], small, width)
-    return image
-
-
-def plot_forest(path, title, x_label, rows):
-    """Write the forest plot of forest_images; returns the paths written (part_paths)."""
-    return write_pngs(path, forest_images(title, x_label, rows))
+        axes.axvline(0.0, color="#5a5a5a", linewidth=1.2)
+    positions = np.arange(len(rows))
+    for row in positions[::2]:
+        axes.axhspan(row - 0.5, row + 0.5, color="#f5f5f5", zorder=0)
+    _draw_estimates(axes, positions, [point for _, *point in rows], [PALETTE[0]] * len(rows), low, high,
+                    horizontal=True)
+    axes.set_yticks(positions, [_cut(label, 90) for label, *_ in rows], fontsize=FONT_SIZE)
+    right = axes.twinx()  # the values written at the right (a twin pickles for the worker processes)
+    right.set_yticks(positions, texts, fontsize=FONT_SIZE - 1)
+    for ticks in (axes.get_yticklabels(), right.get_yticklabels()):
+        for tick, (_, estimate, _, _) in zip(ticks, rows):
+            tick.set_color("black" if math.isfinite(estimate) else NOTE_COLOUR)
+    for side in (axes, right):
+        side.set_ylim(max(1, len(rows)) - 0.5, -0.5)
+    axes.set_xlabel(_cut(x_label, 120), fontsize=FONT_SIZE)
+    return figure
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -349,61 +264,44 @@ def _x_text(value):
     return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
 
 
-def dose_response_images(title, y_label, x_values, series, zero_line=True):
-    """Line plot images: x = `x_values`, categorical, in the order given; per series (line label -> one
+def dose_response_figures(title, y_label, x_values, series, zero_line=True):
+    """Line plot figures: x = `x_values`, categorical, in the order given; per series (line label -> one
     (y, lo, hi) per x) dots joined by a line, [lo, hi] whiskers, the series side by side around each x; a
-    horizontal line at zero. Too many x values for MAX_WIDTH_PX are split over parts on one value axis. A
-    non-finite y is not drawn (the line breaks there) and counted under the plot; lo = hi = NaN: no whisker."""
+    horizontal line at zero. More than X_PER_PART x values are split over parts on one value axis. A non-finite
+    y is not drawn (the line breaks there) and counted under the plot; lo = hi = NaN: no whisker."""
     series = {str(label): [tuple(map(_number, point)) for point in points] for label, points in series.items()}
     for label, points in series.items():
         if len(points) != len(x_values):
             raise ValueError(f"dose-response series {label!r}: {len(points)} points for {len(x_values)} x values")
     low, high = _value_range([v for points in series.values() for p in points if math.isfinite(p[0]) for v in p],
                              zero_line)
-    usable = MAX_WIDTH_PX - LEFT - RIGHT
-    spacing_min, spacing_max = 60, 160
-    chunks = _chunks(len(x_values), math.ceil(len(x_values) / (usable // spacing_min)))
-    spacing = max(spacing_min, min(spacing_max, usable // max(1, max(len(c) for c in chunks))))
-    return [_dose_response_image(_part_title(title, number, len(chunks)), y_label, [x_values[i] for i in chunk],
-                                 {label: [points[i] for i in chunk] for label, points in series.items()},
-                                 low, high, spacing, zero_line)
+    chunks = _chunks(len(x_values), X_PER_PART)
+    return [_dose_response_figure(_part_title(title, number, len(chunks)), y_label, [x_values[i] for i in chunk],
+                                  {label: [points[i] for i in chunk] for label, points in series.items()},
+                                  low, high, zero_line)
             for number, chunk in enumerate(chunks, 1)]
 
 
-def _dose_response_image(title, y_label, x_values, series, low, high, spacing, zero_line):
-    font, small = _font(14), _font(12)
-    labels = list(series)
-    image, draw, top, y_of = _canvas(title, y_label, spacing * len(x_values), labels, low, high, zero_line, font,
-                                     small)
-    for i, x in enumerate(x_values):
-        text = _fit(_x_text(x), font, spacing - 6)
-        draw.text((LEFT + (i + 0.5) * spacing - _text_size(text, font)[0] / 2, top + PLOT_HEIGHT + 8), text,
-                  fill="black", font=font)
-    dodge = min(10.0, 0.6 * spacing / max(1, len(labels)))  # px between the series at one x
-    not_drawn = whiskerless = 0
-    for s, label in enumerate(labels):
+def _dose_response_figure(title, y_label, x_values, series, low, high, zero_line):
+    points = [p for line in series.values() for p in line]
+    not_drawn = sum(not math.isfinite(y) for y, _, _ in points)
+    whiskerless = sum(math.isfinite(y) and (math.isnan(lo) or math.isnan(hi)) for y, lo, hi in points)
+    labels = [_cut(label) for label in series]
+    figure = _figure(max(5.0, 0.8 * len(x_values)), 3.6, title, _counts_notes(not_drawn, whiskerless, "no interval"),
+                     0.9, bottom_in=0.9 + 0.2 * len(labels))
+    axes = figure.subplots()
+    axes.set_ylim(low, high)
+    axes.grid(axis="y", color="#e8e8e8")
+    if zero_line and low < 0 < high:
+        axes.axhline(0.0, color="#5a5a5a", linewidth=1.2)
+    dodge = min(0.1, 0.6 / max(1, len(series)))  # x units between the series at one x
+    for s, (label, line) in enumerate(series.items()):
         colour = PALETTE[s % len(PALETTE)]
-        xs = [LEFT + (i + 0.5) * spacing + (s - (len(labels) - 1) / 2) * dodge for i in range(len(x_values))]
-        points = series[label]
-        for i in range(len(points) - 1):
-            if math.isfinite(points[i][0]) and math.isfinite(points[i + 1][0]):
-                draw.line([(xs[i], y_of(points[i][0])), (xs[i + 1], y_of(points[i + 1][0]))], fill=colour, width=2)
-        for x, (y, lo, hi) in zip(xs, points):
-            if not math.isfinite(y):
-                not_drawn += 1
-                continue
-            if math.isfinite(lo) and math.isfinite(hi):
-                _whisker(draw, x, y_of(lo), y_of(hi), colour)
-            else:
-                whiskerless += 1
-            _dot(draw, x, y_of(y), colour)
-    width = image.width
-    y = _legend(draw, top + PLOT_HEIGHT + 40, labels, PALETTE * (len(labels) // len(PALETTE) + 1), small, width)
-    _notes(draw, y, ([f"{not_drawn} non-finite value(s) not drawn"] if not_drawn else [])
-           + ([f"{whiskerless} value(s) without whiskers (no interval)"] if whiskerless else []), small, width)
-    return image
-
-
-def plot_dose_response(path, title, y_label, x_values, series):
-    """Write the dose-response plot of dose_response_images (zero line drawn); returns the paths written."""
-    return write_pngs(path, dose_response_images(title, y_label, x_values, series))
+        xs = np.arange(len(x_values)) + (s - (len(series) - 1) / 2) * dodge
+        axes.plot(xs, [y if math.isfinite(y) else math.nan for y, _, _ in line], color=colour, linewidth=1.5,
+                  label=labels[s])  # NaN breaks the line
+        _draw_estimates(axes, xs, line, [colour] * len(line), low, high, horizontal=False)
+    axes.set_xticks(np.arange(len(x_values)), [_cut(_x_text(x), 12) for x in x_values], fontsize=FONT_SIZE)
+    axes.set_ylabel(_cut(y_label, 80), fontsize=FONT_SIZE)
+    axes.legend(loc="upper left", bbox_to_anchor=(0.0, -0.6 / 3.6), fontsize=FONT_SIZE - 1, frameon=False)
+    return figure

@@ -20,7 +20,7 @@ from racecomp.schema import FAMILIES, RECIPE_COLUMN, RESTORE_COLUMNS
 from racecomp.tables.comparisons import (ITEM_METRICS, fairness_interval_rows, item_metrics, race_columns_row,
                                          reference_comparisons, seed_spread_rows, usable_for_items)
 from racecomp.tables.formatting import cell_magnitude, format_number, interval_text, p_text
-from racecomp.tables import contrasts, findings
+from racecomp.tables import contrasts, findings, latex
 from racecomp.tables.output import Output
 from racecomp.tables.probes import probe_rows
 from racecomp.tables.runs import (Problems, canonical, differing_settings, find_run_folders, group_experiments,
@@ -358,7 +358,22 @@ def _interval_tables(output, block, n_boot, seed, ci, problems):
                        _intro(constant, _methods("fairness", "levels")) + "\n\n"
                        + _markdown_table(label_header + ["seeds", "level", "Avg", "Gap", "STD"]
                                          + (["SER"] if ser else []) + ["equal-means p"], body))
+        _latex_table(output, block, metric, members, results, races, level)
     output.csv(f"ci_{block.name}.csv", csv_rows)
+
+
+def _latex_table(output, block, metric, members, results, races, level):
+    """table_<block>_<metric>.tex: the per-race values, Avg, STD and SER (accuracy) of ci_<block>.csv with their
+    intervals, one row per experiment (tables.latex)."""
+    summaries = ["mean", "std"] + (["ser"] if metric == "accuracy" else [])
+    label_header, label_cells, constant = _label_layout(members, 1 + len(races) + len(summaries))
+    caption = (f"{METRIC_NAMES[metric]} per race with {level} intervals, {block.title}"
+               + (f" ({constant})" if constant else "") + ". Rows with two or more seeds: recipe level "
+               "(seed-to-seed variance included); one seed: the trained model only. Avg = mean over races, STD = std over races"
+               + (", SER = (100 - worst) / (100 - best)" if metric == "accuracy" else "") + "; simultaneous intervals.")
+    output.text(f"table_{block.name}_{metric}.tex", latex.fairness_table(
+        caption, f"tab:racecomp-{block.name}-{metric}", label_header,
+        [(label_cells(e), e.pooled_columns()["n_seeds"], results[id(e)]) for e in members], races, summaries))
 
 
 def _relation_tables(output, block, comparisons, ci):
@@ -487,19 +502,27 @@ def answers(patterns, n_boot=1000, seed=0, ci=0.95, workers=1, min_effect=None):
     return contrasts.answer(experiments, every_comparison, problems, ci, min_effect), problems.entries
 
 
-def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min_effect=None):
-    """Find the runs under `patterns`, write every table (CSV + tables.md) and plot (PNG) into `out_dir`.
+def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min_effect=None, figures=True):
+    """Find the runs under `patterns`, write every table (CSV + tables.md) and plot (PNG and PDF; none when
+    `figures` is False) into `out_dir`.
 
-    `workers`: processes for the paired tests (default: the available cores); the numbers do not depend on it.
-    `min_effect`: {metric: smallest effect worth detecting} for the seed planner (contrasts.MIN_EFFECT).
-    findings.md / findings.csv answer the studies' questions (tables.contrasts, tables.findings).
-    `out_dir` ends up holding exactly this run's files (tables.output): the files of an earlier summarize
-    there are removed; a folder holding any other file is refused (ValueError) before any work. Returns
-    {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is written (and the
-    folder is left as it was) when no usable run is found (written is then empty).
+    `workers`: processes for the paired tests and the figures (default: the available cores); the numbers do
+    not depend on it. `min_effect`: {metric: smallest effect worth detecting} for the seed planner
+    (contrasts.MIN_EFFECT). findings.md / findings.csv answer the studies' questions (tables.contrasts,
+    tables.findings). `out_dir` ends up holding exactly this run's files (tables.output): the files of an
+    earlier summarize there are removed; a folder holding any other file is refused (ValueError) before any
+    work. Returns {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is
+    written (and the folder is left as it was) when no usable run is found (written is then empty).
     """
-    output = Output(out_dir)
     workers = workers or cpus.available_cores()
+    output = Output(out_dir, draw_figures=figures, workers=workers)
+    try:
+        return _summarize(output, patterns, n_boot, seed, ci, workers, min_effect)
+    finally:
+        output.close()  # the figures still rendering
+
+
+def _summarize(output, patterns, n_boot, seed, ci, workers, min_effect):
     problems = Problems()
     runs, experiments = _load(patterns, problems)
     if not experiments:
