@@ -54,6 +54,8 @@ BIAS_PROBE_COLUMNS = ("set_a", "set_b", "n_a", "n_b", "assoc_pretrained", "assoc
 # study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.
 # `recipe` (run_* --recipe) is a name for flags that are recorded, and hashed, themselves.
 NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size", "recipe")
+# Training flags (the studies that train add them to their NON_RESULT_ARGS) that say only whether a resume may go on.
+RESUME_ARGS = ("allow_code_change",)
 # Training flags (the studies that train add them to their NON_RESULT_ARGS) that choose other kernels for the same
 # computation: like the device, they change rounding only.
 KERNEL_ARGS = ("deterministic", "channels_last")
