@@ -36,6 +36,9 @@ IDENTITY_MODEL_ARGS = ("identity_model", "identity_arch")
 # args.json "warnings" (racecomp.sanity): a list of {"check", "message", "value"} of checks the run failed after its
 # evaluation. A run whose recognizer failed one of COLLAPSE_CHECKS gives no usable id_cos.
 WARNINGS_KEY = "warnings"
+# args.json "data_fingerprints": {argument name: racecomp.datasets.fingerprint of that data folder}; a run without it
+# was made before runs recorded it (its data is known by its path only).
+DATA_KEY = "data_fingerprints"
 COLLAPSE_CHECKS = ("collapsed embeddings",)
 # Identifying columns of a verification run scored on restored faces (run_verify --restore); a run on the
 # original faces has neither.

@@ -32,7 +32,6 @@ from racecomp.errors import InputError
 
 LOCK_FILE = "run.lock"
 CODE_CHANGED = "code changed on resume"  # the sanity-warning check name of a resume across code versions
-DATA_KEY = "data_fingerprints"  # args.json: {argument name: fingerprint.fingerprint(its folder)}
 # What a run leaves that a later run of other arguments must not take for its own.
 RUN_STATE = (schema.FINISHED_MARKER, "checkpoint.pth") + tuple(runs.FINAL_WEIGHTS.values())
 
@@ -187,7 +186,7 @@ class RunFolder:
             os.rmdir(self.out_dir)
 
     def _check_data(self, previous):
-        before = previous.get(DATA_KEY)
+        before = previous.get(schema.DATA_KEY)
         if not isinstance(before, dict):
             print(f"[out] {self.out_dir}: made before RaceComp recorded data fingerprints; its data cannot be "
                   f"checked against this run's")
@@ -211,7 +210,7 @@ class RunFolder:
         except InputError as error:
             print(f"[out] {error}: running it again")
             return False
-        compared = [c for c in written if c != schema.RECIPE_COLUMN or DATA_KEY in previous]
+        compared = [c for c in written if c != schema.RECIPE_COLUMN or schema.DATA_KEY in previous]
         differing = [c for c in compared if str(self.columns.get(c)) != written[c]]
         if differing:
             shown = ", ".join(f"{c} {written[c]!r} there, {self.columns.get(c)!r} now" for c in differing)
@@ -233,7 +232,7 @@ class RunFolder:
 
     def save(self, record):
         """Write args.json (rank 0): `record` with the data fingerprints, code changes and their warnings."""
-        record[DATA_KEY] = self.data
+        record[schema.DATA_KEY] = self.data
         if self.code_changes:
             record["code_changes"] = self.code_changes
             changes = ", ".join(f"{change['from']} -> {change['to']}" for change in self.code_changes)

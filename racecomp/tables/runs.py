@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from racecomp.races import FAIRFACE_RACES, check_label
-from racecomp.schema import (BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECKS, COUNT_COLUMN, FAMILIES,
+from racecomp.schema import (BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECKS, COUNT_COLUMN, DATA_KEY, FAMILIES,
                              FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS, OPTIONAL_RACE_METRICS,
-                             POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE, RACE_METRICS, RACES, STUDIES,
-                             WARNINGS_KEY)
+                             POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE, RACE_METRICS, RACES,
+                             RECIPE_COLUMN, STUDIES, WARNINGS_KEY)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
 # Per-item columns the tables need: the schema's, plus a pair's second identity. Without it, pairs that share
@@ -76,6 +76,12 @@ class Run:
     def warnings(self):
         """The sanity checks (racecomp.sanity) the run failed, from args.json."""
         return [found["check"] for found in (self.record or {}).get(WARNINGS_KEY, [])]
+
+    @property
+    def data_ids(self):
+        """{argument name: fingerprint id} of the data folders the run read (args.json), None when unrecorded."""
+        found = (self.record or {}).get(DATA_KEY)
+        return {name: fingerprint["id"] for name, fingerprint in found.items()} if found else None
 
 
 @dataclass
@@ -428,6 +434,9 @@ def load_run(folder, problems):
             if values.get(metric) == math.inf:
                 problems.add(path, f"{race}: mean {metric} is infinite (an image reproduced exactly); kept as inf")
     run = Run(folder, family, kind, identity, per_race, None, _read_record(folder, problems))
+    if run.record is not None and DATA_KEY not in run.record:
+        problems.add(path, "made before runs recorded their data's fingerprint: pooled by its recipe, which names "
+                           "the data by its path only")
     for found in (run.record or {}).get(WARNINGS_KEY, []):
         problems.add(path, f"sanity check failed, its rows are marked: {found['message']}")
     collapsed = _recognizer_collapsed(run, problems)
@@ -540,9 +549,13 @@ def group_experiments(runs, problems):
     grouped = {}
     for run in runs:
         settings = tuple(sorted((c, canonical(v)) for c, v in run.identity.items() if c not in POOLED_COLUMNS))
-        grouped.setdefault((run.family, settings), []).append(run)
+        # The recipe hashes the data fingerprints; the fingerprints themselves are compared too, so that no
+        # two runs on different data are pooled whatever their recipe says.
+        data = json.dumps(run.data_ids, sort_keys=True)
+        grouped.setdefault((run.family, settings, data), []).append(run)
+    _report_other_data(grouped, problems)
     experiments = []
-    for (family, _), members in grouped.items():
+    for (family, _, _), members in grouped.items():
         by_seed = {}
         for run in members:
             by_seed.setdefault(canonical(run.identity["seed"]), []).append(run)
@@ -561,6 +574,23 @@ def group_experiments(runs, problems):
             experiments.append(Experiment(family, kept[0].kind, columns, kept))
     experiments.sort(key=lambda e: (FAMILIES.index(e.family), [(c, sort_key(v)) for c, v in e.columns.items()]))
     return experiments
+
+
+def _report_other_data(grouped, problems):
+    """A problem line for each group of runs kept apart from another only by its data: the same identifying
+    columns but for the recipe, and other data fingerprints."""
+    by_columns = {}
+    for (family, settings, data), members in grouped.items():
+        columns = tuple(item for item in settings if item[0] != RECIPE_COLUMN)
+        by_columns.setdefault((family, columns), []).append((data, members))
+    for groups in by_columns.values():
+        known = [(data, members) for data, members in groups if data != "null"]
+        if len({data for data, _ in known}) < 2:
+            continue
+        for data, members in known:
+            others = ", ".join(other[0].path for other_data, other in known if other_data != data)
+            problems.add(members[0].path, f"not pooled with {others}: the same settings on other data (data "
+                                          f"fingerprints {data} in args.json)")
 
 
 def races_of(experiments):
