@@ -13,7 +13,8 @@ only be given in --fixed.
 
 Rules that keep a sweep's tables right:
 - A balanced run (minority none, the default) has no weight: it is expanded once, with --weight 1, however
-  many weights the grid lists, and its folder name leaves the weight out.
+  many weights the grid lists, and its folder name leaves the weight out. A group that lists weights but no
+  minority other than none is refused, as the script refuses --weight without --minority.
 - Each run's --out is <out-root>/<study>/<key>-<value>_<key>-<value>..., over the group's grid keys in
   sorted order (not the order typed), so the same grid always gives the same folders. A value that is a
   path is named by its last component; characters other than letters, digits and `._+-` become `+`.
@@ -46,6 +47,7 @@ import shlex
 import sys
 
 from racecomp import cli, files, studies
+from racecomp.studies import run_folder
 from racecomp.errors import InputError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,6 +151,19 @@ def check_keys(study, parser, grids, fixed):
             raise InputError(f"{where}: key {key!r} is not allowed (give flags without '--'; the sweep sets "
                              f"--out itself and never passes --overwrite)")
         check_values(study.check_values, parse_script_args(parser, flag_tokens(key, value), where), where)
+    for grid in grids:
+        check_weight_has_minority(parser, grid, fixed)
+
+
+def check_weight_has_minority(parser, grid, fixed):
+    """A weight in a grid group none of whose runs under-represents a race is refused, as the script refuses
+    --weight without --minority (every such run would be the balanced run, --weight 1)."""
+    weights = grid.get("weight", [fixed["weight"]] if "weight" in fixed else [])
+    minorities = grid.get("minority", [fixed.get("minority", parser.get_default("minority"))])
+    if any(float(weight) != 1.0 for weight in weights) and all(minority.strip().lower() == "none"
+                                                               for minority in minorities if minority is not None):
+        raise InputError(f"weight={','.join(weights)} without a minority: a balanced run has no weight (the script "
+                         f"refuses --weight without --minority); add minority=<race> to that --grid or --fixed")
 
 
 def folder_value(value):
@@ -187,6 +202,7 @@ def make_run(study, parser, setting, fixed, study_root):
     argv += ["--out", folder]
     args = parse_script_args(parser, argv, f"run {name}")
     check_values(study.check_args, args, f"run {name}")
+    run_folder.absolute_paths(args, study.DATA_ARGS)  # as the script records them (status compares them)
     return Run(folder, argv, args)
 
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from racecomp import files, toydata
+from racecomp import cli, files, toydata
 from racecomp.datasets import fingerprint
 from racecomp.studies import run_folder, upscale
 from racecomp.tables import runs as table_runs
@@ -187,3 +187,13 @@ def test_code_version_without_git_hashes_the_package(monkeypatch):
         raise FileNotFoundError("git")
     monkeypatch.setattr(subprocess, "run", no_git)
     assert files.code_version() == f"files-{files.package_hash()}"
+
+
+def test_a_failed_run_leaves_the_users_own_empty_out_folder(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    args = upscale.get_args_parser().parse_args(["--data", str(tmp_path / "missing"), "--out", str(mine),
+                                                 "--arch", "bicubic", "--workers", "0"])
+    with pytest.raises(SystemExit, match="error: .*missing"):
+        cli.run_script(upscale.main, args)
+    assert mine.is_dir() and not any(mine.iterdir())  # the user's folder stays; the run's lock went

@@ -95,7 +95,10 @@ def test_every_printed_command_parses_with_the_scripts_parser(tmp_path, capsys):
     (["out=elsewhere"], [], r"key 'out' is not allowed"),
     (["seed=0"], ["overwrite"], r"key 'overwrite' is not allowed"),
     (["seed=0"], ["seed=1"], r"key 'seed' is both in --grid and in --fixed"),
-    (["weight=0.2,0.05"], [], r"nothing is left to name its folder"),  # balanced (default): no weight
+    # A balanced run (the default minority) has no weight: refused as the script refuses --weight alone.
+    (["weight=0.2,0.05"], [], r"weight=0.2,0.05 without a minority"),
+    (["weight=0.2,0.05", "seed=0,1"], [], r"weight=0.2,0.05 without a minority"),
+    (["seed=0,1"], ["weight=0.2", "minority=none"], r"weight=0.2 without a minority"),
 ])
 def test_a_typo_fails_before_any_run_naming_key_and_value(grid, fixed, message):
     with pytest.raises(ValueError, match=message):
