@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from racecomp import files, toydata
 from racecomp.studies import upscale
@@ -159,3 +161,14 @@ def test_a_corrupt_val_image_stops_the_run_before_training_and_skip_bad_continue
     record = json.loads((out / "args.json").read_text())
     assert record["dropped_unreadable"] == {"train": 0, "dev": 0, "val": 1}
     assert len(read_csv(out / "per_image.csv")) == 27
+
+
+def test_a_16_bit_png_in_val_is_scored_as_its_pixels_not_as_white(small_study_data, tmp_path):
+    data = tmp_path / "fairface"
+    shutil.copytree(small_study_data["fairface"], data)
+    with Image.open(data / "val" / "1.jpg") as image:
+        grey = np.asarray(image.convert("L")).astype(np.uint16) * 257
+    Image.fromarray(grey).save(data / "val" / "1.jpg", format="PNG")  # 16-bit grey, under its .jpg name
+    run(str(data), tmp_path / "run", "--arch", "bicubic", "--save-samples", "0")
+    row, = [row for row in read_csv(tmp_path / "run" / "per_image.csv") if row["file"] == "val/1.jpg"]
+    assert math.isfinite(float(row["psnr_y"])) and float(row["ssim_y"]) < 1.0
