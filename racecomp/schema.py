@@ -25,6 +25,11 @@ COUNT_COLUMN = {"upscale": "n", "verify": "n_pairs"}  # per_race.csv column hold
 RACE_METRICS = {"upscale": ("ssim_y", "psnr_y", "ssim_rgb", "psnr_rgb"), "verify": ("accuracy",)}
 ITEM_COLUMNS = {"upscale": ("file", "race", "psnr_y", "ssim_y"),
                 "verify": ("race", "fold", "line", "id1", "id2", "correct")}  # both identities: two-way clusters
+# The range every metric can take (per item and per race); a value outside it is not a result. PSNR of 8-bit
+# images is at least 0 (MSE at most 255^2) and, when finite, at most 10 log10(255^2 H W C), about 125 dB even at
+# 4096 x 4096 (one level off in one value): 1000 leaves room and keeps sums of them finite (math.fsum).
+METRIC_RANGES = {"psnr_y": (0.0, 1000.0), "psnr_rgb": (0.0, 1000.0), "ssim_y": (-1.0, 1.0), "ssim_rgb": (-1.0, 1.0),
+                 "accuracy": (0.0, 100.0), "id_cos": (-1.0, 1.0)}
 # Metrics only some runs have, in per_race.csv and under the same names in the per-item file: upscaling runs
 # with --identity-model write id_cos (cosine of the recognition embeddings of the upscaled face and of the
 # original, in [-1, 1], higher = identity kept; racecomp.identity). A bicubic run with the same

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict
 
 from racecomp.tables.contrasts import UNITS
-from racecomp.tables.formatting import cell_magnitude, format_number, p_text
+from racecomp.tables.formatting import cell_magnitude, format_number, markdown_text, p_text
 from racecomp.tables.plots import dose_response_images, forest_images
 
 CSV_NAME, MARKDOWN_NAME = "findings.csv", "findings.md"
@@ -137,14 +137,14 @@ def markdown(answers, figures):
         for row in rows:
             by_contrast.setdefault((row.contrast, row.setting), []).append(row)
         for (contrast, setting), members in by_contrast.items():
-            lines.append(f"- **{contrast}** ({setting}):")
+            lines.append(f"- **{markdown_text(contrast)}** ({markdown_text(setting)}):")
             primary = [m for m in members if m.primary]
             for finding in primary:
-                lines.append(f"  - {sentence(finding)}")
+                lines.append(f"  - {markdown_text(sentence(finding))}")
             others = [m for m in members if m not in primary and (m.lo > 0 or m.hi < 0) and m.p_holm < 0.05]
             for finding in others:
                 lines.append(f"  - {'Also ' if primary else ''}(Holm-adjusted p {p_text(finding.p_holm)} over "
-                             f"{len(members)}): {sentence(finding)}")
+                             f"{len(members)}): {markdown_text(sentence(finding))}")
             quiet = [m for m in members if m not in primary and m not in others]
             if quiet and not primary and not others:  # nothing pre-specified, nothing survives Holm
                 closest = min(quiet, key=lambda m: m.p_holm)
@@ -177,7 +177,8 @@ def markdown(answers, figures):
             lines.append(f"\n![dose-response]({path})")
         lines.append("")
     lines += ["## Contrasts not formed", ""]
-    lines += [f"- {study}: {what}: {why}." for study, what, why in answers.unformed] or ["None."]
+    lines += [f"- {study}: {markdown_text(what)}: {markdown_text(why)}." for study, what, why in answers.unformed] or \
+        ["None."]
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from racecomp.races import FAIRFACE_RACES, check_label
 from racecomp.schema import (BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECKS, COUNT_COLUMN, DATA_KEY, FAMILIES,
                              FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS, OPTIONAL_RACE_METRICS,
-                             POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE, RACE_METRICS, RACES,
+                             METRIC_RANGES, POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE, RACE_METRICS, RACES,
                              RECIPE_COLUMN, STUDIES, WARNINGS_KEY)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
@@ -158,8 +158,12 @@ def find_run_folders(patterns, problems):
                 elif not glob.has_magic(pattern):
                     problems.add(match, f"not a run folder or {FINISHED_MARKER}")
                 continue
-            for folder, subfolders, names in os.walk(match):
-                subfolders.sort()
+            visited = set()
+            for folder, subfolders, names in os.walk(match, followlinks=True):
+                # A run folder that is a symlink is read as it is through a glob; a link back up is walked once.
+                visited.add(os.path.realpath(folder))
+                subfolders[:] = sorted(name for name in subfolders
+                                       if os.path.realpath(os.path.join(folder, name)) not in visited)
                 if FINISHED_MARKER in names:
                     found.setdefault(os.path.realpath(folder), folder)
                 elif "args.json" in names:
@@ -209,6 +213,7 @@ def _read_csv(path, required, problems):
 
 
 def _number(row, column, line, allow_infinite=False):
+    """The number in `column`, finite (or +inf where allowed) and inside its metric's range (METRIC_RANGES)."""
     text = row[column]
     try:
         value = float(text)
@@ -216,6 +221,9 @@ def _number(row, column, line, allow_infinite=False):
         raise ValueError(f"line {line}: column {column!r}: {text!r} is not a number") from None
     if math.isnan(value) or value == -math.inf or (value == math.inf and not allow_infinite):
         raise ValueError(f"line {line}: column {column!r}: {text!r} is not a finite number")
+    low, high = METRIC_RANGES.get(column, (-math.inf, math.inf))
+    if not low <= value <= high and value != math.inf:
+        raise ValueError(f"line {line}: column {column!r}: {text!r} is outside its range [{low:g}, {high:g}]")
     return value
 
 
@@ -297,7 +305,10 @@ def _image_items(header, rows):
         return None
     for metric, numbers in zip(metrics, values):  # the checks of _number; only psnr_y may be +inf, as there
         array = np.array(numbers)
-        if np.any(np.isnan(array) | (array == -math.inf) | ((array == math.inf) & (metric != "psnr_y"))):
+        low, high = METRIC_RANGES[metric]
+        finite = array[np.isfinite(array)]
+        if (np.any(np.isnan(array) | (array == -math.inf) | ((array == math.inf) & (metric != "psnr_y")))
+                or np.any((finite < low) | (finite > high))):
             return None
     if None in races or "" in keys or len(set(keys)) != len(keys):
         return None
@@ -394,6 +405,24 @@ def _read_record(folder, problems):
     return record
 
 
+def _record_error(record):
+    """What is malformed in the fields of an args.json the tables use (None when nothing): a run whose warnings,
+    data fingerprints or identity metric cannot be read cannot be marked or kept apart rightly."""
+    warnings = record.get(WARNINGS_KEY, [])
+    if not isinstance(warnings, list) or not all(isinstance(w, dict) and isinstance(w.get("check"), str)
+                                                 and isinstance(w.get("message"), str) for w in warnings):
+        return f"`{WARNINGS_KEY}` is not a list of {{check, message, value}}"
+    data = record.get(DATA_KEY, {})
+    if not isinstance(data, dict) or not all(isinstance(f, dict) and isinstance(f.get("id"), str) for f in data.values()):
+        return f"`{DATA_KEY}` is not a dict of fingerprints with an `id`"
+    metric = record.get("identity_metric", {})
+    if not isinstance(metric, dict) or not isinstance(metric.get("model", ""), str):
+        return "`identity_metric` is not a dict naming its `model`"
+    if not isinstance(record.get("restore", {}), dict):
+        return "`restore` is not a dict"
+    return None
+
+
 def _recognizer_collapsed(run, problems):
     """True (reported) when the run's id_cos was measured with a verification run whose embeddings collapsed
     (its args.json warnings): every face then scores about 1, whatever the upscaler did."""
@@ -401,6 +430,10 @@ def _recognizer_collapsed(run, problems):
     if not recognizer or not os.path.isdir(recognizer):
         return False
     record = _read_record(recognizer, problems) or {}
+    error = _record_error(record)
+    if error:
+        problems.add(run.path, f"id_cos left out: the args.json of its recognizer {recognizer} is malformed ({error})")
+        return True
     collapsed = [found for found in record.get(WARNINGS_KEY, []) if found["check"] in COLLAPSE_CHECKS]
     if collapsed:
         problems.add(run.path, f"id_cos left out: measured with {recognizer}, whose {collapsed[0]['message']}")
@@ -434,9 +467,10 @@ def load_run(folder, problems):
             if values.get(metric) == math.inf:
                 problems.add(path, f"{race}: mean {metric} is infinite (an image reproduced exactly); kept as inf")
     run = Run(folder, family, kind, identity, per_race, None, _read_record(folder, problems))
-    if run.record is not None and DATA_KEY not in run.record:
-        problems.add(path, "made before runs recorded their data's fingerprint: pooled by its recipe, which names "
-                           "the data by its path only")
+    error = run.record is not None and _record_error(run.record)
+    if error:
+        problems.add(os.path.join(folder, "args.json"), f"{error}; run left out")
+        return None
     for found in (run.record or {}).get(WARNINGS_KEY, []):
         problems.add(path, f"sanity check failed, its rows are marked: {found['message']}")
     collapsed = _recognizer_collapsed(run, problems)
@@ -459,6 +493,26 @@ def load_run(folder, problems):
         return run
     run.items = [{k: v for k, v in item.items() if k != "id_cos"} for item in items] if collapsed else items
     return run
+
+
+def load_runs(folders, problems):
+    """load_run of each folder; one that cannot be read for any reason is a problem line, never the end of the
+    tables of every other run."""
+    runs = []
+    for folder in folders:
+        try:
+            run = load_run(folder, problems)
+        except Exception as error:  # noqa: BLE001 -- whatever a bad folder holds, the other runs are tabulated
+            problems.add(folder, f"unreadable run folder ({type(error).__name__}: {error}); run left out")
+            continue
+        if run is not None:
+            runs.append(run)
+    unchecked = [run.folder for run in runs if run.record is not None and DATA_KEY not in run.record]
+    if unchecked:  # one line: a whole sweep of older runs is one fact, not hundreds of problems
+        problems.add(os.path.commonpath(unchecked) if len(unchecked) > 1 else unchecked[0],
+                     f"{len(unchecked)} run(s) made before runs recorded their data's fingerprint (args.json has no "
+                     f"{DATA_KEY}): pooled by recipe, which knows their data by its path only")
+    return runs
 
 
 def _fraction(row, column, line, low=0.0):
