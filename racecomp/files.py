@@ -154,7 +154,8 @@ def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_AR
     - finished results there (FINISHED_MARKER): 'skip' unless --overwrite;
     - a checkpoint from the same arguments: 'resume';
     - results from different arguments: refuse (ValueError naming the differing arguments) unless --overwrite.
-    Never deletes anything by itself: --overwrite only lets new files replace old ones.
+    Never deletes anything by itself (racecomp.studies.run_folder, which calls it, removes an old run's results
+    on --overwrite and checks the data, code and finished marker on top).
     """
     os.makedirs(out_dir, exist_ok=True)
     if overwrite:

@@ -1,8 +1,9 @@
 """Upscaling study: train a super-resolution UNet on FairFace with one race under-represented, score it per race.
 
-Surface (the same in every study module): get_args_parser, check_args, run_columns, build_model,
-evaluation_data, evaluate_to_dir, main. run_upscale.py is a shim over it; racecomp.sweep and the
-quantization study use it too.
+Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, build_model,
+evaluation_data, evaluate_to_dir, main; the run folder itself (lock, resume, args.json) is
+racecomp.studies.run_folder's. run_upscale.py is a shim over it; racecomp.sweep and the quantization study use
+it too.
 
 Without --data it runs on the built-in synthetic demo FairFace. Writes to --out: args.json,
 best.pth (the weights chosen on dev), per_image.csv, per_race.csv (written last: a finished run), sample

@@ -1,7 +1,7 @@
 """Verification study: train (optionally) a face-recognition model with a margin loss, score it per race on RFW.
 
-Surface (the same in every study module): get_args_parser, check_args, run_columns, build_model,
-evaluation_data, evaluate_to_dir, main. run_verify.py is a shim over it; racecomp.sweep and the
+Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, build_model,
+evaluation_data, evaluate_to_dir, main; the run folder itself is racecomp.studies.run_folder's. run_verify.py is a shim over it; racecomp.sweep and the
 quantization study use it too.
 
 Writes to --out: args.json, model.pth (the trained weights; checkpoint.pth, the resumable state, only while
