@@ -249,6 +249,11 @@ def folder_state(out_dir, args):
     """
     if not os.path.isdir(out_dir):
         return NOT_STARTED, ""
+    lock = os.path.join(out_dir, run_folder.LOCK_FILE)
+    if os.path.isfile(lock):
+        with open(lock, encoding="utf-8", errors="replace") as handle:
+            holder = " ".join(handle.read().split())
+        return PARTIAL, f"{run_folder.LOCK_FILE} {holder}: running, or killed on another host (then remove it)"
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its '[out] ...' line belongs in the run's own log
             action = files.prepare_out_dir(out_dir, args)

@@ -332,7 +332,7 @@ def _run(args, minority, device):
         args.world_size = distributed.world_size()
     args.out = os.path.abspath(args.out or default_out(args))
     run_folder.absolute_paths(args, DATA_ARGS)
-    data = distributed.run_on_main(run_folder.fingerprints, data_folders(args))
+    data = distributed.run_on_main(lambda: run_folder.fingerprints(data_folders(args)))  # rank 0 makes demo data
     columns = run_columns(args, files.code_version(), data)
     with run_folder.RunFolder(args.out, args, columns, data) as run:
         if run.action == "skip":
