@@ -158,7 +158,7 @@ def test_status_and_pending_follow_each_folder_state(tmp_path, capsys):
                                                  "partial"]
     details = [detail for _, _, detail in states]
     assert details[1] == "checkpoint: resumes" and details[2] == "no checkpoint yet: restarts"
-    assert details[5].startswith('run.lock {"host": "node7", "pid": 12}') and "running, or killed on another host" in details[5]
+    assert details[5].startswith('run.lock { "host": "node7", "pid": 12 }') and "running, or killed on another host" in details[5]
     assert "holds a run with different arguments (epochs)" in details[3]
     assert report[0].startswith("finished    ") and report[0].endswith("arch-bicubic_seed-0")
     assert report[-1] == "6 runs: 1 finished, 3 partial, 1 not started, 1 conflict"
