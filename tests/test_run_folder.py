@@ -112,18 +112,21 @@ def test_an_interrupted_overwrite_is_done_never_skipped(small_study_data, tmp_pa
     assert {row["scale"] for row in read_csv(out / "per_race.csv")} == {"4"}
 
 
-def test_a_stale_finished_marker_is_not_taken_for_the_run(small_study_data, tmp_path, capsys):
+def test_a_stale_finished_marker_is_not_taken_for_the_run(small_study_data, tmp_path):
     """A folder an older version left after an interrupted --overwrite: args.json says x4, per_race.csv is x2."""
     out, other = tmp_path / "run", tmp_path / "x4"
     run(small_study_data["fairface"], out)
     run(small_study_data["fairface"], other, "--scale", "4")
     shutil.copy(other / "args.json", out / "args.json")
-    table = run(small_study_data["fairface"], out, "--scale", "4")
-    assert table is not None and "is not this run's (scale '2' there, 4 now" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="per_race.csv is not the result of these arguments \\(scale '2' there, 4 "
+                                         "now; an interrupted --overwrite"):
+        run(small_study_data["fairface"], out, "--scale", "4")
+    run(small_study_data["fairface"], out, "--scale", "4", "--overwrite")
     assert {row["scale"] for row in read_csv(out / "per_race.csv")} == {"4"}
 
 
-def test_a_finished_run_from_before_data_fingerprints_is_still_skipped(small_study_data, tmp_path, capsys):
+def test_a_finished_run_whose_recipe_is_hashed_otherwise_is_still_skipped(small_study_data, tmp_path, capsys):
+    """A run made before data fingerprints (or by a version hashing recipes otherwise): same arguments, skipped."""
     out = tmp_path / "run"
     run(small_study_data["fairface"], out)
     record = json.loads((out / "args.json").read_text())

@@ -12,9 +12,9 @@
   and taken over; one from another host is only reported (its process cannot be seen from here).
 - What is there (files.prepare_out_dir): finished results are skipped, a checkpoint of the same arguments is
   resumed, other arguments are refused unless --overwrite. On top of it:
-  - the finished marker (per_race.csv) counts only when its identifying columns are this run's: a stale one
-    is removed and the run done again. --overwrite removes the old marker, checkpoint and final weights
-    before the new args.json is written, so an interrupted overwrite resumes or restarts, never skips;
+  - the finished marker (per_race.csv) counts only when its identifying columns are this run's: a stale one is
+    refused, naming the columns. --overwrite removes the old marker, checkpoint and final weights before the
+    new args.json is written, so an interrupted overwrite resumes or restarts, never skips;
   - data: the fingerprints (racecomp.datasets.fingerprint) of every data folder the run reads go into
     args.json; results or a checkpoint made on other data are refused, naming the folder and what differs;
   - code: a resume whose code (files.code_version) differs from the one that started the run is refused
@@ -136,9 +136,8 @@ class RunFolder:
     identifying columns (its study's run_columns), `data`: fingerprints() of the folders it reads. Under
     torchrun only rank 0 locks, checks and writes; every rank gets the same `action`."""
 
-    def __init__(self, out_dir, args, columns, data, compare_ignore=schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + schema.RESUME_ARGS):
+    def __init__(self, out_dir, args, columns, data):
         self.out_dir, self.args, self.columns, self.data = out_dir, args, columns, data
-        self.compare_ignore = compare_ignore
         self.action = None
         self.code_changes = []  # [{"from", "to"}] of resumes across code versions (--allow-code-change)
         self._lock = None
@@ -165,12 +164,11 @@ class RunFolder:
             print(f"[out] {self.out_dir}: --overwrite given; earlier results there removed")
             return "fresh"
         previous = read_record(self.out_dir)
-        action = files.prepare_out_dir(self.out_dir, self.args, compare_ignore=self.compare_ignore)
+        action = files.prepare_out_dir(self.out_dir, self.args)
         if action != "fresh":
             self._check_data(previous)
-        if action == "skip" and not self._marker_is_ours(previous):
-            _remove(self.out_dir, RUN_STATE)
-            return "fresh"
+        if action == "skip":
+            self._check_marker()
         if action == "resume":
             self._check_code(previous)
         return action
@@ -202,21 +200,19 @@ class RunFolder:
                 raise InputError(f"{self.out_dir} holds a run made on other data: {flag(name)} {root}: "
                                  f"{'; '.join(found)}. Use the data it ran on, another --out, or --overwrite")
 
-    def _marker_is_ours(self, previous):
-        """Whether per_race.csv's identifying columns are this run's (all of them; without the recipe for a
-        run made before data fingerprints, whose recipe hashed the data's path instead)."""
+    def _check_marker(self):
+        """InputError unless per_race.csv's identifying columns are this run's. The recipe is left out: with the
+        same arguments and data it differs only where a later version hashes them otherwise."""
         try:
             written = runs.run_identity(self.out_dir)
         except InputError as error:
-            print(f"[out] {error}: running it again")
-            return False
-        compared = [c for c in written if c != schema.RECIPE_COLUMN or schema.DATA_KEY in previous]
-        differing = [c for c in compared if str(self.columns.get(c)) != written[c]]
+            raise InputError(f"{self.out_dir}: {error}; use --overwrite to run it again") from None
+        differing = [c for c in written if c != schema.RECIPE_COLUMN and str(self.columns.get(c)) != written[c]]
         if differing:
             shown = ", ".join(f"{c} {written[c]!r} there, {self.columns.get(c)!r} now" for c in differing)
-            print(f"[out] {self.out_dir}: its {schema.FINISHED_MARKER} is not this run's ({shown}; an "
-                  f"interrupted --overwrite?): running it again")
-        return not differing
+            raise InputError(f"{self.out_dir}: its {schema.FINISHED_MARKER} is not the result of these arguments "
+                             f"({shown}; an interrupted --overwrite of an older version?): pass --overwrite to run "
+                             f"it again")
 
     def _check_code(self, previous):
         was, now = previous.get("code_version"), files.code_version()
