@@ -25,10 +25,12 @@ Rules that keep a sweep's tables right:
   run are refused too: summarize.py would leave both out as a clash.
 
 Re-running the whole list is safe: each script skips a run folder that holds finished results (per_race.csv),
-resumes one with a checkpoint, and refuses one made with other arguments (racecomp.files.prepare_out_dir).
+resumes one with a checkpoint, and refuses one made with other arguments, on other data or held by a running
+process (racecomp.studies.run_folder).
 So `--format lines` output can be run again after a crash or a partial SLURM array, and `--pending` only
 saves the start-up of finished runs. --out is absolute; other relative paths (--data ...) resolve against the
-folder the commands are run from (the SLURM script changes to the folder the sweep was made in).
+folder the commands are run from (the SLURM script changes to the folder the sweep was made in; --status
+resolves them against its own folder, as the runs record them absolute).
 
 Output: `--format lines` (default) prints one shell command per line; `--format slurm` writes the commands
 to <out-root>/<study>/sweep-<hash>.txt (named by content, so a queued array never sees its lines change)

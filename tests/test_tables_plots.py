@@ -125,6 +125,7 @@ def test_output_lists_every_part_of_a_split_plot_in_its_manifest(tmp_path):
     categories = [f"c{i}" for i in range(40)]
     paths = output.plot("dots.png", "t", "y", categories, [("a", {c: (1.0, 0.0, 2.0) for c in categories})])
     paths += output.pngs("forest.png", forest_images("t", "x", [(f"r{i}", 1.0, 0.0, 2.0) for i in range(50)]))
+    output.close()  # the whole set is written: INCOMPLETE.txt goes
     listed = (tmp_path / "out" / MANIFEST).read_text().splitlines()[1:]
     assert listed == [os.path.basename(p) for p in paths] == [
         "dots_part01.png", "dots_part02.png", "dots_part03.png", "forest_part01.png", "forest_part02.png"]
