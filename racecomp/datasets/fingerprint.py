@@ -58,5 +58,6 @@ def differences(before, now):
         return []
     said = {"listing": "file names or sizes", "labels": "label files' content", "sample": "image content"}
     found = [said[name] for name in PARTS if before.get(name) != now.get(name)]
-    counts = f"{before.get('files')} files, {before.get('bytes')} bytes then; {now['files']} files, {now['bytes']} bytes now"
+    counts = (f"{before.get('files')} files, {before.get('bytes')} bytes then; "
+              f"{now['files']} files, {now['bytes']} bytes now")
     return [f"{', '.join(found) or 'fingerprint'} differ ({counts})"]

@@ -1,9 +1,9 @@
 """Quantization study: simulated W/A-bit quantization of a face model or an upscaler, scored per race.
 
 Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, main; plus
-`settings(args)` (the sub-folders a run writes), which racecomp.sweep uses for --status. Each setting's folder is a
-racecomp.studies.run_folder.RunFolder, scored by evaluate_setting through the model's study (its evaluate_to_dir). run_quantize.py
-is a shim over it.
+`settings(args)` (the sub-folders a run writes), which racecomp.sweep uses for --status. Each setting's folder is
+a racecomp.studies.run_folder.RunFolder, scored by evaluate_setting through the model's study (its
+evaluate_to_dir). run_quantize.py is a shim over it.
 
 The model comes from a finished run_verify / run_upscale folder (--model-run), from an arcface_torch
 state dict (--weights, verify only), or, with neither, from run_verify's demo run (its own folder under

@@ -101,7 +101,7 @@ def locked(out_dir):
     folder this created is removed again if the block fails leaving it empty."""
     created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    path = take_lock(out_dir)
+    take_lock(out_dir)
     try:
         yield
     except BaseException:

@@ -50,7 +50,8 @@ MINORITY_RACES = FAIRFACE_RACES
 IDENTIFYING = ("arch", "scale", "upsampler", "minority", "weight", "minority_mode", "finetune")
 # Progress lines and sample grids change no number; --image-cache gives the same items as JPEG decoding
 # (tests/test_studies_upscale.py checks identical results).
-NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + schema.RESUME_ARGS + ("log_every", "save_samples", "image_cache")
+NON_RESULT_ARGS = (schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + schema.RESUME_ARGS
+                   + ("log_every", "save_samples", "image_cache"))
 FINAL_WEIGHTS = runs.FINAL_WEIGHTS[NAME]
 DATA_ARGS = ("data",)  # folder arguments, recorded as absolute paths
 ARCFACE_FACE_PX = 112  # input size of every arcface_torch backbone

@@ -1,8 +1,8 @@
 """Verification study: train (optionally) a face-recognition model with a margin loss, score it per race on RFW.
 
 Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, build_model,
-evaluation_data, evaluate_to_dir, main; the run folder itself is racecomp.studies.run_folder's. run_verify.py is a shim over it; racecomp.sweep and the
-quantization study use it too.
+evaluation_data, evaluate_to_dir, main; the run folder itself is racecomp.studies.run_folder's. run_verify.py
+is a shim over it; racecomp.sweep and the quantization study use it too.
 
 Writes to --out: args.json, model.pth (the trained weights; checkpoint.pth, the resumable state, only while
 the run is unfinished or with --keep-checkpoint), optionally probe_gender.csv and bias_probe.csv
@@ -43,7 +43,8 @@ MINORITY_RACES = RFW_RACES
 # result-changing flag, the evaluation protocol's included (--align, --no-flip, --races, --far, --rfw),
 # goes into `recipe`.
 IDENTIFYING = ("arch", "init", "finetune", "minority", "weight", "restore")
-NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + schema.RESUME_ARGS + ("log_every",)  # log_every: progress lines
+# log_every: progress lines
+NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + schema.RESUME_ARGS + ("log_every",)
 FINAL_WEIGHTS = runs.FINAL_WEIGHTS[NAME]
 DATA_ARGS = ("data", "rfw", "probe_data")  # folder arguments, recorded as absolute paths
 BICUBIC_RESTORES = {f"bicubic-x{scale}": scale for scale in upscalers.SCALES}  # --restore value -> factor

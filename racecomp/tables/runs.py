@@ -16,8 +16,8 @@ import numpy as np
 from racecomp.races import FAIRFACE_RACES, check_label
 from racecomp.schema import (BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECKS, COUNT_COLUMN, DATA_KEY, FAMILIES,
                              FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS, OPTIONAL_RACE_METRICS,
-                             METRIC_RANGES, POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE, RACE_METRICS, RACES,
-                             RECIPE_COLUMN, STUDIES, WARNINGS_KEY)
+                             METRIC_RANGES, POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE, RACE_METRICS,
+                             RACES, RECIPE_COLUMN, STUDIES, WARNINGS_KEY)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
 # Per-item columns the tables need: the schema's, plus a pair's second identity. Without it, pairs that share
@@ -413,7 +413,8 @@ def _record_error(record):
                                                  and isinstance(w.get("message"), str) for w in warnings):
         return f"`{WARNINGS_KEY}` is not a list of {{check, message, value}}"
     data = record.get(DATA_KEY, {})
-    if not isinstance(data, dict) or not all(isinstance(f, dict) and isinstance(f.get("id"), str) for f in data.values()):
+    if not isinstance(data, dict) or not all(isinstance(found, dict) and isinstance(found.get("id"), str)
+                                             for found in data.values()):
         return f"`{DATA_KEY}` is not a dict of fingerprints with an `id`"
     metric = record.get("identity_metric", {})
     if not isinstance(metric, dict) or not isinstance(metric.get("model", ""), str):
