@@ -115,6 +115,9 @@ def add_training_arguments(parser):
                        "uninterrupted one (on the CPU it always does); slower")
     group.add_argument("--channels-last", action="store_true", help="model and image batches in channels_last "
                        "memory format (for GPU tensor cores; much slower on the CPU, BENCHMARKS.md)")
+    group.add_argument("--allow-code-change", action="store_true", help="resume a run whose checkpoint was made "
+                       "by other code (another commit or changed files): refused without it; recorded in "
+                       "args.json and marked in the tables")
     group.add_argument("--compile", action="store_true", help="torch.compile the training forward; the last "
                        "partial batch of each epoch is left out (one input shape); recompiles at each --unfreeze "
                        "stage")
@@ -202,8 +205,9 @@ USER_ERRORS = (InputError, FileNotFoundError, NotADirectoryError)
 
 
 def run_script(main, args):
-    """main(args) for a script: a user error prints its message without a traceback (with it: RACECOMP_DEBUG=1), Ctrl-C
-    says how to continue, and a run that failed before writing anything leaves no empty --out folder."""
+    """main(args) for a script: a user error prints its message without a traceback (with it: RACECOMP_DEBUG=1), and
+    Ctrl-C says how to continue. (A run that failed before writing anything leaves no --out folder it made:
+    racecomp.studies.run_folder removes that, and nothing else.)"""
     try:
         return main(args)
     except KeyboardInterrupt:
@@ -212,9 +216,6 @@ def run_script(main, args):
         raise SystemExit(f"\ninterrupted. Run the same command again to continue from the last checkpoint{where}; "
                          f"finished results are kept.") from None
     except USER_ERRORS as error:
-        out = getattr(args, "out", None)
-        if out and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)
         if os.environ.get("RACECOMP_DEBUG"):
             raise
         raise SystemExit(f"error: {error} (RACECOMP_DEBUG=1 shows where it was raised)") from None

@@ -5,6 +5,7 @@ target, so a crash (or a full disk) never leaves a half-written file that a late
 """
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import sys
 import tempfile
 
 from racecomp.errors import InputError
-from racecomp.schema import ADDED_LATER, FINISHED_MARKER, KERNEL_ARGS, NON_RESULT_ARGS
+from racecomp.schema import ADDED_LATER, FINISHED_MARKER, KERNEL_ARGS, NON_RESULT_ARGS, RESUME_ARGS
 
 # torch is imported inside the functions that need it: the tables write through this module and stand on numpy.
 
@@ -98,8 +99,23 @@ def load_checkpoint(path):
         raise InputError(f"{path}: refused to load (not a plain tensor checkpoint, or corrupt): {error}") from error
 
 
+def package_hash():
+    """Short hash of the racecomp package's source files (paths and contents)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha1()
+    for folder, subfolders, names in os.walk(package):
+        subfolders[:] = sorted(name for name in subfolders if name != "__pycache__")
+        for name in sorted(name for name in names if name.endswith(".py")):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, package).encode() + b"\0")
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
+    return digest.hexdigest()[:12]
+
+
 def code_version():
-    """git commit of the RaceComp checkout (with '+dirty' when modified), or 'unknown' outside git."""
+    """git commit of the RaceComp checkout, with '+dirty-<package_hash>' when modified (two different changes
+    read as two versions); outside git 'files-<package_hash>'."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -107,8 +123,8 @@ def code_version():
         dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
+        return f"files-{package_hash()}"
+    return commit + (f"+dirty-{package_hash()}" if dirty else "")
 
 
 def library_versions():
@@ -132,13 +148,14 @@ def run_record(args, **extra):
             "versions": library_versions(), **departures, **extra}
 
 
-def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_ARGS + KERNEL_ARGS):
+def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_ARGS + KERNEL_ARGS + RESUME_ARGS):
     """Decide what to do with an existing --out folder, say it, and return 'fresh', 'resume' or 'skip'.
 
     - finished results there (FINISHED_MARKER): 'skip' unless --overwrite;
     - a checkpoint from the same arguments: 'resume';
     - results from different arguments: refuse (ValueError naming the differing arguments) unless --overwrite.
-    Never deletes anything by itself: --overwrite only lets new files replace old ones.
+    Never deletes anything by itself (racecomp.studies.run_folder, which calls it, removes an old run's results
+    on --overwrite and checks the data, code and finished marker on top).
     """
     os.makedirs(out_dir, exist_ok=True)
     if overwrite:

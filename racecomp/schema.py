@@ -25,6 +25,11 @@ COUNT_COLUMN = {"upscale": "n", "verify": "n_pairs"}  # per_race.csv column hold
 RACE_METRICS = {"upscale": ("ssim_y", "psnr_y", "ssim_rgb", "psnr_rgb"), "verify": ("accuracy",)}
 ITEM_COLUMNS = {"upscale": ("file", "race", "psnr_y", "ssim_y"),
                 "verify": ("race", "fold", "line", "id1", "id2", "correct")}  # both identities: two-way clusters
+# The range every metric can take (per item and per race); a value outside it is not a result. PSNR of 8-bit
+# images is at least 0 (MSE at most 255^2) and, when finite, at most 10 log10(255^2 H W C), about 125 dB even at
+# 4096 x 4096 (one level off in one value): 1000 leaves room and keeps sums of them finite (math.fsum).
+METRIC_RANGES = {"psnr_y": (0.0, 1000.0), "psnr_rgb": (0.0, 1000.0), "ssim_y": (-1.0, 1.0), "ssim_rgb": (-1.0, 1.0),
+                 "accuracy": (0.0, 100.0), "id_cos": (-1.0, 1.0)}
 # Metrics only some runs have, in per_race.csv and under the same names in the per-item file: upscaling runs
 # with --identity-model write id_cos (cosine of the recognition embeddings of the upscaled face and of the
 # original, in [-1, 1], higher = identity kept; racecomp.identity). A bicubic run with the same
@@ -36,6 +41,9 @@ IDENTITY_MODEL_ARGS = ("identity_model", "identity_arch")
 # args.json "warnings" (racecomp.sanity): a list of {"check", "message", "value"} of checks the run failed after its
 # evaluation. A run whose recognizer failed one of COLLAPSE_CHECKS gives no usable id_cos.
 WARNINGS_KEY = "warnings"
+# args.json "data_fingerprints": {argument name: racecomp.datasets.fingerprint of that data folder}; a run without it
+# was made before runs recorded it (its data is known by its path only).
+DATA_KEY = "data_fingerprints"
 COLLAPSE_CHECKS = ("collapsed embeddings",)
 # Identifying columns of a verification run scored on restored faces (run_verify --restore); a run on the
 # original faces has neither.
@@ -54,6 +62,8 @@ BIAS_PROBE_COLUMNS = ("set_a", "set_b", "n_a", "n_b", "assoc_pretrained", "assoc
 # study adds its own (e.g. how much it prints) in its NON_RESULT_ARGS.
 # `recipe` (run_* --recipe) is a name for flags that are recorded, and hashed, themselves.
 NON_RESULT_ARGS = ("out", "overwrite", "keep_checkpoint", "workers", "device", "eval_batch_size", "recipe")
+# Training flags (the studies that train add them to their NON_RESULT_ARGS) that say only whether a resume may go on.
+RESUME_ARGS = ("allow_code_change",)
 # Training flags (the studies that train add them to their NON_RESULT_ARGS) that choose other kernels for the same
 # computation: like the device, they change rounding only.
 KERNEL_ARGS = ("deterministic", "channels_last")

@@ -13,7 +13,8 @@ only be given in --fixed.
 
 Rules that keep a sweep's tables right:
 - A balanced run (minority none, the default) has no weight: it is expanded once, with --weight 1, however
-  many weights the grid lists, and its folder name leaves the weight out.
+  many weights the grid lists, and its folder name leaves the weight out. A group that lists weights but no
+  minority other than none is refused, as the script refuses --weight without --minority.
 - Each run's --out is <out-root>/<study>/<key>-<value>_<key>-<value>..., over the group's grid keys in
   sorted order (not the order typed), so the same grid always gives the same folders. A value that is a
   path is named by its last component; characters other than letters, digits and `._+-` become `+`.
@@ -24,10 +25,12 @@ Rules that keep a sweep's tables right:
   run are refused too: summarize.py would leave both out as a clash.
 
 Re-running the whole list is safe: each script skips a run folder that holds finished results (per_race.csv),
-resumes one with a checkpoint, and refuses one made with other arguments (racecomp.files.prepare_out_dir).
+resumes one with a checkpoint, and refuses one made with other arguments, on other data or held by a running
+process (racecomp.studies.run_folder).
 So `--format lines` output can be run again after a crash or a partial SLURM array, and `--pending` only
 saves the start-up of finished runs. --out is absolute; other relative paths (--data ...) resolve against the
-folder the commands are run from (the SLURM script changes to the folder the sweep was made in).
+folder the commands are run from (the SLURM script changes to the folder the sweep was made in; --status
+resolves them against its own folder, as the runs record them absolute).
 
 Output: `--format lines` (default) prints one shell command per line; `--format slurm` writes the commands
 to <out-root>/<study>/sweep-<hash>.txt (named by content, so a queued array never sees its lines change)
@@ -46,6 +49,7 @@ import shlex
 import sys
 
 from racecomp import cli, files, studies
+from racecomp.studies import run_folder
 from racecomp.errors import InputError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,6 +153,19 @@ def check_keys(study, parser, grids, fixed):
             raise InputError(f"{where}: key {key!r} is not allowed (give flags without '--'; the sweep sets "
                              f"--out itself and never passes --overwrite)")
         check_values(study.check_values, parse_script_args(parser, flag_tokens(key, value), where), where)
+    for grid in grids:
+        check_weight_has_minority(parser, grid, fixed)
+
+
+def check_weight_has_minority(parser, grid, fixed):
+    """A weight in a grid group none of whose runs under-represents a race is refused, as the script refuses
+    --weight without --minority (every such run would be the balanced run, --weight 1)."""
+    weights = grid.get("weight", [fixed["weight"]] if "weight" in fixed else [])
+    minorities = grid.get("minority", [fixed.get("minority", parser.get_default("minority"))])
+    if any(float(weight) != 1.0 for weight in weights) and all(minority.strip().lower() == "none"
+                                                               for minority in minorities if minority is not None):
+        raise InputError(f"weight={','.join(weights)} without a minority: a balanced run has no weight (the script "
+                         f"refuses --weight without --minority); add minority=<race> to that --grid or --fixed")
 
 
 def folder_value(value):
@@ -187,6 +204,7 @@ def make_run(study, parser, setting, fixed, study_root):
     argv += ["--out", folder]
     args = parse_script_args(parser, argv, f"run {name}")
     check_values(study.check_args, args, f"run {name}")
+    run_folder.absolute_paths(args, study.DATA_ARGS)  # as the script records them (status compares them)
     return Run(folder, argv, args)
 
 
@@ -233,6 +251,11 @@ def folder_state(out_dir, args):
     """
     if not os.path.isdir(out_dir):
         return NOT_STARTED, ""
+    lock = os.path.join(out_dir, run_folder.LOCK_FILE)
+    if os.path.isfile(lock):
+        with open(lock, encoding="utf-8", errors="replace") as handle:
+            holder = " ".join(handle.read().split())
+        return PARTIAL, f"{run_folder.LOCK_FILE} {holder}: running, or killed on another host (then remove it)"
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its '[out] ...' line belongs in the run's own log
             action = files.prepare_out_dir(out_dir, args)

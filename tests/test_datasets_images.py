@@ -1,5 +1,6 @@
 """Bicubic downscale against PIL, face alignment onto the ArcFace template, and FaceImages."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -7,7 +8,8 @@ import torch
 from PIL import Image
 
 from racecomp.alignment import ARCFACE_TEMPLATE_112, align_face, similarity_transform
-from racecomp.datasets.images import FaceImages, downscale
+from racecomp.datasets import check, images
+from racecomp.datasets.images import FaceImages, downscale, load_rgb
 
 # ---------------------------------------------------------------------------------------------- bicubic downscale
 
@@ -136,3 +138,50 @@ def test_face_images_resize_align_and_flip(tmp_path):
         any(torch.equal(r, item["image"]) for r in results)
     with pytest.raises(ValueError, match="no landmarks for 1 image"):
         FaceImages([("other", path)], align_landmarks={"k": landmarks})
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def test_a_16_bit_grey_png_is_read_by_its_range_not_as_white(tmp_path):
+    levels = np.random.default_rng(0).integers(0, 65536, (16, 16)).astype(np.uint16)
+    path = tmp_path / "1.jpg"  # as in the issue: a 16-bit PNG under a .jpg name
+    Image.fromarray(levels).save(path, format="PNG")
+    with Image.open(path) as image:
+        assert image.mode.startswith("I")
+    pixels = load_rgb(str(path), "val/1.jpg")
+    expected = np.rint(levels.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 16, 16)
+    assert all(np.array_equal(pixels[c].numpy(), expected) for c in range(3))
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "1", "CMYK", "RGBA", "LA"])
+def test_palette_grey_cmyk_and_opaque_alpha_read_as_pil_converts_them(tmp_path, mode):
+    rgb = Image.fromarray(random_image(16))
+    image = rgb.convert(mode)
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
+    image.save(path)
+    with Image.open(path) as saved:
+        expected = np.asarray(saved.convert("RGB"))
+    assert np.array_equal(load_rgb(str(path), "x").permute(1, 2, 0).numpy(), expected)
+
+
+def test_transparent_and_float_images_are_refused_naming_the_file(tmp_path):
+    rgba = np.concatenate([random_image(8), np.full((8, 8, 1), 255, np.uint8)], axis=2)
+    rgba[0, 0, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match=r"val/a\.png: image .*a\.png has transparent pixels"):
+        load_rgb(str(tmp_path / "a.png"), "val/a.png")
+    Image.fromarray(np.zeros((8, 8), np.float32), "F").save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"f\.tif holds floating-point pixels"):
+        load_rgb(str(tmp_path / "f.tif"), "f")
+
+
+def test_one_size_limit_for_the_loader_and_the_check(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    Image.fromarray(random_image(11)).save(tmp_path / "big.png")
+    message = r"big\.png is 11x11 \(0\.0 megapixels\), over the limit of 0\.0 megapixels"
+    with pytest.raises(ValueError, match=message):
+        load_rgb(str(tmp_path / "big.png"), "big")
+    size, error, _ = check._read_header(str(tmp_path / "big.png"))
+    assert size is None and re.search(message, error)

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from racecomp import files, toydata
 from racecomp.studies import upscale
@@ -154,7 +156,7 @@ def test_a_corrupt_val_image_stops_the_run_before_training_and_skip_bad_continue
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=r"1 unreadable image\(s\), found before training:\n  val/3\.jpg \(CSV line"):
         run(str(data), out, "--arch", "fastvit_t8", "--epochs", "1")
-    assert not any(out.iterdir())  # nothing written, no optimizer step taken
+    assert not out.exists()  # nothing written, no optimizer step taken; the folder it made is gone
     run(str(data), out, "--arch", "fastvit_t8", "--epochs", "1", "--skip-bad", "--save-samples", "0")
     record = json.loads((out / "args.json").read_text())
     assert record["dropped_unreadable"] == {"train": 0, "dev": 0, "val": 1}
@@ -179,3 +181,14 @@ def test_compile_runs_train_on_a_loader_that_drops_the_last_partial_batch(tiny_f
         with pytest.raises(Stop):
             run(tiny_fairface, tmp_path / str(len(extra)), "--arch", "fastvit_t8", "--epochs", "1", *extra)
     assert built == [True, False]
+
+
+def test_a_16_bit_png_in_val_is_scored_as_its_pixels_not_as_white(small_study_data, tmp_path):
+    data = tmp_path / "fairface"
+    shutil.copytree(small_study_data["fairface"], data)
+    with Image.open(data / "val" / "1.jpg") as image:
+        grey = np.asarray(image.convert("L")).astype(np.uint16) * 257
+    Image.fromarray(grey).save(data / "val" / "1.jpg", format="PNG")  # 16-bit grey, under its .jpg name
+    run(str(data), tmp_path / "run", "--arch", "bicubic", "--save-samples", "0")
+    row, = [row for row in read_csv(tmp_path / "run" / "per_image.csv") if row["file"] == "val/1.jpg"]
+    assert math.isfinite(float(row["psnr_y"])) and float(row["ssim_y"]) < 1.0

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -40,7 +41,8 @@ def identifying_columns(columns, recipe, extra=()):
 
 def write_args(folder, study, args, **record):
     with open(os.path.join(folder, "args.json"), "w") as handle:
-        json.dump({"study": study, "args": args, "code_version": "abc123", **record}, handle)
+        json.dump({"study": study, "args": args, "code_version": "abc123",
+                   "data_fingerprints": {"data": {"root": "/data", "id": "planted"}}, **record}, handle)
 
 
 def upscale_run(root, name, images, seed=0, arch="resnet50", minority="none", weight=1.0, scale=2, recipe=None,
@@ -741,3 +743,80 @@ def test_infinite_psnr_is_kept_in_means_and_capped_for_intervals(tmp_path):
     ci = {r["quantity"]: r for r in read_csv(tmp_path / "out" / "ci_upscale-x2.csv") if r["metric"] == "psnr_y"}
     assert float(ci["White"]["value"]) == pytest.approx((PSNR_CAP_DB + 30.0) / 2)
     assert any("1 of 4 per-image psnr_y values are infinite" in m for _, m in result["problems"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One bad run folder is a problem line, never the end of the tables (issue 29)
+
+GOOD_IMAGES = [("val/1.jpg", "White", 30.0, 0.8), ("val/2.jpg", "White", 31.0, 0.85),
+               ("val/3.jpg", "Black", 29.0, 0.75), ("val/4.jpg", "Black", 28.0, 0.7)]
+
+
+def test_malformed_records_and_impossible_values_are_problems_not_aborts_or_rows(tmp_path):
+    root = tmp_path / "runs"
+    upscale_run(root, "good", GOOD_IMAGES)
+    bad_records = {"warnings": {"warnings": "not a list"}, "identity": {"identity_metric": "unknown"},
+                   "fingerprints": {"data_fingerprints": ["x"]}}
+    for seed, (name, fields) in enumerate(bad_records.items(), start=1):
+        folder = upscale_run(root, name, GOOD_IMAGES, seed=seed)
+        write_args(folder, "upscale", {"arch": "resnet50"}, **fields)
+    (upscale_run(root, "encoding", GOOD_IMAGES, seed=5, args=False) and
+     (root / "encoding" / "args.json").write_bytes(b'{"args": {"arch": "\xff"}}'))
+    impossible = {"huge": (1e308, 0.8), "ssim": (30.0, 5.0), "negative": (-300.0, 0.8)}
+    for seed, (name, (psnr, ssim)) in enumerate(impossible.items(), start=6):
+        upscale_run(root, name, [("val/9.jpg", "White", psnr, ssim)] + GOOD_IMAGES[1:], seed=seed)
+    result = run_main([root], tmp_path / "out")
+    text = problems_text(result)
+    # The run whose args.json is unreadable is kept (legend only), apart: its data is not known to be the same.
+    assert result["experiments"] == 2 and (tmp_path / "out" / "tables.md").exists()
+    assert "`warnings` is not a list of {check, message, value}; run left out" in text
+    assert "`identity_metric` is not a dict naming its `model`; run left out" in text
+    assert "`data_fingerprints` is not a dict of fingerprints with an `id`; run left out" in text
+    assert "encoding/args.json: unreadable" in text
+    for name, column, bounds in (("huge", "psnr_y", "[0, 1000]"), ("ssim", "ssim_y", "[-1, 1]"),
+                                 ("negative", "psnr_y", "[0, 1000]")):
+        assert re.search(f"{name}/per_race.csv: line 2: column '{column}': .* is outside its range "
+                         f"{re.escape(bounds)}; run left out", text), name
+    assert sorted(row["seeds"] for row in read_csv(tmp_path / "out" / "means_upscale-x2_psnr_y.csv")) == ["0", "5"]
+
+
+def test_a_symlinked_run_folder_is_read_as_through_a_glob(tmp_path):
+    store, root = tmp_path / "store", tmp_path / "runs"
+    upscale_run(root, "seed0", GOOD_IMAGES)
+    upscale_run(store, "seed1", GOOD_IMAGES, seed=1)
+    os.symlink(store / "seed1", root / "seed1")
+    os.symlink(root, root / "loop")  # a link back up is walked once
+    for pattern in (root, root / "*"):
+        result = run_main([pattern], tmp_path / "out")
+        assert read_csv(tmp_path / "out" / "means_upscale-x2_psnr_y.csv")[0]["seeds"] == "0;1", pattern
+        assert result["experiments"] == 1
+
+
+def test_text_from_run_folders_cannot_change_the_markdown(tmp_path):
+    root = tmp_path / "runs"
+    for seed, arch in enumerate(["a|b", "x\n## injected", "<img src=x onerror=alert(1)>"]):
+        upscale_run(root, f"run{seed}", GOOD_IMAGES, seed=seed, arch=arch)
+    run_main([root], tmp_path / "out")
+    for name in ("tables.md", "findings.md"):
+        markdown = (tmp_path / "out" / name).read_text()
+        assert "<img" not in markdown, name
+        assert not any(line.lstrip("- ").startswith("## injected") for line in markdown.splitlines()), name
+    tables = (tmp_path / "out" / "tables.md").read_text()
+    assert "a\\|b" in tables and "&lt;img src=x onerror=alert(1)>" in tables
+    for table in re.findall(r"(?:^\|.*\n)+", tables, flags=re.MULTILINE):  # every row as wide as its header
+        assert len({len(re.findall(r"(?<!\\)\|", row)) for row in table.splitlines()}) == 1, table
+
+
+def test_an_interrupted_summarize_leaves_a_marker_until_a_whole_set_is_written(tmp_path, monkeypatch):
+    from racecomp.tables import output, report
+    upscale_run(tmp_path / "runs", "good", GOOD_IMAGES)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patched:
+        patched.setattr(report, "_legend", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_main([tmp_path / "runs"], tmp_path / "out")
+    assert (tmp_path / "out" / output.INCOMPLETE).exists() and not (tmp_path / "out" / "tables.md").exists()
+    run_main([tmp_path / "runs"], tmp_path / "out")
+    assert not (tmp_path / "out" / output.INCOMPLETE).exists() and (tmp_path / "out" / "tables.md").exists()

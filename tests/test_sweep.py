@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from racecomp import files, sweep, toydata
-from racecomp.studies import quantize, upscale
+from racecomp.studies import quantize, run_folder, upscale
 
 FAIRFACE_SLUGS = ("white", "black", "latino_hispanic", "east_asian", "southeast_asian", "indian", "middle_eastern")
 UPSCALE_GRID = ["arch=resnet50,fastvit", f"minority=none,{','.join(FAIRFACE_SLUGS)}", "weight=0.2,0.05",
@@ -95,7 +95,10 @@ def test_every_printed_command_parses_with_the_scripts_parser(tmp_path, capsys):
     (["out=elsewhere"], [], r"key 'out' is not allowed"),
     (["seed=0"], ["overwrite"], r"key 'overwrite' is not allowed"),
     (["seed=0"], ["seed=1"], r"key 'seed' is both in --grid and in --fixed"),
-    (["weight=0.2,0.05"], [], r"nothing is left to name its folder"),  # balanced (default): no weight
+    # A balanced run (the default minority) has no weight: refused as the script refuses --weight alone.
+    (["weight=0.2,0.05"], [], r"weight=0.2,0.05 without a minority"),
+    (["weight=0.2,0.05", "seed=0,1"], [], r"weight=0.2,0.05 without a minority"),
+    (["seed=0,1"], ["weight=0.2", "minority=none"], r"weight=0.2 without a minority"),
 ])
 def test_a_typo_fails_before_any_run_naming_key_and_value(grid, fixed, message):
     with pytest.raises(ValueError, match=message):
@@ -138,23 +141,27 @@ def plant_state(line, state):
         files.write_csv(os.path.join(args.out, files.FINISHED_MARKER), [{"race": "White", "psnr_y": 30.0}])
     if state == "checkpoint":
         files.write_bytes(os.path.join(args.out, "checkpoint.pth"), b"")
+    if state == "locked":
+        files.write_json(os.path.join(args.out, run_folder.LOCK_FILE), {"host": "node7", "pid": 12})
 
 
 def test_status_and_pending_follow_each_folder_state(tmp_path, capsys):
-    common = ["upscale", "--grid", "arch=bicubic", "seed=0,1,2,3,4", "--out-root", str(tmp_path)]
+    common = ["upscale", "--grid", "arch=bicubic", "seed=0,1,2,3,4,5", "--out-root", str(tmp_path)]
     sweep_main(*common)
     lines = capsys.readouterr().out.splitlines()
-    planted = ("finished", "checkpoint", "args only", "conflict", "not started")
+    planted = ("finished", "checkpoint", "args only", "conflict", "not started", "locked")
     for line, state in zip(lines, planted):
         plant_state(line, state)
     states = sweep_main(*common, "--status")
     report = capsys.readouterr().out.splitlines()
-    assert [state for _, state, _ in states] == ["finished", "partial", "partial", "conflict", "not started"]
+    assert [state for _, state, _ in states] == ["finished", "partial", "partial", "conflict", "not started",
+                                                 "partial"]
     details = [detail for _, _, detail in states]
     assert details[1] == "checkpoint: resumes" and details[2] == "no checkpoint yet: restarts"
+    assert details[5].startswith('run.lock { "host": "node7", "pid": 12 }') and "running, or killed on another host" in details[5]
     assert "holds a run with different arguments (epochs)" in details[3]
     assert report[0].startswith("finished    ") and report[0].endswith("arch-bicubic_seed-0")
-    assert report[-1] == "5 runs: 1 finished, 2 partial, 1 not started, 1 conflict"
+    assert report[-1] == "6 runs: 1 finished, 3 partial, 1 not started, 1 conflict"
     assert sweep_main(*common, "--pending") == lines[1:]
     captured = capsys.readouterr()
     assert captured.out.splitlines() == lines[1:]

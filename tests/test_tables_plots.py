@@ -133,6 +133,7 @@ def test_output_writes_each_part_as_png_and_pdf_and_lists_them_in_its_manifest(t
     categories = [f"c{i}" for i in range(10)]
     paths = output.plot("dots.png", "t", "y", categories, [("a", {c: (1.0, 0.0, 2.0) for c in categories})])
     paths += output.figures("forest.png", forest_figures, "t", "x", [(f"r{i}", 1.0, 0.0, 2.0) for i in range(50)])
+    output.close()  # the whole set is written: INCOMPLETE.txt goes
     listed = (tmp_path / "out" / MANIFEST).read_text().splitlines()[1:]
     assert listed == [os.path.basename(p) for p in paths] == [
         "dots_part01.png", "dots_part01.pdf", "dots_part02.png", "dots_part02.pdf",

@@ -19,7 +19,7 @@ from PIL import Image
 from racecomp import cpus
 from racecomp.datasets.fairface import FAIRFACE_SPLITS, read_fairface
 from racecomp.datasets.identities import read_identity_folders
-from racecomp.datasets.images import load_rgb
+from racecomp.datasets.images import check_header, load_rgb
 from racecomp.datasets.rfw import read_rfw_landmarks, read_rfw_pairs, rfw_image_path
 from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
@@ -97,8 +97,11 @@ def _read_header(path):
         with open(path, "rb") as handle:
             with Image.open(handle) as image:
                 size, is_jpeg = image.size, image.format == "JPEG"
+                check_header(image, path, path)
             handle.seek(-2, os.SEEK_END)
             ends_ok = not is_jpeg or handle.read(2) == b"\xff\xd9"
+    except InputError as error:  # too large, or pixels of unknown range: the run refuses it alike
+        return None, str(error), True
     except (OSError, ValueError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
         return None, f"{path}: cannot read the image header: {error}", True
     return size, None, ends_ok

@@ -17,12 +17,52 @@ from racecomp.errors import InputError
 from racecomp.alignment import align_face
 
 
+# One size limit for the runs and `datasets check`: larger images are refused before they are decoded (a
+# 100-megapixel image is 300 MB as 8-bit RGB in every worker). Face datasets are far below it (FairFace 224 or
+# 448 px, FFHQ 1024 px).
+MAX_PIXELS = 4096 * 4096
+
+
+def check_header(image, path, where):
+    """InputError naming the file when the opened, not yet decoded, `image` is larger than MAX_PIXELS or holds
+    pixels whose range is unknown (32-bit integers outside a PNG, floats)."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise InputError(f"{where}: image {path} is {width}x{height} ({width * height / 1e6:.1f} megapixels), over "
+                         f"the limit of {MAX_PIXELS / 1e6:.1f} megapixels: resize it or leave it out")
+    if image.mode == "F" or (image.mode == "I" and image.format != "PNG"):
+        raise InputError(f"{where}: image {path} holds {'floating-point' if image.mode == 'F' else '32-bit'} "
+                         f"pixels (PIL mode {image.mode}) of unknown range: save it as an 8- or 16-bit image")
+
+
+def _rgb_array(image, path, where):
+    """(H, W, 3) uint8 RGB of a checked image: 16-bit grey by its 0-65535 range, transparency refused, every
+    other mode (palette, grey, CMYK, YCbCr, ...) through PIL's conversion."""
+    if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey (a PNG's mode I is 16-bit)
+        values = np.asarray(image).astype(np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise InputError(f"{where}: image {path}: 16-bit pixels outside 0-65535 (PIL mode {image.mode})")
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)  # nearest 8-bit level
+        return np.repeat(grey[..., None], 3, axis=2)
+    if "A" in image.mode or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"))
+        if (rgba[..., 3] != 255).any():
+            raise InputError(f"{where}: image {path} has transparent pixels (PIL mode {image.mode}): what lies "
+                             f"under them is not part of the picture; flatten it onto a background first")
+        return rgba[..., :3]
+    return np.asarray(image.convert("RGB"))
+
+
 def load_rgb(path, where):
-    """Decode `path` to a uint8 tensor (3, H, W), RGB. A corrupt or unreadable image raises naming `where`."""
+    """Decode `path` to a uint8 tensor (3, H, W), RGB (check_header's limits, _rgb_array's conversions). A
+    corrupt, unreadable, too large or unconvertible image raises naming `where` and the file."""
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
+            check_header(image, path, where)
+            array = _rgb_array(image, path, where)
     except (OSError, ValueError, Image.DecompressionBombError) as error:  # PIL's decode errors
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"{where}: cannot decode image {path}: {error}") from error
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 

@@ -1,8 +1,9 @@
 """Quantization study: simulated W/A-bit quantization of a face model or an upscaler, scored per race.
 
-Surface (the same in every study module): get_args_parser, check_args, run_columns, main; plus
-`settings(args)` (the sub-folders a run writes), which racecomp.sweep uses for --status. run_quantize.py
-is a shim over it.
+Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, main; plus
+`settings(args)` (the sub-folders a run writes), which racecomp.sweep uses for --status. Each setting's folder is
+a racecomp.studies.run_folder.RunFolder, scored by evaluate_setting through the model's study (its
+evaluate_to_dir). run_quantize.py is a shim over it.
 
 The model comes from a finished run_verify / run_upscale folder (--model-run), from an arcface_torch
 state dict (--weights, verify only), or, with neither, from run_verify's demo run (its own folder under
@@ -26,7 +27,7 @@ from racecomp import (calibration, cli, cpus, datasets, distributed, engine, fil
                       verification)
 from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
-from racecomp.studies import upscale, verify
+from racecomp.studies import run_folder, upscale, verify
 
 NAME = "quantize"
 MINORITY_RACES = None  # quantization has no under-represented race of its own
@@ -39,6 +40,7 @@ SETTING_LISTS = ("bits", "calib")
 # The flags that say which model is quantized; the recipe holds model_identity() in their place.
 MODEL_FLAGS = ("model_run", "arch", "weights", "image_size")
 NON_RESULT_ARGS = schema.NON_RESULT_ARGS
+DATA_ARGS = ("data", "rfw", "calib_data", "synthetic_folder")  # folder arguments, recorded as absolute paths
 
 
 @dataclass(frozen=True)
@@ -178,10 +180,11 @@ def demo_model_run(args):
     return os.path.abspath(verify.default_out(demo_arguments(args)))
 
 
-def run_columns(args, code_version, setting, model_identity):
+def run_columns(args, code_version, setting, model_identity, data=None):
     """Identifying columns of one setting's per_race.csv. `model_identity` (model_identity()) stands for the
-    model in the recipe instead of the MODEL_FLAGS (so two folders of one model run give one recipe)."""
-    recipe_settings = {**vars(args), "model": model_identity}
+    model in the recipe instead of the MODEL_FLAGS (so two folders of one model run give one recipe), the data
+    fingerprints (`data`: run_folder.fingerprints) for the data folders' paths."""
+    recipe_settings = {**vars(args), **run_folder.data_ids(data or {}), "model": model_identity}
     recipe = schema.recipe_id(recipe_settings, IDENTIFYING + SETTING_LISTS + MODEL_FLAGS, NON_RESULT_ARGS)
     return {"study": NAME, "task": args.task, "arch": model_identity["arch"], "wbits": setting.wbits,
             "abits": setting.abits, "calib": setting.calib, "qat_steps": args.qat_steps if setting.wbits < 32 else 0,
@@ -217,21 +220,46 @@ def evaluation_arguments(args, run_args):
     return eval_args
 
 
-def _real_calibration_data(args, eval_args, record):
-    """(dataset, race of each item, input size) of the real calibration images, in the model's layout."""
+def real_calibration_root(args, eval_args, record):
+    """The folder of the real calibration images: --calib-data, else the model's training data."""
+    if args.calib_data is not None:
+        return args.calib_data
     if args.task == "verify":
-        root = args.calib_data or record.get("train_root") or toydata.ensure_demo_data("identities")
+        return record.get("train_root") or toydata.ensure_demo_data("identities")
+    return upscale.data_root(eval_args)
+
+
+def _real_calibration_data(args, eval_args, root):
+    """(dataset, race of each item, input size) of the real calibration images in `root`, in the model's layout."""
+    if args.task == "verify":
         identity_records = datasets.read_identity_folders(root)
         dataset = datasets.FaceImages([((r.race, r.identity, r.path), r.path) for r in identity_records],
                                       image_size=eval_args.image_size)
         return dataset, [r.race for r in identity_records], eval_args.image_size
     calib_args = copy.copy(eval_args)
-    if args.calib_data is not None:
-        calib_args.data = args.calib_data
+    calib_args.data = root
     train = upscale.load_splits(calib_args)["train"]
     dataset = datasets.FairFaceSR(train, eval_args.scale, hr_size=eval_args.hr_size,
                                   lr_kernel=runs.lr_kernel(eval_args))
     return dataset, [r.race for r in train], dataset[0]["lr"].shape[-1]
+
+
+def synthetic_folder(args):
+    """The folder of synthetic calibration faces, or None when they come from the gan-face-generate package."""
+    if args.synthetic_folder is None and calibration.gan_package_available():
+        return None
+    return args.synthetic_folder or toydata.ensure_demo_data("identities", seed=1000 + args.seed)
+
+
+def data_folders(args, eval_args, record):
+    """{argument name: folder} of the data the run reads (run_folder.fingerprints): the evaluation data and
+    the calibration images (the real ones are read whatever --calib is: they give the model's input size)."""
+    study = TASKS[args.task]
+    folders = {"rfw": study.rfw_root(eval_args)} if args.task == "verify" else {"data": study.data_root(eval_args)}
+    folders["calib_data"] = real_calibration_root(args, eval_args, record)
+    if "synthetic" in args.calib and synthetic_folder(args) is not None:
+        folders["synthetic_folder"] = synthetic_folder(args)
+    return folders
 
 
 def _calibration_batches(source, args, model, image_size, real_dataset, real_races):
@@ -248,12 +276,11 @@ def _calibration_batches(source, args, model, image_size, real_dataset, real_rac
             batches = [verification.to_model_range(b) for b in batches]
         return batches, {"source": "real", "composition": composition}
     if source == "synthetic":
-        folder = args.synthetic_folder
-        if folder is None and calibration.gan_package_available():
+        folder = synthetic_folder(args)
+        if folder is None:
             batches = calibration.gan_calibration(args.calib_size, image_size, seed=args.seed, value_range=value_range)
             return batches, {"source": "gan-face-generate (DCGAN trained on DigiFace-1M, non-commercial use)"}
-        if folder is None:
-            folder = toydata.ensure_demo_data("identities", seed=1000 + args.seed)
+        if args.synthetic_folder is None:
             print(f"[calib] synthetic: no --synthetic-folder and no gan-face-generate; using procedural demo "
                   f"faces in {folder}")
         batches = calibration.folder_calibration(folder, args.calib_size, image_size, value_range=value_range)
@@ -263,15 +290,53 @@ def _calibration_batches(source, args, model, image_size, real_dataset, real_rac
     return batches, {"source": "datafree", "bn_loss_first": losses[0][0], "bn_loss_last": losses[0][-1]}
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """How every setting is scored: the model's study, its evaluation arguments and data, and what the recipe
+    holds for the model and the data."""
+    study: object  # racecomp.studies.verify or upscale: its evaluate_to_dir scores each setting
+    args: argparse.Namespace
+    data: object  # study.evaluation_data(args)
+    model: dict  # model_identity()
+    fingerprints: dict  # run_folder.fingerprints of every folder the run reads
+    device: object
+
+
+def evaluate_setting(args, evaluation, model, setting, extra):
+    """Score `model` (the fp32 model or a quantized one) into the setting's run folder through its study's
+    evaluate_to_dir; `extra` goes into args.json. A finished setting is skipped."""
+    sub_args = setting_args(args, setting)
+    columns = run_columns(args, files.code_version(), setting, evaluation.model, evaluation.fingerprints)
+    with run_folder.RunFolder(os.path.join(args.out, setting.name), sub_args, columns,
+                              evaluation.fingerprints) as run:
+        if run.action == "skip":
+            return
+        record = files.run_record(sub_args, study=NAME, task=args.task, model_run=args.model_run,
+                                  model=evaluation.model, evaluation_args=vars(evaluation.args), **extra)
+        run.save(record)
+        print(f"[{setting.name}]")
+        _, summary = evaluation.study.evaluate_to_dir(model, evaluation.args, evaluation.data, run.out_dir, columns,
+                                                      evaluation.device)
+        record.update(summary)
+        run.finish(record, keep_checkpoint=False)
+
+
 def main(args):
     distributed.refuse_torchrun("run_quantize.py")
     run_settings = check_args(args)
     args.out = os.path.abspath(args.out or default_out(args))
+    run_folder.absolute_paths(args, DATA_ARGS)
     device = cli.resolve_device(args.device)
     cpus.configure_torch_threads()
     engine.seed_everything(args.seed)
     if args.task == "verify" and args.model_run is None and args.weights is None:
         args.model_run = _train_demo_model(args)
+    with run_folder.locked(args.out):
+        _quantize(args, run_settings, device)
+    print(f"[quantize] results in {args.out}; tables: python summarize.py {args.out} --out tables/")
+
+
+def _quantize(args, run_settings, device):
     study = TASKS[args.task]
     if args.model_run is not None:
         run_args, model_record, model = runs.load_trained(args.model_run, args.task, "--model-run")
@@ -280,27 +345,13 @@ def main(args):
             ["--arch", args.arch, "--weights", args.weights, "--image-size", str(args.image_size), "--epochs", "0"])
         model_record = {}
         model = verify.build_model(run_args)
-    identity = model_identity(args)
     model = model.to(device).eval()
     eval_args = evaluation_arguments(args, run_args)
-    eval_data = study.evaluation_data(eval_args)
-    real_dataset, real_races, input_size = _real_calibration_data(args, eval_args, model_record)
-
-    def evaluate(qmodel, setting, extra):
-        out_dir = os.path.join(args.out, setting.name)
-        sub_args = setting_args(args, setting)
-        if files.prepare_out_dir(out_dir, sub_args, overwrite=args.overwrite) == "skip":
-            return
-        record = files.run_record(sub_args, study=NAME, task=args.task, model_run=args.model_run,
-                                  model=identity, evaluation_args=vars(eval_args), **extra)
-        files.write_json(os.path.join(out_dir, "args.json"), record)
-        print(f"[{setting.name}]")
-        _, summary = study.evaluate_to_dir(qmodel, eval_args, eval_data, out_dir,
-                                           run_columns(args, record["code_version"], setting, identity), device)
-        record.update(summary)
-        files.write_json(os.path.join(out_dir, "args.json"), record)
-
-    evaluate(model, run_settings[0], {"model_size_bytes": quant.model_size_bytes(model, 32)})
+    folders = data_folders(args, eval_args, model_record)
+    evaluation = Evaluation(study, eval_args, study.evaluation_data(eval_args), model_identity(args),
+                            run_folder.fingerprints(folders), device)
+    real_dataset, real_races, input_size = _real_calibration_data(args, eval_args, folders["calib_data"])
+    evaluate_setting(args, evaluation, model, run_settings[0], {"model_size_bytes": quant.model_size_bytes(model, 32)})
     for source in args.calib:
         batches, calib_info = _calibration_batches(source, args, model, input_size, real_dataset, real_races)
         batches = [b.to(device) for b in batches]
@@ -313,10 +364,9 @@ def main(args):
                                            calibrate_steps=args.qat_calibrate_steps,
                                            weight_decay=args.qat_weight_decay)
             qmodel.eval()
-            evaluate(qmodel, setting, {"calibration": calib_info, "quantization": quant.quantization_summary(qmodel),
-                                       "model_size_bytes": quant.quantized_size_bytes(qmodel, model),
-                                       "qat_losses": qat_losses})
-    print(f"[quantize] results in {args.out}; tables: python summarize.py {args.out} --out tables/")
+            evaluate_setting(args, evaluation, qmodel, setting,
+                             {"calibration": calib_info, "quantization": quant.quantization_summary(qmodel),
+                              "model_size_bytes": quant.quantized_size_bytes(qmodel, model), "qat_losses": qat_losses})
 
 
 def command_line():

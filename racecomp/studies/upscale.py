@@ -1,8 +1,9 @@
 """Upscaling study: train a super-resolution UNet on FairFace with one race under-represented, score it per race.
 
-Surface (the same in every study module): get_args_parser, check_args, run_columns, build_model,
-evaluation_data, evaluate_to_dir, main. run_upscale.py is a shim over it; racecomp.sweep and the
-quantization study use it too.
+Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, build_model,
+evaluation_data, evaluate_to_dir, main; the run folder itself (lock, resume, args.json) is
+racecomp.studies.run_folder's. run_upscale.py is a shim over it; racecomp.sweep and the quantization study use
+it too.
 
 Without --data it runs on the built-in synthetic demo FairFace. Writes to --out: args.json,
 best.pth (the weights chosen on dev), per_image.csv, per_race.csv (written last: a finished run), sample
@@ -41,6 +42,7 @@ from racecomp import (cli, cpus, datasets, distributed, engine, evaluation, face
                       losses, runs, sanity, schema, toydata, upscalers)
 from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, slug
+from racecomp.studies import run_folder
 
 NAME = "upscale"
 MINORITY_RACES = FAIRFACE_RACES
@@ -48,8 +50,10 @@ MINORITY_RACES = FAIRFACE_RACES
 IDENTIFYING = ("arch", "scale", "upsampler", "minority", "weight", "minority_mode", "finetune")
 # Progress lines and sample grids change no number; --image-cache gives the same items as JPEG decoding
 # (tests/test_studies_upscale.py checks identical results).
-NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + ("log_every", "save_samples", "image_cache")
+NON_RESULT_ARGS = (schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + schema.RESUME_ARGS
+                   + ("log_every", "save_samples", "image_cache"))
 FINAL_WEIGHTS = runs.FINAL_WEIGHTS[NAME]
+DATA_ARGS = ("data",)  # folder arguments, recorded as absolute paths
 ARCFACE_FACE_PX = 112  # input size of every arcface_torch backbone
 # What can change the bicubic floor's numbers (besides scale, an identifying column): which val images, at
 # which size, how their LR images are made, and the identity metric's recognition model. Training flags
@@ -173,9 +177,10 @@ def default_out(args):
                         f"-seed{args.seed}" + (f"-id-{recognizer}" if args.identity_model else ""))
 
 
-def run_columns(args, code_version):
-    """The identifying columns of every per_race.csv row of this run, `recipe` hashing all other settings."""
-    settings = vars(args)
+def run_columns(args, code_version, data=None):
+    """The identifying columns of every per_race.csv row of this run, `recipe` hashing all other settings, the
+    data by its fingerprints (`data`: run_folder.fingerprints) rather than its path."""
+    settings = {**vars(args), **run_folder.data_ids(data or {})}
     columns = {"study": NAME, **{key: settings[key] for key in IDENTIFYING}}
     columns["minority"] = cli.check_minority(args, MINORITY_RACES) or "none"
     if args.arch == "bicubic":
@@ -226,6 +231,11 @@ def identity_similarity(args, device):
             "flip_test": False, "faces": "resized (antialiased bicubic), not aligned; [-1, 1]"}
     similarity = identity.IdentitySimilarity(model.to(device), face_px)
     return similarity, info
+
+
+def data_folders(args):
+    """{argument name: folder} of the data the run reads (run_folder.fingerprints)."""
+    return {"data": data_root(args)}
 
 
 def data_root(args):
@@ -355,14 +365,20 @@ def main(args):
 def _run(args, minority, device):
     amp = engine.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
     cpus.configure_torch_threads(show=distributed.is_main())
-    world_size = distributed.world_size()
-    if world_size > 1:  # part of the recipe: --batch-size is per process
-        args.world_size = world_size
+    if distributed.world_size() > 1:  # part of the recipe: --batch-size is per process
+        args.world_size = distributed.world_size()
     args.out = os.path.abspath(args.out or default_out(args))
-    action = distributed.run_on_main(files.prepare_out_dir, args.out, args, overwrite=args.overwrite)
-    if action == "skip":
-        return None
-    main_process = distributed.is_main()
+    run_folder.absolute_paths(args, DATA_ARGS)
+    data = distributed.run_on_main(lambda: run_folder.fingerprints(data_folders(args)))  # rank 0 makes demo data
+    columns = run_columns(args, files.code_version(), data)
+    with run_folder.RunFolder(args.out, args, columns, data) as run:
+        if run.action == "skip":
+            return None
+        return _train_and_evaluate(args, run, columns, minority, device, amp)
+
+
+def _train_and_evaluate(args, run, columns, minority, device, amp):
+    main_process, world_size = distributed.is_main(), distributed.world_size()
     engine.seed_everything(args.seed)
     # Weights first (ImageNet encoder, VGG19): a recipe that needs files it cannot download stops before any work.
     model = build_model(args).to(device)
@@ -389,8 +405,7 @@ def _run(args, minority, device):
                               split_sizes={k: len(v) for k, v in splits.items() if k != "dropped"},
                               dropped_unreadable=splits["dropped"], realized_counts=counts,
                               **({"identity_metric": identity_metric[1]} if identity_metric[1] else {}))
-    if main_process:
-        files.write_json(os.path.join(args.out, "args.json"), record)
+    run.save(record)
     started = time.time()
     if args.arch != "bicubic":
         train_loader = engine.make_loader(training_dataset(splits["train"], args), args.batch_size, args.workers,
@@ -405,7 +420,7 @@ def _run(args, minority, device):
             model, sr_compute_loss(loss_fn), optimizer, args.out, engine.TrainingSettings.from_args(args),
             math.ceil(len(train_loader) / args.accum_steps), device=device,
             select=mean_psnr_selector(dev_loader, args.scale, device), run_args=record["args"])
-        if action == "resume":
+        if run.action == "resume":
             trainer.resume()
         trainer.fit(train_loader)
         model.load_state_dict(files.load_checkpoint(trainer.checkpoint_path(FINAL_WEIGHTS))["model"])
@@ -414,18 +429,13 @@ def _run(args, minority, device):
         if main_process:
             print(f"[select] best epoch {trainer.best_epoch} by dev PSNR-Y {trainer.best_score:.3f} dB")
     record["train_seconds"] = time.time() - started
-    if main_process:
-        files.write_json(os.path.join(args.out, "args.json"), record)
     if args.save_samples and main_process:
         evaluation.save_sample_grids(
             model, datasets.FairFaceSR(splits["val"], args.scale, hr_size=args.hr_size, lr_kernel=args.lr_kernel),
             args.save_samples, args.out, device)
-    table, summary = evaluate_to_dir(model, args, splits["val"], args.out,
-                                     run_columns(args, record["code_version"]), device, identity_metric)
-    if main_process:
-        record["warnings"] = summary["warnings"]
-        files.write_json(os.path.join(args.out, "args.json"), record)
-        files.finish_run(args.out, args.keep_checkpoint)
+    table, summary = evaluate_to_dir(model, args, splits["val"], args.out, columns, device, identity_metric)
+    record[schema.WARNINGS_KEY] = summary["warnings"]
+    run.finish(record, args.keep_checkpoint)
     return table
 
 

@@ -1,8 +1,8 @@
 """Verification study: train (optionally) a face-recognition model with a margin loss, score it per race on RFW.
 
-Surface (the same in every study module): get_args_parser, check_args, run_columns, build_model,
-evaluation_data, evaluate_to_dir, main. run_verify.py is a shim over it; racecomp.sweep and the
-quantization study use it too.
+Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, build_model,
+evaluation_data, evaluate_to_dir, main; the run folder itself is racecomp.studies.run_folder's. run_verify.py
+is a shim over it; racecomp.sweep and the quantization study use it too.
 
 Writes to --out: args.json, model.pth (the trained weights; checkpoint.pth, the resumable state, only while
 the run is unfinished or with --keep-checkpoint), optionally probe_gender.csv and bias_probe.csv
@@ -35,6 +35,7 @@ from racecomp import (cli, cpus, datasets, distributed, encoders, engine, evalua
                       margin_heads, probes, runs, sanity, schema, toydata, upscalers, verification)
 from racecomp.errors import InputError
 from racecomp.races import RFW_RACES, slug
+from racecomp.studies import run_folder
 
 NAME = "verify"
 MINORITY_RACES = RFW_RACES
@@ -43,8 +44,10 @@ MINORITY_RACES = RFW_RACES
 # result-changing flag, the evaluation protocol's included (--align, --no-flip, --races, --far, --rfw),
 # goes into `recipe`.
 IDENTIFYING = ("arch", "init", "finetune", "minority", "weight", "restore")
-NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + ("log_every",)  # log_every: progress lines
+# log_every: progress lines
+NON_RESULT_ARGS = schema.NON_RESULT_ARGS + schema.KERNEL_ARGS + schema.RESUME_ARGS + ("log_every",)
 FINAL_WEIGHTS = runs.FINAL_WEIGHTS[NAME]
+DATA_ARGS = ("data", "rfw", "probe_data")  # folder arguments, recorded as absolute paths
 BICUBIC_RESTORES = {f"bicubic-x{scale}": scale for scale in upscalers.SCALES}  # --restore value -> factor
 
 
@@ -157,13 +160,14 @@ def default_out(args):
     return os.path.join("runs", NAME, f"{args.arch}-{source}-{args.finetune}-{minority}-seed{args.seed}{restored}")
 
 
-def run_columns(args, code_version):
-    """The identifying columns of every per_race.csv row of this run, `recipe` hashing all other settings.
+def run_columns(args, code_version, data=None):
+    """The identifying columns of every per_race.csv row of this run, `recipe` hashing all other settings, the
+    data by its fingerprints (`data`: run_folder.fingerprints) rather than its path.
 
     With --restore, `restore` and `restore_model` (restore_columns) come before `recipe`; a run folder given
     to --restore is read (its args.json) for them.
     """
-    settings = vars(args)
+    settings = {**vars(args), **run_folder.data_ids(data or {})}
     columns = {"study": NAME, "arch": args.arch, "init": _init(args), "finetune": args.finetune,
                "minority": cli.check_minority(args, MINORITY_RACES) or "none", "weight": args.weight,
                **restore_columns(args)}
@@ -277,6 +281,14 @@ def identity_loss(head, labels):
     return compute_loss
 
 
+def probe_root(args):
+    return args.probe_data if args.probe_data is not None else toydata.ensure_demo_data("fairface")
+
+
+def train_root(args):
+    return args.data if args.data is not None else toydata.ensure_demo_data("identities")
+
+
 def read_probe_data(args):
     """(root, train records or None, val records) of the FairFace probe data, or None without probes.
 
@@ -284,7 +296,7 @@ def read_probe_data(args):
     """
     if args.probe == "none" and not args.bias_probe:
         return None
-    root = args.probe_data if args.probe_data is not None else toydata.ensure_demo_data("fairface")
+    root = probe_root(args)
     train_records = datasets.read_fairface(root, "train") if args.probe == "gender" else None
     val_records = datasets.read_fairface(root, "val")
     if args.bias_probe:
@@ -318,15 +330,15 @@ def run_probes(args, probe_data, model, start_model, device, record, columns):
 
 def _train(args, model, minority, pairs, action, device, record):
     """Train `model` with the margin head on the identity folders; the facts of the data go into `record`."""
-    train_root = args.data if args.data is not None else toydata.ensure_demo_data("identities")
-    all_records = datasets.read_identity_folders(train_root)
+    root = train_root(args)
+    all_records = datasets.read_identity_folders(root)
     overlap = datasets.check_identity_overlap(all_records, pairs, allow=args.allow_overlap)
     datasets.check_identity_images(all_records, workers=max(1, args.workers))  # an unreadable image stops it here
     train_records = datasets.subsample_identities(all_records, minority, args.weight, args.seed)
     counts = {race: {"identities": len({r.identity for r in train_records if r.race == race}),
                      "images": sum(r.race == race for r in train_records)}
               for race in RFW_RACES if any(r.race == race for r in all_records)}
-    print(f"[data] identities {train_root}: {len(train_records)} of {len(all_records)} images kept "
+    print(f"[data] identities {root}: {len(train_records)} of {len(all_records)} images kept "
           f"(minority {minority}, weight {args.weight}); epoch of {len(all_records)} draws")
     for race, count in counts.items():
         print(f"  {race:<10} identities {count['identities']:>5}  images {count['images']:>6}")
@@ -349,8 +361,19 @@ def _train(args, model, minority, pairs, action, device, record):
     trainer.fit(loader)
     files.save_checkpoint({"model": model.state_dict(), "epoch": trainer.epoch, "args": record["args"]},
                           os.path.join(args.out, FINAL_WEIGHTS))
-    record.update(train_root=train_root, realized_counts=counts, identity_overlap=overlap,
+    record.update(train_root=root, realized_counts=counts, identity_overlap=overlap,
                   history=trainer.history, optimizer_steps=trainer.step, skipped_fp16_steps=trainer.skipped_steps)
+
+
+def data_folders(args):
+    """{argument name: folder} of the data the run reads (run_folder.fingerprints): RFW, the identity folders
+    it trains on, the FairFace probe data."""
+    folders = {"rfw": rfw_root(args)}
+    if args.epochs > 0:
+        folders["data"] = train_root(args)
+    if args.probe != "none" or args.bias_probe:
+        folders["probe_data"] = probe_root(args)
+    return folders
 
 
 def main(args):
@@ -358,12 +381,19 @@ def main(args):
     minority = check_args(args)
     restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
     args.out = os.path.abspath(args.out or default_out(args))
+    run_folder.absolute_paths(args, DATA_ARGS)
     device = cli.resolve_device(args.device)
     amp = engine.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
     cpus.configure_torch_threads()
-    action = files.prepare_out_dir(args.out, args, overwrite=args.overwrite)
-    if action == "skip":
-        return None
+    data_fingerprints = run_folder.fingerprints(data_folders(args))
+    columns = run_columns(args, files.code_version(), data_fingerprints)
+    with run_folder.RunFolder(args.out, args, columns, data_fingerprints) as run:
+        if run.action == "skip":
+            return None
+        return _train_and_evaluate(args, run, columns, minority, device, amp)
+
+
+def _train_and_evaluate(args, run, columns, minority, device, amp):
     engine.seed_everything(args.seed)
     data = evaluation_data(args)
     print(f"[data] RFW {data[0]}: {len(data[1])} pairs over {args.races}")
@@ -372,21 +402,17 @@ def main(args):
     # The starting backbone, kept before training (and before a resume loads the checkpoint) for the bias probe.
     start_model = copy.deepcopy(model) if args.bias_probe else None
     record = files.run_record(args, study=NAME, rfw_root=data[0], device=str(device), amp_resolved=amp)
-    files.write_json(os.path.join(args.out, "args.json"), record)
+    run.save(record)
     started = time.time()
     if args.epochs > 0:
-        _train(args, model, minority, data[1], action, device, record)
+        _train(args, model, minority, data[1], run.action, device, record)
     record["train_seconds"] = time.time() - started
-    files.write_json(os.path.join(args.out, "args.json"), record)
-    columns = run_columns(args, record["code_version"])
     if probe_data is not None:
         # Before per_race.csv: a finished run has every output.
         run_probes(args, probe_data, model, start_model, device, record, columns)
-        files.write_json(os.path.join(args.out, "args.json"), record)
     table, summary = evaluate_to_dir(model, args, data, args.out, columns, device)
     record.update(summary)
-    files.write_json(os.path.join(args.out, "args.json"), record)
-    files.finish_run(args.out, args.keep_checkpoint)
+    run.finish(record, args.keep_checkpoint)
     return table
 
 

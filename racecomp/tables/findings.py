@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict
 
 from racecomp.tables.contrasts import POWER, UNITS, Unanswerable
-from racecomp.tables.formatting import cell_magnitude, format_number, p_text
+from racecomp.tables.formatting import cell_magnitude, format_number, markdown_text, p_text
 from racecomp.tables.plots import dose_response_figures, forest_figures
 
 CSV_NAME, MARKDOWN_NAME = "findings.csv", "findings.md"
@@ -227,9 +227,9 @@ def _contrast_lines(members, unanswerable, ci):
     could not be answered."""
     lines = []
     primary = [m for m in members if m.primary]
-    lines += [f"  - {sentence(finding)}" for finding in primary]
+    lines += [f"  - {markdown_text(sentence(finding))}" for finding in primary]
     others = [m for m in members if not m.primary and (m.lo > 0 or m.hi < 0) and m.p_holm < 1.0 - ci]
-    lines += [f"  - {'Also: ' if primary else ''}{sentence(finding)}" for finding in others]
+    lines += [f"  - {'Also: ' if primary else ''}{markdown_text(sentence(finding))}" for finding in others]
     quiet = [m for m in members if m not in primary and m not in others]
     if quiet and not primary and not others:  # nothing pre-specified, nothing survives Holm
         closest = min(quiet, key=lambda m: m.p_holm)
@@ -244,7 +244,7 @@ def _contrast_lines(members, unanswerable, ci):
     for missing in unanswerable:
         lines.append(f"  - The change of {SUMMARY_TEXT[missing.quantity]} of "
                      f"{METRIC_TEXT.get(missing.metric, missing.metric)} cannot be answered for this pair: "
-                     f"{missing.why}.")
+                     f"{markdown_text(missing.why)}.")
     return lines
 
 
@@ -269,7 +269,7 @@ def markdown(answers, figures):
     for (study, question, metric), contrasts in sections.items():
         lines += [f"## {question} ({study}, {METRIC_TEXT.get(metric, metric)})", ""]
         for (contrast, setting), pair in contrasts.items():
-            lines.append(f"- **{contrast}** ({setting}):")
+            lines.append(f"- **{markdown_text(contrast)}** ({markdown_text(setting)}):")
             lines += _contrast_lines(pair["findings"], pair["unanswerable"], ci)
         for path in figures.get((study, question, metric), []):
             lines.append(f"\n![{question}]({path})")
@@ -287,7 +287,8 @@ def markdown(answers, figures):
             lines.append(f"\n![dose-response]({path})")
         lines.append("")
     lines += ["## Contrasts not formed", ""]
-    lines += [f"- {study}: {what}: {why}." for study, what, why in answers.unformed] or ["None."]
+    lines += [f"- {study}: {markdown_text(what)}: {markdown_text(why)}." for study, what, why in answers.unformed] or \
+        ["None."]
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ The CSVs keep full precision; this is only the text a reader (or a paper) sees.
 """
 import decimal
 import math
+import re
 
 import numpy as np
 
@@ -67,3 +68,11 @@ def interval_text(value, lo, hi, n, missing="no CI", note=""):
 def p_text(p):
     """A p-value with 2 significant digits ("0.43", "0.050", "0.0043", "1.0") or "<0.001"."""
     return f"<{P_FLOOR:g}" if p < P_FLOOR else format_number(p, digits=2)
+
+
+def markdown_text(value):
+    """`value` (text that may come from a run folder: a column value, a path, a message) as text that stays what
+    it is in a markdown line or table cell: line breaks as spaces (no heading or list can start), `|` escaped
+    (no new cell), an HTML tag's `<` as `&lt;` (no markup runs). Numbers and "<0.001" are left as they are."""
+    text = " ".join(str(value).splitlines())
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text.replace("|", "\\|"))

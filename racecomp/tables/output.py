@@ -2,7 +2,8 @@
 
 summarize lists every file it writes in MANIFEST (one name a line), before writing it. A later run removes the
 files listed there and writes its own; it refuses a folder holding anything not listed (a user's file, another
-tool's output), naming it, before any work.
+tool's output), naming it, before any work. From its first file until its last one is written the folder also
+holds INCOMPLETE, so the files of a killed run never look like a whole set.
 """
 import concurrent.futures
 import contextlib
@@ -14,6 +15,10 @@ from racecomp.errors import InputError
 from racecomp.tables.plots import FORMATS, interval_figures, part_paths, write_figure
 
 MANIFEST = "summarize_files.txt"
+# Present from summarize's first file to its last: a folder holding it is an incomplete set (a killed run).
+INCOMPLETE = "INCOMPLETE.txt"
+INCOMPLETE_TEXT = ("summarize.py stopped before it finished writing this folder: its files are an incomplete set, "
+                   "not to be used. Run it again; the next run replaces them.\n")
 MANIFEST_HEADER = "# Files written by summarize.py into this folder; its next run removes them and writes its own.\n"
 
 
@@ -37,7 +42,7 @@ def earlier_outputs(out_dir):
     if os.path.isfile(manifest):
         with open(manifest, encoding="utf-8") as handle:
             listed = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
-    ours = set(listed) | {MANIFEST}
+    ours = set(listed) | {MANIFEST, INCOMPLETE}
     foreign = [entry for entry in sorted(os.listdir(out_dir)) if not _leftover_of(entry, ours)
                and not (entry in ours and os.path.isfile(os.path.join(out_dir, entry)))]
     if foreign:
@@ -67,8 +72,10 @@ class Output:
 
     def _path(self, name):
         if not self.written:
-            for entry in os.listdir(self.out_dir) if os.path.isdir(self.out_dir) else ():
-                if entry in self.earlier or _leftover_of(entry, self.earlier + [MANIFEST]):
+            os.makedirs(self.out_dir, exist_ok=True)
+            files.write_bytes(os.path.join(self.out_dir, INCOMPLETE), INCOMPLETE_TEXT.encode("utf-8"))
+            for entry in os.listdir(self.out_dir):
+                if entry in self.earlier or _leftover_of(entry, self.earlier + [MANIFEST, INCOMPLETE]):
                     with contextlib.suppress(FileNotFoundError):
                         os.remove(os.path.join(self.out_dir, entry))
         path = os.path.join(self.out_dir, name)
@@ -110,8 +117,9 @@ class Output:
             self._rendering.append(self._renderer.submit(write_figure, figure, figure_paths))
         return paths
 
-    def close(self):
-        """Wait for the figures still rendering (raising the first error) and end the worker processes."""
+    def close(self, complete=True):
+        """Wait for the figures still rendering (raising the first error) and end the worker processes; then,
+        when `complete` (the last file is written) and every figure rendered, the set is whole: INCOMPLETE goes."""
         try:
             for rendering in self._rendering:
                 rendering.result()
@@ -119,6 +127,9 @@ class Output:
             if self._renderer is not None:
                 self._renderer.shutdown(cancel_futures=True)
             self._renderer, self._rendering = None, []
+        if complete:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.out_dir, INCOMPLETE))
 
     def text(self, name, text):
         files.write_bytes(self._path(name), text.encode("utf-8"))

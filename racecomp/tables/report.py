@@ -19,12 +19,12 @@ from racecomp import cpus
 from racecomp.schema import FAMILIES, RECIPE_COLUMN, RESTORE_COLUMNS
 from racecomp.tables.comparisons import (ITEM_METRICS, fairness_interval_rows, item_metrics, race_columns_row,
                                          reference_comparisons, seed_spread_rows, usable_for_items)
-from racecomp.tables.formatting import cell_magnitude, format_number, interval_text, p_text
+from racecomp.tables.formatting import cell_magnitude, format_number, interval_text, markdown_text, p_text
 from racecomp.tables import contrasts, findings, latex
 from racecomp.tables.output import Output
 from racecomp.tables.probes import probe_rows
 from racecomp.tables.runs import (Problems, canonical, differing_settings, find_run_folders, group_experiments,
-                                  load_run, races_of, sort_key)
+                                  load_runs, races_of, sort_key)
 
 MAX_COLUMNS = 10  # the widest markdown table: what a paper's page holds
 # Display order and names; id_cos sits next to PSNR-Y and SSIM-Y.
@@ -151,10 +151,15 @@ WARNINGS_NOTE = ("Rows with `warnings` come from runs that failed a sanity check
 
 
 def _markdown_table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(markdown_text(cell) for cell in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows]
     flagged = "warnings" in header and any(row[header.index("warnings")] for row in rows)
     return "\n".join(lines) + (f"\n\n{WARNINGS_NOTE}" if flagged else "")
+
+
+def _code_span(text):
+    """`text` inside a markdown code span: on one line, its backticks as quotes (markup inside is shown as is)."""
+    return " ".join(str(text).splitlines()).replace("`", "'")
 
 
 def _varying_columns(experiments, exclude=()):
@@ -187,7 +192,7 @@ def _label_layout_of(varying, constant, other_columns):
 
 
 def _intro(constant, extra=""):
-    common = f"Common to all rows: {constant}." if constant else ""
+    common = f"Common to all rows: {markdown_text(constant)}." if constant else ""
     return " ".join(part for part in (common, extra) if part)
 
 
@@ -486,7 +491,7 @@ def _legend(output, blocks, problems):
 
 
 def _load(patterns, problems):
-    runs = [run for run in (load_run(folder, problems) for folder in find_run_folders(patterns, problems)) if run]
+    runs = load_runs(find_run_folders(patterns, problems), problems)
     return runs, group_experiments(runs, problems)
 
 
@@ -517,9 +522,12 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min
     workers = workers or cpus.available_cores()
     output = Output(out_dir, draw_figures=figures, workers=workers)
     try:
-        return _summarize(output, patterns, n_boot, seed, ci, workers, min_effect)
-    finally:
-        output.close()  # the figures still rendering
+        result = _summarize(output, patterns, n_boot, seed, ci, workers, min_effect)
+    except BaseException:
+        output.close(complete=False)  # the figures still rendering; INCOMPLETE.txt stays
+        raise
+    output.close()
+    return result
 
 
 def _summarize(output, patterns, n_boot, seed, ci, workers, min_effect):
@@ -542,7 +550,8 @@ def _summarize(output, patterns, n_boot, seed, ci, workers, min_effect):
         _probe_table(output, block, ci, problems)
     _legend(output, blocks, problems)
     findings.write(output, contrasts.answer(experiments, every_comparison, problems, ci, min_effect))
-    listed = "\n".join(f"- `{path}`: {message}" for path, message in problems.entries) or "None."
+    listed = "\n".join(f"- `{_code_span(path)}`: {markdown_text(message)}" for path, message in problems.entries) \
+        or "None."
     contents = "\n".join(f"- {title}" for title, _ in output.sections)
     text = ("# RaceComp per-race tables\n\n"
             f"{len(runs)} runs, {len(experiments)} experiments (seeds pooled). {100 * ci:g}% intervals "

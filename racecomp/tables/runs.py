@@ -15,9 +15,9 @@ import numpy as np
 
 from racecomp.races import FAIRFACE_RACES, check_label
 from racecomp.schema import (ADDED_LATER, BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECKS, COUNT_COLUMN,
-                             FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, NON_RESULT_ARGS,
-                             OPTIONAL_RACE_METRICS, POOLED_COLUMNS, PROBE_GENDER_COLUMNS, PROBE_GENDER_FILE,
-                             RACE_METRICS, RACES, STUDIES, WARNINGS_KEY)
+                             DATA_KEY, FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, METRIC_RANGES,
+                             NON_RESULT_ARGS, OPTIONAL_RACE_METRICS, POOLED_COLUMNS, PROBE_GENDER_COLUMNS,
+                             PROBE_GENDER_FILE, RACE_METRICS, RACES, RECIPE_COLUMN, STUDIES, WARNINGS_KEY)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
 # Per-item columns the tables need: the schema's, plus a pair's second identity. Without it, pairs that share
@@ -76,6 +76,12 @@ class Run:
     def warnings(self):
         """The sanity checks (racecomp.sanity) the run failed, from args.json."""
         return [found["check"] for found in (self.record or {}).get(WARNINGS_KEY, [])]
+
+    @property
+    def data_ids(self):
+        """{argument name: fingerprint id} of the data folders the run read (args.json), None when unrecorded."""
+        found = (self.record or {}).get(DATA_KEY)
+        return {name: fingerprint["id"] for name, fingerprint in found.items()} if found else None
 
 
 @dataclass
@@ -153,8 +159,12 @@ def find_run_folders(patterns, problems):
                 elif not glob.has_magic(pattern):
                     problems.add(match, f"not a run folder or {FINISHED_MARKER}")
                 continue
-            for folder, subfolders, names in os.walk(match):
-                subfolders.sort()
+            visited = set()
+            for folder, subfolders, names in os.walk(match, followlinks=True):
+                # A run folder that is a symlink is read as it is through a glob; a link back up is walked once.
+                visited.add(os.path.realpath(folder))
+                subfolders[:] = sorted(name for name in subfolders
+                                       if os.path.realpath(os.path.join(folder, name)) not in visited)
                 if FINISHED_MARKER in names:
                     found.setdefault(os.path.realpath(folder), folder)
                 elif "args.json" in names:
@@ -204,6 +214,7 @@ def _read_csv(path, required, problems):
 
 
 def _number(row, column, line, allow_infinite=False):
+    """The number in `column`, finite (or +inf where allowed) and inside its metric's range (METRIC_RANGES)."""
     text = row[column]
     try:
         value = float(text)
@@ -211,6 +222,9 @@ def _number(row, column, line, allow_infinite=False):
         raise ValueError(f"line {line}: column {column!r}: {text!r} is not a number") from None
     if math.isnan(value) or value == -math.inf or (value == math.inf and not allow_infinite):
         raise ValueError(f"line {line}: column {column!r}: {text!r} is not a finite number")
+    low, high = METRIC_RANGES.get(column, (-math.inf, math.inf))
+    if not low <= value <= high and value != math.inf:
+        raise ValueError(f"line {line}: column {column!r}: {text!r} is outside its range [{low:g}, {high:g}]")
     return value
 
 
@@ -292,7 +306,10 @@ def _image_items(header, rows):
         return None
     for metric, numbers in zip(metrics, values):  # the checks of _number; only psnr_y may be +inf, as there
         array = np.array(numbers)
-        if np.any(np.isnan(array) | (array == -math.inf) | ((array == math.inf) & (metric != "psnr_y"))):
+        low, high = METRIC_RANGES[metric]
+        finite = array[np.isfinite(array)]
+        if (np.any(np.isnan(array) | (array == -math.inf) | ((array == math.inf) & (metric != "psnr_y")))
+                or np.any((finite < low) | (finite > high))):
             return None
     if None in races or "" in keys or len(set(keys)) != len(keys):
         return None
@@ -389,6 +406,25 @@ def _read_record(folder, problems):
     return record
 
 
+def _record_error(record):
+    """What is malformed in the fields of an args.json the tables use (None when nothing): a run whose warnings,
+    data fingerprints or identity metric cannot be read cannot be marked or kept apart rightly."""
+    warnings = record.get(WARNINGS_KEY, [])
+    if not isinstance(warnings, list) or not all(isinstance(w, dict) and isinstance(w.get("check"), str)
+                                                 and isinstance(w.get("message"), str) for w in warnings):
+        return f"`{WARNINGS_KEY}` is not a list of {{check, message, value}}"
+    data = record.get(DATA_KEY, {})
+    if not isinstance(data, dict) or not all(isinstance(found, dict) and isinstance(found.get("id"), str)
+                                             for found in data.values()):
+        return f"`{DATA_KEY}` is not a dict of fingerprints with an `id`"
+    metric = record.get("identity_metric", {})
+    if not isinstance(metric, dict) or not isinstance(metric.get("model", ""), str):
+        return "`identity_metric` is not a dict naming its `model`"
+    if not isinstance(record.get("restore", {}), dict):
+        return "`restore` is not a dict"
+    return None
+
+
 def _recognizer_collapsed(run, problems):
     """True (reported) when the run's id_cos was measured with a verification run whose embeddings collapsed
     (its args.json warnings): every face then scores about 1, whatever the upscaler did."""
@@ -396,6 +432,10 @@ def _recognizer_collapsed(run, problems):
     if not recognizer or not os.path.isdir(recognizer):
         return False
     record = _read_record(recognizer, problems) or {}
+    error = _record_error(record)
+    if error:
+        problems.add(run.path, f"id_cos left out: the args.json of its recognizer {recognizer} is malformed ({error})")
+        return True
     collapsed = [found for found in record.get(WARNINGS_KEY, []) if found["check"] in COLLAPSE_CHECKS]
     if collapsed:
         problems.add(run.path, f"id_cos left out: measured with {recognizer}, whose {collapsed[0]['message']}")
@@ -429,6 +469,10 @@ def load_run(folder, problems):
             if values.get(metric) == math.inf:
                 problems.add(path, f"{race}: mean {metric} is infinite (an image reproduced exactly); kept as inf")
     run = Run(folder, family, kind, identity, per_race, None, _read_record(folder, problems))
+    error = run.record is not None and _record_error(run.record)
+    if error:
+        problems.add(os.path.join(folder, "args.json"), f"{error}; run left out")
+        return None
     for found in (run.record or {}).get(WARNINGS_KEY, []):
         problems.add(path, f"sanity check failed, its rows are marked: {found['message']}")
     collapsed = _recognizer_collapsed(run, problems)
@@ -451,6 +495,26 @@ def load_run(folder, problems):
         return run
     run.items = [{k: v for k, v in item.items() if k != "id_cos"} for item in items] if collapsed else items
     return run
+
+
+def load_runs(folders, problems):
+    """load_run of each folder; one that cannot be read for any reason is a problem line, never the end of the
+    tables of every other run."""
+    runs = []
+    for folder in folders:
+        try:
+            run = load_run(folder, problems)
+        except Exception as error:  # noqa: BLE001 -- whatever a bad folder holds, the other runs are tabulated
+            problems.add(folder, f"unreadable run folder ({type(error).__name__}: {error}); run left out")
+            continue
+        if run is not None:
+            runs.append(run)
+    unchecked = [run.folder for run in runs if run.record is not None and DATA_KEY not in run.record]
+    if unchecked:  # one line: a whole sweep of older runs is one fact, not hundreds of problems
+        problems.add(os.path.commonpath(unchecked) if len(unchecked) > 1 else unchecked[0],
+                     f"{len(unchecked)} run(s) made before runs recorded their data's fingerprint (args.json has no "
+                     f"{DATA_KEY}): pooled by recipe, which knows their data by its path only")
+    return runs
 
 
 def _fraction(row, column, line, low=0.0):
@@ -541,9 +605,13 @@ def group_experiments(runs, problems):
     grouped = {}
     for run in runs:
         settings = tuple(sorted((c, canonical(v)) for c, v in run.identity.items() if c not in POOLED_COLUMNS))
-        grouped.setdefault((run.family, settings), []).append(run)
+        # The recipe hashes the data fingerprints; the fingerprints themselves are compared too, so that no
+        # two runs on different data are pooled whatever their recipe says.
+        data = json.dumps(run.data_ids, sort_keys=True)
+        grouped.setdefault((run.family, settings, data), []).append(run)
+    _report_other_data(grouped, problems)
     experiments = []
-    for (family, _), members in grouped.items():
+    for (family, _, _), members in grouped.items():
         by_seed = {}
         for run in members:
             by_seed.setdefault(canonical(run.identity["seed"]), []).append(run)
@@ -562,6 +630,23 @@ def group_experiments(runs, problems):
             experiments.append(Experiment(family, kept[0].kind, columns, kept))
     experiments.sort(key=lambda e: (FAMILIES.index(e.family), [(c, sort_key(v)) for c, v in e.columns.items()]))
     return experiments
+
+
+def _report_other_data(grouped, problems):
+    """A problem line for each group of runs kept apart from another only by its data: the same identifying
+    columns but for the recipe, and other data fingerprints."""
+    by_columns = {}
+    for (family, settings, data), members in grouped.items():
+        columns = tuple(item for item in settings if item[0] != RECIPE_COLUMN)
+        by_columns.setdefault((family, columns), []).append((data, members))
+    for groups in by_columns.values():
+        known = [(data, members) for data, members in groups if data != "null"]
+        if len({data for data, _ in known}) < 2:
+            continue
+        for data, members in known:
+            others = ", ".join(other[0].path for other_data, other in known if other_data != data)
+            problems.add(members[0].path, f"not pooled with {others}: the same settings on other data (data "
+                                          f"fingerprints {data} in args.json)")
 
 
 def races_of(experiments):
