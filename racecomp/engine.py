@@ -86,9 +86,15 @@ def configure_kernels(device, deterministic):
         # Read when cuBLAS creates its handle: set before the first matmul on the device.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    on_cuda = torch.device(device).type == "cuda"
-    torch.backends.cudnn.benchmark = on_cuda and not deterministic
-    torch.set_float32_matmul_precision("high" if on_cuda else "highest")
+    torch.backends.cudnn.benchmark = torch.device(device).type == "cuda" and not deterministic
+    configure_float32(device)
+
+
+def configure_float32(device):
+    """Float32 matmuls on `device`: TF32 on CUDA (see configure_kernels), exact on the CPU. Every study sets it
+    when it picks its device, so evaluation-only runs (the bicubic floor, --epochs 0, quantize's fp32) round as
+    the evaluation after training does."""
+    torch.set_float32_matmul_precision("high" if torch.device(device).type == "cuda" else "highest")
 
 
 def amp_context(device, amp):

@@ -192,3 +192,14 @@ def test_a_16_bit_png_in_val_is_scored_as_its_pixels_not_as_white(small_study_da
     run(str(data), tmp_path / "run", "--arch", "bicubic", "--save-samples", "0")
     row, = [row for row in read_csv(tmp_path / "run" / "per_image.csv") if row["file"] == "val/1.jpg"]
     assert math.isfinite(float(row["psnr_y"])) and float(row["ssim_y"]) < 1.0
+
+
+def test_an_evaluation_only_run_sets_the_float32_matmul_precision_of_its_device(small_study_data, tmp_path):
+    """The bicubic floor builds no Trainer; it still configures float32 matmuls for its device (exact on the CPU,
+    TF32 on CUDA), so it rounds as the evaluation after a training run does."""
+    torch.set_float32_matmul_precision("high")  # as a CUDA run earlier in this process would have left it
+    try:
+        run(small_study_data["fairface"], tmp_path / "floor", "--arch", "bicubic", "--save-samples", "0")
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision("highest")

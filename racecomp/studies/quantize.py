@@ -327,6 +327,7 @@ def main(args):
     args.out = os.path.abspath(args.out or default_out(args))
     run_folder.absolute_paths(args, DATA_ARGS)
     device = cli.resolve_device(args.device)
+    engine.configure_float32(device)
     cpus.configure_torch_threads()
     engine.seed_everything(args.seed)
     if args.task == "verify" and args.model_run is None and args.weights is None:

@@ -364,6 +364,7 @@ def main(args):
 
 def _run(args, minority, device):
     amp = engine.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
+    engine.configure_float32(device)
     cpus.configure_torch_threads(show=distributed.is_main())
     if distributed.world_size() > 1:  # part of the recipe: --batch-size is per process
         args.world_size = distributed.world_size()

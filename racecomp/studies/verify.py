@@ -383,6 +383,7 @@ def main(args):
     args.out = os.path.abspath(args.out or default_out(args))
     run_folder.absolute_paths(args, DATA_ARGS)
     device = cli.resolve_device(args.device)
+    engine.configure_float32(device)
     amp = engine.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
     cpus.configure_torch_threads()
     data_fingerprints = run_folder.fingerprints(data_folders(args))
