@@ -11,8 +11,8 @@ Not a test and not in CI (tests/test_contrasts.py runs small versions). Studies:
             0 (placebo) or 0.3 dB (coverage, power)
   summary   change of a fairness summary between two experiments (e.g. W6A6 - fp32) on 0/1 verification
             pairs, 4 races: STD, gap, worst and mean; coverage of the true change and placebo rate
-  planner   seeds_for_power's recommendation from a 10-seed pilot, then the power of experiments run with that
-            many seeds when the true effect equals --min-effect (target 80%)
+  planner   seeds_for_power's predicted power against simulated power (spread known: a 4000-seed pilot) at its
+            recommendation and at 2, 3, 5 and 10 seeds; and the power realised when planning from 3-seed pilots
 """
 import argparse
 import math
@@ -106,8 +106,10 @@ def study_summary(args, rng):
 
 
 def study_planner(args, rng):
-    """The planner's model (predicted power at its recommendation, from a 2000-seed pilot: the spread known
-    well) against simulated power; then what a user gets who plans from a 3-seed pilot (the usual case)."""
+    """The planner's predicted power against simulated power with the spread known (a 4000-seed pilot) at its
+    recommendation and at 2, 3, 5 and 10 seeds; then what a user gets who plans from a 3-seed pilot (the usual
+    case): the power the recommended seed count really has (the planner's exact model at the true spread),
+    planning from the estimate itself and from its SPREAD_BOUND upper confidence bound."""
     rows = []
     n_per_race = 200
     race = np.repeat(np.arange(2), n_per_race)
@@ -118,27 +120,32 @@ def study_planner(args, rng):
         return [psnr_cell(rng, difficulty, race, seeds, np.array([-effect, 0.0]), seed_sd),
                 psnr_cell(rng, difficulty, race, seeds, np.zeros(2), seed_sd)]
 
-    for seed_sd, effect in ((0.15, 0.3), (0.1, 0.15), (0.05, 0.1), (0.2, 0.1)):
+    for seed_sd, effect in ((0.03, 0.3), (0.05, 0.4), (0.02, 0.1), (0.15, 0.3)):
         difficulty = rng.normal(30.0, 3.0, len(race))
-        planning = fairness.linear_contrast(sweep(difficulty, 2000, seed_sd, 0.0), weights, race)["planning"]
-        recommended = fairness.seeds_for_power(planning, effect)
-        predicted = fairness.planned_power(planning, effect, recommended)
-        hits = sum(fairness.linear_contrast(sweep(difficulty, recommended, seed_sd, effect), weights,
-                                            race)["p_value"] < 0.05 for _ in range(args.reps))
-        rows.append([f"planner, 2000-seed pilot: seed sd {seed_sd} dB, effect {effect} dB",
-                     f"recommends {recommended} seeds, predicted power {predicted:.3f}", "", "",
-                     rate(hits, args.reps), ""])
-        hits, counts = 0, []
-        for _ in range(args.reps):
-            pilot = fairness.linear_contrast(sweep(difficulty, 3, seed_sd, 0.0), weights, race)["planning"]
-            seeds = fairness.seeds_for_power(pilot, effect, max_seeds=200)
-            seeds = 200 if seeds == math.inf else seeds
-            counts.append(seeds)
-            hits += fairness.linear_contrast(sweep(difficulty, seeds, seed_sd, effect), weights,
-                                             race)["p_value"] < 0.05
-        rows.append([f"planner, 3-seed pilot: seed sd {seed_sd} dB, effect {effect} dB",
-                     f"recommends median {int(np.median(counts))} seeds (10-90%: {int(np.quantile(counts, 0.1))}"
-                     f"-{int(np.quantile(counts, 0.9))})", "", "", rate(hits, args.reps), ""])
+        known = fairness.linear_contrast(sweep(difficulty, 4000, seed_sd, 0.0), weights, race)["planning"]
+        recommended = fairness.seeds_for_power(known, effect, bound=None)
+        for seeds in sorted({recommended, 2, 3, 5, 10}):
+            predicted = fairness.planned_power(known, effect, seeds, bound=None)
+            hits = sum(fairness.linear_contrast(sweep(difficulty, seeds, seed_sd, effect), weights,
+                                                race)["p_value"] < 0.05 for _ in range(args.reps))
+            mark = " (recommended)" if seeds == recommended else ""
+            rows.append([f"planner, spread known: seed sd {seed_sd} dB, effect {effect} dB, {seeds} seeds{mark}",
+                         f"predicted power {predicted:.3f}", "", "", rate(hits, args.reps),
+                         f"|predicted - simulated| {abs(predicted - hits / args.reps):.3f}"])
+        for bound in (None, fairness.SPREAD_BOUND):
+            realised, counts = [], []
+            for _ in range(args.reps):
+                pilot = fairness.linear_contrast(sweep(difficulty, 3, seed_sd, 0.0), weights, race)["planning"]
+                seeds = fairness.seeds_for_power(pilot, effect, max_seeds=200, bound=bound)
+                seeds = 200 if seeds == math.inf else seeds
+                counts.append(seeds)
+                realised.append(fairness.planned_power(known, effect, seeds, bound=None))
+            realised = np.array(realised)
+            plan = "the estimate" if bound is None else f"its {bound:.0%} upper bound"
+            rows.append([f"planner, 3-seed pilot, planning from {plan}: seed sd {seed_sd} dB, effect {effect} dB",
+                         f"recommends median {int(np.median(counts))} seeds (10-90%: {int(np.quantile(counts, 0.1))}"
+                         f"-{int(np.quantile(counts, 0.9))}; known spread: {recommended})", "", "",
+                         f"realised {np.mean(realised):.3f}, >= 0.8 in {np.mean(realised >= 0.8):.0%} of pilots", ""])
     return rows
 
 

@@ -100,17 +100,22 @@ def test_difference_in_differences_by_hand_with_two_seeds_per_experiment():
 
 
 def test_summary_change_of_std_by_hand():
-    # Two races of 2 images, one seed each: A's race means 10 and 14 (STD 2.83), B's 11 and 12 (STD 0.71).
+    # Two races of 2 images, one seed each: A's race means 10 and 14, B's 11 and 12. Noise-corrected spread:
+    # each race mean's variance is s^2 / 2 = 1 on both sides, so tr(C Sigma) / (G - 1) = 1: V_A = 8 - 1 = 7,
+    # V_B = 0.5 - 1 < 0 (B is as spread as its noise: sd 0), D = V_A - V_B = 7.5.
     races = np.array(["a", "a", "b", "b"])
     a = np.array([[9.0, 11.0, 13.0, 15.0]])
     b = np.array([[10.0, 12.0, 11.0, 13.0]])
     result = fairness.summary_change(a, b, races, "std")
-    assert result["value"] == pytest.approx(math.sqrt(8) - math.sqrt(0.5))
-    assert (result["a"], result["b"]) == pytest.approx((math.sqrt(8), math.sqrt(0.5)))
-    # Delta method: STD of two means = |m1 - m2| / sqrt(2): gradient -+1 / sqrt(2) for A, -+1/sqrt(2) for B.
-    # Per race, item shares z_i = (1/sqrt(2)) (A_i - B_i) / 2 x (sign of the race): race a (-1, -1) / (2 sqrt 2),
-    # race b (2, 2) / (2 sqrt 2): no spread within either race -> item variance 0 (the exact claims apply).
-    assert result["se"] == 0.0
+    assert (result["a"], result["b"]) == pytest.approx((math.sqrt(7.0), 0.0))
+    # D's gradient 2 C means / (G - 1): A (-4, 4), B (-1, 1); item shares (g_A a_i - g_B b_i) / 2: race a (-13,
+    # -16), race b (20.5, 23.5), each race's part of the variance 2^2 x s^2 / 2 = 4 x 4.5 / 2 = 9: 18 in all,
+    # df 18^2 / (9^2 + 9^2) = 2 (Satterthwaite).
+    assert result["p_value"] == pytest.approx(student_t.two_sided_p(7.5, 18.0, 2.0))
+    # The paired differences (-1, -1 | 2, 2) have no noise: sd(A - B) = sqrt(4.5) exactly, which bounds
+    # |sd_A - sd_B|; the separately corrected sqrt(7) - 0 exceeds it and is reported at the bound.
+    assert result["value"] == pytest.approx(math.sqrt(4.5))
+    assert (result["lo"], result["hi"]) == pytest.approx((-math.sqrt(4.5), math.sqrt(4.5)))
     relative = fairness.summary_change(a, b, races, "worst", relative=True)
     assert relative["value"] == pytest.approx(10.0 / 11.0 - 1.0)
 
