@@ -11,6 +11,12 @@ Not a test and not in CI (tests/test_contrasts.py runs small versions). Studies:
             0 (placebo) or 0.3 dB (coverage, power)
   summary   change of a fairness summary between two experiments (e.g. W6A6 - fp32) on 0/1 verification
             pairs, 4 races: STD, gap, worst and mean; coverage of the true change and placebo rate
+  ties      change of worst and gap when A's two worst races tie and B's worst is 0.5 dB below its runner-up
+            (true change 0): PSNR-like items (difficulty sd 3 dB, noise 0.3 dB), A trained (1 or 3 seeds) against
+            an exact reference B; 4 or 7 races, 100 or 1000 items a race: false-positive rate
+  spread    change of STD, gap and worst when one side is fair: 7 races, A all equal, B's race offsets sd 0.216
+            dB, one seed each, 30 / 100 / 1000 items a race; and 4 races of 0/1 pairs (1500 a race), A's
+            thresholds equal: coverage of the true change
   planner   seeds_for_power's predicted power against simulated power (spread known: a 4000-seed pilot) at its
             recommendation and at 2, 3, 5 and 10 seeds; and the power realised when planning from 3-seed pilots
 """
@@ -23,7 +29,7 @@ import numpy as np
 from bench.bench_intervals import print_table, rate
 from racecomp import fairness
 
-STUDIES = ("did", "summary", "planner")
+STUDIES = ("did", "summary", "ties", "spread", "planner")
 
 
 def psnr_cell(rng, difficulty, race, seeds, offset, seed_sd=0.15, noise_sd=0.3):
@@ -102,6 +108,87 @@ def study_summary(args, rng):
                 rows.append([f"{key} change, {seeds} seeds per experiment", f"{layout}, true {truth:+.2f} pp",
                              rate(covered, args.reps), rate(rejected, args.reps) if placebo else "",
                              "" if placebo else rate(rejected, args.reps), ""])
+    return rows
+
+
+def tie_cell(rng, races, n_per_race, seeds):
+    """(a, b, race) of the tied-worst cell: A (seeds x N, seed x race sd 0.15 dB when seeds > 1) with races 0
+    and 1 tied worst, B (1 x N, exact: no training) with race 0 0.5 dB below race 1; race offsets 0, 0.5, 1, ...
+    dB otherwise, so that worst and gap are the same in A and B (true changes 0)."""
+    race = np.repeat(np.arange(races), n_per_race)
+    offset_b = 0.5 * np.arange(races)
+    offset_a = offset_b.copy()
+    offset_a[1] = 0.0
+    difficulty = rng.normal(30.0, 3.0, len(race))
+    a = psnr_cell(rng, difficulty, race, seeds, offset_a, seed_sd=0.15 if seeds > 1 else 0.0)
+    b = psnr_cell(rng, difficulty, race, 1, offset_b, seed_sd=0.0)
+    return a, b, race
+
+
+def study_ties(args, rng):
+    rows = []
+    for races, n_per_race, seeds in ((4, 100, 1), (7, 100, 1), (4, 100, 3), (4, 1000, 1)):
+        rejected = {"worst": 0, "gap": 0}
+        width = {"worst": 0.0, "gap": 0.0}
+        flagged = 0
+        for _ in range(args.reps):
+            a, b, race = tie_cell(rng, races, n_per_race, seeds)
+            for key in rejected:
+                result = fairness.summary_change(a, b, race, key, exact=(False, True))
+                rejected[key] += result["p_value"] < 0.05
+                width[key] += (result["hi"] - result["lo"]) / args.reps
+                flagged += key == "worst" and result["ties"]
+        for key in rejected:
+            rows.append([f"{key} change, {races} races x {n_per_race} images, A {seeds} seed(s) vs exact B",
+                         f"tied worst (flagged in {flagged / args.reps:.0%}), true 0 dB", "",
+                         rate(rejected[key], args.reps), "", f"{width[key]:.3f}"])
+    return rows
+
+
+def fair_side_offsets(races, sd):
+    """Race offsets evenly spread with sample sd (ddof 1) exactly `sd`, mean 0."""
+    offsets = np.linspace(-1.0, 1.0, races)
+    return sd * offsets / offsets.std(ddof=1)
+
+
+def fair_side_cell(rng, races, n_per_race, offset_b):
+    """(a, b, race): one seed each of A (all races equal) and B (race offsets offset_b), PSNR-like items."""
+    race = np.repeat(np.arange(races), n_per_race)
+    difficulty = rng.normal(30.0, 3.0, len(race))
+    return (psnr_cell(rng, difficulty, race, 1, np.zeros(races), seed_sd=0.0),
+            psnr_cell(rng, difficulty, race, 1, offset_b, seed_sd=0.0), race)
+
+
+def study_spread(args, rng):
+    rows = []
+    keys = ("std", "gap", "worst")
+    offset_b = fair_side_offsets(7, 0.216)
+    truths = {key: -fairness.summary_gradient(offset_b, key)[0] for key in keys}  # A's are all 0
+    for n_per_race in (30, 100, 1000):
+        covered, width = {key: 0 for key in keys}, {key: 0.0 for key in keys}
+        for _ in range(args.reps):
+            a, b, race = fair_side_cell(rng, 7, n_per_race, offset_b)
+            for key in keys:
+                result = fairness.summary_change(a, b, race, key)
+                covered[key] += result["lo"] <= truths[key] <= result["hi"]
+                width[key] += (result["hi"] - result["lo"]) / args.reps
+        rows += [[f"{key} change, 7 races x {n_per_race} images, 1 seed each", f"A fair, true {truths[key]:+.3f} dB",
+                  rate(covered[key], args.reps), "", "", f"{width[key]:.3f}"] for key in keys]
+    race = np.repeat(np.arange(4), 1500)
+    fair, unfair = np.full(4, 1.8), np.array([2.0, 1.8, 1.6, 1.7])
+    truth_a, truth_b = true_accuracy(fair, 0.7, 0.0), true_accuracy(unfair, 0.7, 0.0)
+    truths = {key: 100 * (fairness.summary_gradient(truth_a, key)[0] - fairness.summary_gradient(truth_b, key)[0])
+              for key in keys}
+    covered = {key: 0 for key in keys}
+    for _ in range(args.reps):
+        items = rng.normal(0.0, 0.7, len(race))
+        a = accuracy_cell(rng, items, race, 1, fair, seed_sd=0.0)
+        b = accuracy_cell(rng, items, race, 1, unfair, seed_sd=0.0)
+        for key in keys:
+            result = fairness.summary_change(a, b, race, key, statistic="percent")
+            covered[key] += result["lo"] <= truths[key] <= result["hi"]
+    rows += [[f"{key} change, 4 races x 1500 pairs (accuracy), 1 seed each", f"A fair, true {truths[key]:+.2f} pp",
+              rate(covered[key], args.reps), "", "", ""] for key in keys]
     return rows
 
 

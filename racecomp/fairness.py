@@ -444,10 +444,9 @@ def _contrast_variance(runs, weights, column, first, second, exact, paired_seeds
     """Item part, seed parts and the planning inputs of sum_j weights_j . (seed mean of cell j)."""
     z = sum(w * r.mean(axis=0) for w, r in zip(weights, runs))  # (N,) each item's share of the contrast
     components, units = [], 0.0
-    for c in range(column.max() + 1):
+    weighted = np.bincount(column, weights=sum(np.abs(w) for w in weights)) > 0
+    for c in np.flatnonzero(weighted):
         members = column == c
-        if not any(np.any(w[members] != 0) for w in weights):
-            continue
         n_c = int(members.sum())
         var, df = estimates.mean_variance(z[members], None if first is None else first[members],
                                           None if second is None else second[members])
@@ -501,6 +500,11 @@ def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact
         raise ValueError("paired seeds need as many seeds in every trained cell")
     first, second = _item_codes(n, clusters, clusters2)
     _, column = _group_labels(strata)
+    return _contrast(runs, weights, column, first, second, exact, paired_seeds, statistic, ci, value)
+
+
+def _contrast(runs, weights, column, first, second, exact, paired_seeds, statistic, ci, value=None):
+    """linear_contrast on checked inputs: runs (k_j, N), weights (N,) per cell, column the strata's codes."""
     z, components, units, recipe, seed_parts = _contrast_variance(runs, weights, column, first, second, exact,
                                                                   paired_seeds)
     item_var, item_df = estimates.combine(components)
@@ -610,13 +614,18 @@ def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(Fals
     if not math.isfinite(value):  # SER with a race at 100%: no errors to divide by
         raise ValueError(f"{key} is not finite ({value_a} vs {value_b})")
 
-    def race_contrast(race_gradient_a, race_gradient_b):  # sum_r g_a,r (A's race r mean) + g_b,r (B's)
-        return linear_contrast([runs_a, runs_b], [_race_weights(column, race_gradient_a, counts),
-                                                  _race_weights(column, race_gradient_b, counts)], strata, clusters,
-                               clusters2, exact, paired_seeds, ci=ci)
+    # The linearized contrast (checks the inputs): the answer for mean and ser; level, scope and the planner's
+    # inputs for all.
+    result = linear_contrast([runs_a, runs_b], [_race_weights(column, gradient_a, counts),
+                                                -_race_weights(column, gradient_b, counts)], strata, clusters,
+                             clusters2, exact, paired_seeds, ci=ci)
+    first, second = _item_codes(len(column), clusters, clusters2)
 
-    # The linearized contrast: the answer for mean and ser; level, scope and the planner's inputs for all.
-    result = race_contrast(gradient_a, -gradient_b)
+    def race_contrast(race_gradient_a, race_gradient_b):  # sum_r g_a,r (A's race r mean) + g_b,r (B's)
+        return _contrast([runs_a, runs_b], [_race_weights(column, race_gradient_a, counts),
+                                            _race_weights(column, race_gradient_b, counts)], column, first, second,
+                         list(exact), paired_seeds, "mean", ci)
+
     factor = 1.0 if ratio_key else (100.0 if statistic == "percent" else 1.0)
     for name in ("lo", "hi", "image_lo", "image_hi", "se", "image_se"):
         result[name] *= factor
