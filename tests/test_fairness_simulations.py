@@ -1,9 +1,11 @@
 """Coverage and false-positive rates of the tables' statistics (racecomp.fairness via racecomp.tables), by seeded
 Monte Carlo on generated run tables whose truth is known.
 
-Each test states its Monte Carlo standard error (SE): a rate must lie within 3 SE of its nominal value, on both
-sides for a method that aims at the nominal level, on the safe side only for one that is conservative by
-construction (simultaneous intervals). Settings are small so that each test takes a few seconds; fuller ones,
+Each test states its Monte Carlo standard error (SE): a rate must lie within 3 SE of its reference, on both
+sides for a method that aims at the nominal level (the reference then is the method's rate measured over many
+replicates, which may differ a little from nominal, so that the test passes for any seed yet catches a method
+made liberal or needlessly wide), on the safe side of nominal only for one that is conservative by construction
+(simultaneous intervals). Settings are small so that each test takes a few seconds; fuller ones,
 other distributions and the power of each method: bench/bench_intervals.py.
 """
 import math
@@ -20,8 +22,9 @@ FAIRFACE_VAL_SIZES = {"White": 2085, "Black": 1556, "Latino_Hispanic": 1623, "Ea
 
 
 def check_rate(hits, trials, nominal, side):
-    """Assert hits / trials is within 3 Monte Carlo SE of nominal: side "both", "low" (>= nominal - 3 SE: a
-    coverage that may be conservative) or "high" (<= nominal + 3 SE: a false-positive rate)."""
+    """Assert hits / trials is within 3 Monte Carlo SE of `nominal` (a nominal level, or a method's measured
+    rate): side "both", "low" (>= nominal - 3 SE: a coverage that may be conservative) or "high" (<= nominal +
+    3 SE: a false-positive rate)."""
     rate, se = hits / trials, math.sqrt(nominal * (1.0 - nominal) / trials)
     message = f"rate {rate:.4f} over {trials} trials; nominal {nominal}, Monte Carlo SE {se:.4f}"
     if side in ("both", "low"):
