@@ -20,6 +20,7 @@ Pure numpy functions. Conventions used throughout:
   - Paired functions state the sign of their difference (paired_test: a - b; minority_penalty: under - balanced,
     negative when the model trained with the group under-sampled is worse on it).
 """
+import functools
 import math
 
 import numpy as np
@@ -326,8 +327,8 @@ def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mea
     clusters / clusters2: as in `group_intervals`. Items are averaged over each side's seeds first.
       - Item level (image_lo, image_hi, image_p_value; the headline when a side with training has one seed,
         level "model", scope MODEL_DIFFERENCE): Student t on the cluster-robust standard error of the mean
-        difference, joined with the bootstrap-t interval (p = the larger of the two p-values, so never below
-        2 / (1 + n_boot)) for continuous values without two-way clustering and with >= 15 clusters. No
+        difference, joined with the bootstrap-t interval (p = the larger of the two p-values: below 1 - ci
+        exactly when the joined interval excludes 0) for continuous values without two-way clustering and with >= 15 clusters. No
         symmetry of the differences is assumed (a sign-flip test assumes it and rejects skewed zero-mean
         differences too often); the t part assumes an approximately normal mean, the bootstrap-t part
         corrects for skewness. Differences with no spread at all get the exact sign test's claims
@@ -859,22 +860,21 @@ def _power(delta, shared, seed_vars, noises, k, alpha):
     return float(np.mean(upper + lower))
 
 
+@functools.lru_cache(maxsize=256)
 def _chi2_quantile(q, df):
-    """x with P(chi^2(df) <= x) = q for a whole df >= 1, by bisection on the closed-form cdf."""
+    """x with P(chi^2(df) <= x) = q for a whole df >= 1, by bisection on the closed-form cdf (terms in logs, so
+    that a pilot of thousands of seeds does not underflow)."""
     def cdf(x):
         half = x / 2.0
         if df % 2 == 0:  # 1 - e^(-x/2) sum_{i < df/2} (x/2)^i / i!
-            term, total = 1.0, 1.0
-            for i in range(1, df // 2):
-                term *= half / i
-                total += term
-            return 1.0 - math.exp(-half) * total
-        root = math.sqrt(x)  # 2 Phi(sqrt x) - 1 - sqrt(2x / pi) e^(-x/2) sum_{i=1}^{(df-1)/2} x^(i-1) / (2i - 1)!!
-        term, total = 1.0, 0.0
-        for i in range(1, (df + 1) // 2):
-            term = 1.0 if i == 1 else term * x / (2 * i - 1)
-            total += term
-        return math.erf(root / math.sqrt(2.0)) - math.sqrt(2.0 * x / math.pi) * math.exp(-half) * total
+            i = np.arange(df // 2)
+            return 1.0 - float(np.sum(np.exp(-half + i * math.log(half) - _log_factorial(i)))) if x > 0 else 0.0
+        # 2 Phi(sqrt x) - 1 - e^(-x/2) sum_{i=1}^{(df-1)/2} x^(i - 1/2) sqrt(2 / pi) / (2i - 1)!!
+        i = np.arange(1, (df + 1) // 2)
+        double_factorial = _log_factorial(2 * i) - i * math.log(2.0) - _log_factorial(i)  # log (2i - 1)!!
+        terms = np.exp(-half + (i - 0.5) * math.log(x) + 0.5 * math.log(2.0 / math.pi) - double_factorial) \
+            if x > 0 else np.zeros(len(i))
+        return math.erf(math.sqrt(x / 2.0)) - float(np.sum(terms))
 
     low, high = 0.0, float(df)
     while cdf(high) < q:
@@ -883,6 +883,10 @@ def _chi2_quantile(q, df):
         middle = 0.5 * (low + high)
         low, high = (middle, high) if cdf(middle) < q else (low, middle)
     return 0.5 * (low + high)
+
+
+def _log_factorial(n):
+    return np.array([math.lgamma(v + 1.0) for v in np.ravel(n)])
 
 
 def _normal_cdf(x):
