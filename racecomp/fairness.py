@@ -206,7 +206,10 @@ def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_
         of the per-seed group means / k to the item-level one (df k - 1, see recipe_variance). Claims: the
         mean of the recipe over training runs and items, assuming normal seed-to-seed variation.
     Summary: mean over groups (t interval), and intervals that are simultaneous over groups (so that they
-    hold near ties, where max - min of noisy means is biased upward): gap and std from Bonferroni intervals
+    hold near ties, where max - min of noisy means is biased upward). std is the spread of the population group
+    means: sqrt(max(0, s^2 - mean over groups of the variance of the group's value)), s the sample STD of the
+    group values (which the groups' sampling noise inflates: equal groups would get the noise's spread), kept
+    within its interval. Gap and std intervals come from Bonferroni intervals
     of every pairwise difference (each at 1 - (1 - ci) / pairs), worst / best / ratio / ser from per-group
     intervals at 1 - (1 - ci) / groups. They cover at least at `ci` (conservative); gap's lower bound
     is 0 when no pair is separated. ser is NaN unless statistic="percent".
@@ -275,6 +278,10 @@ def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_
     for key in SUMMARY_KEYS:
         scale = 1.0 if key in ("ratio", "ser") else factor
         summary[key] = {"value": point_summary[key], "lo": scale * bounds[key][0], "hi": scale * bounds[key][1]}
+    # The spread of the population race means: the sample STD less the noise of the race means it holds.
+    noise = factor * factor * float(np.mean([e["var"] for e in group_estimates]))
+    spread = math.sqrt(max(0.0, point_summary["std"] ** 2 - noise))
+    summary["std"]["value"] = min(max(spread, summary["std"]["lo"]), summary["std"]["hi"])
     if statistic != "percent":
         summary["ser"] = {"value": math.nan, "lo": math.nan, "hi": math.nan}
     for pair in pairs:
