@@ -67,6 +67,8 @@ class Finding:
     b_value: float = math.nan
     p_family: float = math.nan  # primary rows: Holm over the primary rows of the same question and metric
     family_size: int = 1
+    spread_seeds: int = 0  # seeds_needed's seed spread was estimated from this many seeds per experiment (the
+    # fewest of the trained experiments; 0 when nothing was planned), planned from its fairness.SPREAD_BOUND bound
 
 
 @dataclass
@@ -199,9 +201,11 @@ def _metrics(experiments):
 
 
 def _planned(result, metric, min_effect):
+    """(seeds_needed, spread_seeds) of a recipe-level result; (None, 0) with one seed."""
     if result["level"] != "recipe":
-        return None
-    return fairness.seeds_for_power(result["planning"], min_effect[metric], POWER, ALPHA)
+        return None, 0
+    return (fairness.seeds_for_power(result["planning"], min_effect[metric], POWER, ALPHA),
+            fairness.planning_seeds(result["planning"]))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -221,10 +225,11 @@ def _race_contrasts(question, study, kind, metric, experiments, weights_of, labe
         weight = np.where(members, 1.0 / members.sum(), 0.0)
         result = fairness.linear_contrast(cells.runs, [c * weight for c in weights_of], cells.races, cells.clusters,
                                           cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic, ci)
+        seeds_needed, spread_seeds = _planned(result, metric, min_effect)
         rows.append(Finding(question, study, kind, metric, race, race, label, setting, result["value"], result["lo"],
                             result["hi"], result["p_value"], math.nan, result["level"], _seeds_text(experiments, cells.exact),
-                            result["df"], UNITS[metric], min_effect[metric], _planned(result, metric, min_effect),
-                            primary=race == primary_race))
+                            result["df"], UNITS[metric], min_effect[metric], seeds_needed,
+                            primary=race == primary_race, spread_seeds=spread_seeds))
     for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
         row.p_holm = float(p)
     rows.sort(key=lambda row: not row.primary)  # the under-sampled race first
@@ -251,12 +256,12 @@ def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_
         quantity = f"{key}, relative" if relative else key
         note = "the worst/best race is not separated from the runner-up: the interval treats it as known" \
             if result["ties"] else ""
-        planned = None if ratio else _planned(result, metric, min_effect)
+        seeds_needed, spread_seeds = (None, 0) if ratio else _planned(result, metric, min_effect)
         rows.append(Finding(question, study, kind, metric, "", quantity, label, setting, result["value"],
                             result["lo"], result["hi"], result["p_value"], math.nan, result["level"],
                             _seeds_text([a, b], cells.exact), result["df"], "" if ratio else UNITS[metric],
-                            math.nan if ratio else min_effect[metric], planned, primary=key == "std",
-                            note=note, a_value=result["a"], b_value=result["b"]))
+                            math.nan if ratio else min_effect[metric], seeds_needed, primary=key == "std",
+                            note=note, a_value=result["a"], b_value=result["b"], spread_seeds=spread_seeds))
     for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
         row.p_holm = float(p)
     return rows, None
