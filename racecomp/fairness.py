@@ -641,7 +641,9 @@ def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(Fals
     if key in ("worst", "gap"):
         answer = extreme_change_bounds(means_a, means_b, race_contrast, key, ci)
         if relative:  # the denominator's own error is second order (a few % of the mean: PSNR, accuracy)
-            answer = {name: v / value_b if name.endswith(("lo", "hi")) else v for name, v in answer.items()}
+            for level in ("", "image_"):
+                answer[f"{level}lo"], answer[f"{level}hi"] = sorted((answer[f"{level}lo"] / value_b,
+                                                                     answer[f"{level}hi"] / value_b))
     elif key == "std":
         answer, value_a, value_b = spread_change(means_a, means_b, race_contrast, ci)
         value = value_a - value_b
