@@ -545,8 +545,9 @@ def summary_gradient(means, key, statistic="mean"):
     """(value, gradient over groups) of a fairness summary of per-group means (fractions for percent).
 
     mean, worst, best, gap, std as in group_summary; ser = (1 - worst) / (1 - best) (percent only).
-    worst / best / gap / ser are linearized at the observed worst and best groups: their interval treats
-    which group is worst as known (near ties it is optimistic; summary_change reports that case).
+    worst / best / gap / ser are linearized at the observed worst and best groups, as if which group is worst
+    were known: summary_change's intervals of worst and gap do not rely on it (SER's does), but its seed plans
+    (seeds_for_power) do, so near ties those are optimistic.
     """
     means = np.asarray(means, dtype=np.float64)
     g = len(means)

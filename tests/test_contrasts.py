@@ -280,9 +280,9 @@ def test_summary_change_of_std_holds_the_placebo_level_and_finds_a_planted_incre
     # holds the noise: conservative at the placebo (0 of 3000 over seeds 0-19; checked at most 5% + 3 SE).
     # Power against the planted increase: 0.333 over seeds 0-19 x 150 draws (the delta method on the noisy STD
     # found about half, with a placebo rate of 1%), checked two-sided; each seed passes (42-60 of 150).
-    placebo, found = std_change_rates(6, 150)
-    check_rate(placebo, 150, 0.05, "high")
-    check_rate(found, 150, STD_FOUND, "both")
+    placebo, found = std_change_rates(6, 80)
+    check_rate(placebo, 80, 0.05, "high")
+    check_rate(found, 80, STD_FOUND, "both")
 
 
 def tie_rejections(seed, reps, seeds):
@@ -302,7 +302,7 @@ def test_worst_and_gap_changes_hold_their_level_when_the_worst_races_tie():
     # race rejected 12-14% (1 seed) and 13.6% (3 seeds). The bounds over every race are conservative: measured
     # (bench_contrasts --only ties, 1000 draws) 0.5-1.0% at 1 seed, 0-0.1% at 3 seeds; checked against 5%
     # (at most 5% + 3 SE) and to pass for seeds 0-19 once.
-    for seeds, reps in ((1, 100), (3, 40)):
+    for seeds, reps in ((1, 60), (3, 30)):
         for key, hits in tie_rejections(11, reps, seeds).items():
             check_rate(hits, reps, 0.05, "high")
 
@@ -326,10 +326,10 @@ def test_spread_changes_cover_when_one_side_is_fair():
     # inflates the fair side's STD. The noise-corrected spread aims at 95%: measured 0.963 over seeds 0-19 x
     # 120 draws, checked two-sided (each seed passes: 110-118 of 120); gap and worst use conservative bounds
     # (28-30 of 30 for each seed): at least 95% - 3 SE.
-    std = fair_side_coverage(12, 120, ("std",))["std"]
-    check_rate(std, 120, 0.963, "both")
-    for key, hits in fair_side_coverage(13, 30, ("gap", "worst")).items():
-        check_rate(hits, 30, 0.95, "low")
+    std = fair_side_coverage(12, 80, ("std",))["std"]
+    check_rate(std, 80, 0.963, "both")
+    for key, hits in fair_side_coverage(13, 20, ("gap", "worst")).items():
+        check_rate(hits, 20, 0.95, "low")
 
 
 def planner_sweep(rng, difficulty, seeds, seed_sd, effect):
@@ -352,7 +352,7 @@ def test_seed_planner_predicts_the_power_of_the_test_that_runs():
     for seed_sd, effect, seeds in ((0.05, 0.4, 2), (0.02, 0.1, 3)):
         planning = fairness.linear_contrast(*planner_sweep(rng, difficulty, 4000, seed_sd, 0.0))["planning"]
         predicted = fairness.planned_power(planning, effect, seeds)
-        reps = 300
+        reps = 200
         hits = sum(fairness.linear_contrast(*planner_sweep(rng, difficulty, seeds, seed_sd, effect))["p_value"] < 0.05
                    for _ in range(reps))
         check_rate(hits, reps, predicted, "both")
@@ -367,7 +367,7 @@ def test_planning_from_a_three_seed_pilot_gives_80_percent_power_in_most_pilots(
     rng = np.random.default_rng(9)
     difficulty = rng.normal(30.0, 3.0, 400)
     known = fairness.linear_contrast(*planner_sweep(rng, difficulty, 4000, 0.15, 0.0))["planning"]
-    reps, enough = 150, 0
+    reps, enough = 100, 0
     for _ in range(reps):
         pilot = fairness.linear_contrast(*planner_sweep(rng, difficulty, 3, 0.15, 0.0))["planning"]
         assert fairness.planning_seeds(pilot) == 3
