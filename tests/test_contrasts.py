@@ -279,7 +279,8 @@ def test_summary_change_of_std_holds_the_placebo_level_and_finds_a_planted_incre
     # The noise-corrected spread's standard error is its gradient's at the observed (noisy) race means, which
     # holds the noise: conservative at the placebo (0 of 3000 over seeds 0-19; checked at most 5% + 3 SE).
     # Power against the planted increase: 0.333 over seeds 0-19 x 150 draws (the delta method on the noisy STD
-    # found about half, with a placebo rate of 1%), checked two-sided; each seed passes (42-60 of 150).
+    # found about half, with a placebo rate of 1%), checked two-sided on 80 draws; each of seeds 0-19 passes
+    # (19-34 of 80, no placebo rejection).
     placebo, found = std_change_rates(6, 80)
     check_rate(placebo, 80, 0.05, "high")
     check_rate(found, 80, STD_FOUND, "both")
@@ -300,8 +301,8 @@ def tie_rejections(seed, reps, seeds):
 def test_worst_and_gap_changes_hold_their_level_when_the_worst_races_tie():
     # A's two worst races tie, B's worst is 0.5 dB below its runner-up: the linearization at the observed worst
     # race rejected 12-14% (1 seed) and 13.6% (3 seeds). The bounds over every race are conservative: measured
-    # (bench_contrasts --only ties, 1000 draws) 0.5-1.0% at 1 seed, 0-0.1% at 3 seeds; checked against 5%
-    # (at most 5% + 3 SE) and to pass for seeds 0-19 once.
+    # (bench_contrasts --only ties, 1000 draws) 0-1.4% at 1 seed, 0% at 3 seeds; checked against 5% (at most
+    # 5% + 3 SE); each of seeds 0-19 passes (at most 2 of 60 rejections).
     for seeds, reps in ((1, 60), (3, 30)):
         for key, hits in tie_rejections(11, reps, seeds).items():
             check_rate(hits, reps, 0.05, "high")
@@ -324,8 +325,8 @@ def fair_side_coverage(seed, reps, keys, n_per_race=100):
 def test_spread_changes_cover_when_one_side_is_fair():
     # The delta method on the STD of noisy race means covered 0.61 here (gap 0.74, worst 0.65): the noise
     # inflates the fair side's STD. The noise-corrected spread aims at 95%: measured 0.963 over seeds 0-19 x
-    # 120 draws, checked two-sided (each seed passes: 110-118 of 120); gap and worst use conservative bounds
-    # (28-30 of 30 for each seed): at least 95% - 3 SE.
+    # 120 draws, checked two-sided on 80 draws (each of seeds 0-19 passes: 73-80 of 80); gap and worst use
+    # conservative bounds (19-20 of 20 for each seed): at least 95% - 3 SE.
     std = fair_side_coverage(12, 80, ("std",))["std"]
     check_rate(std, 80, 0.963, "both")
     for key, hits in fair_side_coverage(13, 20, ("gap", "worst")).items():
@@ -346,7 +347,7 @@ def test_seed_planner_predicts_the_power_of_the_test_that_runs():
     # Spread known (a 4000-seed pilot). At 2-3 seeds the Welch df of the estimated seed parts, and their floor
     # at 0, cost power that a fixed-df model promised: it predicted 0.931 at 2 seeds (seed sd 0.05 dB, effect
     # 0.4 dB) and 0.864 at 3 (0.02 dB, 0.1 dB) where simulation gives 0.50 and 0.62. Checked two-sided
-    # against the prediction (Monte Carlo SE about 0.03); passes for seeds 0-19.
+    # against the prediction (Monte Carlo SE about 0.035); seeds 0-19 are within 1.6 SE.
     rng = np.random.default_rng(7)
     difficulty = rng.normal(30.0, 3.0, 400)
     for seed_sd, effect, seeds in ((0.05, 0.4, 2), (0.02, 0.1, 3)):
@@ -361,8 +362,8 @@ def test_seed_planner_predicts_the_power_of_the_test_that_runs():
 def test_planning_from_a_three_seed_pilot_gives_80_percent_power_in_most_pilots():
     # Seed sd 0.15 dB, effect 0.3 dB: 6 seeds give 80% power. A 3-seed pilot's spread has 2 df; planning from
     # the estimate reaches 80% in about half of the pilots, from its 60% upper bound (the default) in 0.811
-    # (measured over seeds 0-19 x 150 pilots: 0.747-0.873 per seed), checked two-sided (Monte Carlo SE 0.032),
-    # so well above 60% of pilots. The realised power is the planner's model at the known spread, which the
+    # (measured over seeds 0-19 x 150 pilots), checked two-sided on 100 pilots (Monte Carlo SE 0.039; seeds
+    # 0-19 give 74-86 of 100), so well above 60% of pilots. The realised power is the planner's model at the known spread, which the
     # test above checks against simulation.
     rng = np.random.default_rng(9)
     difficulty = rng.normal(30.0, 3.0, 400)
