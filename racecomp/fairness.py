@@ -335,8 +335,8 @@ def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mea
       - Item level (image_lo, image_hi, image_p_value; the headline when a side with training has one seed,
         level "model", scope MODEL_DIFFERENCE): Student t on the cluster-robust standard error of the mean
         difference, joined with the bootstrap-t interval (p = the larger of the two p-values: below 1 - ci
-        exactly when the joined interval excludes 0) for continuous values without two-way clustering and with >= 15 clusters. No
-        symmetry of the differences is assumed (a sign-flip test assumes it and rejects skewed zero-mean
+        exactly when the joined interval excludes 0) for continuous values without two-way clustering and
+        with >= 15 clusters. No symmetry of the differences is assumed (a sign-flip test assumes it and rejects skewed zero-mean
         differences too often); the t part assumes an approximately normal mean, the bootstrap-t part
         corrects for skewness. Differences with no spread at all get the exact sign test's claims
         (estimates.exact_p: p = 2^(1 - n), the interval the value itself only if that p is below 1 - ci).
@@ -741,7 +741,6 @@ def spread_change(means_a, means_b, race_contrast, ci):
     """
     g = len(means_a)
     centre = np.eye(g) - 1.0 / g
-    zero = np.zeros(g)
 
     def noise(sign_a, sign_b):  # tr(C Sigma) / (G - 1) of sign_a A + sign_b B, per level
         levels = _levels([race_contrast(sign_a * centre[r], sign_b * centre[r]) for r in range(g)])

@@ -363,8 +363,8 @@ def test_planning_from_a_three_seed_pilot_gives_80_percent_power_in_most_pilots(
     # Seed sd 0.15 dB, effect 0.3 dB: 6 seeds give 80% power. A 3-seed pilot's spread has 2 df; planning from
     # the estimate reaches 80% in about half of the pilots, from its 60% upper bound (the default) in 0.811
     # (measured over seeds 0-19 x 150 pilots), checked two-sided on 100 pilots (Monte Carlo SE 0.039; seeds
-    # 0-19 give 74-86 of 100), so well above 60% of pilots. The realised power is the planner's model at the known spread, which the
-    # test above checks against simulation.
+    # 0-19 give 74-86 of 100), so well above 60% of pilots. The realised power is the planner's model at the
+    # known spread, which the test above checks against simulation.
     rng = np.random.default_rng(9)
     difficulty = rng.normal(30.0, 3.0, 400)
     known = fairness.linear_contrast(*planner_sweep(rng, difficulty, 4000, 0.15, 0.0))["planning"]
