@@ -735,7 +735,7 @@ def spread_change(means_a, means_b, race_contrast, ci):
     by the second-order term) and a t test: its p-value is the answer's. The change of sd is D / (sd_A + sd_B);
     its interval divides D's bounds by the bounds of sd_A + sd_B (between sqrt(V_A + V_B) and sqrt(2 (V_A +
     V_B)), V_A + V_B estimated likewise), capped by the upper bound of sd(A - B) (the spread of the paired
-    differences: |sd_A - sd_B| <= sd(A - B)), each at `ci`. Measured: coverage 0.95-0.97 with one fair side
+    differences: |sd_A - sd_B| <= sd(A - B)), each at `ci`. Measured: coverage 0.93-0.97 with one fair side
     (bench_contrasts "spread"). Returns (answer {lo, hi, p_value, image_lo, image_hi}, sd_A, sd_B) in fractions
     for percentages; sd = sqrt(max(V, 0)).
     """
