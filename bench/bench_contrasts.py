@@ -11,8 +11,14 @@ Not a test and not in CI (tests/test_contrasts.py runs small versions). Studies:
             0 (placebo) or 0.3 dB (coverage, power)
   summary   change of a fairness summary between two experiments (e.g. W6A6 - fp32) on 0/1 verification
             pairs, 4 races: STD, gap, worst and mean; coverage of the true change and placebo rate
-  planner   seeds_for_power's recommendation from a 10-seed pilot, then the power of experiments run with that
-            many seeds when the true effect equals --min-effect (target 80%)
+  ties      change of worst and gap when A's two worst races tie and B's worst is 0.5 dB below its runner-up
+            (true change 0): PSNR-like items (difficulty sd 3 dB, noise 0.3 dB), A trained (1 or 3 seeds) against
+            an exact reference B; 4 or 7 races, 100 or 1000 items a race: false-positive rate
+  spread    change of STD, gap and worst when one side is fair: 7 races, A all equal, B's race offsets sd 0.216
+            dB, one seed each, 30 / 100 / 1000 items a race; and 4 races of 0/1 pairs (1500 a race), A's
+            thresholds equal: coverage of the true change
+  planner   seeds_for_power's predicted power against simulated power (spread known: a 4000-seed pilot) at its
+            recommendation and at 2, 3, 5 and 10 seeds; and the power realised when planning from 3-seed pilots
 """
 import argparse
 import math
@@ -23,7 +29,7 @@ import numpy as np
 from bench.bench_intervals import print_table, rate
 from racecomp import fairness
 
-STUDIES = ("did", "summary", "planner")
+STUDIES = ("did", "summary", "ties", "spread", "planner")
 
 
 def psnr_cell(rng, difficulty, race, seeds, offset, seed_sd=0.15, noise_sd=0.3):
@@ -105,9 +111,92 @@ def study_summary(args, rng):
     return rows
 
 
+def tie_cell(rng, races, n_per_race, seeds):
+    """(a, b, race) of the tied-worst cell: A (seeds x N, seed x race sd 0.15 dB when seeds > 1) with races 0
+    and 1 tied worst, B (1 x N, exact: no training) with race 0 0.5 dB below race 1; race offsets 0, 0.5, 1, ...
+    dB otherwise, so that worst and gap are the same in A and B (true changes 0)."""
+    race = np.repeat(np.arange(races), n_per_race)
+    offset_b = 0.5 * np.arange(races)
+    offset_a = offset_b.copy()
+    offset_a[1] = 0.0
+    difficulty = rng.normal(30.0, 3.0, len(race))
+    a = psnr_cell(rng, difficulty, race, seeds, offset_a, seed_sd=0.15 if seeds > 1 else 0.0)
+    b = psnr_cell(rng, difficulty, race, 1, offset_b, seed_sd=0.0)
+    return a, b, race
+
+
+def study_ties(args, rng):
+    rows = []
+    for races, n_per_race, seeds in ((4, 100, 1), (7, 100, 1), (4, 100, 3), (4, 1000, 1)):
+        rejected = {"worst": 0, "gap": 0}
+        width = {"worst": 0.0, "gap": 0.0}
+        flagged = 0
+        for _ in range(args.reps):
+            a, b, race = tie_cell(rng, races, n_per_race, seeds)
+            for key in rejected:
+                result = fairness.summary_change(a, b, race, key, exact=(False, True))
+                rejected[key] += result["p_value"] < 0.05
+                width[key] += (result["hi"] - result["lo"]) / args.reps
+                flagged += key == "worst" and result["ties"]
+        for key in rejected:
+            rows.append([f"{key} change, {races} races x {n_per_race} images, A {seeds} seed(s) vs exact B",
+                         f"tied worst (flagged in {flagged / args.reps:.0%}), true 0 dB", "",
+                         rate(rejected[key], args.reps), "", f"{width[key]:.3f}"])
+    return rows
+
+
+def fair_side_offsets(races, sd):
+    """Race offsets evenly spread with sample sd (ddof 1) exactly `sd`, mean 0."""
+    offsets = np.linspace(-1.0, 1.0, races)
+    return sd * offsets / offsets.std(ddof=1)
+
+
+def fair_side_cell(rng, races, n_per_race, offset_b):
+    """(a, b, race): one seed each of A (all races equal) and B (race offsets offset_b), PSNR-like items."""
+    race = np.repeat(np.arange(races), n_per_race)
+    difficulty = rng.normal(30.0, 3.0, len(race))
+    return (psnr_cell(rng, difficulty, race, 1, np.zeros(races), seed_sd=0.0),
+            psnr_cell(rng, difficulty, race, 1, offset_b, seed_sd=0.0), race)
+
+
+def study_spread(args, rng):
+    rows = []
+    keys = ("std", "gap", "worst")
+    offset_b = fair_side_offsets(7, 0.216)
+    truths = {key: -fairness.summary_gradient(offset_b, key)[0] for key in keys}  # A's are all 0
+    for n_per_race in (30, 100, 1000):
+        covered, width = {key: 0 for key in keys}, {key: 0.0 for key in keys}
+        for _ in range(args.reps):
+            a, b, race = fair_side_cell(rng, 7, n_per_race, offset_b)
+            for key in keys:
+                result = fairness.summary_change(a, b, race, key)
+                covered[key] += result["lo"] <= truths[key] <= result["hi"]
+                width[key] += (result["hi"] - result["lo"]) / args.reps
+        rows += [[f"{key} change, 7 races x {n_per_race} images, 1 seed each", f"A fair, true {truths[key]:+.3f} dB",
+                  rate(covered[key], args.reps), "", "", f"{width[key]:.3f}"] for key in keys]
+    race = np.repeat(np.arange(4), 1500)
+    fair, unfair = np.full(4, 1.8), np.array([2.0, 1.8, 1.6, 1.7])
+    truth_a, truth_b = true_accuracy(fair, 0.7, 0.0), true_accuracy(unfair, 0.7, 0.0)
+    truths = {key: 100 * (fairness.summary_gradient(truth_a, key)[0] - fairness.summary_gradient(truth_b, key)[0])
+              for key in keys}
+    covered = {key: 0 for key in keys}
+    for _ in range(args.reps):
+        items = rng.normal(0.0, 0.7, len(race))
+        a = accuracy_cell(rng, items, race, 1, fair, seed_sd=0.0)
+        b = accuracy_cell(rng, items, race, 1, unfair, seed_sd=0.0)
+        for key in keys:
+            result = fairness.summary_change(a, b, race, key, statistic="percent")
+            covered[key] += result["lo"] <= truths[key] <= result["hi"]
+    rows += [[f"{key} change, 4 races x 1500 pairs (accuracy), 1 seed each", f"A fair, true {truths[key]:+.2f} pp",
+              rate(covered[key], args.reps), "", "", ""] for key in keys]
+    return rows
+
+
 def study_planner(args, rng):
-    """The planner's model (predicted power at its recommendation, from a 2000-seed pilot: the spread known
-    well) against simulated power; then what a user gets who plans from a 3-seed pilot (the usual case)."""
+    """The planner's predicted power against simulated power with the spread known (a 4000-seed pilot) at its
+    recommendation and at 2, 3, 5 and 10 seeds; then what a user gets who plans from a 3-seed pilot (the usual
+    case): the power the recommended seed count really has (the planner's exact model at the true spread),
+    planning from the estimate itself and from its SPREAD_BOUND upper confidence bound."""
     rows = []
     n_per_race = 200
     race = np.repeat(np.arange(2), n_per_race)
@@ -118,27 +207,32 @@ def study_planner(args, rng):
         return [psnr_cell(rng, difficulty, race, seeds, np.array([-effect, 0.0]), seed_sd),
                 psnr_cell(rng, difficulty, race, seeds, np.zeros(2), seed_sd)]
 
-    for seed_sd, effect in ((0.15, 0.3), (0.1, 0.15), (0.05, 0.1), (0.2, 0.1)):
+    for seed_sd, effect in ((0.03, 0.3), (0.05, 0.4), (0.02, 0.1), (0.15, 0.3)):
         difficulty = rng.normal(30.0, 3.0, len(race))
-        planning = fairness.linear_contrast(sweep(difficulty, 2000, seed_sd, 0.0), weights, race)["planning"]
-        recommended = fairness.seeds_for_power(planning, effect)
-        predicted = fairness.planned_power(planning, effect, recommended)
-        hits = sum(fairness.linear_contrast(sweep(difficulty, recommended, seed_sd, effect), weights,
-                                            race)["p_value"] < 0.05 for _ in range(args.reps))
-        rows.append([f"planner, 2000-seed pilot: seed sd {seed_sd} dB, effect {effect} dB",
-                     f"recommends {recommended} seeds, predicted power {predicted:.3f}", "", "",
-                     rate(hits, args.reps), ""])
-        hits, counts = 0, []
-        for _ in range(args.reps):
-            pilot = fairness.linear_contrast(sweep(difficulty, 3, seed_sd, 0.0), weights, race)["planning"]
-            seeds = fairness.seeds_for_power(pilot, effect, max_seeds=200)
-            seeds = 200 if seeds == math.inf else seeds
-            counts.append(seeds)
-            hits += fairness.linear_contrast(sweep(difficulty, seeds, seed_sd, effect), weights,
-                                             race)["p_value"] < 0.05
-        rows.append([f"planner, 3-seed pilot: seed sd {seed_sd} dB, effect {effect} dB",
-                     f"recommends median {int(np.median(counts))} seeds (10-90%: {int(np.quantile(counts, 0.1))}"
-                     f"-{int(np.quantile(counts, 0.9))})", "", "", rate(hits, args.reps), ""])
+        known = fairness.linear_contrast(sweep(difficulty, 4000, seed_sd, 0.0), weights, race)["planning"]
+        recommended = fairness.seeds_for_power(known, effect, bound=None)
+        for seeds in sorted({recommended, 2, 3, 5, 10}):
+            predicted = fairness.planned_power(known, effect, seeds, bound=None)
+            hits = sum(fairness.linear_contrast(sweep(difficulty, seeds, seed_sd, effect), weights,
+                                                race)["p_value"] < 0.05 for _ in range(args.reps))
+            mark = " (recommended)" if seeds == recommended else ""
+            rows.append([f"planner, spread known: seed sd {seed_sd} dB, effect {effect} dB, {seeds} seeds{mark}",
+                         f"predicted power {predicted:.3f}", "", "", rate(hits, args.reps),
+                         f"|predicted - simulated| {abs(predicted - hits / args.reps):.3f}"])
+        for bound in (None, fairness.SPREAD_BOUND):
+            realised, counts = [], []
+            for _ in range(args.reps):
+                pilot = fairness.linear_contrast(sweep(difficulty, 3, seed_sd, 0.0), weights, race)["planning"]
+                seeds = fairness.seeds_for_power(pilot, effect, max_seeds=200, bound=bound)
+                seeds = 200 if seeds == math.inf else seeds
+                counts.append(seeds)
+                realised.append(fairness.planned_power(known, effect, seeds, bound=None))
+            realised = np.array(realised)
+            plan = "the estimate" if bound is None else f"its {bound:.0%} upper bound"
+            rows.append([f"planner, 3-seed pilot, planning from {plan}: seed sd {seed_sd} dB, effect {effect} dB",
+                         f"recommends median {int(np.median(counts))} seeds (10-90%: {int(np.quantile(counts, 0.1))}"
+                         f"-{int(np.quantile(counts, 0.9))}; known spread: {recommended})", "", "",
+                         f"realised {np.mean(realised):.3f}, >= 0.8 in {np.mean(realised >= 0.8):.0%} of pilots", ""])
     return rows
 
 

@@ -319,17 +319,32 @@ def interval(estimate, level):
 
 
 def p_value(estimate):
-    """Two-sided p-value of value = 0: Student's t; the larger of Student's and the bootstrap-t's for the joined
-    kind (never below 2 / (1 + replicates) then); exact_p for a sample with no spread (1 when the value is 0)."""
+    """Two-sided p-value of value = 0, the smallest 1 - level at which `interval` excludes 0: Student's t; for
+    the joined kind the larger of Student's and the bootstrap-t interval's (the level at which its interpolated
+    percentile reaches the observed t); exact_p for a sample with no spread (1 when the value is 0)."""
     if estimate["var"] == 0.0:
         return 1.0 if estimate["value"] == 0.0 else exact_p(estimate["units"])
     p = two_sided_p(estimate["value"], estimate["var"], estimate["df"])
     if estimate["kind"] == "t+bootstrap-t" and estimate["var"] < math.inf:
         observed = estimate["value"] / math.sqrt(estimate["var"])
-        t_star = estimate["t_star"]
-        tail = min(np.sum(t_star >= observed), np.sum(t_star <= observed))
-        p = max(p, min(1.0, 2.0 * (1.0 + tail) / (1.0 + len(t_star))))
+        ordered = np.sort(estimate["t_star"])
+        # lo > 0 while percentile(t*, 1 - alpha / 2) < observed; hi < 0 while percentile(t*, alpha / 2) > observed
+        below = _percentile_level(ordered, observed, int(np.searchsorted(ordered, observed, "left")))
+        above = _percentile_level(ordered, observed, int(np.searchsorted(ordered, observed, "right")))
+        p = max(p, min(1.0, 2.0 * (1.0 - below), 2.0 * above))
     return float(p)
+
+
+def _percentile_level(ordered, x, count):
+    """The level q at which `percentile(ordered, q)` (linear interpolation) reaches x, given count = how many
+    replicates lie below x (or at most x): 0 when none, 1 when all."""
+    if count == 0:
+        return 0.0
+    if count == len(ordered):
+        return 1.0
+    low, high = ordered[count - 1], ordered[count]
+    fraction = 0.0 if high == low else (x - low) / (high - low)
+    return (count - 1 + min(1.0, max(0.0, fraction))) / (len(ordered) - 1)
 
 
 def percentile(replicates, q):

@@ -20,6 +20,7 @@ Pure numpy functions. Conventions used throughout:
   - Paired functions state the sign of their difference (paired_test: a - b; minority_penalty: under - balanced,
     negative when the model trained with the group under-sampled is worse on it).
 """
+import functools
 import math
 
 import numpy as np
@@ -205,7 +206,10 @@ def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_
         of the per-seed group means / k to the item-level one (df k - 1, see recipe_variance). Claims: the
         mean of the recipe over training runs and items, assuming normal seed-to-seed variation.
     Summary: mean over groups (t interval), and intervals that are simultaneous over groups (so that they
-    hold near ties, where max - min of noisy means is biased upward): gap and std from Bonferroni intervals
+    hold near ties, where max - min of noisy means is biased upward). std is the spread of the population group
+    means: sqrt(max(0, s^2 - mean over groups of the variance of the group's value)), s the sample STD of the
+    group values (which the groups' sampling noise inflates: equal groups would get the noise's spread), kept
+    within its interval. Gap and std intervals come from Bonferroni intervals
     of every pairwise difference (each at 1 - (1 - ci) / pairs), worst / best / ratio / ser from per-group
     intervals at 1 - (1 - ci) / groups. They cover at least at `ci` (conservative); gap's lower bound
     is 0 when no pair is separated. ser is NaN unless statistic="percent".
@@ -274,6 +278,10 @@ def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_
     for key in SUMMARY_KEYS:
         scale = 1.0 if key in ("ratio", "ser") else factor
         summary[key] = {"value": point_summary[key], "lo": scale * bounds[key][0], "hi": scale * bounds[key][1]}
+    # The spread of the population race means: the sample STD less the noise of the race means it holds.
+    noise = factor * factor * float(np.mean([e["var"] for e in group_estimates]))
+    spread = math.sqrt(max(0.0, point_summary["std"] ** 2 - noise))
+    summary["std"]["value"] = min(max(spread, summary["std"]["lo"]), summary["std"]["hi"])
     if statistic != "percent":
         summary["ser"] = {"value": math.nan, "lo": math.nan, "hi": math.nan}
     for pair in pairs:
@@ -326,9 +334,9 @@ def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mea
     clusters / clusters2: as in `group_intervals`. Items are averaged over each side's seeds first.
       - Item level (image_lo, image_hi, image_p_value; the headline when a side with training has one seed,
         level "model", scope MODEL_DIFFERENCE): Student t on the cluster-robust standard error of the mean
-        difference, joined with the bootstrap-t interval (p = the larger of the two p-values, so never below
-        2 / (1 + n_boot)) for continuous values without two-way clustering and with >= 15 clusters. No
-        symmetry of the differences is assumed (a sign-flip test assumes it and rejects skewed zero-mean
+        difference, joined with the bootstrap-t interval (p = the larger of the two p-values: below 1 - ci
+        exactly when the joined interval excludes 0) for continuous values without two-way clustering and
+        with >= 15 clusters. No symmetry of the differences is assumed (a sign-flip test assumes it and rejects skewed zero-mean
         differences too often); the t part assumes an approximately normal mean, the bootstrap-t part
         corrects for skewness. Differences with no spread at all get the exact sign test's claims
         (estimates.exact_p: p = 2^(1 - n), the interval the value itself only if that p is below 1 - ci).
@@ -444,10 +452,9 @@ def _contrast_variance(runs, weights, column, first, second, exact, paired_seeds
     """Item part, seed parts and the planning inputs of sum_j weights_j . (seed mean of cell j)."""
     z = sum(w * r.mean(axis=0) for w, r in zip(weights, runs))  # (N,) each item's share of the contrast
     components, units = [], 0.0
-    for c in range(column.max() + 1):
+    weighted = np.bincount(column, weights=sum(np.abs(w) for w in weights)) > 0
+    for c in np.flatnonzero(weighted):
         members = column == c
-        if not any(np.any(w[members] != 0) for w in weights):
-            continue
         n_c = int(members.sum())
         var, df = estimates.mean_variance(z[members], None if first is None else first[members],
                                           None if second is None else second[members])
@@ -482,8 +489,8 @@ def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact
       - level "model" otherwise: item part only, df by Satterthwaite over strata: these trained models.
     value: for a nonlinear estimate (summary_change) whose linearization this is, the plug-in value (in the
     weights' units) reported instead of the linear one. No bootstrap-t (t only).
-    Returns {value, lo, hi, p_value, se, df, level, scope, image_lo, image_hi, n_seeds, planning} with
-    planning the inputs of seeds_for_power.
+    Returns {value, lo, hi, p_value, se, df, level, scope, image_lo, image_hi, image_se, image_df, n_seeds,
+    planning} with image_* the item part alone and planning the inputs of seeds_for_power.
     """
     runs = _cell_runs(cells)
     n = runs[0].shape[1]
@@ -501,6 +508,11 @@ def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact
         raise ValueError("paired seeds need as many seeds in every trained cell")
     first, second = _item_codes(n, clusters, clusters2)
     _, column = _group_labels(strata)
+    return _contrast(runs, weights, column, first, second, exact, paired_seeds, statistic, ci, value)
+
+
+def _contrast(runs, weights, column, first, second, exact, paired_seeds, statistic, ci, value=None):
+    """linear_contrast on checked inputs: runs (k_j, N), weights (N,) per cell, column the strata's codes."""
     z, components, units, recipe, seed_parts = _contrast_variance(runs, weights, column, first, second, exact,
                                                                   paired_seeds)
     item_var, item_df = estimates.combine(components)
@@ -520,6 +532,7 @@ def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact
             "p_value": estimates.p_value(headline), "se": factor * math.sqrt(headline["var"]), "df": headline["df"],
             "level": "recipe" if recipe else "model", "scope": RECIPE_DIFFERENCE if recipe else MODEL_DIFFERENCE,
             "image_lo": factor * image_lo, "image_hi": factor * image_hi,
+            "image_se": factor * math.sqrt(item_var), "image_df": item_df,
             "n_seeds": [int(r.shape[0]) for r in runs], "planning": planning}
 
 
@@ -532,8 +545,9 @@ def summary_gradient(means, key, statistic="mean"):
     """(value, gradient over groups) of a fairness summary of per-group means (fractions for percent).
 
     mean, worst, best, gap, std as in group_summary; ser = (1 - worst) / (1 - best) (percent only).
-    worst / best / gap / ser are linearized at the observed worst and best groups: their interval treats
-    which group is worst as known (near ties it is optimistic; summary_change reports that case).
+    worst / best / gap / ser are linearized at the observed worst and best groups, as if which group is worst
+    were known: summary_change's intervals of worst and gap do not rely on it (SER's does), but its seed plans
+    (seeds_for_power) do, so near ties those are optimistic.
     """
     means = np.asarray(means, dtype=np.float64)
     g = len(means)
@@ -574,19 +588,28 @@ SUMMARY_CHANGE_KEYS = ("mean", "worst", "gap", "std", "ser")
 def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(False, False), paired_seeds=False,
                    statistic="mean", relative=False, ci=0.95):
     """Change of a fairness summary across races between experiment A and B on the same items: f(A) - f(B), or
-    f(A) / f(B) - 1 with relative=True, by the delta method (the summary linearized at the observed per-race
-    means, then linear_contrast: paired per item, each experiment's seed variance at the recipe level).
+    f(A) / f(B) - 1 with relative=True (worst and mean only), paired per item, each experiment's seed variance
+    included at the recipe level (every piece below is a linear_contrast of per-race means).
 
     a, b: (k, N) per-seed per-item values; strata: (N,) races. Units: the metric's (percentage points for
-    percent, except ser and relative changes, which are ratios). Also returns "ties": whether the worst (or
-    best) race used by worst/gap/ser is not separated from the runner-up in A or B by more than 2 standard
-    errors of their difference (item level), in which case the linearization is optimistic.
+    percent, except ser and relative changes, which are ratios). What is estimated is a summary of the
+    population per-race means (over items, and over training runs at the recipe level), not of the noisy
+    sample means:
+      - mean (and ser, linearized at the observed worst and best races: near ties it is optimistic);
+      - worst and gap: bounds that hold whichever race is worst or best (extreme_change_bounds), so they keep
+        their level when races tie; the p-value is the smallest level at which the interval excludes 0;
+      - std: the change of the noise-corrected spread (spread_change), a and b each side's noise-corrected STD.
+    Also returns "ties": whether the worst (or best) race used by worst/gap/ser is not separated from the
+    runner-up in A or B by more than 2 standard errors of their difference (item level).
     """
     runs_a, runs_b = _cell_runs([a, b])
-    _, column = _group_labels(np.asarray(strata))
+    strata = np.asarray(strata)
+    _, column = _group_labels(strata)
     counts = np.bincount(column).astype(np.float64)
     means_a = np.bincount(column, weights=runs_a.mean(axis=0)) / counts
     means_b = np.bincount(column, weights=runs_b.mean(axis=0)) / counts
+    if relative and key not in ("mean", "worst"):
+        raise ValueError(f"relative changes are for mean and worst, not {key!r}")
     value_a, gradient_a = summary_gradient(means_a, key, statistic)
     value_b, gradient_b = summary_gradient(means_b, key, statistic)
     ratio_key = key == "ser" or relative
@@ -599,13 +622,160 @@ def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(Fals
         value = value_a - value_b
     if not math.isfinite(value):  # SER with a race at 100%: no errors to divide by
         raise ValueError(f"{key} is not finite ({value_a} vs {value_b})")
-    weights = [_race_weights(column, gradient_a, counts), -_race_weights(column, gradient_b, counts)]
-    result = linear_contrast([runs_a, runs_b], weights, strata, clusters, clusters2, exact, paired_seeds,
-                             statistic="mean" if ratio_key else statistic, ci=ci, value=value)
+
+    # The linearized contrast (checks the inputs): the answer for mean and ser; level, scope and the planner's
+    # inputs for all.
+    result = linear_contrast([runs_a, runs_b], [_race_weights(column, gradient_a, counts),
+                                                -_race_weights(column, gradient_b, counts)], strata, clusters,
+                             clusters2, exact, paired_seeds, ci=ci)
+    first, second = _item_codes(len(column), clusters, clusters2)
+
+    def race_contrast(race_gradient_a, race_gradient_b):  # sum_r g_a,r (A's race r mean) + g_b,r (B's)
+        return _contrast([runs_a, runs_b], [_race_weights(column, race_gradient_a, counts),
+                                            _race_weights(column, race_gradient_b, counts)], column, first, second,
+                         list(exact), paired_seeds, "mean", ci)
+
     factor = 1.0 if ratio_key else (100.0 if statistic == "percent" else 1.0)
-    result.update(a=factor * value_a, b=factor * value_b, ties=_close_extremes(key, means_a, means_b, runs_a,
-                                                                                 runs_b, column, counts))
+    for name in ("lo", "hi", "image_lo", "image_hi", "se", "image_se"):
+        result[name] *= factor
+    result["planning"]["factor"] = factor
+    if key in ("worst", "gap"):
+        answer = extreme_change_bounds(means_a, means_b, race_contrast, key, ci)
+        if relative:  # the denominator's own error is second order (a few % of the mean: PSNR, accuracy)
+            for level in ("", "image_"):
+                answer[f"{level}lo"], answer[f"{level}hi"] = sorted((answer[f"{level}lo"] / value_b,
+                                                                     answer[f"{level}hi"] / value_b))
+    elif key == "std":
+        answer, value_a, value_b = spread_change(means_a, means_b, race_contrast, ci)
+        value = value_a - value_b
+    else:
+        answer = {}
+    result.update({name: factor * v if name != "p_value" else v for name, v in answer.items()})
+    result.update(value=factor * min(max(value, answer.get("lo", -math.inf)), answer.get("hi", math.inf)),
+                  a=factor * value_a, b=factor * value_b,
+                  ties=_close_extremes(key, means_a, means_b, runs_a, runs_b, column, counts))
     return result
+
+
+def _levels(contrasts):
+    """{level: (values, se, df)} of linear_contrast results (arrays shaped like the list): "" the headline,
+    "image_" the item part alone."""
+    values = np.array([c["value"] for c in contrasts], dtype=np.float64)
+    return {level: (values, np.array([c[f"{level}se"] for c in contrasts], dtype=np.float64),
+                    np.array([c[f"{level}df"] for c in contrasts], dtype=np.float64)) for level in ("", "image_")}
+
+
+def _quantiles(q, df):
+    return np.array([student_t.t_quantile(q, float(d)) for d in np.ravel(df)]).reshape(np.shape(df))
+
+
+def extreme_change_bounds(means_a, means_b, race_contrast, key, ci):
+    """Interval and p-value of the change of the worst race's value (min over races) or of the gap (max - min)
+    between A and B, valid whichever race is worst or best, so that ties do not make it optimistic.
+
+    With c_rs = A's race r - B's race s and r0, s0 the true worst races: c_{r0 s} <= worst change for every s,
+    and worst change <= c_{r s0} for every r, so it lies in [min_r max_s lo_rs, max_s min_r hi_rs]; the best
+    race's change likewise in [min_s max_r lo_rs, max_r min_s hi_rs], and the gap's in [best lo - worst hi,
+    best hi - worst lo]. Each bound uses G one-sided statements (row r0 or column s0, fixed though unknown):
+    each c_rs is bounded at one-sided level alpha / (2G) (worst) or alpha / (4G) (gap) with its own t (Bonferroni).
+    When the extremes are separated this is the direct contrast at that stricter level. p-value: the smallest
+    alpha at which the interval excludes 0 (bisection). race_contrast(g_a, g_b) -> linear_contrast result.
+    Returns {lo, hi, p_value, image_lo, image_hi} in fractions for percentages.
+    """
+    g = len(means_a)
+    eye = np.eye(g)
+    contrasts = [race_contrast(eye[r], -eye[s]) for r in range(g) for s in range(g)]
+    statements = 2 * g if key == "worst" else 4 * g
+
+    def bounds(values, se, df, alpha):
+        half = _quantiles(1.0 - alpha / statements, df) * se
+        with np.errstate(invalid="ignore"):  # 0 x inf where a contrast has no spread
+            half = np.where(se == 0.0, 0.0, half)
+        lo, hi = (values - half).reshape(g, g), (values + half).reshape(g, g)
+        worst = (lo.max(axis=1).min(), hi.min(axis=0).max())
+        if key == "worst":
+            return worst
+        best = (lo.max(axis=0).min(), hi.min(axis=1).max())
+        return best[0] - worst[1], best[1] - worst[0]
+
+    def excludes_zero(arrays, alpha):
+        lo, hi = bounds(*arrays, alpha)
+        return lo > 0.0 or hi < 0.0
+
+    answer = {}
+    for level, arrays in _levels(contrasts).items():
+        answer[f"{level}lo"], answer[f"{level}hi"] = (float(v) for v in bounds(*arrays, 1.0 - ci))
+        if level == "":
+            answer["p_value"] = _smallest_excluding_level(lambda alpha: excludes_zero(arrays, alpha))
+    return answer
+
+
+def _smallest_excluding_level(excludes_zero):
+    """The smallest alpha in (0, 1] at which an interval that narrows as alpha grows excludes 0 (1 if none)."""
+    if not excludes_zero(1.0):
+        return 1.0
+    low, high = 0.0, 1.0  # excludes at high, not at low
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        if middle > 0.0 and excludes_zero(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def spread_change(means_a, means_b, race_contrast, ci):
+    """Change of the population spread across races, sd(true race means of A) - sd(of B), from paired items.
+
+    Each side's between-race variance is estimated without the sampling noise of its race means: V = s^2(means)
+    - tr(C Sigma) / (G - 1), with C the centring matrix and Sigma the means' covariance (sum over races of the
+    variance of race r's deviation from the mean of races; seed variance included at the recipe level). So a
+    fair side has V near 0, not the noise's spread. D = V_A - V_B has the standard error of its gradient at the
+    observed means (2 C means / (G - 1), never 0 at zero spread: it holds the noise, which makes it conservative
+    by the second-order term) and a t test: its p-value is the answer's. The change of sd is D / (sd_A + sd_B);
+    its interval divides D's bounds by the bounds of sd_A + sd_B (between sqrt(V_A + V_B) and sqrt(2 (V_A +
+    V_B)), V_A + V_B estimated likewise), capped by the upper bound of sd(A - B) (the spread of the paired
+    differences: |sd_A - sd_B| <= sd(A - B)), each at `ci`. Measured: coverage 0.93-0.97 with one fair side
+    (bench_contrasts "spread"). Returns (answer {lo, hi, p_value, image_lo, image_hi}, sd_A, sd_B) in fractions
+    for percentages; sd = sqrt(max(V, 0)).
+    """
+    g = len(means_a)
+    centre = np.eye(g) - 1.0 / g
+
+    def noise(sign_a, sign_b):  # tr(C Sigma) / (G - 1) of sign_a A + sign_b B, per level
+        levels = _levels([race_contrast(sign_a * centre[r], sign_b * centre[r]) for r in range(g)])
+        return {level: float(np.sum(se * se)) / (g - 1) for level, (_, se, _) in levels.items()}
+
+    def variance(means):
+        return float(means @ centre @ means) / (g - 1)
+
+    noise_a, noise_b, noise_d = noise(1.0, 0.0), noise(0.0, 1.0), noise(1.0, -1.0)
+    gradient_a, gradient_b = 2.0 * centre @ means_a / (g - 1), 2.0 * centre @ means_b / (g - 1)
+    gradient_d = 2.0 * centre @ (means_a - means_b) / (g - 1)
+    pieces = _levels([race_contrast(gradient_a, -gradient_b), race_contrast(gradient_a, gradient_b),
+                      race_contrast(gradient_d, -gradient_d)])
+    answer = {}
+    for level, (_, se, df) in pieces.items():
+        v_a, v_b = variance(means_a) - noise_a[level], variance(means_b) - noise_b[level]
+        v_d = variance(means_a - means_b) - noise_d[level]
+        difference, total = v_a - v_b, v_a + v_b
+        half = _quantiles(1.0 - (1.0 - ci) / 2.0, df) * se
+        total_lo, total_hi = math.sqrt(max(0.0, total - half[1])), math.sqrt(2.0 * max(0.0, total + half[1]))
+        cap = math.sqrt(max(0.0, v_d + half[2]))
+        ends = [_divide(d, s) for d in (difference - half[0], difference + half[0]) for s in (total_lo, total_hi)]
+        lo, hi = min(ends), max(ends)
+        lo, hi = (max(lo, -cap) if lo <= 0.0 else lo), (min(hi, cap) if hi >= 0.0 else hi)
+        answer[f"{level}lo"], answer[f"{level}hi"] = lo, max(lo, hi)
+        if level == "":
+            answer["p_value"] = student_t.two_sided_p(difference, float(se[0]) ** 2, float(df[0]))
+            sd_a, sd_b = math.sqrt(max(0.0, v_a)), math.sqrt(max(0.0, v_b))
+    return answer, sd_a, sd_b
+
+
+def _divide(numerator, denominator):
+    if denominator > 0.0:
+        return numerator / denominator
+    return 0.0 if numerator == 0.0 else math.copysign(math.inf, numerator)
 
 
 def _close_extremes(key, means_a, means_b, runs_a, runs_b, column, counts):
@@ -623,63 +793,109 @@ def _close_extremes(key, means_a, means_b, runs_a, runs_b, column, counts):
     return False
 
 
-def seeds_for_power(planning, effect, power=0.8, alpha=0.05, max_seeds=100):
+SPREAD_BOUND = 0.6  # the planner plans from this upper confidence bound of each seed spread (see seeds_for_power)
+POWER_DRAWS = 4000  # Monte Carlo draws of the seed spreads behind one planned power (fixed seed)
+
+
+def seeds_for_power(planning, effect, power=0.8, alpha=0.05, max_seeds=100, bound=SPREAD_BOUND):
     """Seeds per trained experiment at which a linear_contrast / summary_change result's recipe-level test
     would detect a true contrast of |effect| (reported units) with probability `power` at level `alpha`, from
     the spread measured in its runs; None when a trained experiment has one seed (the seed variance cannot be
     estimated: a second seed is needed) and math.inf when more than max_seeds would be needed.
 
-    Model: each trained experiment's per-seed value = its seed effect (variance sigma_j^2, estimated by the
-    crossed form) + the item-by-seed noise nu_j / seed + the shared item part, all normal; at k seeds the
-    test's variance estimate is the item part plus max(0, (sigma_j^2 + nu_j) X - nu_j) / k with X ~
-    chi^2(k - 1) / (k - 1) (Satterthwaite over experiments), and power = E_X[P(|estimate| > t(df) se_hat)].
+    Model: each trained experiment's per-seed value = its seed effect (variance sigma_j^2) + the item-by-seed
+    noise (variance nu_j, estimated from the items: taken as known) + the shared item part, all normal. The
+    spread sigma_j^2 + nu_j is taken at its `bound` upper confidence bound from the k_j pilot seeds (spread x
+    (k_j - 1) / chi^2 quantile at 1 - bound; None: the estimate itself), since a spread from 2-3 seeds is itself
+    uncertain: from 3-seed pilots of a spread that needs 6 seeds, planning from the estimate gives >= 80% power
+    in half of the pilots, from its 60% bound in three quarters, for a median of 8 seeds instead of 6
+    (bench_contrasts "planner"). The power is that of the test linear_contrast runs (planned_power). The seed
+    counts the spread came from: planning_seeds(planning).
     """
     if not planning["seed_parts"]:
         return None
-    if planned_power(planning, effect, max_seeds, alpha) < power:
+    if planned_power(planning, effect, max_seeds, alpha, bound) < power:
         return math.inf
     low, high = 1, max_seeds  # power rises with the seeds: bisect for the first k that reaches it
     while high - low > 1:
         middle = (low + high) // 2
-        if planned_power(planning, effect, middle, alpha) >= power:
+        if planned_power(planning, effect, middle, alpha, bound) >= power:
             high = middle
         else:
             low = middle
     return high
 
 
-def planned_power(planning, effect, seeds, alpha=0.05):
+def planning_seeds(planning):
+    """The smallest number of seeds from which a trained experiment's spread was estimated (0: none was)."""
+    return min((k for _, _, k in planning["seed_parts"]), default=0)
+
+
+def planned_power(planning, effect, seeds, alpha=0.05, bound=SPREAD_BOUND):
     """Power of the recipe-level test at `seeds` seeds per trained experiment against a true contrast of
     |effect| (reported units), from the spread measured in the runs (the model of seeds_for_power)."""
     delta = abs(effect) / planning["factor"]
     parts = planning["seed_parts"]  # (spread, noise, k) of each trained experiment (or of the paired contrast)
-    seed_vars = [max(0.0, spread - noise) for spread, noise, _ in parts]
+    spreads = [spread if bound is None else spread * (k - 1) / _chi2_quantile(1.0 - bound, k - 1)
+               for spread, _, k in parts]
+    seed_vars = [max(0.0, spread - noise) for spread, (_, noise, _) in zip(spreads, parts)]
     noises = [noise for _, noise, _ in parts]
     shared = max(0.0, planning["item_var"] - sum(noise / k for _, noise, k in parts))
     return _power(delta, shared, seed_vars, noises, seeds, alpha)
 
 
 def _power(delta, shared, seed_vars, noises, k, alpha):
-    """Power of the recipe-level t test at k seeds per experiment (see seeds_for_power)."""
-    totals = [v + n for v, n in zip(seed_vars, noises)]
-    true_var = shared + sum(totals) / k
+    """Power at k >= 2 seeds per experiment of the recipe-level t test as linear_contrast runs it: each
+    experiment's seed part max(0, (sigma_j^2 + nu_j) X_j - nu_j) / k with X_j ~ chi^2(k - 1) / (k - 1), t with
+    their Welch-Satterthwaite df (k - 1 when every part is 0, estimates.recipe_variance). Exact over the
+    estimate's normal error, Monte Carlo over the X_j (POWER_DRAWS, fixed seed: the same answer every call)."""
+    if k < 2:
+        return 0.0  # one seed: no recipe-level test
+    noises = np.asarray(noises, dtype=np.float64)
+    totals = np.asarray(seed_vars, dtype=np.float64) + noises
+    true_var = shared + totals.sum() / k
     if true_var <= 0:
         return 1.0 if delta > 0 else alpha
-    positive = [v for v in seed_vars if v > 0]
-    df = (k - 1.0) * (sum(positive) ** 2 / sum(v * v for v in positive) if positive else 1.0)
-    spread_df = (k - 1.0) * (sum(totals) ** 2 / sum(t * t for t in totals) if sum(totals) > 0 else 1.0)
-    critical = _t_quantile_rounded(1.0 - alpha / 2.0, df)
-    # X = chi^2(spread_df) / spread_df on a log grid, weights from its density (normalized numerically).
-    x = np.exp(np.linspace(math.log(1e-8), math.log(1.0 + 30.0 / math.sqrt(spread_df) + 30.0), 1500))
-    half = spread_df / 2.0
-    log_density = half * math.log(half) - math.lgamma(half) + (half - 1.0) * np.log(x) - half * x
-    weights = np.exp(log_density) * x  # d x = x d log x
-    weights /= weights.sum()
-    estimated = shared + sum(noises) / k + np.maximum(0.0, sum(totals) * x - sum(noises)) / k
-    se, se_hat = math.sqrt(true_var), np.sqrt(estimated)
+    spread = np.random.default_rng(0).chisquare(k - 1, (POWER_DRAWS, len(totals))) / (k - 1)
+    parts = np.maximum(0.0, totals * spread - noises) / k  # (draws, experiments)
+    seed_var = parts.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(seed_var > 0, seed_var ** 2 / np.sum(parts * parts, axis=1) * (k - 1), k - 1.0)
+    grid = np.geomspace(k - 1.0, len(totals) * (k - 1.0), 64)  # df lie between k - 1 and their sum
+    critical = np.interp(df, grid, [student_t.t_quantile(1.0 - alpha / 2.0, float(d)) for d in grid])
+    se, se_hat = math.sqrt(true_var), np.sqrt(shared + noises.sum() / k + seed_var)
     upper = _normal_cdf((delta - critical * se_hat) / se)
     lower = _normal_cdf((-delta - critical * se_hat) / se)
-    return float(np.sum(weights * (upper + lower)))
+    return float(np.mean(upper + lower))
+
+
+@functools.lru_cache(maxsize=256)
+def _chi2_quantile(q, df):
+    """x with P(chi^2(df) <= x) = q for a whole df >= 1, by bisection on the closed-form cdf (terms in logs, so
+    that a pilot of thousands of seeds does not underflow)."""
+    def cdf(x):
+        half = x / 2.0
+        if df % 2 == 0:  # 1 - e^(-x/2) sum_{i < df/2} (x/2)^i / i!
+            i = np.arange(df // 2)
+            return 1.0 - float(np.sum(np.exp(-half + i * math.log(half) - _log_factorial(i)))) if x > 0 else 0.0
+        # 2 Phi(sqrt x) - 1 - e^(-x/2) sum_{i=1}^{(df-1)/2} x^(i - 1/2) sqrt(2 / pi) / (2i - 1)!!
+        i = np.arange(1, (df + 1) // 2)
+        double_factorial = _log_factorial(2 * i) - i * math.log(2.0) - _log_factorial(i)  # log (2i - 1)!!
+        terms = np.exp(-half + (i - 0.5) * math.log(x) + 0.5 * math.log(2.0 / math.pi) - double_factorial) \
+            if x > 0 else np.zeros(len(i))
+        return math.erf(math.sqrt(x / 2.0)) - float(np.sum(terms))
+
+    low, high = 0.0, float(df)
+    while cdf(high) < q:
+        high *= 2.0
+    for _ in range(100):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if cdf(middle) < q else (low, middle)
+    return 0.5 * (low + high)
+
+
+def _log_factorial(n):
+    return np.array([math.lgamma(v + 1.0) for v in np.ravel(n)])
 
 
 def _normal_cdf(x):
@@ -691,7 +907,3 @@ def _normal_cdf(x):
         -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
     tail = 0.5 * t * np.exp(poly)  # P(Z > |x|)
     return np.where(x >= 0, 1.0 - tail, tail)
-
-
-def _t_quantile_rounded(q, df):
-    return student_t.t_quantile(q, float(round(df, 6)))

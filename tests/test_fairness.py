@@ -137,6 +137,15 @@ def test_planted_gap_is_detected_and_equal_groups_are_not():
     assert equal["summary"]["std"]["lo"] == 0.0
 
 
+def test_std_is_the_spread_of_the_population_means_by_hand():
+    # Group means 10 and 14 (sample STD sqrt 8); each mean's variance s^2 / n = 2 / 2 = 1, so the noise-corrected
+    # spread is sqrt(8 - 1) = sqrt 7. Groups whose means differ by less than their noise get 0, not the noise.
+    result = fairness.group_intervals([9.0, 11.0, 13.0, 15.0], ["a", "a", "b", "b"], "mean", n_boot=10)
+    assert result["summary"]["std"]["value"] == pytest.approx(math.sqrt(7.0))
+    close = fairness.group_intervals([9.0, 11.0, 9.5, 11.5], ["a", "a", "b", "b"], "mean", n_boot=10)
+    assert close["summary"]["std"]["value"] == 0.0  # 0.125 - 1 < 0
+
+
 def test_gap_interval_and_equal_means_test_agree():
     generator = np.random.default_rng(11)
     for shift in (0.0, 0.1, 0.2, 0.3, 0.5):
@@ -267,7 +276,10 @@ def test_paired_test_detects_planted_shift_on_half_the_images():
     result = fairness.paired_test(a, b, seed=0)["overall"]
     assert result["mean_diff"] == pytest.approx(np.mean(a - b))
     assert 0.15 < result["lo"] < result["mean_diff"] < result["hi"] < 0.35  # planted mean shift 0.25 dB
-    assert result["p_value"] == pytest.approx(2 / 1001)  # the bootstrap-t part's floor with 1000 replicates
+    # Every bootstrap-t replicate lies below the observed t: the bootstrap-t interval excludes 0 at every level,
+    # so the p-value (the smallest level at which the joined interval excludes 0) is Student's.
+    assert result["p_value"] == pytest.approx(student_t.two_sided_p(result["mean_diff"], result["se"] ** 2,
+                                                                     result["df"]))
     assert result["n"] == 200
     assert result["level"] == "model" and result["scope"] == fairness.MODEL_DIFFERENCE
 

@@ -1,9 +1,11 @@
 """Coverage and false-positive rates of the tables' statistics (racecomp.fairness via racecomp.tables), by seeded
 Monte Carlo on generated run tables whose truth is known.
 
-Each test states its Monte Carlo standard error (SE): a rate must lie within 3 SE of its nominal value, on both
-sides for a method that aims at the nominal level, on the safe side only for one that is conservative by
-construction (simultaneous intervals). Settings are small so that each test takes a few seconds; fuller ones,
+Each test states its Monte Carlo standard error (SE): a rate must lie within 3 SE of its reference, on both
+sides for a method that aims at the nominal level (the reference then is the method's rate measured over many
+replicates, which may differ a little from nominal, so that the test passes for any seed yet catches a method
+made liberal or needlessly wide), on the safe side of nominal only for one that is conservative by construction
+(simultaneous intervals). Settings are small so that each test takes a few seconds; fuller ones,
 other distributions and the power of each method: bench/bench_intervals.py.
 """
 import math
@@ -15,13 +17,15 @@ from racecomp import estimates, fairness
 from racecomp.tables import comparisons
 from racecomp.tables.runs import Experiment, Problems, Run
 
+PLACEBO_UNPAIRED, PLACEBO_PAIRED = 0.0268, 0.0415  # the recipe-level test's placebo rates, seeds 0-19 x 300
 FAIRFACE_VAL_SIZES = {"White": 2085, "Black": 1556, "Latino_Hispanic": 1623, "East Asian": 1550, "Indian": 1516,
                       "Middle Eastern": 1209, "Southeast Asian": 1415}  # FairFace val images per race
 
 
 def check_rate(hits, trials, nominal, side):
-    """Assert hits / trials is within 3 Monte Carlo SE of nominal: side "both", "low" (>= nominal - 3 SE: a
-    coverage that may be conservative) or "high" (<= nominal + 3 SE: a false-positive rate)."""
+    """Assert hits / trials is within 3 Monte Carlo SE of `nominal` (a nominal level, or a method's measured
+    rate): side "both", "low" (>= nominal - 3 SE: a coverage that may be conservative) or "high" (<= nominal +
+    3 SE: a false-positive rate)."""
     rate, se = hits / trials, math.sqrt(nominal * (1.0 - nominal) / trials)
     message = f"rate {rate:.4f} over {trials} trials; nominal {nominal}, Monte Carlo SE {se:.4f}"
     if side in ("both", "low"):
@@ -60,14 +64,13 @@ def rows_by_quantity(experiment, metric, seed, n_boot=200):
 # Item 1: a recipe comparison must carry training-run (seed) variance
 
 
-@pytest.mark.parametrize("paired", [False, True], ids=["seeds-unpaired", "seeds-paired"])
-def test_placebo_recipes_are_flagged_at_most_5_percent(paired):
-    # Identical recipes, 3 seeds each: every run = the images' difficulty + a seed-by-race shift (sd 0.15 dB)
-    # + per-image noise (sd 0.3 dB). A test that resamples images only flags most of these (about 80%).
-    rng = np.random.default_rng(1)
+def placebo_recipe_hits(seed, paired, reps=300):
+    """Black's recipe-level rejections at 5% over reps placebo sweeps: identical recipes, 3 seeds each, every
+    run = the images' difficulty + a seed-by-race shift (sd 0.15 dB) + per-image noise (sd 0.3 dB)."""
+    rng = np.random.default_rng(seed)
     races = np.repeat(["Black", "White"], 100)
     race_column = np.repeat([0, 1], 100)
-    reps, hits = 300, 0
+    hits = 0
     for rep in range(reps):
         difficulty = rng.normal(30.0, 3.0, len(races))
 
@@ -78,19 +81,30 @@ def test_placebo_recipes_are_flagged_at_most_5_percent(paired):
         balanced = upscale_experiment(recipe_runs(), races, (1, 2, 3) if paired else (4, 5, 6))
         result = comparisons.compare(under, balanced, "psnr_y", 50, rep, 0.95, Problems())
         hits += result["groups"]["Black"]["p_value"] < 0.05
-    check_rate(hits, reps, 0.05, "high")
+    return hits
+
+
+@pytest.mark.parametrize("paired, measured", [(False, PLACEBO_UNPAIRED), (True, PLACEBO_PAIRED)],
+                         ids=["seeds-unpaired", "seeds-paired"])
+def test_placebo_recipes_are_flagged_at_most_5_percent(paired, measured):
+    # A test that resamples images only flags most of these placebo sweeps (about 80%). The recipe-level test
+    # aims at 5% (t on the seeds' few df: a little below): checked two-sided against its rate measured over
+    # seeds 0-19 x 300 sweeps, 0.0268 unpaired and 0.0415 paired (each seed passes: 3-13 and 7-19 of 300).
+    check_rate(placebo_recipe_hits(1, paired), 300, measured, "both")
 
 
 def test_two_seeds_whose_accuracies_often_tie_cover_and_hold_the_placebo_level():
     # 2 seeds per side, 30 pairs per race, 0/1 items (probit: threshold 1 + item effect N(0, 1) + seed effect
-    # N(0, 0.15^2) + N(0, 1)): a race's seed means tie in about 13% of the draws, where the earlier code took
-    # the items' df and covered 89% (bench_intervals --only ties). With 2 seeds, t has 1 df: conservative,
-    # so the check is one-sided, with a ceiling on the width: about t(0.975, 1) = 12.7 true SEs, clipped to
-    # [0, 100] (measured 96 points: what 2 seeds of 30 pairs can say).
+    # N(0, 0.15^2) + N(0, 1)): a race's seed means tie in about 13% of the draws. Seeds that tie are not a
+    # deterministic recipe: the code before that fix took the items' df there, and its intervals in tied draws
+    # were a quarter as wide as in the others (median 26 points against 100) and covered 84%. With 2 seeds, t
+    # has 1 df: about t(0.975, 1) = 12.7 true SEs, clipped to [0, 100], tied or not; conservative, so the
+    # coverage check is one-sided, and tied draws must be as wide as the others. Passes for seeds 0-19.
     rng = np.random.default_rng(8)
     groups = np.repeat(["A", "B"], 30)
     truth = 100 * 0.5 * math.erfc(-1.0 / math.sqrt(2.0 * (1.0 + 0.15 ** 2 + 1.0)))
-    reps, covered, placebo, ties, values, widths = 300, 0, 0, 0, [], []
+    reps, covered, placebo = 300, 0, 0
+    widths = {True: [], False: []}
 
     def runs_of(items):
         seed_effects = rng.normal(0.0, 0.15, (2, 1))
@@ -99,17 +113,15 @@ def test_two_seeds_whose_accuracies_often_tie_cover_and_hold_the_placebo_level()
     for rep in range(reps):
         items = rng.normal(0.0, 1.0, 60)
         runs = runs_of(items)
-        ties += runs[0, :30].sum() == runs[1, :30].sum()
         entry = fairness.group_intervals(runs, groups, "percent", n_boot=1, seed=rep)["groups"]["A"]
         covered += entry["lo"] <= truth <= entry["hi"]
-        values.append(entry["value"])
-        widths.append(entry["hi"] - entry["lo"])
+        widths[bool(runs[0, :30].sum() == runs[1, :30].sum())].append(entry["hi"] - entry["lo"])
         test = fairness.paired_test(runs, runs_of(items), groups=groups, statistic="percent", n_boot=1, seed=rep)
         placebo += test["groups"]["A"]["p_value"] < 0.05
-    assert ties >= 0.08 * reps  # the cell exercises ties
+    assert len(widths[True]) >= 0.08 * reps  # the cell exercises ties
     check_rate(covered, reps, 0.95, "low")
     check_rate(placebo, reps, 0.05, "high")
-    assert np.mean(widths) < min(100.0, 2 * 12.706 * np.std(values) * 1.3)
+    assert np.median(widths[True]) >= 0.9 * np.median(widths[False])
 
 
 # ---------------------------------------------------------------------------------------------------------

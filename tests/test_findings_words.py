@@ -33,8 +33,9 @@ def test_null_results_say_what_the_interval_excludes_at_the_ci_level(tmp_path):
     ssim = bullet(text, "No evidence that under-sampling costs Black a different amount of SSIM-Y")
     assert "; the interval does not exclude effects of -0.0005 or +0.0005 (--min-effect); " in ssim
     assert re.search(r"; (about \d+ seeds per experiment would detect|more than 100 seeds per experiment would be "
-                     r"needed to detect) 0\.0005 with 80% power at the 10% level \(planned from the seed-to-seed "
-                     r"spread estimated from 2/2/2/2 seeds per experiment\)\.$", ssim)
+                     r"needed to detect) 0\.0005 with 80% power at the 10% level \(planned from a 60% upper "
+                     r"confidence bound of the seed-to-seed spread, estimated from 2/2/2/2 seeds per experiment\)\.$",
+                     ssim)
     assert "power against" not in text and "would likely have been detected" not in text  # no post-hoc power
     assert "Penalty by weight (90% intervals)" in text
 

@@ -38,6 +38,12 @@ BASELINES = ("none", "full", "frozen", "scratch", "real", "32", "W32A32", "pixel
 POWER = 0.8  # the seed planner's target power, at the level claims are made (1 - ci)
 
 
+# The note of a summary change whose worst (or best) race is not separated from the runner-up.
+TIES_NOTE_BOUNDS = ("the worst/best race is not separated from the runner-up: the interval holds whichever race is "
+                    "the extreme (bounds over every race), so it is wide")
+TIES_NOTE_SER = ("the worst/best race is not separated from the runner-up: the SER interval treats it as known "
+                 "(linearized), so it is optimistic")
+
 @dataclass
 class Finding:
     """One contrast: a row of findings.csv and, rendered, a sentence of findings.md."""
@@ -68,6 +74,8 @@ class Finding:
     p_family: float = math.nan  # Holm over the family of its question (see in_family); NaN outside it
     family_size: int = 1  # rows in that family; 0 outside it (a claim there is exploratory)
     ci: float = 0.95  # the level of lo, hi; claims are made at 1 - ci
+    spread_seeds: int = 0  # seeds_needed's seed spread was estimated from this many seeds per experiment (the
+    # fewest of the trained experiments; 0 when nothing was planned), planned from its fairness.SPREAD_BOUND bound
 
 
 def in_family(finding):
@@ -231,10 +239,13 @@ def _metrics(experiments):
 
 
 def _planned(result, metric, min_effect, ci):
-    """Seeds per experiment for POWER against --min-effect, at the level claims are made (1 - ci)."""
+    """(seeds_needed, spread_seeds) of a recipe-level result: seeds per experiment for POWER against
+    --min-effect at the level claims are made (1 - ci), and from how many seeds the spread was estimated;
+    (None, 0) with one seed."""
     if result["level"] != "recipe":
-        return None
-    return fairness.seeds_for_power(result["planning"], min_effect[metric], POWER, 1.0 - ci)
+        return None, 0
+    return (fairness.seeds_for_power(result["planning"], min_effect[metric], POWER, 1.0 - ci),
+            fairness.planning_seeds(result["planning"]))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -254,10 +265,11 @@ def _race_contrasts(question, study, kind, metric, experiments, weights_of, labe
         weight = np.where(members, 1.0 / members.sum(), 0.0)
         result = fairness.linear_contrast(cells.runs, [c * weight for c in weights_of], cells.races, cells.clusters,
                                           cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic, ci)
+        seeds_needed, spread_seeds = _planned(result, metric, min_effect, ci)
         rows.append(Finding(question, study, kind, metric, race, race, label, setting, result["value"], result["lo"],
                             result["hi"], result["p_value"], math.nan, result["level"], _seeds_text(experiments, cells.exact),
-                            result["df"], UNITS[metric], min_effect[metric], _planned(result, metric, min_effect, ci),
-                            primary=race == primary_race, ci=ci))
+                            result["df"], UNITS[metric], min_effect[metric], seeds_needed,
+                            primary=race == primary_race, ci=ci, spread_seeds=spread_seeds))
     for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
         row.p_holm = float(p)
     rows.sort(key=lambda row: not row.primary)  # the under-sampled race first
@@ -285,14 +297,15 @@ def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_
                                              _why_undefined(key, label, cells, error)))
             continue
         ratio = key == "ser" or relative
-        note = "the worst/best race is not separated from the runner-up: the interval treats it as known" \
-            if result["ties"] else ""
-        planned = None if ratio else _planned(result, metric, min_effect, ci)
+        note = "" if not result["ties"] else TIES_NOTE_SER if key == "ser" else TIES_NOTE_BOUNDS
+        # No seed plan for a summary change: its test (bounds over every race, the noise-corrected spread) is
+        # not the linear contrast whose power seeds_for_power computes, so a plan would promise power it lacks.
+        seeds_needed, spread_seeds = None, 0
         rows.append(Finding(question, study, kind, metric, "", quantity, label, setting, result["value"],
                             result["lo"], result["hi"], result["p_value"], math.nan, result["level"],
                             _seeds_text([a, b], cells.exact), result["df"], "" if ratio else UNITS[metric],
-                            math.nan if ratio else min_effect[metric], planned, primary=key == "std",
-                            note=note, a_value=result["a"], b_value=result["b"], ci=ci))
+                            math.nan if ratio else min_effect[metric], seeds_needed, primary=key == "std",
+                            note=note, a_value=result["a"], b_value=result["b"], ci=ci, spread_seeds=spread_seeds))
     for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
         row.p_holm = float(p)
     return rows, None

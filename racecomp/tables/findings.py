@@ -7,6 +7,7 @@ import math
 import os
 from dataclasses import asdict
 
+from racecomp.fairness import SPREAD_BOUND
 from racecomp.tables.contrasts import POWER, UNITS, Unanswerable
 from racecomp.tables.formatting import cell_magnitude, format_number, markdown_text, p_text
 from racecomp.tables.plots import dose_response_figures, forest_figures
@@ -67,7 +68,8 @@ def _planning(finding):
         return ""
     counts = [n for n in finding.n_seeds.split("/") if n.isdigit()]
     trained = "trained " if len(counts) < len(finding.n_seeds.split("/")) else ""
-    source = f"planned from the seed-to-seed spread estimated from {'/'.join(counts)} seeds per {trained}experiment"
+    source = (f"planned from a {100 * SPREAD_BOUND:g}% upper confidence bound of the seed-to-seed spread, estimated "
+              f"from {'/'.join(counts)} seeds per {trained}experiment")
     effect = f"{finding.min_effect:g}{_unit(finding)} with {100 * POWER:g}% power at the {_alpha(finding.ci)} level"
     if finding.seeds_needed == math.inf:
         return f"more than 100 seeds per experiment would be needed to detect {effect} ({source})"

@@ -55,8 +55,10 @@ METHODS = {
                 "bootstrap-t interval (>= 15 images; --n-boot replicates, seeded with --seed); RFW pairs: Wilson "
                 "interval with the effective size from the variance with pairs clustered by both identities (two-way "
                 "CR1, df = effective identities - 1). n = items x seeds; seed sd = sd over seeds of the race mean.",
-    "fairness": "Avg = mean over races, Gap = best - worst, STD = sample std over races (ddof 1), SER = (100 - worst) "
-                "/ (100 - best) of accuracy (ratio <= 1 and SER >= 1 by definition). Gap, STD and SER intervals are "
+    "fairness": "Avg = mean over races, Gap = best - worst, STD = spread of the population race means (the sample "
+                "std over races, ddof 1, less the sampling noise of the race means: sqrt(max(0, s^2 - mean variance "
+                "of a race mean)); the per-race table's STD keeps the noise), SER = (100 - worst) / (100 - best) of "
+                "accuracy (ratio <= 1 and SER >= 1 by definition). Gap, STD and SER intervals are "
                 "simultaneous over races (Bonferroni: at least the nominal coverage, conservative, valid near ties); "
                 "Gap's lower end is 0 unless two races differ. equal-means p: Bonferroni over pairwise Welch t tests "
                 "of 'no race differs from another' (unequal variances allowed); it is below 1 - ci exactly when Gap's "
@@ -243,7 +245,8 @@ def _summary_names(metric):
 
 
 SUMMARY_NOTE = ("Avg = mean over races, STD = sample std over races (ddof=1){ser}, all computed from the per-race "
-                "means shown; n = items summed over seeds.")
+                "means shown (as in the papers: the STD holds the means' sampling noise; the Fairness table's STD "
+                "removes it); n = items summed over seeds.")
 
 
 def _means_tables(output, block, problems):
