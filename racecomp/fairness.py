@@ -623,11 +623,11 @@ def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(Fals
     if not math.isfinite(value):  # SER with a race at 100%: no errors to divide by
         raise ValueError(f"{key} is not finite ({value_a} vs {value_b})")
 
-    # The linearized contrast (checks the inputs): the answer for mean and ser; level, scope and the planner's
-    # inputs for all.
+    # The linearized contrast (checks the inputs), centred on the plug-in value (SER is not linear in the race
+    # means): the answer for mean and ser; level, scope and the planner's inputs for all.
     result = linear_contrast([runs_a, runs_b], [_race_weights(column, gradient_a, counts),
                                                 -_race_weights(column, gradient_b, counts)], strata, clusters,
-                             clusters2, exact, paired_seeds, ci=ci)
+                             clusters2, exact, paired_seeds, ci=ci, value=value)
     first, second = _item_codes(len(column), clusters, clusters2)
 
     def race_contrast(race_gradient_a, race_gradient_b):  # sum_r g_a,r (A's race r mean) + g_b,r (B's)
@@ -654,6 +654,11 @@ def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(Fals
     result.update(value=factor * min(max(value, answer.get("lo", -math.inf)), answer.get("hi", math.inf)),
                   a=factor * value_a, b=factor * value_b,
                   ties=_close_extremes(key, means_a, means_b, runs_a, runs_b, column, counts))
+    if statistic == "percent" and not ratio_key:  # a change of percentages lies in [-100, 100] points: the bounds
+        for name in ("lo", "image_lo"):         # over every race at 2-3 seeds can reach far past it
+            result[name] = max(result[name], -100.0)
+        for name in ("hi", "image_hi"):
+            result[name] = min(result[name], 100.0)
     return result
 
 
@@ -666,6 +671,9 @@ def _levels(contrasts):
 
 
 def _quantiles(q, df):
+    """Student t quantiles at level q for each df; q rounded up to 1 (a bisection's tiny alpha) is infinite."""
+    if q >= 1.0:
+        return np.full(np.shape(df), math.inf)
     return np.array([student_t.t_quantile(q, float(d)) for d in np.ravel(df)]).reshape(np.shape(df))
 
 
@@ -688,9 +696,8 @@ def extreme_change_bounds(means_a, means_b, race_contrast, key, ci):
     statements = 2 * g if key == "worst" else 4 * g
 
     def bounds(values, se, df, alpha):
-        half = _quantiles(1.0 - alpha / statements, df) * se
         with np.errstate(invalid="ignore"):  # 0 x inf where a contrast has no spread
-            half = np.where(se == 0.0, 0.0, half)
+            half = np.where(se == 0.0, 0.0, _quantiles(1.0 - alpha / statements, df) * se)
         lo, hi = (values - half).reshape(g, g), (values + half).reshape(g, g)
         worst = (lo.max(axis=1).min(), hi.min(axis=0).max())
         if key == "worst":
@@ -759,6 +766,8 @@ def spread_change(means_a, means_b, race_contrast, ci):
         v_a, v_b = variance(means_a) - noise_a[level], variance(means_b) - noise_b[level]
         v_d = variance(means_a - means_b) - noise_d[level]
         difference, total = v_a - v_b, v_a + v_b
+        if abs(difference) <= 1e-12 * float(means_a @ means_a + means_b @ means_b):  # rounding of the squares
+            difference = 0.0  # equal spreads up to rounding (e.g. A = B + a constant): not a change
         half = _quantiles(1.0 - (1.0 - ci) / 2.0, df) * se
         total_lo, total_hi = math.sqrt(max(0.0, total - half[1])), math.sqrt(2.0 * max(0.0, total + half[1]))
         cap = math.sqrt(max(0.0, v_d + half[2]))

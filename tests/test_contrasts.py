@@ -521,6 +521,43 @@ def test_main_effects_claim_only_what_survives_holm():
     assert "No other race differs after Holm's adjustment (Black" in loud
 
 
+def test_every_summary_change_holds_its_estimate_and_ser_is_centred_on_its_plug_in_value():
+    """SER is not linear in the race means: its t interval is centred on the plug-in change (SER_A - SER_B), not on
+    the linearization's own value (a merge once centred it there: -9.5 with an interval of [-368, -189]).
+    Hand check: with two races and one seed, SER = error rate of the worse race / that of the better one."""
+    rng = np.random.default_rng(5)
+    races = np.repeat(["a", "b", "c"], 200)
+    a = (rng.random((2, 600)) < np.repeat([0.9, 0.8, 0.85], 200)).astype(float)
+    b = (rng.random((2, 600)) < np.repeat([0.88, 0.84, 0.86], 200)).astype(float)
+    for key in fairness.SUMMARY_CHANGE_KEYS:
+        result = fairness.summary_change(a, b, races, key, statistic="percent")
+        assert result["lo"] <= result["value"] <= result["hi"], key
+    ser = fairness.summary_change(a, b, races, "ser", statistic="percent")
+    errors_a = 1.0 - np.array([a[:, races == r].mean() for r in "abc"])
+    errors_b = 1.0 - np.array([b[:, races == r].mean() for r in "abc"])
+    assert ser["value"] == pytest.approx(errors_a.max() / errors_a.min() - errors_b.max() / errors_b.min(), abs=1e-12)
+    assert (ser["lo"] + ser["hi"]) / 2 == pytest.approx(ser["value"], abs=1e-9)  # a t interval about the estimate
+    small = np.repeat(["a", "b", "c"], 4)  # 2 seeds, 4 pairs a race: bounds over every race reach past 100 points
+    a, b = (rng.random((2, 12)) < 0.7).astype(float), (rng.random((2, 12)) < 0.7).astype(float)
+    for key in ("mean", "worst", "gap", "std"):
+        result = fairness.summary_change(a, b, small, key, statistic="percent")
+        assert -100.0 <= result["lo"] <= result["value"] <= result["hi"] <= 100.0, key
+
+
+def test_a_constant_shift_changes_no_spread_and_exact_contrasts_need_no_quantile_past_one():
+    """A = B + 0.5 dB on every item: the spread across races is the same on both sides (the noise-corrected
+    variances differ by rounding only, which once read as a 'detected' change of 1e-14 with p 0), and with one
+    seed every race contrast is exact (se 0), which once drove the p-value's bisection to a t quantile at 1.0."""
+    rng = np.random.default_rng(0)
+    races = np.repeat(["a", "b", "c"], 50)
+    b = rng.normal(30.0, 2.0, (2, 150))
+    for seeds in (2, 1):
+        result = fairness.summary_change(b[:seeds] + 0.5, b[:seeds], races, "std")
+        assert (result["value"], result["lo"], result["hi"], result["p_value"]) == (0.0, 0.0, 0.0, 1.0)
+    worst = fairness.summary_change(b[:1] + 0.5, b[:1], races, "worst")
+    assert worst["value"] == pytest.approx(0.5, abs=1e-12) and worst["p_value"] < 1e-12  # known exactly
+
+
 def test_summary_change_refuses_an_infinite_ser():
     races = np.repeat(["a", "b"], 4)
     perfect = np.array([[1.0, 1, 1, 1, 1, 0, 1, 1]])  # race a at 100%: SER has no errors to divide by
