@@ -4,13 +4,44 @@ variance, studentized bootstrap, Wilson intervals for percentages, and the seed-
 An estimate is a dict (see the section "Estimates of one mean" below). racecomp.fairness builds its per-group
 intervals and paired tests on these.
 """
+import functools
 import math
 
 import numpy as np
-
-from racecomp.student_t import t_quantile, two_sided_p
+from scipy import stats
 
 _MAX_DRAWS_PER_CHUNK = 4_000_000  # resample indices held in memory at once (about 32 MB of int64)
+
+
+@functools.lru_cache(maxsize=4096)
+def t_quantile(q, df):
+    """x with P(T <= x) = q for Student's t with df > 0 degrees of freedom (fractional allowed; inf = normal).
+    Cached: the tables ask for the same few levels and df many times, and scipy's call costs ~50 us."""
+    return float(stats.t.ppf(q, df))
+
+
+def two_sided_p(value, variance, df):
+    """Two-sided p-value of value / sqrt(variance) against Student's t with df degrees of freedom.
+
+    variance 0 gives the t statistic's limit (0, or 1 when value is 0): a sample with no spread has no t to
+    speak of, and p_value gives it the exact sign-test claim instead."""
+    if variance == 0.0:
+        return 1.0 if value == 0.0 else 0.0
+    if not math.isfinite(variance):
+        return 1.0
+    return min(1.0, 2.0 * float(stats.t.sf(abs(value) / math.sqrt(variance), df)))
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of a family of p-values (same order): control of the family-wise error."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.size == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(1.0, stepped)
+    return adjusted
 
 
 def _cluster_sums(residuals, first, second):

@@ -1,6 +1,6 @@
 """Fairness statistics across race groups: summaries, confidence intervals, paired tests, minority penalties.
 
-Built on racecomp.estimates (one mean from dependent items, its variance and interval) and racecomp.student_t.
+Built on racecomp.estimates (one mean from dependent items, its variance and interval) and scipy.stats.
 
 Pure numpy functions. Conventions used throughout:
   - Group summaries treat the metric as higher-is-better (accuracy, PSNR, SSIM) and weight groups equally.
@@ -20,12 +20,12 @@ Pure numpy functions. Conventions used throughout:
   - Paired functions state the sign of their difference (paired_test: a - b; minority_penalty: under - balanced,
     negative when the model trained with the group under-sampled is worse on it).
 """
-import functools
 import math
 
 import numpy as np
+from scipy import stats
 
-from racecomp import estimates, student_t
+from racecomp import estimates
 
 
 SUMMARY_KEYS = ("mean", "worst", "best", "gap", "ratio", "std", "ser")
@@ -387,7 +387,7 @@ def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mea
     result = {"overall": entry(np.ones(n, dtype=bool))}
     if groups is not None:
         result["groups"] = {label: entry(column == c) for c, label in enumerate(labels)}
-        adjusted = student_t.holm([result["groups"][label]["p_value"] for label in labels])
+        adjusted = estimates.holm([result["groups"][label]["p_value"] for label in labels])
         for label, p in zip(labels, adjusted):
             result["groups"][label]["p_holm"] = float(p)
     return result
@@ -670,13 +670,6 @@ def _levels(contrasts):
                     np.array([c[f"{level}df"] for c in contrasts], dtype=np.float64)) for level in ("", "image_")}
 
 
-def _quantiles(q, df):
-    """Student t quantiles at level q for each df; q rounded up to 1 (a bisection's tiny alpha) is infinite."""
-    if q >= 1.0:
-        return np.full(np.shape(df), math.inf)
-    return np.array([student_t.t_quantile(q, float(d)) for d in np.ravel(df)]).reshape(np.shape(df))
-
-
 def extreme_change_bounds(means_a, means_b, race_contrast, key, ci):
     """Interval and p-value of the change of the worst race's value (min over races) or of the gap (max - min)
     between A and B, valid whichever race is worst or best, so that ties do not make it optimistic.
@@ -697,7 +690,7 @@ def extreme_change_bounds(means_a, means_b, race_contrast, key, ci):
 
     def bounds(values, se, df, alpha):
         with np.errstate(invalid="ignore"):  # 0 x inf where a contrast has no spread
-            half = np.where(se == 0.0, 0.0, _quantiles(1.0 - alpha / statements, df) * se)
+            half = np.where(se == 0.0, 0.0, stats.t.ppf(1.0 - alpha / statements, df) * se)
         lo, hi = (values - half).reshape(g, g), (values + half).reshape(g, g)
         worst = (lo.max(axis=1).min(), hi.min(axis=0).max())
         if key == "worst":
@@ -768,7 +761,7 @@ def spread_change(means_a, means_b, race_contrast, ci):
         difference, total = v_a - v_b, v_a + v_b
         if abs(difference) <= 1e-12 * float(means_a @ means_a + means_b @ means_b):  # rounding of the squares
             difference = 0.0  # equal spreads up to rounding (e.g. A = B + a constant): not a change
-        half = _quantiles(1.0 - (1.0 - ci) / 2.0, df) * se
+        half = stats.t.ppf(1.0 - (1.0 - ci) / 2.0, df) * se
         total_lo, total_hi = math.sqrt(max(0.0, total - half[1])), math.sqrt(2.0 * max(0.0, total + half[1]))
         cap = math.sqrt(max(0.0, v_d + half[2]))
         ends = [_divide(d, s) for d in (difference - half[0], difference + half[0]) for s in (total_lo, total_hi)]
@@ -776,7 +769,7 @@ def spread_change(means_a, means_b, race_contrast, ci):
         lo, hi = (max(lo, -cap) if lo <= 0.0 else lo), (min(hi, cap) if hi >= 0.0 else hi)
         answer[f"{level}lo"], answer[f"{level}hi"] = lo, max(lo, hi)
         if level == "":
-            answer["p_value"] = student_t.two_sided_p(difference, float(se[0]) ** 2, float(df[0]))
+            answer["p_value"] = estimates.two_sided_p(difference, float(se[0]) ** 2, float(df[0]))
             sd_a, sd_b = math.sqrt(max(0.0, v_a)), math.sqrt(max(0.0, v_b))
     return answer, sd_a, sd_b
 
@@ -845,7 +838,7 @@ def planned_power(planning, effect, seeds, alpha=0.05, bound=SPREAD_BOUND):
     |effect| (reported units), from the spread measured in the runs (the model of seeds_for_power)."""
     delta = abs(effect) / planning["factor"]
     parts = planning["seed_parts"]  # (spread, noise, k) of each trained experiment (or of the paired contrast)
-    spreads = [spread if bound is None else spread * (k - 1) / _chi2_quantile(1.0 - bound, k - 1)
+    spreads = [spread if bound is None else spread * (k - 1) / stats.chi2.ppf(1.0 - bound, k - 1)
                for spread, _, k in parts]
     seed_vars = [max(0.0, spread - noise) for spread, (_, noise, _) in zip(spreads, parts)]
     noises = [noise for _, noise, _ in parts]
@@ -871,48 +864,8 @@ def _power(delta, shared, seed_vars, noises, k, alpha):
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.where(seed_var > 0, seed_var ** 2 / np.sum(parts * parts, axis=1) * (k - 1), k - 1.0)
     grid = np.geomspace(k - 1.0, len(totals) * (k - 1.0), 64)  # df lie between k - 1 and their sum
-    critical = np.interp(df, grid, [student_t.t_quantile(1.0 - alpha / 2.0, float(d)) for d in grid])
+    critical = np.interp(df, grid, stats.t.ppf(1.0 - alpha / 2.0, grid))
     se, se_hat = math.sqrt(true_var), np.sqrt(shared + noises.sum() / k + seed_var)
-    upper = _normal_cdf((delta - critical * se_hat) / se)
-    lower = _normal_cdf((-delta - critical * se_hat) / se)
+    upper = stats.norm.cdf((delta - critical * se_hat) / se)
+    lower = stats.norm.cdf((-delta - critical * se_hat) / se)
     return float(np.mean(upper + lower))
-
-
-@functools.lru_cache(maxsize=256)
-def _chi2_quantile(q, df):
-    """x with P(chi^2(df) <= x) = q for a whole df >= 1, by bisection on the closed-form cdf (terms in logs, so
-    that a pilot of thousands of seeds does not underflow)."""
-    def cdf(x):
-        half = x / 2.0
-        if df % 2 == 0:  # 1 - e^(-x/2) sum_{i < df/2} (x/2)^i / i!
-            i = np.arange(df // 2)
-            return 1.0 - float(np.sum(np.exp(-half + i * math.log(half) - _log_factorial(i)))) if x > 0 else 0.0
-        # 2 Phi(sqrt x) - 1 - e^(-x/2) sum_{i=1}^{(df-1)/2} x^(i - 1/2) sqrt(2 / pi) / (2i - 1)!!
-        i = np.arange(1, (df + 1) // 2)
-        double_factorial = _log_factorial(2 * i) - i * math.log(2.0) - _log_factorial(i)  # log (2i - 1)!!
-        terms = np.exp(-half + (i - 0.5) * math.log(x) + 0.5 * math.log(2.0 / math.pi) - double_factorial) \
-            if x > 0 else np.zeros(len(i))
-        return math.erf(math.sqrt(x / 2.0)) - float(np.sum(terms))
-
-    low, high = 0.0, float(df)
-    while cdf(high) < q:
-        high *= 2.0
-    for _ in range(100):
-        middle = 0.5 * (low + high)
-        low, high = (middle, high) if cdf(middle) < q else (low, middle)
-    return 0.5 * (low + high)
-
-
-def _log_factorial(n):
-    return np.array([math.lgamma(v + 1.0) for v in np.ravel(n)])
-
-
-def _normal_cdf(x):
-    """Standard normal cdf of an array, from the Chebyshev fit of erfc in Numerical Recipes (relative error
-    below 1.2e-7): enough for a power, and vectorized (numpy has no erfc, scipy is not a dependency)."""
-    z = np.abs(x) / math.sqrt(2.0)
-    t = 1.0 / (1.0 + 0.5 * z)
-    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
-    tail = 0.5 * t * np.exp(poly)  # P(Z > |x|)
-    return np.where(x >= 0, 1.0 - tail, tail)

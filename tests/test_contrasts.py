@@ -11,7 +11,7 @@ import pytest
 
 import summarize
 from bench.bench_contrasts import fair_side_cell, fair_side_offsets, psnr_cell, tie_cell
-from racecomp import estimates, fairness, student_t
+from racecomp import estimates, fairness
 from test_fairness_simulations import check_rate
 from test_summarize import write_rows
 
@@ -93,7 +93,7 @@ def test_difference_in_differences_by_hand_with_two_seeds_per_experiment():
     df = variance ** 2 / sum(v * v / d for v, d in components)
     assert result["se"] == pytest.approx(math.sqrt(variance))
     assert result["df"] == pytest.approx(df)
-    half = student_t.t_quantile(0.975, df) * math.sqrt(variance)
+    half = estimates.t_quantile(0.975, df) * math.sqrt(variance)
     assert (result["lo"], result["hi"]) == pytest.approx((-0.5 - half, -0.5 + half))
     assert result["level"] == "recipe" and result["n_seeds"] == [2, 2, 2, 2]
     # One seed in one trained experiment: a model difference, item part only (0 here: the exact claims).
@@ -113,7 +113,7 @@ def test_summary_change_of_std_by_hand():
     # D's gradient 2 C means / (G - 1): A (-4, 4), B (-1, 1); item shares (g_A a_i - g_B b_i) / 2: race a (-13,
     # -16), race b (20.5, 23.5), each race's part of the variance 2^2 x s^2 / 2 = 4 x 4.5 / 2 = 9: 18 in all,
     # df 18^2 / (9^2 + 9^2) = 2 (Satterthwaite).
-    assert result["p_value"] == pytest.approx(student_t.two_sided_p(7.5, 18.0, 2.0))
+    assert result["p_value"] == pytest.approx(estimates.two_sided_p(7.5, 18.0, 2.0))
     # The paired differences (-1, -1 | 2, 2) have no noise: sd(A - B) = sqrt(4.5) exactly, which bounds
     # |sd_A - sd_B|; the separately corrected sqrt(7) - 0 exceeds it and is reported at the bound.
     assert result["value"] == pytest.approx(math.sqrt(4.5))
@@ -425,7 +425,7 @@ def test_probe_results_are_contrasted_across_fine_tuning_strategies_over_seeds(t
              if r["kind"] == "probe" and r["metric"] == "probe_f1_worst"][0]
     assert worst["contrast"] == "finetune=bn_stats - finetune=full" and worst["n_seeds"] == "3/3"
     differences = np.array([0.06, 0.04, 0.07])
-    half = student_t.t_quantile(0.975, 2) * differences.std(ddof=1) / math.sqrt(3)
+    half = estimates.t_quantile(0.975, 2) * differences.std(ddof=1) / math.sqrt(3)
     assert float(worst["estimate"]) == pytest.approx(differences.mean())
     assert (float(worst["lo"]), float(worst["hi"])) == pytest.approx((differences.mean() - half,
                                                                        differences.mean() + half))
@@ -476,8 +476,6 @@ def test_power_model_matches_the_noncentral_t_in_its_simple_case():
     # power is the noncentral t's: sd 0.15 dB per seed, k = 6, effect 0.3 dB -> 0.970504 (scipy.stats.nct,
     # noncentrality 0.3 / (0.15 / sqrt 6)); the Monte Carlo over the spread is within 0.005 of it.
     assert fairness._power(0.3, 0.0, [0.0225], [0.0], 6, 0.05) == pytest.approx(0.970504, abs=0.005)
-    x = np.linspace(-6.0, 6.0, 49)
-    assert fairness._normal_cdf(x) == pytest.approx([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in x], abs=1e-7)
 
 
 def test_experiments_differing_in_hidden_settings_too_are_not_contrasted_and_it_is_said(tmp_path):

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from racecomp import estimates, fairness, student_t
+from racecomp import estimates, fairness
 
 # ---------------------------------------------------------------------------------------------------------
 # group_summary
@@ -44,26 +44,27 @@ def test_group_summary_std_is_sample_std_and_ser_edge_cases():
     (0.975, 1, 12.706204736), (0.975, 2, 4.302652730), (0.975, 10, 2.228138852), (0.975, 30, 2.042272456),
     (0.995, 5, 4.032142984), (0.975, math.inf, 1.959963985), (0.025, 10, -2.228138852), (0.5, 3, 0.0),
 ])
-def test_t_quantile_matches_tables(q, df, expected):
-    assert student_t.t_quantile(q, df) == pytest.approx(expected, abs=1e-8)
-    if q != 0.5:
-        assert student_t.t_sf(expected, df) == pytest.approx(1.0 - q, rel=1e-8)
+def test_t_quantile_and_p_value_match_tables(q, df, expected):
+    assert estimates.t_quantile(q, df) == pytest.approx(expected, abs=1e-8)
+    if q > 0.5:  # the one t-interval path: value +- t x se, and its p-value at the interval's edge is 1 - level
+        estimate = {"value": 1.0, "var": 0.25, "df": df, "kind": "t", "bounds": None, "units": (df + 1.0,)}
+        level = 2.0 * q - 1.0
+        assert estimates.interval(estimate, level) == pytest.approx((1.0 - expected / 2, 1.0 + expected / 2))
+        assert estimates.two_sided_p(expected, 1.0, df) == pytest.approx(1.0 - level, rel=1e-8)
 
 
-def test_t_sf_closed_forms_and_fractional_df():
-    assert student_t.t_sf(1.0, 1) == pytest.approx(0.25)  # Cauchy: arctan
-    assert student_t.t_sf(0.0, 7.3) == 0.5
-    for t in (0.3, 1.0, 2.5):  # df = 2: 1/2 - t / (2 sqrt(2 + t^2))
-        assert student_t.t_sf(t, 2) == pytest.approx(0.5 - t / (2 * math.sqrt(2 + t * t)), rel=1e-12)
-    between = student_t.t_quantile(0.975, 2.5)
-    assert student_t.t_quantile(0.975, 3) < between < student_t.t_quantile(0.975, 2)
-    with pytest.raises(ValueError, match="quantile level"):
-        student_t.t_quantile(1.0, 3)
+def test_two_sided_p_closed_forms_and_fractional_df():
+    assert estimates.two_sided_p(1.0, 1.0, 1) == pytest.approx(0.5)  # Cauchy: arctan
+    assert estimates.two_sided_p(0.0, 1.0, 7.3) == 1.0
+    for t in (0.3, 1.0, 2.5):  # df = 2: P(|T| > t) = 1 - t / sqrt(2 + t^2)
+        assert estimates.two_sided_p(-t, 1.0, 2) == pytest.approx(1.0 - t / math.sqrt(2 + t * t), rel=1e-12)
+    between = estimates.t_quantile(0.975, 2.5)
+    assert estimates.t_quantile(0.975, 3) < between < estimates.t_quantile(0.975, 2)
 
 
 def test_holm_step_down():
-    assert student_t.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
-    assert student_t.holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # monotone: never below an earlier step
+    assert estimates.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert estimates.holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # monotone: never below an earlier step
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def test_group_interval_of_a_mean_matches_normal_theory():
         members = values[groups == label]
         assert entry["value"] == pytest.approx(members.mean()) and entry["n"] == 400
         assert entry["se"] == pytest.approx(members.std(ddof=1) / math.sqrt(400))
-        assert entry["lo"] <= entry["value"] - student_t.t_quantile(0.975, 399) * entry["se"] + 1e-12
+        assert entry["lo"] <= entry["value"] - estimates.t_quantile(0.975, 399) * entry["se"] + 1e-12
         assert (entry["hi"] - entry["lo"]) / 2 == pytest.approx(1.96 * entry["se"], rel=0.05)
         assert entry["level"] == "model" and math.isnan(entry["seed_sd"])
 
@@ -210,7 +211,7 @@ def test_a_perfect_group_gets_a_wilson_interval_not_a_point():
     correct = np.array([1] * 50 + [1] * 45 + [0] * 5)
     groups = np.array(["A"] * 50 + ["B"] * 50)
     result = fairness.group_intervals(correct, groups, "percent", n_boot=200, seed=0)
-    z = student_t.t_quantile(0.975, 49)
+    z = estimates.t_quantile(0.975, 49)
     assert result["groups"]["A"]["value"] == 100.0 and result["groups"]["A"]["hi"] == 100.0
     assert result["groups"]["A"]["lo"] == pytest.approx(100.0 * 49 / (49 + z * z))
     assert result["summary"]["ser"]["value"] == math.inf and result["summary"]["ser"]["hi"] == math.inf
@@ -278,7 +279,7 @@ def test_paired_test_detects_planted_shift_on_half_the_images():
     assert 0.15 < result["lo"] < result["mean_diff"] < result["hi"] < 0.35  # planted mean shift 0.25 dB
     # Every bootstrap-t replicate lies below the observed t: the bootstrap-t interval excludes 0 at every level,
     # so the p-value (the smallest level at which the joined interval excludes 0) is Student's.
-    assert result["p_value"] == pytest.approx(student_t.two_sided_p(result["mean_diff"], result["se"] ** 2,
+    assert result["p_value"] == pytest.approx(estimates.two_sided_p(result["mean_diff"], result["se"] ** 2,
                                                                      result["df"]))
     assert result["n"] == 200
     assert result["level"] == "model" and result["scope"] == fairness.MODEL_DIFFERENCE

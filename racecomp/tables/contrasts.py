@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from racecomp import estimates, fairness, student_t
+from racecomp import estimates, fairness
 from racecomp.schema import RACES
 from racecomp.tables.comparisons import (ITEM_METRICS, PSNR_CAP_DB, items_of, find_reference, item_metrics,
                                          known_exactly, untrained)
@@ -270,7 +270,7 @@ def _race_contrasts(question, study, kind, metric, experiments, weights_of, labe
                             result["hi"], result["p_value"], math.nan, result["level"], _seeds_text(experiments, cells.exact),
                             result["df"], UNITS[metric], min_effect[metric], seeds_needed,
                             primary=race == primary_race, ci=ci, spread_seeds=spread_seeds))
-    for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
+    for row, p in zip(rows, estimates.holm([row.p_value for row in rows])):
         row.p_holm = float(p)
     rows.sort(key=lambda row: not row.primary)  # the under-sampled race first
     return rows, None
@@ -306,7 +306,7 @@ def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_
                             _seeds_text([a, b], cells.exact), result["df"], "" if ratio else UNITS[metric],
                             math.nan if ratio else min_effect[metric], seeds_needed, primary=key == "std",
                             note=note, a_value=result["a"], b_value=result["b"], ci=ci, spread_seeds=spread_seeds))
-    for row, p in zip(rows, student_t.holm([row.p_value for row in rows])):
+    for row, p in zip(rows, estimates.holm([row.p_value for row in rows])):
         row.p_holm = float(p)
     return rows, None
 
@@ -351,7 +351,7 @@ def _family_holm(findings):
         else:
             finding.p_family, finding.family_size = math.nan, 0
     for members in families.values():
-        for finding, p in zip(members, student_t.holm([m.p_value for m in members])):
+        for finding, p in zip(members, estimates.holm([m.p_value for m in members])):
             finding.p_family, finding.family_size = float(p), len(members)
 
 

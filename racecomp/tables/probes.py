@@ -8,7 +8,7 @@ run with another seed), not the probe's own sampling error on the evaluation ima
 import math
 
 from racecomp.races import FAIRFACE_RACES
-from racecomp.student_t import t_quantile
+from racecomp import estimates
 
 PROBE_F1 = "probe_f1:"  # + race: the gender probe's F1 on that race's FairFace val images (f1_in)
 # metric -> (name in tables, range of the value: an interval is clipped to it)
@@ -41,14 +41,16 @@ def probe_seed_values(experiment, by_seed=False):
 
 def seed_interval(values, ci, bounds=(-math.inf, math.inf)):
     """(mean, lo, hi, sd) of per-seed values: mean over the k seeds, sd with ddof 1, and the Student t interval
-    mean +- t(1 - (1 - ci) / 2, k - 1) * sd / sqrt(k) clipped to `bounds`; lo, hi and sd NaN for one seed."""
+    mean +- t(1 - (1 - ci) / 2, k - 1) * sd / sqrt(k) clipped to `bounds` (estimates.interval: seeds that
+    agree exactly get its exact sign-test claim); lo, hi and sd NaN for one seed."""
     k = len(values)
     mean = math.fsum(values) / k
     if k < 2:
         return mean, math.nan, math.nan, math.nan
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (k - 1))
-    half = t_quantile(1.0 - (1.0 - ci) / 2.0, k - 1) * sd / math.sqrt(k)
-    return mean, max(mean - half, bounds[0]), min(mean + half, bounds[1]), sd
+    lo, hi = estimates.interval({"value": mean, "var": sd * sd / k, "df": k - 1.0, "kind": "t", "bounds": bounds,
+                                 "units": (float(k),)}, ci)
+    return mean, lo, hi, sd
 
 
 def metric_name(metric):
