@@ -1,5 +1,5 @@
-"""Coverage, false-positive rate and power of the contrasts between experiments (racecomp.fairness
-linear_contrast, summary_change, seeds_for_power), by seeded simulation of run tables whose truth is known.
+"""Coverage, false-positive rate and power of the contrasts between experiments (racecomp.contrasts
+linear_contrast, summary_change; racecomp.planner seeds_for_power), by seeded simulation of run tables whose truth is known.
 
     python -m bench.bench_contrasts                       # 1000 replicates per cell (several minutes)
     python -m bench.bench_contrasts --reps 200 --only did
@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from bench.bench_intervals import print_table, rate
-from racecomp import fairness
+from racecomp import contrasts, planner
 
 STUDIES = ("did", "summary", "ties", "spread", "planner")
 
@@ -61,7 +61,7 @@ def study_did(args, rng):
                          psnr_cell(rng, difficulty, race, seeds, np.zeros(races)),
                          psnr_cell(rng, difficulty, race, seeds, arch_b + penalty_b),
                          psnr_cell(rng, difficulty, race, seeds, np.full(races, arch_b))]
-                result = fairness.linear_contrast(cells, did_weights(race, 0), race)
+                result = contrasts.linear_contrast(cells, did_weights(race, 0), race)
                 truth = -interaction  # (A under - A bal) - (B under - B bal) = -0.4 - (-0.4 + interaction)
                 covered += result["lo"] <= truth <= result["hi"]
                 rejected += result["p_value"] < 0.05
@@ -95,13 +95,13 @@ def study_summary(args, rng):
         for layout, quantized in layouts.items():
             truth_a, truth_b = true_accuracy(quantized, item_sd, 0.1), true_accuracy(fp32, item_sd, 0.1)
             for key in ("std", "gap", "worst", "mean"):
-                truth = 100 * (fairness.summary_gradient(truth_a, key)[0] - fairness.summary_gradient(truth_b, key)[0])
+                truth = 100 * (contrasts.summary_gradient(truth_a, key)[0] - contrasts.summary_gradient(truth_b, key)[0])
                 covered = rejected = 0
                 for rep in range(args.reps):
                     items = rng.normal(0.0, item_sd, len(race))
                     a = accuracy_cell(rng, items, race, seeds, quantized)
                     b = accuracy_cell(rng, items, race, seeds, fp32)
-                    result = fairness.summary_change(a, b, race, key, statistic="percent")
+                    result = contrasts.summary_change(a, b, race, key, statistic="percent")
                     covered += result["lo"] <= truth <= result["hi"]
                     rejected += result["p_value"] < 0.05
                 placebo = layout.startswith("placebo")
@@ -134,7 +134,7 @@ def study_ties(args, rng):
         for _ in range(args.reps):
             a, b, race = tie_cell(rng, races, n_per_race, seeds)
             for key in rejected:
-                result = fairness.summary_change(a, b, race, key, exact=(False, True))
+                result = contrasts.summary_change(a, b, race, key, exact=(False, True))
                 rejected[key] += result["p_value"] < 0.05
                 width[key] += (result["hi"] - result["lo"]) / args.reps
                 flagged += key == "worst" and result["ties"]
@@ -163,13 +163,13 @@ def study_spread(args, rng):
     rows = []
     keys = ("std", "gap", "worst")
     offset_b = fair_side_offsets(7, 0.216)
-    truths = {key: -fairness.summary_gradient(offset_b, key)[0] for key in keys}  # A's are all 0
+    truths = {key: -contrasts.summary_gradient(offset_b, key)[0] for key in keys}  # A's are all 0
     for n_per_race in (30, 100, 1000):
         covered, width = {key: 0 for key in keys}, {key: 0.0 for key in keys}
         for _ in range(args.reps):
             a, b, race = fair_side_cell(rng, 7, n_per_race, offset_b)
             for key in keys:
-                result = fairness.summary_change(a, b, race, key)
+                result = contrasts.summary_change(a, b, race, key)
                 covered[key] += result["lo"] <= truths[key] <= result["hi"]
                 width[key] += (result["hi"] - result["lo"]) / args.reps
         rows += [[f"{key} change, 7 races x {n_per_race} images, 1 seed each", f"A fair, true {truths[key]:+.3f} dB",
@@ -177,7 +177,7 @@ def study_spread(args, rng):
     race = np.repeat(np.arange(4), 1500)
     fair, unfair = np.full(4, 1.8), np.array([2.0, 1.8, 1.6, 1.7])
     truth_a, truth_b = true_accuracy(fair, 0.7, 0.0), true_accuracy(unfair, 0.7, 0.0)
-    truths = {key: 100 * (fairness.summary_gradient(truth_a, key)[0] - fairness.summary_gradient(truth_b, key)[0])
+    truths = {key: 100 * (contrasts.summary_gradient(truth_a, key)[0] - contrasts.summary_gradient(truth_b, key)[0])
               for key in keys}
     covered = {key: 0 for key in keys}
     for _ in range(args.reps):
@@ -185,7 +185,7 @@ def study_spread(args, rng):
         a = accuracy_cell(rng, items, race, 1, fair, seed_sd=0.0)
         b = accuracy_cell(rng, items, race, 1, unfair, seed_sd=0.0)
         for key in keys:
-            result = fairness.summary_change(a, b, race, key, statistic="percent")
+            result = contrasts.summary_change(a, b, race, key, statistic="percent")
             covered[key] += result["lo"] <= truths[key] <= result["hi"]
     rows += [[f"{key} change, 4 races x 1500 pairs (accuracy), 1 seed each", f"A fair, true {truths[key]:+.2f} pp",
               rate(covered[key], args.reps), "", "", ""] for key in keys]
@@ -209,24 +209,24 @@ def study_planner(args, rng):
 
     for seed_sd, effect in ((0.03, 0.3), (0.05, 0.4), (0.02, 0.1), (0.15, 0.3)):
         difficulty = rng.normal(30.0, 3.0, len(race))
-        known = fairness.linear_contrast(sweep(difficulty, 4000, seed_sd, 0.0), weights, race)["planning"]
-        recommended = fairness.seeds_for_power(known, effect, bound=None)
+        known = contrasts.linear_contrast(sweep(difficulty, 4000, seed_sd, 0.0), weights, race)["planning"]
+        recommended = planner.seeds_for_power(known, effect, bound=None)
         for seeds in sorted({recommended, 2, 3, 5, 10}):
-            predicted = fairness.planned_power(known, effect, seeds, bound=None)
-            hits = sum(fairness.linear_contrast(sweep(difficulty, seeds, seed_sd, effect), weights,
+            predicted = planner.planned_power(known, effect, seeds, bound=None)
+            hits = sum(contrasts.linear_contrast(sweep(difficulty, seeds, seed_sd, effect), weights,
                                                 race)["p_value"] < 0.05 for _ in range(args.reps))
             mark = " (recommended)" if seeds == recommended else ""
             rows.append([f"planner, spread known: seed sd {seed_sd} dB, effect {effect} dB, {seeds} seeds{mark}",
                          f"predicted power {predicted:.3f}", "", "", rate(hits, args.reps),
                          f"|predicted - simulated| {abs(predicted - hits / args.reps):.3f}"])
-        for bound in (None, fairness.SPREAD_BOUND):
+        for bound in (None, planner.SPREAD_BOUND):
             realised, counts = [], []
             for _ in range(args.reps):
-                pilot = fairness.linear_contrast(sweep(difficulty, 3, seed_sd, 0.0), weights, race)["planning"]
-                seeds = fairness.seeds_for_power(pilot, effect, max_seeds=200, bound=bound)
+                pilot = contrasts.linear_contrast(sweep(difficulty, 3, seed_sd, 0.0), weights, race)["planning"]
+                seeds = planner.seeds_for_power(pilot, effect, max_seeds=200, bound=bound)
                 seeds = 200 if seeds == math.inf else seeds
                 counts.append(seeds)
-                realised.append(fairness.planned_power(known, effect, seeds, bound=None))
+                realised.append(planner.planned_power(known, effect, seeds, bound=None))
             realised = np.array(realised)
             plan = "the estimate" if bound is None else f"its {bound:.0%} upper bound"
             rows.append([f"planner, 3-seed pilot, planning from {plan}: seed sd {seed_sd} dB, effect {effect} dB",

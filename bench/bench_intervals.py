@@ -246,7 +246,7 @@ def study_pairs(args, rng):
                 for method, (a, b) in {"rows independent": (None, None), "old: clusters = id1": (first, None),
                                        "connected components": (roots, None),
                                        "new: two-way (both identities)": (first, second)}.items():
-                    codes = fairness._item_codes(len(correct), a, b)
+                    codes = fairness.item_codes(len(correct), a, b)
                     estimate = estimates.item_estimate(correct, *codes, "percent", (0.0, 1.0), 1, rng, len(correct))
                     lo, hi = estimates.interval(estimate, 0.95)
                     hits[method] += lo <= share <= hi

@@ -1,8 +1,9 @@
-"""Fairness statistics across race groups: summaries, confidence intervals, paired tests, minority penalties.
+"""Fairness statistics across race groups: summaries, per-race confidence intervals, paired tests.
 
-Built on racecomp.estimates (one mean from dependent items, its variance and interval) and scipy.stats.
+Built on racecomp.estimates (one mean from dependent items, its variance and interval). Contrasts between
+experiments and changes of a summary: racecomp.contrasts; the seed planner: racecomp.planner.
 
-Pure numpy functions. Conventions used throughout:
+Pure numpy functions. Conventions used throughout (and in racecomp.contrasts):
   - Group summaries treat the metric as higher-is-better (accuracy, PSNR, SSIM) and weight groups equally.
   - Values are one model's per-item metric, shape (N,), or the same N items scored by k training runs (seeds)
     of one recipe, shape (k, N). With k >= 2 the intervals and p-values are at the recipe level: the
@@ -17,13 +18,12 @@ Pure numpy functions. Conventions used throughout:
     intervals for percentages. Across-group summaries (gap, std, worst, best, ratio, SER) are simultaneous
     (Bonferroni), so they cover at least at the nominal level. Bootstraps are seeded with numpy's
     default_rng, n_boot replicates (1000 by default).
-  - Paired functions state the sign of their difference (paired_test: a - b; minority_penalty: under - balanced,
-    negative when the model trained with the group under-sampled is worse on it).
+  - Paired functions state the sign of their difference (paired_test: a - b; the tables' minority penalty is
+    under - balanced, negative when the model trained with the group under-sampled is worse on it).
 """
 import math
 
 import numpy as np
-from scipy import stats
 
 from racecomp import estimates
 
@@ -77,7 +77,7 @@ def group_summary(values):
 # Inputs
 
 
-def _as_runs(values, name="values"):
+def as_runs(values, name="values"):
     """(k, N) float array of per-run (seed) per-item values: a 1-D input is one run."""
     runs = np.asarray(values, dtype=np.float64)
     if runs.ndim == 1:
@@ -93,7 +93,7 @@ def _codes(labels):
     return np.unique(labels, return_inverse=True)[1].reshape(-1)
 
 
-def _item_codes(n, clusters, clusters2):
+def item_codes(n, clusters, clusters2):
     """Integer cluster codes of the N items: (None, None) independent items, (codes, None) one-way clusters,
     (first, second) two identities per item in one shared id space."""
     if clusters is None:
@@ -120,7 +120,7 @@ def _check_resampling(n_boot, ci):
         raise ValueError(f"ci must be in (0, 1), got {ci}")
 
 
-def _group_labels(groups):
+def group_labels(groups):
     """Distinct group labels in sorted order as plain Python values (JSON-friendly keys), and each row's column."""
     unique, column = np.unique(groups, return_inverse=True)
     return [label.item() if isinstance(label, np.generic) else label for label in unique], column.reshape(-1)
@@ -226,13 +226,13 @@ def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     _check_resampling(n_boot, ci)
-    runs = _as_runs(values)
+    runs = as_runs(values)
     k, n = runs.shape
     groups = np.asarray(groups)
     if groups.shape != (n,):
         raise ValueError(f"groups has shape {groups.shape} for {n} items: one label per item")
-    first, second = _item_codes(n, clusters, clusters2)
-    labels, column = _group_labels(groups)
+    first, second = item_codes(n, clusters, clusters2)
+    labels, column = group_labels(groups)
     if len(labels) < 2:
         raise ValueError(f"need at least two groups to compare, got {labels}")
     factor = 100.0 if statistic == "percent" else 1.0
@@ -361,7 +361,7 @@ def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mea
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     _check_resampling(n_boot, ci)
-    runs_a, runs_b = _as_runs(a, "a"), _as_runs(b, "b")
+    runs_a, runs_b = as_runs(a, "a"), as_runs(b, "b")
     if runs_a.shape[1] != runs_b.shape[1]:
         raise ValueError(f"paired values must cover the same items, got {runs_a.shape[1]} and {runs_b.shape[1]}")
     if paired_seeds and runs_a.shape[0] != runs_b.shape[0]:
@@ -369,13 +369,13 @@ def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mea
     if reference_exact and runs_b.shape[0] >= 2 and estimates.seed_component(runs_b) is not None:
         raise ValueError("reference_exact: b's seeds differ item by item, so b involves training (seed variance)")
     n = runs_a.shape[1]
-    first, second = _item_codes(n, clusters, clusters2)
+    first, second = item_codes(n, clusters, clusters2)
     rng = np.random.default_rng(seed)
     if groups is not None:
         groups = np.asarray(groups)
         if groups.shape != (n,):
             raise ValueError(f"groups has shape {groups.shape} for {n} items: one label per item")
-        labels, column = _group_labels(groups)
+        labels, column = group_labels(groups)
     else:
         labels, column = [], np.zeros(n, dtype=int)
 
@@ -391,481 +391,3 @@ def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mea
         for label, p in zip(labels, adjusted):
             result["groups"][label]["p_holm"] = float(p)
     return result
-
-
-def minority_penalty(metric_under, metric_balanced, keys_under, keys_balanced, groups, paired_seeds=False,
-                     n_boot=1000, seed=0, ci=0.95):
-    """Per-group minority penalty: mean of (under - balanced) per image, with CI and p-value.
-
-    metric_under / keys_under: per-image metric (higher is better, e.g. PSNR in dB) of the model trained on
-    the under-sampled set, (N,) or (seeds, N), and the image keys; metric_balanced / keys_balanced: the
-    same for the model trained on the balanced set, in any order. groups: (N,) group labels aligned with
-    keys_under. Images are paired by key; the key sets must match exactly (ValueError otherwise). A negative
-    penalty means the under-sampled model is worse on that group (the issue's definition: metric(r | r
-    under-sampled) minus metric(r | balanced run)).
-    With one seed on either side this is a model difference (scope MODEL_DIFFERENCE), not evidence that
-    under-sampling costs the group; with >= 2 seeds on both sides it is at the recipe level (`paired_test`,
-    paired_seeds as there).
-    Returns {label: {penalty, lo, hi, p_value, p_holm, n, level, scope, image_lo, image_hi, seed_sd_under,
-    seed_sd_balanced}}.
-    """
-    keys_under = list(keys_under)
-    keys_balanced = list(keys_balanced)
-    under = _as_runs(metric_under, "metric_under")
-    balanced = _as_runs(metric_balanced, "metric_balanced")
-    for name, keys, metric in (("under", keys_under, under), ("balanced", keys_balanced, balanced)):
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"keys_{name} contains duplicate keys")
-        if len(keys) != metric.shape[1]:
-            raise ValueError(f"keys_{name} has {len(keys)} keys but metric_{name} has {metric.shape[1]} values")
-    if set(keys_under) != set(keys_balanced):
-        missing = sorted(map(str, set(keys_under) ^ set(keys_balanced)))
-        raise ValueError(f"keys differ between the two runs ({len(missing)} unmatched, e.g. {missing[:3]})")
-    position = {key: row for row, key in enumerate(keys_balanced)}
-    balanced_aligned = balanced[:, [position[key] for key in keys_under]]
-    if len(groups) != len(keys_under):
-        raise ValueError(f"groups has {len(groups)} labels for {len(keys_under)} keys")
-    result = paired_test(under, balanced_aligned, groups=groups, paired_seeds=paired_seeds, n_boot=n_boot, seed=seed,
-                         ci=ci)
-    return {
-        label: {"penalty": entry["mean_diff"], "lo": entry["lo"], "hi": entry["hi"], "p_value": entry["p_value"],
-                "p_holm": entry["p_holm"], "n": entry["n"], "level": entry["level"], "scope": entry["scope"],
-                "image_lo": entry["image_lo"], "image_hi": entry["image_hi"],
-                "seed_sd_under": entry["seed_sd_a"], "seed_sd_balanced": entry["seed_sd_b"]}
-        for label, entry in result["groups"].items()
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Contrasts between experiments: linear combinations of per-race means of several experiments (cells) on the
-# same items, and changes of a fairness summary (delta method)
-
-
-def _cell_runs(cells):
-    runs = [_as_runs(cell, f"cell {index}") for index, cell in enumerate(cells)]
-    if len({r.shape[1] for r in runs}) != 1:
-        raise ValueError(f"every cell must cover the same items, got {[r.shape[1] for r in runs]}")
-    return runs
-
-
-def _contrast_variance(runs, weights, column, first, second, exact, paired_seeds):
-    """Item part, seed parts and the planning inputs of sum_j weights_j . (seed mean of cell j)."""
-    z = sum(w * r.mean(axis=0) for w, r in zip(weights, runs))  # (N,) each item's share of the contrast
-    components, units = [], 0.0
-    weighted = np.bincount(column, weights=sum(np.abs(w) for w in weights)) > 0
-    for c in np.flatnonzero(weighted):
-        members = column == c
-        n_c = int(members.sum())
-        var, df = estimates.mean_variance(z[members], None if first is None else first[members],
-                                          None if second is None else second[members])
-        components.append((n_c * n_c * var, df))
-        units += n_c if first is None else df + 1.0
-    trained = [j for j in range(len(runs)) if not exact[j]]
-    recipe = bool(trained) and all(runs[j].shape[0] >= 2 for j in trained)
-    seed_parts = []
-    if recipe and paired_seeds:
-        per_seed = sum(w * r for w, r in zip(weights, runs))  # exact cells broadcast: they cancel seed to seed
-        seed_parts = [(per_seed, np.ones(len(z)))]
-    elif recipe:
-        seed_parts = [(runs[j], weights[j]) for j in trained]
-    return z, components, units, recipe, seed_parts
-
-
-def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact=None, paired_seeds=False,
-                    statistic="mean", ci=0.95, value=None):
-    """Estimate of sum over cells j and items i of weights[j][i] x (mean over cell j's seeds of item i), with a CI.
-
-    cells: (k_j, N) per-seed per-item values of each experiment, the same N items in the same order (paired
-    per item: the item effects cancel in differences); weights: (N,) per cell, constant within each stratum
-    (race) in every use here, e.g. +-1 / n_r on race r's items for a difference of race means; strata: (N,)
-    race labels (items of different races are independent strata); clusters / clusters2: as in
-    group_intervals; exact: per cell, True for an experiment involving no training (known exactly, no seed
-    variance: the bicubic floor). paired_seeds: every trained cell has the same seeds in the same rows.
-      - level "recipe" when every trained cell has >= 2 seeds: item part (cluster-robust variance of the
-        items' shares, summed over strata) plus each trained cell's seed part (estimates.seed_component with
-        the cell's weights, crossed form), or of the per-seed contrast when seeds are paired; t with the
-        seed parts' Welch-Satterthwaite df (estimates.recipe_variance). Claims: the recipes' contrast over
-        training runs and items.
-      - level "model" otherwise: item part only, df by Satterthwaite over strata: these trained models.
-    value: for a nonlinear estimate (summary_change) whose linearization this is, the plug-in value (in the
-    weights' units) reported instead of the linear one. No bootstrap-t (t only).
-    Returns {value, lo, hi, p_value, se, df, level, scope, image_lo, image_hi, image_se, image_df, n_seeds,
-    planning} with image_* the item part alone and planning the inputs of seeds_for_power.
-    """
-    runs = _cell_runs(cells)
-    n = runs[0].shape[1]
-    exact = [False] * len(runs) if exact is None else list(exact)
-    weights = [np.asarray(w, dtype=np.float64) for w in weights]
-    if len(weights) != len(runs) or any(w.shape != (n,) for w in weights):
-        raise ValueError("one (N,) weight vector per cell")
-    strata = np.asarray(strata)
-    if strata.shape != (n,):
-        raise ValueError(f"strata has shape {strata.shape} for {n} items")
-    for j, flag in enumerate(exact):
-        if flag and runs[j].shape[0] >= 2 and estimates.seed_component(runs[j]) is not None:
-            raise ValueError(f"cell {j} is marked exact but its seeds differ item by item")
-    if paired_seeds and len({runs[j].shape[0] for j in range(len(runs)) if not exact[j]}) > 1:
-        raise ValueError("paired seeds need as many seeds in every trained cell")
-    first, second = _item_codes(n, clusters, clusters2)
-    _, column = _group_labels(strata)
-    return _contrast(runs, weights, column, first, second, exact, paired_seeds, statistic, ci, value)
-
-
-def _contrast(runs, weights, column, first, second, exact, paired_seeds, statistic, ci, value=None):
-    """linear_contrast on checked inputs: runs (k_j, N), weights (N,) per cell, column the strata's codes."""
-    z, components, units, recipe, seed_parts = _contrast_variance(runs, weights, column, first, second, exact,
-                                                                  paired_seeds)
-    item_var, item_df = estimates.combine(components)
-    if not components:
-        item_var, item_df = 0.0, math.inf
-    linear = float(z.sum())
-    item = {"value": linear if value is None else value, "var": item_var, "df": item_df, "kind": "t",
-            "bounds": None, "units": (units,)}
-    parts = [estimates.seed_parts(r, w, column) for r, w in seed_parts]
-    seed_components = [estimates.component_of(r, part) for (r, _), part in zip(seed_parts, parts)]
-    headline = estimates.recipe_estimate(item, seed_components) if recipe else item
-    factor = 100.0 if statistic == "percent" else 1.0
-    lo, hi = estimates.interval(headline, ci)
-    image_lo, image_hi = estimates.interval(item, ci)
-    planning = {"item_var": item_var, "seed_parts": parts, "factor": factor}
-    return {"value": factor * headline["value"], "lo": factor * lo, "hi": factor * hi,
-            "p_value": estimates.p_value(headline), "se": factor * math.sqrt(headline["var"]), "df": headline["df"],
-            "level": "recipe" if recipe else "model", "scope": RECIPE_DIFFERENCE if recipe else MODEL_DIFFERENCE,
-            "image_lo": factor * image_lo, "image_hi": factor * image_hi,
-            "image_se": factor * math.sqrt(item_var), "image_df": item_df,
-            "n_seeds": [int(r.shape[0]) for r in runs], "planning": planning}
-
-
-def _race_weights(column, gradient, counts):
-    """(N,) item weights of a linear combination sum_r gradient_r x (race r's mean)."""
-    return np.asarray(gradient, dtype=np.float64)[column] / counts[column]
-
-
-def summary_gradient(means, key, statistic="mean"):
-    """(value, gradient over groups) of a fairness summary of per-group means (fractions for percent).
-
-    mean, worst, best, gap, std as in group_summary; ser = (1 - worst) / (1 - best) (percent only).
-    worst / best / gap / ser are linearized at the observed worst and best groups, as if which group is worst
-    were known: summary_change's intervals of worst and gap do not rely on it (SER's does), but its seed plans
-    (seeds_for_power) do, so near ties those are optimistic.
-    """
-    means = np.asarray(means, dtype=np.float64)
-    g = len(means)
-    worst, best = int(np.argmin(means)), int(np.argmax(means))
-    gradient = np.zeros(g)
-    if key == "mean":
-        gradient[:] = 1.0 / g
-        return float(means.mean()), gradient
-    if key == "worst":
-        gradient[worst] = 1.0
-        return float(means[worst]), gradient
-    if key == "best":
-        gradient[best] = 1.0
-        return float(means[best]), gradient
-    if key == "gap":
-        gradient[best], gradient[worst] = 1.0, -1.0
-        return float(means[best] - means[worst]), gradient
-    if key == "std":
-        sd = float(means.std(ddof=1))
-        if sd > 0:
-            gradient = (means - means.mean()) / ((g - 1) * sd)
-        return sd, gradient
-    if key == "ser":
-        if statistic != "percent":
-            raise ValueError("SER is for accuracies (statistic 'percent')")
-        errors_worst, errors_best = 1.0 - means[worst], 1.0 - means[best]
-        if errors_best <= 0:
-            return math.inf, gradient
-        gradient[worst] = -1.0 / errors_best
-        gradient[best] = errors_worst / errors_best ** 2
-        return float(errors_worst / errors_best), gradient
-    raise ValueError(f"unknown summary {key!r}")
-
-
-SUMMARY_CHANGE_KEYS = ("mean", "worst", "gap", "std", "ser")
-
-
-def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(False, False), paired_seeds=False,
-                   statistic="mean", relative=False, ci=0.95):
-    """Change of a fairness summary across races between experiment A and B on the same items: f(A) - f(B), or
-    f(A) / f(B) - 1 with relative=True (worst and mean only), paired per item, each experiment's seed variance
-    included at the recipe level (every piece below is a linear_contrast of per-race means).
-
-    a, b: (k, N) per-seed per-item values; strata: (N,) races. Units: the metric's (percentage points for
-    percent, except ser and relative changes, which are ratios). What is estimated is a summary of the
-    population per-race means (over items, and over training runs at the recipe level), not of the noisy
-    sample means:
-      - mean (and ser, linearized at the observed worst and best races: near ties it is optimistic);
-      - worst and gap: bounds that hold whichever race is worst or best (extreme_change_bounds), so they keep
-        their level when races tie; the p-value is the smallest level at which the interval excludes 0;
-      - std: the change of the noise-corrected spread (spread_change), a and b each side's noise-corrected STD.
-    Also returns "ties": whether the worst (or best) race used by worst/gap/ser is not separated from the
-    runner-up in A or B by more than 2 standard errors of their difference (item level).
-    """
-    runs_a, runs_b = _cell_runs([a, b])
-    strata = np.asarray(strata)
-    _, column = _group_labels(strata)
-    counts = np.bincount(column).astype(np.float64)
-    means_a = np.bincount(column, weights=runs_a.mean(axis=0)) / counts
-    means_b = np.bincount(column, weights=runs_b.mean(axis=0)) / counts
-    if relative and key not in ("mean", "worst"):
-        raise ValueError(f"relative changes are for mean and worst, not {key!r}")
-    value_a, gradient_a = summary_gradient(means_a, key, statistic)
-    value_b, gradient_b = summary_gradient(means_b, key, statistic)
-    ratio_key = key == "ser" or relative
-    if relative:
-        if value_b == 0 or not math.isfinite(value_b) or not math.isfinite(value_a):
-            raise ValueError(f"no relative change of {key} from {value_b}")
-        value = value_a / value_b - 1.0
-        gradient_a, gradient_b = gradient_a / value_b, gradient_b * value_a / value_b ** 2
-    else:
-        value = value_a - value_b
-    if not math.isfinite(value):  # SER with a race at 100%: no errors to divide by
-        raise ValueError(f"{key} is not finite ({value_a} vs {value_b})")
-
-    # The linearized contrast (checks the inputs), centred on the plug-in value (SER is not linear in the race
-    # means): the answer for mean and ser; level, scope and the planner's inputs for all.
-    result = linear_contrast([runs_a, runs_b], [_race_weights(column, gradient_a, counts),
-                                                -_race_weights(column, gradient_b, counts)], strata, clusters,
-                             clusters2, exact, paired_seeds, ci=ci, value=value)
-    first, second = _item_codes(len(column), clusters, clusters2)
-
-    def race_contrast(race_gradient_a, race_gradient_b):  # sum_r g_a,r (A's race r mean) + g_b,r (B's)
-        return _contrast([runs_a, runs_b], [_race_weights(column, race_gradient_a, counts),
-                                            _race_weights(column, race_gradient_b, counts)], column, first, second,
-                         list(exact), paired_seeds, "mean", ci)
-
-    factor = 1.0 if ratio_key else (100.0 if statistic == "percent" else 1.0)
-    for name in ("lo", "hi", "image_lo", "image_hi", "se", "image_se"):
-        result[name] *= factor
-    result["planning"]["factor"] = factor
-    if key in ("worst", "gap"):
-        answer = extreme_change_bounds(means_a, means_b, race_contrast, key, ci)
-        if relative:  # the denominator's own error is second order (a few % of the mean: PSNR, accuracy)
-            for level in ("", "image_"):
-                answer[f"{level}lo"], answer[f"{level}hi"] = sorted((answer[f"{level}lo"] / value_b,
-                                                                     answer[f"{level}hi"] / value_b))
-    elif key == "std":
-        answer, value_a, value_b = spread_change(means_a, means_b, race_contrast, ci)
-        value = value_a - value_b
-    else:
-        answer = {}
-    result.update({name: factor * v if name != "p_value" else v for name, v in answer.items()})
-    result.update(value=factor * min(max(value, answer.get("lo", -math.inf)), answer.get("hi", math.inf)),
-                  a=factor * value_a, b=factor * value_b,
-                  ties=_close_extremes(key, means_a, means_b, runs_a, runs_b, column, counts))
-    if statistic == "percent" and not ratio_key:  # a change of percentages lies in [-100, 100] points: the bounds
-        for name in ("lo", "image_lo"):         # over every race at 2-3 seeds can reach far past it
-            result[name] = max(result[name], -100.0)
-        for name in ("hi", "image_hi"):
-            result[name] = min(result[name], 100.0)
-    return result
-
-
-def _levels(contrasts):
-    """{level: (values, se, df)} of linear_contrast results (arrays shaped like the list): "" the headline,
-    "image_" the item part alone."""
-    values = np.array([c["value"] for c in contrasts], dtype=np.float64)
-    return {level: (values, np.array([c[f"{level}se"] for c in contrasts], dtype=np.float64),
-                    np.array([c[f"{level}df"] for c in contrasts], dtype=np.float64)) for level in ("", "image_")}
-
-
-def extreme_change_bounds(means_a, means_b, race_contrast, key, ci):
-    """Interval and p-value of the change of the worst race's value (min over races) or of the gap (max - min)
-    between A and B, valid whichever race is worst or best, so that ties do not make it optimistic.
-
-    With c_rs = A's race r - B's race s and r0, s0 the true worst races: c_{r0 s} <= worst change for every s,
-    and worst change <= c_{r s0} for every r, so it lies in [min_r max_s lo_rs, max_s min_r hi_rs]; the best
-    race's change likewise in [min_s max_r lo_rs, max_r min_s hi_rs], and the gap's in [best lo - worst hi,
-    best hi - worst lo]. Each bound uses G one-sided statements (row r0 or column s0, fixed though unknown):
-    each c_rs is bounded at one-sided level alpha / (2G) (worst) or alpha / (4G) (gap) with its own t (Bonferroni).
-    When the extremes are separated this is the direct contrast at that stricter level. p-value: the smallest
-    alpha at which the interval excludes 0 (bisection). race_contrast(g_a, g_b) -> linear_contrast result.
-    Returns {lo, hi, p_value, image_lo, image_hi} in fractions for percentages.
-    """
-    g = len(means_a)
-    eye = np.eye(g)
-    contrasts = [race_contrast(eye[r], -eye[s]) for r in range(g) for s in range(g)]
-    statements = 2 * g if key == "worst" else 4 * g
-
-    def bounds(values, se, df, alpha):
-        with np.errstate(invalid="ignore"):  # 0 x inf where a contrast has no spread
-            half = np.where(se == 0.0, 0.0, stats.t.ppf(1.0 - alpha / statements, df) * se)
-        lo, hi = (values - half).reshape(g, g), (values + half).reshape(g, g)
-        worst = (lo.max(axis=1).min(), hi.min(axis=0).max())
-        if key == "worst":
-            return worst
-        best = (lo.max(axis=0).min(), hi.min(axis=1).max())
-        return best[0] - worst[1], best[1] - worst[0]
-
-    def excludes_zero(arrays, alpha):
-        lo, hi = bounds(*arrays, alpha)
-        return lo > 0.0 or hi < 0.0
-
-    answer = {}
-    for level, arrays in _levels(contrasts).items():
-        answer[f"{level}lo"], answer[f"{level}hi"] = (float(v) for v in bounds(*arrays, 1.0 - ci))
-        if level == "":
-            answer["p_value"] = _smallest_excluding_level(lambda alpha: excludes_zero(arrays, alpha))
-    return answer
-
-
-def _smallest_excluding_level(excludes_zero):
-    """The smallest alpha in (0, 1] at which an interval that narrows as alpha grows excludes 0 (1 if none)."""
-    if not excludes_zero(1.0):
-        return 1.0
-    low, high = 0.0, 1.0  # excludes at high, not at low
-    for _ in range(60):
-        middle = 0.5 * (low + high)
-        if middle > 0.0 and excludes_zero(middle):
-            high = middle
-        else:
-            low = middle
-    return high
-
-
-def spread_change(means_a, means_b, race_contrast, ci):
-    """Change of the population spread across races, sd(true race means of A) - sd(of B), from paired items.
-
-    Each side's between-race variance is estimated without the sampling noise of its race means: V = s^2(means)
-    - tr(C Sigma) / (G - 1), with C the centring matrix and Sigma the means' covariance (sum over races of the
-    variance of race r's deviation from the mean of races; seed variance included at the recipe level). So a
-    fair side has V near 0, not the noise's spread. D = V_A - V_B has the standard error of its gradient at the
-    observed means (2 C means / (G - 1), never 0 at zero spread: it holds the noise, which makes it conservative
-    by the second-order term) and a t test: its p-value is the answer's. The change of sd is D / (sd_A + sd_B);
-    its interval divides D's bounds by the bounds of sd_A + sd_B (between sqrt(V_A + V_B) and sqrt(2 (V_A +
-    V_B)), V_A + V_B estimated likewise), capped by the upper bound of sd(A - B) (the spread of the paired
-    differences: |sd_A - sd_B| <= sd(A - B)), each at `ci`. Measured: coverage 0.93-0.97 with one fair side
-    (bench_contrasts "spread"). Returns (answer {lo, hi, p_value, image_lo, image_hi}, sd_A, sd_B) in fractions
-    for percentages; sd = sqrt(max(V, 0)).
-    """
-    g = len(means_a)
-    centre = np.eye(g) - 1.0 / g
-
-    def noise(sign_a, sign_b):  # tr(C Sigma) / (G - 1) of sign_a A + sign_b B, per level
-        levels = _levels([race_contrast(sign_a * centre[r], sign_b * centre[r]) for r in range(g)])
-        return {level: float(np.sum(se * se)) / (g - 1) for level, (_, se, _) in levels.items()}
-
-    def variance(means):
-        return float(means @ centre @ means) / (g - 1)
-
-    noise_a, noise_b, noise_d = noise(1.0, 0.0), noise(0.0, 1.0), noise(1.0, -1.0)
-    gradient_a, gradient_b = 2.0 * centre @ means_a / (g - 1), 2.0 * centre @ means_b / (g - 1)
-    gradient_d = 2.0 * centre @ (means_a - means_b) / (g - 1)
-    pieces = _levels([race_contrast(gradient_a, -gradient_b), race_contrast(gradient_a, gradient_b),
-                      race_contrast(gradient_d, -gradient_d)])
-    answer = {}
-    for level, (_, se, df) in pieces.items():
-        v_a, v_b = variance(means_a) - noise_a[level], variance(means_b) - noise_b[level]
-        v_d = variance(means_a - means_b) - noise_d[level]
-        difference, total = v_a - v_b, v_a + v_b
-        if abs(difference) <= 1e-12 * float(means_a @ means_a + means_b @ means_b):  # rounding of the squares
-            difference = 0.0  # equal spreads up to rounding (e.g. A = B + a constant): not a change
-        half = stats.t.ppf(1.0 - (1.0 - ci) / 2.0, df) * se
-        total_lo, total_hi = math.sqrt(max(0.0, total - half[1])), math.sqrt(2.0 * max(0.0, total + half[1]))
-        cap = math.sqrt(max(0.0, v_d + half[2]))
-        ends = [_divide(d, s) for d in (difference - half[0], difference + half[0]) for s in (total_lo, total_hi)]
-        lo, hi = min(ends), max(ends)
-        lo, hi = (max(lo, -cap) if lo <= 0.0 else lo), (min(hi, cap) if hi >= 0.0 else hi)
-        answer[f"{level}lo"], answer[f"{level}hi"] = lo, max(lo, hi)
-        if level == "":
-            answer["p_value"] = estimates.two_sided_p(difference, float(se[0]) ** 2, float(df[0]))
-            sd_a, sd_b = math.sqrt(max(0.0, v_a)), math.sqrt(max(0.0, v_b))
-    return answer, sd_a, sd_b
-
-
-def _divide(numerator, denominator):
-    if denominator > 0.0:
-        return numerator / denominator
-    return 0.0 if numerator == 0.0 else math.copysign(math.inf, numerator)
-
-
-def _close_extremes(key, means_a, means_b, runs_a, runs_b, column, counts):
-    """Whether the worst/best race of A or B is within 2 item-level standard errors of the runner-up."""
-    if key not in ("worst", "best", "gap", "ser"):
-        return False
-    for means, runs in ((means_a, runs_a), (means_b, runs_b)):
-        items = runs.mean(axis=0)
-        variances = np.array([np.var(items[column == c], ddof=1) / counts[c] if counts[c] > 1 else math.inf
-                              for c in range(len(counts))])
-        order = np.argsort(means)
-        for first, second in ((order[0], order[1]), (order[-1], order[-2])):
-            if abs(means[first] - means[second]) <= 2.0 * math.sqrt(variances[first] + variances[second]):
-                return True
-    return False
-
-
-SPREAD_BOUND = 0.6  # the planner plans from this upper confidence bound of each seed spread (see seeds_for_power)
-POWER_DRAWS = 4000  # Monte Carlo draws of the seed spreads behind one planned power (fixed seed)
-
-
-def seeds_for_power(planning, effect, power=0.8, alpha=0.05, max_seeds=100, bound=SPREAD_BOUND):
-    """Seeds per trained experiment at which a linear_contrast / summary_change result's recipe-level test
-    would detect a true contrast of |effect| (reported units) with probability `power` at level `alpha`, from
-    the spread measured in its runs; None when a trained experiment has one seed (the seed variance cannot be
-    estimated: a second seed is needed) and math.inf when more than max_seeds would be needed.
-
-    Model: each trained experiment's per-seed value = its seed effect (variance sigma_j^2) + the item-by-seed
-    noise (variance nu_j, estimated from the items: taken as known) + the shared item part, all normal. The
-    spread sigma_j^2 + nu_j is taken at its `bound` upper confidence bound from the k_j pilot seeds (spread x
-    (k_j - 1) / chi^2 quantile at 1 - bound; None: the estimate itself), since a spread from 2-3 seeds is itself
-    uncertain: from 3-seed pilots of a spread that needs 6 seeds, planning from the estimate gives >= 80% power
-    in half of the pilots, from its 60% bound in three quarters, for a median of 8 seeds instead of 6
-    (bench_contrasts "planner"). The power is that of the test linear_contrast runs (planned_power). The seed
-    counts the spread came from: planning_seeds(planning).
-    """
-    if not planning["seed_parts"]:
-        return None
-    if planned_power(planning, effect, max_seeds, alpha, bound) < power:
-        return math.inf
-    low, high = 1, max_seeds  # power rises with the seeds: bisect for the first k that reaches it
-    while high - low > 1:
-        middle = (low + high) // 2
-        if planned_power(planning, effect, middle, alpha, bound) >= power:
-            high = middle
-        else:
-            low = middle
-    return high
-
-
-def planning_seeds(planning):
-    """The smallest number of seeds from which a trained experiment's spread was estimated (0: none was)."""
-    return min((k for _, _, k in planning["seed_parts"]), default=0)
-
-
-def planned_power(planning, effect, seeds, alpha=0.05, bound=SPREAD_BOUND):
-    """Power of the recipe-level test at `seeds` seeds per trained experiment against a true contrast of
-    |effect| (reported units), from the spread measured in the runs (the model of seeds_for_power)."""
-    delta = abs(effect) / planning["factor"]
-    parts = planning["seed_parts"]  # (spread, noise, k) of each trained experiment (or of the paired contrast)
-    spreads = [spread if bound is None else spread * (k - 1) / stats.chi2.ppf(1.0 - bound, k - 1)
-               for spread, _, k in parts]
-    seed_vars = [max(0.0, spread - noise) for spread, (_, noise, _) in zip(spreads, parts)]
-    noises = [noise for _, noise, _ in parts]
-    shared = max(0.0, planning["item_var"] - sum(noise / k for _, noise, k in parts))
-    return _power(delta, shared, seed_vars, noises, seeds, alpha)
-
-
-def _power(delta, shared, seed_vars, noises, k, alpha):
-    """Power at k >= 2 seeds per experiment of the recipe-level t test as linear_contrast runs it: each
-    experiment's seed part max(0, (sigma_j^2 + nu_j) X_j - nu_j) / k with X_j ~ chi^2(k - 1) / (k - 1), t with
-    their Welch-Satterthwaite df (k - 1 when every part is 0, estimates.recipe_variance). Exact over the
-    estimate's normal error, Monte Carlo over the X_j (POWER_DRAWS, fixed seed: the same answer every call)."""
-    if k < 2:
-        return 0.0  # one seed: no recipe-level test
-    noises = np.asarray(noises, dtype=np.float64)
-    totals = np.asarray(seed_vars, dtype=np.float64) + noises
-    true_var = shared + totals.sum() / k
-    if true_var <= 0:
-        return 1.0 if delta > 0 else alpha
-    spread = np.random.default_rng(0).chisquare(k - 1, (POWER_DRAWS, len(totals))) / (k - 1)
-    parts = np.maximum(0.0, totals * spread - noises) / k  # (draws, experiments)
-    seed_var = parts.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(seed_var > 0, seed_var ** 2 / np.sum(parts * parts, axis=1) * (k - 1), k - 1.0)
-    grid = np.geomspace(k - 1.0, len(totals) * (k - 1.0), 64)  # df lie between k - 1 and their sum
-    critical = np.interp(df, grid, stats.t.ppf(1.0 - alpha / 2.0, grid))
-    se, se_hat = math.sqrt(true_var), np.sqrt(shared + noises.sum() / k + seed_var)
-    upper = stats.norm.cdf((delta - critical * se_hat) / se)
-    lower = stats.norm.cdf((-delta - critical * se_hat) / se)
-    return float(np.mean(upper + lower))

@@ -1,4 +1,4 @@
-"""Contrasts between experiments (racecomp.fairness linear_contrast / summary_change / seeds_for_power and
+"""Contrasts between experiments (racecomp.contrasts linear_contrast / summary_change, racecomp.planner seeds_for_power and
 racecomp.tables.contrasts / findings): hand-computed cases, planted effects in run folders written in the real
 formats and read back by summarize, and small simulations (fuller ones: bench/bench_contrasts.py)."""
 import csv
@@ -11,7 +11,7 @@ import pytest
 
 import summarize
 from bench.bench_contrasts import fair_side_cell, fair_side_offsets, psnr_cell, tie_cell
-from racecomp import estimates, fairness
+from racecomp import contrasts, estimates, fairness, planner
 from test_fairness_simulations import check_rate
 from test_summarize import write_rows
 
@@ -82,7 +82,7 @@ def test_difference_in_differences_by_hand_with_two_seeds_per_experiment():
              np.vstack([base + 1.3, base + 0.7]), np.vstack([base + 1.0, base + 1.0])]
     races = np.array(["Black"] * 3)
     weights = [np.full(3, c / 3) for c in (1.0, -1.0, -1.0, 1.0)]
-    result = fairness.linear_contrast(cells, weights, races)
+    result = contrasts.linear_contrast(cells, weights, races)
     assert result["value"] == pytest.approx(-0.5)
     # Item part: every image's share is -0.5 / 3: no spread. Seed parts (crossed form), per experiment: the
     # per-seed value's variance / 2 minus the interaction (0 here: seeds shift all images alike):
@@ -97,7 +97,7 @@ def test_difference_in_differences_by_hand_with_two_seeds_per_experiment():
     assert (result["lo"], result["hi"]) == pytest.approx((-0.5 - half, -0.5 + half))
     assert result["level"] == "recipe" and result["n_seeds"] == [2, 2, 2, 2]
     # One seed in one trained experiment: a model difference, item part only (0 here: the exact claims).
-    single = fairness.linear_contrast([cells[0][:1]] + cells[1:], weights, races)
+    single = contrasts.linear_contrast([cells[0][:1]] + cells[1:], weights, races)
     assert single["level"] == "model" and single["p_value"] == pytest.approx(estimates.exact_p((3.0,)))
 
 
@@ -108,7 +108,7 @@ def test_summary_change_of_std_by_hand():
     races = np.array(["a", "a", "b", "b"])
     a = np.array([[9.0, 11.0, 13.0, 15.0]])
     b = np.array([[10.0, 12.0, 11.0, 13.0]])
-    result = fairness.summary_change(a, b, races, "std")
+    result = contrasts.summary_change(a, b, races, "std")
     assert (result["a"], result["b"]) == pytest.approx((math.sqrt(7.0), 0.0))
     # D's gradient 2 C means / (G - 1): A (-4, 4), B (-1, 1); item shares (g_A a_i - g_B b_i) / 2: race a (-13,
     # -16), race b (20.5, 23.5), each race's part of the variance 2^2 x s^2 / 2 = 4 x 4.5 / 2 = 9: 18 in all,
@@ -118,7 +118,7 @@ def test_summary_change_of_std_by_hand():
     # |sd_A - sd_B|; the separately corrected sqrt(7) - 0 exceeds it and is reported at the bound.
     assert result["value"] == pytest.approx(math.sqrt(4.5))
     assert (result["lo"], result["hi"]) == pytest.approx((-math.sqrt(4.5), math.sqrt(4.5)))
-    relative = fairness.summary_change(a, b, races, "worst", relative=True)
+    relative = contrasts.summary_change(a, b, races, "worst", relative=True)
     assert relative["value"] == pytest.approx(10.0 / 11.0 - 1.0)
 
 
@@ -237,7 +237,7 @@ def did_rates(seed, reps=1000):
                  psnr_cell(rng, difficulty, race, 3, np.zeros(2)),
                  psnr_cell(rng, difficulty, race, 3, np.array([0.5 - 0.4 + interaction, 0.5])),
                  psnr_cell(rng, difficulty, race, 3, np.full(2, 0.5))]
-        result = fairness.linear_contrast(cells, weights, race)
+        result = contrasts.linear_contrast(cells, weights, race)
         covered += result["lo"] <= -interaction <= result["hi"]
         placebo += interaction == 0 and result["p_value"] < 0.05
     return covered, placebo
@@ -268,9 +268,9 @@ def std_change_rates(seed, reps):
             return (latent > 0).astype(float)
 
         fp32 = cell((2.0, 1.8, 1.6, 1.7))
-        placebo += fairness.summary_change(cell((2.0, 1.8, 1.6, 1.7)), fp32, race, "std",
+        placebo += contrasts.summary_change(cell((2.0, 1.8, 1.6, 1.7)), fp32, race, "std",
                                            statistic="percent")["p_value"] < 0.05
-        found += fairness.summary_change(cell((1.9, 1.6, 1.0, 1.5)), fp32, race, "std",
+        found += contrasts.summary_change(cell((1.9, 1.6, 1.0, 1.5)), fp32, race, "std",
                                          statistic="percent")["lo"] > 0
     return placebo, found
 
@@ -294,7 +294,7 @@ def tie_rejections(seed, reps, seeds):
     for _ in range(reps):
         a, b, race = tie_cell(rng, 4, 100, seeds)
         for key in rejected:
-            rejected[key] += fairness.summary_change(a, b, race, key, exact=(False, True))["p_value"] < 0.05
+            rejected[key] += contrasts.summary_change(a, b, race, key, exact=(False, True))["p_value"] < 0.05
     return rejected
 
 
@@ -317,8 +317,8 @@ def fair_side_coverage(seed, reps, keys, n_per_race=100):
     for _ in range(reps):
         a, b, race = fair_side_cell(rng, 7, n_per_race, offset_b)
         for key in keys:
-            result = fairness.summary_change(a, b, race, key)
-            covered[key] += result["lo"] <= -fairness.summary_gradient(offset_b, key)[0] <= result["hi"]
+            result = contrasts.summary_change(a, b, race, key)
+            covered[key] += result["lo"] <= -contrasts.summary_gradient(offset_b, key)[0] <= result["hi"]
     return covered
 
 
@@ -351,10 +351,10 @@ def test_seed_planner_predicts_the_power_of_the_test_that_runs():
     rng = np.random.default_rng(7)
     difficulty = rng.normal(30.0, 3.0, 400)
     for seed_sd, effect, seeds in ((0.05, 0.4, 2), (0.02, 0.1, 3)):
-        planning = fairness.linear_contrast(*planner_sweep(rng, difficulty, 4000, seed_sd, 0.0))["planning"]
-        predicted = fairness.planned_power(planning, effect, seeds)
+        planning = contrasts.linear_contrast(*planner_sweep(rng, difficulty, 4000, seed_sd, 0.0))["planning"]
+        predicted = planner.planned_power(planning, effect, seeds)
         reps = 200
-        hits = sum(fairness.linear_contrast(*planner_sweep(rng, difficulty, seeds, seed_sd, effect))["p_value"] < 0.05
+        hits = sum(contrasts.linear_contrast(*planner_sweep(rng, difficulty, seeds, seed_sd, effect))["p_value"] < 0.05
                    for _ in range(reps))
         check_rate(hits, reps, predicted, "both")
 
@@ -367,13 +367,13 @@ def test_planning_from_a_three_seed_pilot_gives_80_percent_power_in_most_pilots(
     # known spread, which the test above checks against simulation.
     rng = np.random.default_rng(9)
     difficulty = rng.normal(30.0, 3.0, 400)
-    known = fairness.linear_contrast(*planner_sweep(rng, difficulty, 4000, 0.15, 0.0))["planning"]
+    known = contrasts.linear_contrast(*planner_sweep(rng, difficulty, 4000, 0.15, 0.0))["planning"]
     reps, enough = 100, 0
     for _ in range(reps):
-        pilot = fairness.linear_contrast(*planner_sweep(rng, difficulty, 3, 0.15, 0.0))["planning"]
-        assert fairness.planning_seeds(pilot) == 3
-        seeds = fairness.seeds_for_power(pilot, 0.3, max_seeds=200)
-        enough += seeds != math.inf and fairness.planned_power(known, 0.3, seeds, bound=None) >= 0.8
+        pilot = contrasts.linear_contrast(*planner_sweep(rng, difficulty, 3, 0.15, 0.0))["planning"]
+        assert planner.planning_seeds(pilot) == 3
+        seeds = planner.seeds_for_power(pilot, 0.3, max_seeds=200)
+        enough += seeds != math.inf and planner.planned_power(known, 0.3, seeds, bound=None) >= 0.8
     check_rate(enough, reps, 0.811, "both")
 
 
@@ -452,10 +452,10 @@ def test_every_estimator_rejects_exactly_when_its_interval_excludes_zero():
         a = psnr_cell(rng, difficulty, race, seeds, shift)
         b = psnr_cell(rng, difficulty, race, seeds, np.zeros(4))
         weight = np.where(race == 0, 1.0 / 40, 0.0)
-        result = fairness.linear_contrast([a, b], [weight, -weight], race, ci=ci)
+        result = contrasts.linear_contrast([a, b], [weight, -weight], race, ci=ci)
         check(result["p_value"], result["lo"], result["hi"])
-        for key in fairness.SUMMARY_CHANGE_KEYS[:-1]:
-            result = fairness.summary_change(a, b, race, key, ci=ci)
+        for key in contrasts.SUMMARY_CHANGE_KEYS[:-1]:
+            result = contrasts.summary_change(a, b, race, key, ci=ci)
             check(result["p_value"], result["lo"], result["hi"])
         test = fairness.paired_test(a, b, groups=race, n_boot=100, seed=draw, ci=ci)
         for entry in [test["overall"], *test["groups"].values()]:
@@ -466,7 +466,7 @@ def test_every_estimator_rejects_exactly_when_its_interval_excludes_zero():
         check(groups["equal_means_p"], groups["summary"]["gap"]["lo"], 1.0)
         correct = (rng.normal(0.5 + 0.5 * shift[race], 1.0, (seeds, len(race))) > 0).astype(float)
         reference = (rng.normal(0.5, 1.0, (seeds, len(race))) > 0).astype(float)
-        result = fairness.summary_change(correct, reference, race, "ser", statistic="percent", ci=ci)
+        result = contrasts.summary_change(correct, reference, race, "ser", statistic="percent", ci=ci)
         check(result["p_value"], result["lo"], result["hi"])
     assert 0 < sum(checked) < len(checked)  # both outcomes occur
 
@@ -475,7 +475,7 @@ def test_power_model_matches_the_noncentral_t_in_its_simple_case():
     # One experiment's seed part only (no item noise): the recipe test is the one-sample t with k - 1 df, whose
     # power is the noncentral t's: sd 0.15 dB per seed, k = 6, effect 0.3 dB -> 0.970504 (scipy.stats.nct,
     # noncentrality 0.3 / (0.15 / sqrt 6)); the Monte Carlo over the spread is within 0.005 of it.
-    assert fairness._power(0.3, 0.0, [0.0225], [0.0], 6, 0.05) == pytest.approx(0.970504, abs=0.005)
+    assert planner._power(0.3, 0.0, [0.0225], [0.0], 6, 0.05) == pytest.approx(0.970504, abs=0.005)
 
 
 def test_experiments_differing_in_hidden_settings_too_are_not_contrasted_and_it_is_said(tmp_path):
@@ -527,10 +527,10 @@ def test_every_summary_change_holds_its_estimate_and_ser_is_centred_on_its_plug_
     races = np.repeat(["a", "b", "c"], 200)
     a = (rng.random((2, 600)) < np.repeat([0.9, 0.8, 0.85], 200)).astype(float)
     b = (rng.random((2, 600)) < np.repeat([0.88, 0.84, 0.86], 200)).astype(float)
-    for key in fairness.SUMMARY_CHANGE_KEYS:
-        result = fairness.summary_change(a, b, races, key, statistic="percent")
+    for key in contrasts.SUMMARY_CHANGE_KEYS:
+        result = contrasts.summary_change(a, b, races, key, statistic="percent")
         assert result["lo"] <= result["value"] <= result["hi"], key
-    ser = fairness.summary_change(a, b, races, "ser", statistic="percent")
+    ser = contrasts.summary_change(a, b, races, "ser", statistic="percent")
     errors_a = 1.0 - np.array([a[:, races == r].mean() for r in "abc"])
     errors_b = 1.0 - np.array([b[:, races == r].mean() for r in "abc"])
     assert ser["value"] == pytest.approx(errors_a.max() / errors_a.min() - errors_b.max() / errors_b.min(), abs=1e-12)
@@ -538,7 +538,7 @@ def test_every_summary_change_holds_its_estimate_and_ser_is_centred_on_its_plug_
     small = np.repeat(["a", "b", "c"], 4)  # 2 seeds, 4 pairs a race: bounds over every race reach past 100 points
     a, b = (rng.random((2, 12)) < 0.7).astype(float), (rng.random((2, 12)) < 0.7).astype(float)
     for key in ("mean", "worst", "gap", "std"):
-        result = fairness.summary_change(a, b, small, key, statistic="percent")
+        result = contrasts.summary_change(a, b, small, key, statistic="percent")
         assert -100.0 <= result["lo"] <= result["value"] <= result["hi"] <= 100.0, key
 
 
@@ -550,9 +550,9 @@ def test_a_constant_shift_changes_no_spread_and_exact_contrasts_need_no_quantile
     races = np.repeat(["a", "b", "c"], 50)
     b = rng.normal(30.0, 2.0, (2, 150))
     for seeds in (2, 1):
-        result = fairness.summary_change(b[:seeds] + 0.5, b[:seeds], races, "std")
+        result = contrasts.summary_change(b[:seeds] + 0.5, b[:seeds], races, "std")
         assert (result["value"], result["lo"], result["hi"], result["p_value"]) == (0.0, 0.0, 0.0, 1.0)
-    worst = fairness.summary_change(b[:1] + 0.5, b[:1], races, "worst")
+    worst = contrasts.summary_change(b[:1] + 0.5, b[:1], races, "worst")
     assert worst["value"] == pytest.approx(0.5, abs=1e-12) and worst["p_value"] < 1e-12  # known exactly
 
 
@@ -560,7 +560,7 @@ def test_summary_change_refuses_an_infinite_ser():
     races = np.repeat(["a", "b"], 4)
     perfect = np.array([[1.0, 1, 1, 1, 1, 0, 1, 1]])  # race a at 100%: SER has no errors to divide by
     with pytest.raises(ValueError, match="not finite"):
-        fairness.summary_change(perfect, perfect, races, "ser", statistic="percent")
+        contrasts.summary_change(perfect, perfect, races, "ser", statistic="percent")
 
 
 def test_dose_response_words_follow_the_scope_and_the_onset():

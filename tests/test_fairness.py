@@ -87,7 +87,7 @@ def test_two_way_variance_equals_the_dyadic_sandwich():
     id1 = generator.integers(0, 12, 60)
     id2 = np.where(np.arange(60) < 20, id1, generator.integers(0, 12, 60))  # 20 genuine pairs, then impostors
     values = generator.normal(size=60) + np.arange(60) % 3
-    first, second = fairness._item_codes(60, id1, id2)
+    first, second = fairness.item_codes(60, id1, id2)
     variance, df = estimates.mean_variance(values, first, second)
     sizes = np.bincount(np.concatenate([first, second[first != second]])).astype(float)
     effective = (sizes @ sizes) ** 2 / np.sum(sizes ** 4)
@@ -258,7 +258,7 @@ def test_percentile_matches_numpy_linear_on_finite_values():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# paired_test and minority_penalty
+# paired_test
 
 
 def paired_psnr(generator, n=200, shift_on=None):
@@ -334,24 +334,19 @@ def test_percent_differences_are_in_points_and_never_zero_width():
     assert result["mean_diff"] == pytest.approx(10.0) and result["lo"] > 0
 
 
-def test_minority_penalty_aligns_by_key():
-    keys = [f"img{index:03d}" for index in range(60)]
+def test_paired_test_per_group_sign_is_a_minus_b():
+    # The tables' minority penalty is paired_test(under, balanced) per race (comparisons.paired_inputs aligns the
+    # items): the under-sampled model is exactly 0.8 worse on every Black image, so its penalty is -0.8 with an
+    # interval of that value alone (a constant difference over 30 images: the exact sign test), 0 on Indian.
     groups = np.array(["Black"] * 30 + ["Indian"] * 30)
     under = np.random.default_rng(9).normal(28.0, 2.0, 60)
-    penalty_by_group = np.where(groups == "Black", 0.8, 0.0)
-    balanced = under + penalty_by_group
-    order = np.random.default_rng(10).permutation(60)  # the balanced run lists images in another order
-    result = fairness.minority_penalty(under, balanced[order], keys, [keys[i] for i in order], groups, seed=0)
-    # under - balanced: the under-sampled model is 0.8 worse on Black, so the penalty is -0.8
-    assert result["Black"]["penalty"] == pytest.approx(-0.8)
+    balanced = under + np.where(groups == "Black", 0.8, 0.0)
+    result = fairness.paired_test(under, balanced, groups=groups, seed=0)["groups"]
+    assert result["Black"]["mean_diff"] == pytest.approx(-0.8)
     assert result["Black"]["lo"] == pytest.approx(-0.8) and result["Black"]["hi"] == pytest.approx(-0.8)
-    assert result["Indian"]["penalty"] == pytest.approx(0.0, abs=1e-12)
+    assert result["Indian"]["mean_diff"] == pytest.approx(0.0, abs=1e-12)
     assert result["Black"]["n"] == 30
     assert result["Black"]["scope"] == fairness.MODEL_DIFFERENCE  # one seed each: not a recipe effect
-    with pytest.raises(ValueError, match="keys differ"):
-        fairness.minority_penalty(under, balanced, keys, keys[:-1] + ["other"], groups)
-    with pytest.raises(ValueError, match="duplicate"):
-        fairness.minority_penalty(under, balanced, keys, keys[:-1] + [keys[0]], groups)
 
 
 # ---------------------------------------------------------------------------------------------------------

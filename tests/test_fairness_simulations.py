@@ -259,7 +259,7 @@ def test_two_way_variance_counts_pairs_sharing_a_second_identity():
     id1 = np.array([f"a{i}" for i in range(200)])
     id2 = np.array([f"b{i % 5}" for i in range(200)])
     correct = (np.arange(200) % 5 < 2).astype(float)
-    first, second = fairness._item_codes(200, id1, id2)
+    first, second = fairness.item_codes(200, id1, id2)
     two_way, df = estimates.mean_variance(correct, first, second)
     first_only, _ = estimates.mean_variance(correct, fairness._codes(id1))
     assert two_way > 30 * first_only

@@ -294,9 +294,7 @@ def paired_inputs(experiment, reference, metric, problems):
     they are a model difference (1 seed; not a recipe effect); see fairness.paired_test, whose result is
     {"overall": {...}, "groups": {race: {mean_diff, lo, hi, p_value, p_holm, n, level, scope, ...}}}.
     With reference = the balanced run this is the minority penalty as defined for RaceComp, under - balanced
-    (negative = the under-sampled run is worse), the same sign as fairness.minority_penalty; paired_test is
-    called directly because the items are already aligned here and pairs need identity clusters, which
-    minority_penalty does not take.
+    (negative = the under-sampled run is worse).
     """
     where = experiment.runs[0].path
     pair_label = f"[{experiment.label()}] vs [{reference.label()}]"

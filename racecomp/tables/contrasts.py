@@ -1,4 +1,4 @@
-"""The questions the studies ask, answered from the runs found: contrasts between experiments (racecomp.fairness
+"""The questions the studies ask, answered from the runs found: contrasts between experiments (racecomp.contrasts
 linear_contrast and summary_change), the dose-response of under-sampling, and how many seeds would detect an
 effect of a given size. Compute only: racecomp.tables.findings writes them.
 
@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from racecomp import estimates, fairness
+from racecomp import estimates
+from racecomp.contrasts import SUMMARY_CHANGE_KEYS, linear_contrast, summary_change
+from racecomp.planner import planning_seeds, seeds_for_power
 from racecomp.schema import RACES
 from racecomp.tables.comparisons import (ITEM_METRICS, PSNR_CAP_DB, items_of, find_reference, item_metrics,
                                          known_exactly, untrained)
@@ -75,7 +77,7 @@ class Finding:
     family_size: int = 1  # rows in that family; 0 outside it (a claim there is exploratory)
     ci: float = 0.95  # the level of lo, hi; claims are made at 1 - ci
     spread_seeds: int = 0  # seeds_needed's seed spread was estimated from this many seeds per experiment (the
-    # fewest of the trained experiments; 0 when nothing was planned), planned from its fairness.SPREAD_BOUND bound
+    # fewest of the trained experiments; 0 when nothing was planned), planned from its planner.SPREAD_BOUND bound
 
 
 def in_family(finding):
@@ -244,8 +246,8 @@ def _planned(result, metric, min_effect, ci):
     (None, 0) with one seed."""
     if result["level"] != "recipe":
         return None, 0
-    return (fairness.seeds_for_power(result["planning"], min_effect[metric], POWER, 1.0 - ci),
-            fairness.planning_seeds(result["planning"]))
+    return (seeds_for_power(result["planning"], min_effect[metric], POWER, 1.0 - ci),
+            planning_seeds(result["planning"]))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -263,7 +265,7 @@ def _race_contrasts(question, study, kind, metric, experiments, weights_of, labe
     for race in labels:
         members = cells.races == race
         weight = np.where(members, 1.0 / members.sum(), 0.0)
-        result = fairness.linear_contrast(cells.runs, [c * weight for c in weights_of], cells.races, cells.clusters,
+        result = linear_contrast(cells.runs, [c * weight for c in weights_of], cells.races, cells.clusters,
                                           cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic, ci)
         seeds_needed, spread_seeds = _planned(result, metric, min_effect, ci)
         rows.append(Finding(question, study, kind, metric, race, race, label, setting, result["value"], result["lo"],
@@ -283,12 +285,12 @@ def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_
         return [], reason
     if len(set(cells.races)) < 2:
         return [], "fewer than two races"
-    keys = [k for k in fairness.SUMMARY_CHANGE_KEYS if k != "ser" or cells.statistic == "percent"]
+    keys = [k for k in SUMMARY_CHANGE_KEYS if k != "ser" or cells.statistic == "percent"]
     rows = []
     for key, relative in [(k, False) for k in keys] + [("worst", True)]:
         quantity = f"{key}, relative" if relative else key
         try:
-            result = fairness.summary_change(cells.runs[0], cells.runs[1], cells.races, key, cells.clusters,
+            result = summary_change(cells.runs[0], cells.runs[1], cells.races, key, cells.clusters,
                                              cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic,
                                              relative, ci)
         except ValueError as error:
