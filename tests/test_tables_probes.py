@@ -35,3 +35,10 @@ def test_seed_interval_is_a_t_interval_over_seeds_clipped_to_the_range():
     assert seed_interval([0.9, 1.0, 0.95], 0.95, bounds=(0.0, 1.0))[2] == 1.0  # clipped at F1's maximum
     mean, lo, hi, sd = seed_interval([0.8], 0.95)
     assert mean == 0.8 and math.isnan(lo) and math.isnan(hi) and math.isnan(sd)
+
+
+def test_seed_interval_of_seeds_that_agree_exactly_is_the_exact_sign_test_claim():
+    # The one t-interval path (estimates.interval): 3 equal seeds have no spread to studentize, and the exact
+    # sign test of 3 units (p = 1/4) cannot reject at 95%, so the interval is the whole range; 6 can (p = 1/32).
+    assert seed_interval([0.75, 0.75, 0.75], 0.95, bounds=(0.0, 1.0)) == (0.75, 0.0, 1.0, 0.0)
+    assert seed_interval([0.75] * 6, 0.95, bounds=(0.0, 1.0))[1:3] == (0.75, 0.75)
