@@ -17,7 +17,8 @@ from racecomp.races import FAIRFACE_RACES, check_label
 from racecomp.schema import (ADDED_LATER, BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECKS, COUNT_COLUMN,
                              DATA_KEY, FAMILIES, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES, METRIC_RANGES,
                              NON_RESULT_ARGS, OPTIONAL_RACE_METRICS, POOLED_COLUMNS, PROBE_GENDER_COLUMNS,
-                             PROBE_GENDER_FILE, RACE_METRICS, RACES, RECIPE_COLUMN, STUDIES, WARNINGS_KEY)
+                             PROBE_GENDER_FILE, RACE_METRICS, RACES, RECIPE_COLUMN, RECORD_FILE, STUDIES, WARNINGS_KEY,
+                             read_record)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
 # Per-item columns the tables need: the schema's, plus a pair's second identity. Without it, pairs that share
@@ -390,20 +391,12 @@ def _check_items(items, per_race, kind):
 
 
 def _read_record(folder, problems):
-    """The folder's args.json, or None (missing: nothing reported here; unreadable: reported)."""
-    path = os.path.join(folder, "args.json")
-    if not os.path.isfile(path):
-        return None
+    """The folder's args.json (schema.read_record), or None (missing: nothing reported here; unusable: reported)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        problems.add(path, f"unreadable ({error}); the run's settings are not in the recipe legend")
+        return read_record(folder)
+    except ValueError as error:
+        problems.add(os.path.join(folder, RECORD_FILE), f"{error}; the run's settings are not in the recipe legend")
         return None
-    if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
-        problems.add(path, "no `args` dict (not a RaceComp args.json); the run's settings are not in the legend")
-        return None
-    return record
 
 
 def _record_error(record):
