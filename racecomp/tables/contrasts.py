@@ -323,7 +323,7 @@ def _why_undefined(key, label, cells, error):
 
 def answer(experiments, comparisons, problems=None, ci=0.95, min_effect=None):
     """Answers (findings, contrasts not formed, dose-response curves) of the experiments of one or more
-    families. comparisons: reference_comparisons' results by id(experiment) (the dose-response reuses the
+    families. comparisons: reference_comparisons' results by experiment (the dose-response reuses the
     minority-penalty tests, so that its numbers are those of the Minority penalty table)."""
     problems = problems or Problems()
     min_effect = {**MIN_EFFECT, **(min_effect or {})}
@@ -492,7 +492,7 @@ def dose_response(family, trained, comparisons):
         race = _under_race(members[0])
         by_metric = {}
         for experiment in members:
-            relation = comparisons.get(id(experiment), {}).get("balanced")
+            relation = comparisons.get(experiment, {}).get("balanced")
             if relation is None:
                 continue
             for metric, result in relation["results"].items():

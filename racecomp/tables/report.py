@@ -211,14 +211,14 @@ def _metrics_of(experiments, metrics_of):
 def _seeds_table(output, block):
     """Per-race mean [min, max] over seeds of every metric (upscaling kinds), races as rows."""
     experiments = block.experiments
-    rows = {id(e): seed_spread_rows(e) for e in experiments}
-    output.csv(f"seeds_{block.name}.csv", [row for e in experiments for row in rows[id(e)]])
+    rows = {e: seed_spread_rows(e) for e in experiments}
+    output.csv(f"seeds_{block.name}.csv", [row for e in experiments for row in rows[e]])
     metrics = _metrics_of(experiments, lambda e: e.race_metrics())
     label_header, label_cells, constant = _label_layout(experiments, 3 + len(metrics))
     body = [label_cells(e) + [row["race"], row["n_seeds"], row["n_images"]]
             + [interval_text(row[f"{m}_mean"], row[f"{m}_min"], row[f"{m}_max"], row["n_seeds"], "no seed range")
                if f"{m}_mean" in row else "" for m in metrics]
-            for e in experiments for row in rows[id(e)]]
+            for e in experiments for row in rows[e]]
     title = f"Per-race quality over seeds, {block.title}"
     output.section(title, _intro(constant, "Each cell: mean [min, max] over seeds of each seed's per-race mean; "
                                            "images sums the race's images over seeds; a metric some runs lack is "
@@ -230,7 +230,7 @@ def _seeds_table(output, block):
         series = [(e.label(_varying_columns(experiments)[0] or None),
                    {r["race"]: (r[f"{metric}_mean"],) + ((r[f"{metric}_min"], r[f"{metric}_max"]) if r["n_seeds"] > 1
                                                          else (math.nan, math.nan))
-                    for r in rows[id(e)] if f"{metric}_mean" in r}) for e in experiments]
+                    for r in rows[e] if f"{metric}_mean" in r}) for e in experiments]
         output.plot(f"seeds_{block.name}_{metric}.png", f"{METRIC_NAMES[metric]} per race, mean over seeds "
                     f"(whiskers: min-max over seeds), {block.title}", METRIC_NAMES[metric], races, series)
 
@@ -334,8 +334,8 @@ def _interval_tables(output, block, n_boot, seed, ci, problems):
             rows = fairness_interval_rows(e, metric, n_boot, seed, ci, problems)
             csv_rows += rows
             if rows:
-                results[id(e)] = {row["quantity"]: row for row in rows}
-        members = [e for e in usable if id(e) in results]
+                results[e] = {row["quantity"]: row for row in rows}
+        members = [e for e in usable if e in results]
         if not members:
             continue
 
@@ -344,8 +344,8 @@ def _interval_tables(output, block, n_boot, seed, ci, problems):
             return interval_text(row["value"], row["lo"], row["hi"], row["n_items"], note=f"n={row['n']}{spread}")
 
         label_header, label_cells, constant = _label_layout(members, 2 + len(races))
-        body = [label_cells(e) + [e.pooled_columns()["n_seeds"], results[id(e)]["mean"]["level"]]
-                + [race_cell(results[id(e)][r]) if r in results[id(e)] else "" for r in races] for e in members]
+        body = [label_cells(e) + [e.pooled_columns()["n_seeds"], results[e]["mean"]["level"]]
+                + [race_cell(results[e][r]) if r in results[e] else "" for r in races] for e in members]
         output.section(f"Per-race {METRIC_NAMES[metric]} with {level} CIs, {block.title}",
                        _intro(constant, f"Items evaluated by every seed; value [lo, hi]. {_methods('levels', 'per-race')} "
                                         f"Pairwise race differences: ci_{block.name}.csv.") + "\n\n"
@@ -353,14 +353,14 @@ def _interval_tables(output, block, n_boot, seed, ci, problems):
         output.plot(f"ci_{block.name}_{metric}.png", f"{METRIC_NAMES[metric]} per race, {level} CI, {block.title}",
                     METRIC_NAMES[metric], races,
                     [(e.label(_varying_columns(members)[0] or None),
-                      {r: (results[id(e)][r]["value"], results[id(e)][r]["lo"], results[id(e)][r]["hi"])
-                       for r in races if r in results[id(e)]}) for e in members])
+                      {r: (results[e][r]["value"], results[e][r]["lo"], results[e][r]["hi"])
+                       for r in races if r in results[e]}) for e in members])
         keys = ["mean", "gap", "std"] + (["ser"] if metric == "accuracy" else [])
         label_header, label_cells, constant = _label_layout(members, 3 + len(keys))
-        body = [label_cells(e) + [e.pooled_columns()["n_seeds"], results[id(e)]["mean"]["level"]]
-                + [interval_text(results[id(e)][k]["value"], results[id(e)][k]["lo"], results[id(e)][k]["hi"],
-                                 results[id(e)][k]["n_items"]) for k in keys]
-                + [p_text(results[id(e)]["equal_means_p"]["value"])] for e in members]
+        body = [label_cells(e) + [e.pooled_columns()["n_seeds"], results[e]["mean"]["level"]]
+                + [interval_text(results[e][k]["value"], results[e][k]["lo"], results[e][k]["hi"],
+                                 results[e][k]["n_items"]) for k in keys]
+                + [p_text(results[e]["equal_means_p"]["value"])] for e in members]
         ser = " SER = (100 - worst) / (100 - best) of accuracy;" if metric == "accuracy" else ""
         output.section(f"Fairness of {METRIC_NAMES[metric]} across races with {level} CIs, {block.title}",
                        _intro(constant, _methods("fairness", "levels")) + "\n\n"
@@ -381,7 +381,7 @@ def _latex_table(output, block, metric, members, results, races, level):
                + (", SER = (100 - worst) / (100 - best)" if metric == "accuracy" else "") + "; simultaneous intervals.")
     output.text(f"table_{block.name}_{metric}.tex", latex.fairness_table(
         caption, f"tab:racecomp-{block.name}-{metric}", label_header,
-        [(label_cells(e), e.pooled_columns()["n_seeds"], results[id(e)]) for e in members], races, summaries))
+        [(label_cells(e), e.pooled_columns()["n_seeds"], results[e]) for e in members], races, summaries))
 
 
 def _relation_tables(output, block, comparisons, ci):
@@ -390,16 +390,16 @@ def _relation_tables(output, block, comparisons, ci):
     races = races_of(block.experiments)
     level = f"{100 * ci:g}%"
     for relation, (title, stem, column, reference_text) in RELATIONS.items():
-        compared = [e for e in block.experiments if relation in comparisons.get(id(e), {})]
+        compared = [e for e in block.experiments if relation in comparisons.get(e, {})]
         rows = []
-        for metric in _metrics_of(compared, lambda e: comparisons[id(e)][relation]["results"]):
-            members = [e for e in compared if comparisons[id(e)][relation]["results"].get(metric)]
+        for metric in _metrics_of(compared, lambda e: comparisons[e][relation]["results"]):
+            members = [e for e in compared if comparisons[e][relation]["results"].get(metric)]
             if not members:
                 continue
             label_header, label_cells, constant = _label_layout(members, 8)
             body, series = [], []
             for e in members:
-                comparison = comparisons[id(e)][relation]
+                comparison = comparisons[e][relation]
                 groups = comparison["results"][metric]["groups"]
                 minority = e.columns.get("minority", "none")
                 headline = minority if relation == "balanced" and minority in groups else None
@@ -577,18 +577,18 @@ def _summarize(output, patterns, n_boot, seed, ci, workers, min_effect):
 def _probe_table(output, block, ci, problems):
     """Per experiment with probe results: the gender probe's F1 per FairFace race, worst race and gap, and the
     Bias Transfer Score, each the mean over seeds with a t interval over the seeds (tables.probes)."""
-    rows = {id(e): probe_rows(e, ci, problems) for e in block.experiments}
-    members = [e for e in block.experiments if rows[id(e)]]
+    rows = {e: probe_rows(e, ci, problems) for e in block.experiments}
+    members = [e for e in block.experiments if rows[e]]
     if not members:
         return
-    output.csv(f"probes_{block.name}.csv", [row for e in members for row in rows[id(e)]])
+    output.csv(f"probes_{block.name}.csv", [row for e in members for row in rows[e]])
     level = f"{100 * ci:g}%"
     label_header, label_cells, constant = _label_layout(members, 4)
     body = [label_cells(e) + [row["quantity"], row["n_seeds"],
                               interval_text(row["mean"], math.nan if row["lo"] == "" else row["lo"],
                                             math.nan if row["hi"] == "" else row["hi"], row["n_seeds"],
                                             "no interval"), format_number(row["seed_sd"])]
-            for e in members for row in rows[id(e)]]
+            for e in members for row in rows[e]]
     note = (f"Probes of each trained backbone on FairFace val: the gender probe (run_verify.py --probe gender; "
             f"F1 of Female as a fraction, on each race's images; worst race = the lowest per-race F1 and gap = "
             f"highest - lowest, both computed per seed) and the Bias Transfer Score (--bias-probe; Spearman "

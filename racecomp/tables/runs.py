@@ -9,7 +9,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,10 +49,10 @@ class Problems:
             print(f"[problem] {path}: {message}", flush=True)
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Run:
     """One finished run: identifying columns as written, per-race means, per-item rows (None if unusable) and
-    its args.json (None if it has none)."""
+    its args.json (None if it has none). Read once (load_run), never changed; compared and hashed as itself."""
     folder: str
     family: str
     kind: str  # "upscale" or "verify": which per-item file and metrics
@@ -85,16 +85,31 @@ class Run:
         return {name: fingerprint["id"] for name, fingerprint in found.items()} if found else None
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Experiment:
-    """Runs that differ only in seed (and code version); `columns` = the experiment's identifying values."""
+    """Runs that differ only in seed (and code version), built once (group_experiments). Results are keyed by
+    the experiment itself: it is compared and hashed as itself, since two experiments may share every
+    identifying value and differ in their data (data fingerprints keep them apart)."""
     family: str
     kind: str
-    columns: dict
-    runs: list  # sorted by seed
-    # Per metric, the item matrix (tables.comparisons) and the runs' item lists it was built from: an experiment
-    # is tabulated and compared with several references, and a sweep's matrices take seconds to build.
-    matrices: dict = field(default_factory=dict, repr=False, compare=False)
+    identifying: tuple  # ((column, value as written), ...) but POOLED_COLUMNS, in file order; a dict is taken too
+    runs: tuple  # sorted by seed; a list is taken too
+    # Per metric, the item matrix (tables.comparisons): an experiment is tabulated and compared with several
+    # references, and a sweep's matrices take seconds to build. Filled on first use, then only read.
+    matrices: dict = field(default_factory=dict, init=False, repr=False)  # a replace() starts an empty one
+
+    def __post_init__(self):
+        object.__setattr__(self, "identifying", tuple(dict(self.identifying).items()))
+        object.__setattr__(self, "runs", tuple(self.runs))
+
+    @property
+    def columns(self):
+        """{identifying column: value as written}, in file order."""
+        return dict(self.identifying)
+
+    @property
+    def seeds(self):
+        return tuple(run.identity["seed"] for run in self.runs)
 
     def label(self, shown=None):
         shown = [c for c in self.columns if c != "study"] if shown is None else shown
@@ -464,14 +479,14 @@ def load_run(folder, problems):
     run = Run(folder, family, kind, identity, per_race, None, _read_record(folder, problems))
     error = run.record is not None and _record_error(run.record)
     if error:
-        problems.add(os.path.join(folder, "args.json"), f"{error}; run left out")
+        problems.add(os.path.join(folder, RECORD_FILE), f"{error}; run left out")
         return None
     for found in (run.record or {}).get(WARNINGS_KEY, []):
         problems.add(path, f"sanity check failed, its rows are marked: {found['message']}")
     collapsed = _recognizer_collapsed(run, problems)
     for values in per_race.values() if collapsed else ():
         values.pop("id_cos", None)
-    _read_probes(run, problems)
+    run = replace(run, **_read_probes(run, problems))
     item_path = os.path.join(folder, ITEM_FILES[kind])
     if not os.path.isfile(item_path):
         problems.add(item_path, "missing: the run appears only in the per-race tables (no CIs, no paired tests)")
@@ -486,8 +501,8 @@ def load_run(folder, problems):
     except ValueError as error:
         problems.add(item_path, f"{error}; the run appears only in the per-race tables")
         return run
-    run.items = [{k: v for k, v in item.items() if k != "id_cos"} for item in items] if collapsed else items
-    return run
+    return replace(run, items=[{k: v for k, v in item.items() if k != "id_cos"} for item in items] if collapsed
+                   else items)
 
 
 def load_runs(folders, problems):
@@ -568,13 +583,13 @@ def _probe_file(run, name, columns, read_rows, problems):
 
 
 def _read_probes(run, problems):
-    """Set the run's optional probe results (run_verify --probe gender, --bias-probe); a run without them is
-    fine, a malformed file is reported and left out. The Bias Transfer Score is the one the run computed from
-    its bias_probe.csv rows (args.json), so that the tables need no statistics of racecomp.probes."""
-    run.gender_probe = _probe_file(run, PROBE_GENDER_FILE, PROBE_GENDER_COLUMNS, _gender_probe_rows, problems)
-    run.bias_probe = _probe_file(run, BIAS_PROBE_FILE, BIAS_PROBE_COLUMNS, _bias_probe_rows, problems)
-    if run.bias_probe is None:
-        return
+    """The run's optional probe results (run_verify --probe gender, --bias-probe) as Run fields; a run without
+    them is fine, a malformed file is reported and left out. The Bias Transfer Score is the one the run computed
+    from its bias_probe.csv rows (args.json), so that the tables need no statistics of racecomp.probes."""
+    probes = {"gender_probe": _probe_file(run, PROBE_GENDER_FILE, PROBE_GENDER_COLUMNS, _gender_probe_rows, problems),
+              "bias_probe": _probe_file(run, BIAS_PROBE_FILE, BIAS_PROBE_COLUMNS, _bias_probe_rows, problems)}
+    if probes["bias_probe"] is None:
+        return probes
     score = (run.record or {}).get("bias_transfer_score")
     path = os.path.join(run.folder, BIAS_PROBE_FILE)
     if isinstance(score, bool) or not isinstance(score, (int, float)):
@@ -586,7 +601,8 @@ def _read_probes(run, problems):
     elif not -1.0 - 1e-9 <= score <= 1.0 + 1e-9:
         problems.add(path, f"Bias Transfer Score {score!r} in args.json is outside [-1, 1]: left out of the tables")
     else:
-        run.bias_transfer_score = float(score)
+        probes["bias_transfer_score"] = float(score)
+    return probes
 
 
 def group_experiments(runs, problems):
