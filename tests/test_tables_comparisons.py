@@ -9,7 +9,8 @@ import pytest
 from racecomp.tables import comparisons
 from racecomp.tables.comparisons import (compare, fairness_interval_rows, find_reference, race_columns_row,
                                          reference_comparisons)
-from racecomp.tables.runs import Experiment, Problems, Run
+from racecomp.tables.experiments import Experiment
+from racecomp.tables.runs import Problems, Run
 
 
 def experiment_of(family, columns, per_race=None, folder="r"):

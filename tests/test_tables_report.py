@@ -1,6 +1,6 @@
 """racecomp.tables.report: the blocks of experiments, the columns that label rows, and the scope of a comparison."""
 from racecomp.tables.report import MAX_COLUMNS, _label_layout, _scope_text, _seed_sd_text, _varying_columns, blocks_of
-from racecomp.tables.runs import Experiment
+from racecomp.tables.experiments import Experiment
 
 
 def experiment(family="upscale", **columns):

@@ -9,7 +9,7 @@ import numpy as np
 
 from racecomp import fairness
 from racecomp.schema import IDENTITY_MODEL_ARGS, RACES, RESTORE_COLUMNS
-from racecomp.tables.runs import canonical, races_of
+from racecomp.tables.experiments import canonical, races_of
 
 # Metrics with per-item values: (column of the per-item file, fairness statistic). id_cos (optional) is used
 # for the experiments whose every seed has it.

@@ -26,7 +26,8 @@ from racecomp.schema import RACES
 from racecomp.tables.comparisons import (ITEM_METRICS, PSNR_CAP_DB, items_of, find_reference, item_metrics,
                                          known_exactly, untrained)
 from racecomp.tables.probes import probe_seed_values
-from racecomp.tables.runs import Problems, canonical, sort_key
+from racecomp.tables.experiments import canonical, sort_key
+from racecomp.tables.runs import Problems
 
 DATA_COLUMNS = ("minority", "weight", "minority_mode")  # what was under-sampled, and how much
 NOT_AXES = ("study",) + DATA_COLUMNS + ("wbits", "abits")

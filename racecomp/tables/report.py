@@ -23,8 +23,8 @@ from racecomp.tables.formatting import cell_magnitude, format_number, interval_t
 from racecomp.tables import contrasts, findings, latex
 from racecomp.tables.output import Output
 from racecomp.tables.probes import probe_rows
-from racecomp.tables.runs import (Problems, canonical, differing_settings, find_run_folders, group_experiments,
-                                  load_runs, races_of, sort_key)
+from racecomp.tables.experiments import canonical, differing_settings, group_experiments, races_of, sort_key
+from racecomp.tables.runs import Problems, find_run_folders, load_runs
 
 MAX_COLUMNS = 10  # the widest markdown table: what a paper's page holds
 # Display order and names; id_cos sits next to PSNR-Y and SSIM-Y.
