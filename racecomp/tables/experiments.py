@@ -46,7 +46,7 @@ class Experiment:
 
     def pooled_columns(self):
         """n_seeds, seeds, code versions and failed sanity checks behind a row, so that it can be traced back."""
-        return {"n_seeds": len(self.runs), "seeds": ";".join(r.identity["seed"] for r in self.runs),
+        return {"n_seeds": len(self.runs), "seeds": ";".join(self.seeds),
                 "code_version": ";".join(sorted({r.identity["code_version"] for r in self.runs})),
                 "warnings": ";".join(self.warnings)}
 
