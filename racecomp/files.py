@@ -15,7 +15,8 @@ import sys
 import tempfile
 
 from racecomp.errors import InputError
-from racecomp.schema import ADDED_LATER, FINISHED_MARKER, KERNEL_ARGS, NON_RESULT_ARGS, RESUME_ARGS
+from racecomp.schema import (ADDED_LATER, FINISHED_MARKER, KERNEL_ARGS, NON_RESULT_ARGS, RECORD_FILE, RESUME_ARGS,
+                             read_record)
 
 # torch is imported inside the functions that need it: the tables write through this module and stand on numpy.
 
@@ -161,13 +162,9 @@ def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_AR
     if overwrite:
         print(f"[out] {out_dir}: --overwrite given; earlier results there will be replaced")
         return "fresh"
-    args_path = os.path.join(out_dir, "args.json")
-    if os.path.isfile(args_path):
-        with open(args_path, encoding="utf-8") as handle:
-            try:
-                previous = json.load(handle).get("args", {})
-            except json.JSONDecodeError as error:
-                raise InputError(f"{args_path}: unreadable ({error}); use --overwrite or another --out") from error
+    record = previous_record(out_dir)
+    if record:
+        previous = record["args"]
         current = json.loads(json.dumps(vars(args), default=str))
         if current.get("amp") == "auto":  # not resolved here (racecomp.sweep's status): the run records its own
             current["amp"] = previous.get("amp", "auto")
@@ -183,6 +180,15 @@ def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_AR
         print(f"[out] {out_dir}: resuming from its last checkpoint")
         return "resume"
     return "fresh"
+
+
+def previous_record(out_dir):
+    """The args.json of the run already in `out_dir` (schema.read_record), {} when there is none; InputError when
+    it cannot be used."""
+    try:
+        return read_record(out_dir) or {}
+    except ValueError as error:
+        raise InputError(f"{os.path.join(out_dir, RECORD_FILE)}: {error}; use --overwrite or another --out") from None
 
 
 def finish_run(out_dir, keep_checkpoint=False):

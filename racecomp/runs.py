@@ -11,7 +11,6 @@ model (FINAL_WEIGHTS).
 """
 import argparse
 import csv
-import json
 import os
 
 from racecomp import facenets, files, schema, upscalers
@@ -25,17 +24,14 @@ def read_run(run_dir, study, flag):
     """(settings, record) of the finished `study` run ("upscale" or "verify") in `run_dir`: settings is an
     argparse.Namespace of the flags it ran with, record its whole args.json. `flag` names the option that gave
     the folder, in errors."""
-    args_path = os.path.join(run_dir, "args.json")
+    args_path = os.path.join(run_dir, schema.RECORD_FILE)
     if not os.path.isfile(os.path.join(run_dir, schema.FINISHED_MARKER)) or not os.path.isfile(args_path):
-        raise InputError(f"{flag} {run_dir}: not a finished run folder (needs args.json and "
+        raise InputError(f"{flag} {run_dir}: not a finished run folder (needs {schema.RECORD_FILE} and "
                          f"{schema.FINISHED_MARKER})")
     try:
-        with open(args_path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{flag} {run_dir}: {args_path} is unreadable ({error})") from None
-    if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
-        raise InputError(f"{flag} {run_dir}: {args_path} has no `args` dict (not a RaceComp args.json)")
+        record = schema.read_record(run_dir)
+    except ValueError as error:
+        raise InputError(f"{flag} {run_dir}: {args_path}: {error}") from None
     if record.get("study") != study:
         raise InputError(f"{flag} {run_dir}: a {record.get('study')!r} run, not a {study!r} run")
     return argparse.Namespace(**record["args"]), record

@@ -8,10 +8,12 @@ that differ in anything that changes a result differ in an identifying column or
 """
 import hashlib
 import json
+import os
 
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
 
 FINISHED_MARKER = "per_race.csv"  # a run folder holds results once this file exists; it is written last
+RECORD_FILE = "args.json"  # a run's record: {"args": every resolved argument, "study", "warnings", ...}
 STUDIES = ("upscale", "verify", "quantize")
 # Quantization runs are read as the kind of model they quantize (their `task` column).
 FAMILIES = ("upscale", "verify", "quantize-upscale", "quantize-verify")
@@ -86,3 +88,19 @@ def recipe_id(settings, identifying, non_result=NON_RESULT_ARGS):
     kept = {k: v for k, v in sorted(settings.items()) if k not in non_result and k not in identifying and k != "seed"
             and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def read_record(folder):
+    """The record (args.json) of a run folder as a dict, None when the folder has none. ValueError when it cannot
+    be used, its message naming the problem without the path: "unreadable (...)" or "no `args` dict (...)"."""
+    path = os.path.join(folder, RECORD_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"unreadable ({error})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
+        raise ValueError("no `args` dict (not a RaceComp args.json)")
+    return record

@@ -15,7 +15,8 @@ import pytest
 
 from racecomp import estimates, fairness
 from racecomp.tables import comparisons
-from racecomp.tables.runs import Experiment, Problems, Run
+from racecomp.tables.experiments import Experiment
+from racecomp.tables.runs import Problems, Run
 
 PLACEBO_UNPAIRED, PLACEBO_PAIRED = 0.0268, 0.0415  # the recipe-level test's placebo rates, seeds 0-19 x 300
 FAIRFACE_VAL_SIZES = {"White": 2085, "Black": 1556, "Latino_Hispanic": 1623, "East Asian": 1550, "Indian": 1516,

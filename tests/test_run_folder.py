@@ -14,7 +14,7 @@ import pytest
 from racecomp import cli, files, toydata
 from racecomp.datasets import fingerprint
 from racecomp.studies import run_folder, upscale
-from racecomp.tables import runs as table_runs
+from racecomp.tables import experiments as table_experiments, runs as table_runs
 
 
 def read_csv(path):
@@ -92,7 +92,7 @@ def test_runs_on_other_data_with_the_same_labels_are_never_pooled(two_datasets, 
     assert len(recipes) == 2
     problems = table_runs.Problems()
     loaded = [table_runs.load_run(str(tmp_path / f"seed{seed}"), problems) for seed in (0, 1)]
-    assert len(table_runs.group_experiments(loaded, problems)) == 2
+    assert len(table_experiments.group_experiments(loaded, problems)) == 2
     assert any("not pooled with" in message and "other data" in message for _, message in problems.entries)
 
 
@@ -181,7 +181,7 @@ def test_a_resume_on_other_code_is_refused_unless_allowed_and_then_marked(small_
     problems = table_runs.Problems()
     loaded = table_runs.load_run(str(out), problems)
     assert loaded.warnings == [run_folder.CODE_CHANGED]
-    experiment, = table_runs.group_experiments([loaded], problems)
+    experiment, = table_experiments.group_experiments([loaded], problems)
     assert experiment.pooled_columns()["warnings"] == run_folder.CODE_CHANGED
 
 

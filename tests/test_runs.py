@@ -22,8 +22,8 @@ def test_settings_and_identity_of_a_finished_run(tmp_path):
 
 
 @pytest.mark.parametrize("record, per_race, says", [
-    ("{not json", None, "args.json is unreadable"),
-    ({"study": "upscale"}, None, "has no `args` dict"),
+    ("{not json", None, "args.json: unreadable"),
+    ({"study": "upscale"}, None, "args.json: no `args` dict"),
     ({"study": "verify", "args": {}}, None, "a 'verify' run, not a 'upscale' run"),
     ({"study": "upscale", "args": {}}, "study,race\n", "no rows, or no `code_version` column"),
 ])

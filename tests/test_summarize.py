@@ -22,7 +22,7 @@ VERIFY_ID = ("study", "arch", "init", "finetune", "minority", "weight", "seed", 
 QUANT_ID = ("study", "task", "arch", "init", "finetune", "minority", "weight", "wbits", "abits", "calib",
             "qat_steps", "seed", "code_version")
 N_BOOT = 200
-MAX_COLUMNS = 10  # the widest table a paper can paste (racecomp.tables.report.MAX_COLUMNS)
+MAX_COLUMNS = 10  # the widest table a paper can paste (racecomp.tables.markdown.MAX_COLUMNS)
 
 
 def write_rows(path, header, rows):
@@ -808,13 +808,13 @@ def test_text_from_run_folders_cannot_change_the_markdown(tmp_path):
 
 
 def test_an_interrupted_summarize_leaves_a_marker_until_a_whole_set_is_written(tmp_path, monkeypatch):
-    from racecomp.tables import output, report
+    from racecomp.tables import output, sections
     upscale_run(tmp_path / "runs", "good", GOOD_IMAGES)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
     with monkeypatch.context() as patched:
-        patched.setattr(report, "_legend", killed)
+        patched.setattr(sections, "legend", killed)
         with pytest.raises(KeyboardInterrupt):
             run_main([tmp_path / "runs"], tmp_path / "out")
     assert (tmp_path / "out" / output.INCOMPLETE).exists() and not (tmp_path / "out" / "tables.md").exists()

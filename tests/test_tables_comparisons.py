@@ -1,6 +1,7 @@
 """racecomp.tables.comparisons: per-race means rows (Table I layout), finding a run's reference, and the scope of a
 comparison (model difference with one seed, recipe difference with several)."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import pytest
 from racecomp.tables import comparisons
 from racecomp.tables.comparisons import (compare, fairness_interval_rows, find_reference, race_columns_row,
                                          reference_comparisons)
-from racecomp.tables.runs import Experiment, Problems, Run
+from racecomp.tables.experiments import Experiment
+from racecomp.tables.runs import Problems, Run
 
 
 def experiment_of(family, columns, per_race=None, folder="r"):
@@ -103,7 +105,7 @@ def test_paired_tests_in_several_processes_give_the_same_numbers_and_problems(mo
     for workers in (1, 2):
         problems = Problems()
         found = reference_comparisons([balanced, *under], 50, 0, 0.95, problems, workers=workers)
-        results = [found[id(e)]["balanced"]["results"] for e in under]
+        results = [found[e]["balanced"]["results"] for e in under]
         assert all(set(r) == {"psnr_y", "ssim_y"} for r in results)
         outcomes.append((repr(results), problems.entries))
     assert outcomes[0] == outcomes[1]  # bit for bit (repr keeps every digit), problems in the same order
@@ -111,8 +113,9 @@ def test_paired_tests_in_several_processes_give_the_same_numbers_and_problems(mo
 
 def test_items_missing_from_a_seed_are_left_out_and_reported():
     values = np.random.default_rng(2).normal(30.0, 2.0, (2, 40))
-    experiment = seeds_experiment(values, (0, 1))
-    experiment.runs[1].items = experiment.runs[1].items[:-1]  # seed 1 lacks img39
+    full = seeds_experiment(values, (0, 1))
+    seed_one = full.runs[1]
+    experiment = replace(full, runs=(full.runs[0], replace(seed_one, items=seed_one.items[:-1])))  # lacks img39
     problems = Problems()
     rows = {row["quantity"]: row for row in fairness_interval_rows(experiment, "psnr_y", 50, 0, 0.95, problems)}
     assert rows["White"]["n_items"] == 19 and rows["White"]["n"] == 38
@@ -131,8 +134,7 @@ def bicubic_of(identity_model, id_cos, recipe, args=True):
 
 def model_of(identity_model, args=True):
     experiment = bicubic_of(identity_model, identity_model is not None, f"model-{identity_model}", args)
-    experiment.columns["arch"] = "resnet50"
-    return experiment
+    return replace(experiment, identifying={**experiment.columns, "arch": "resnet50"})
 
 
 def test_bicubic_floors_with_and_without_identity_model_are_not_a_tie():
@@ -153,8 +155,7 @@ def test_bicubic_floors_with_and_without_identity_model_are_not_a_tie():
 
 def test_the_bicubic_floor_of_a_run_is_made_from_the_same_lr_images():
     def with_args(experiment, args):
-        experiment.runs[0].record = {"args": args}
-        return experiment
+        return replace(experiment, runs=[replace(experiment.runs[0], record={"args": args})])
 
     # A run made before --lr-kernel (no lr_kernel in args.json) made its LR images bicubic.
     old_floor = with_args(bicubic_of(None, False, "b-old"), {"identity_model": None})

@@ -4,7 +4,8 @@ import math
 import pytest
 
 from racecomp.tables.probes import probe_seed_values, seed_interval
-from racecomp.tables.runs import Experiment, Run
+from racecomp.tables.experiments import Experiment
+from racecomp.tables.runs import Run
 
 T_975_2DF = 4.302652729749  # Student t quantile 0.975 with 2 df (tables)
 

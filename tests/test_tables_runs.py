@@ -1,8 +1,9 @@
-"""racecomp.tables.runs: reading a run folder and pooling seeds into experiments."""
+"""racecomp.tables.runs and .experiments: reading a run folder and pooling seeds into experiments."""
 import csv
 import json
 
-from racecomp.tables.runs import Experiment, Problems, Run, differing_settings, group_experiments, load_run
+from racecomp.tables.experiments import Experiment, differing_settings, group_experiments
+from racecomp.tables.runs import Problems, Run, load_run
 
 IDENTITY = ("study", "arch", "weight", "recipe", "seed", "code_version")
 

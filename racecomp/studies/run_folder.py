@@ -112,19 +112,6 @@ def locked(out_dir):
     _remove(out_dir, [LOCK_FILE])
 
 
-def read_record(out_dir):
-    """The folder's args.json, or {} when there is none."""
-    path = os.path.join(out_dir, "args.json")
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: unreadable ({error}); use --overwrite or another --out") from None
-    return record if isinstance(record, dict) else {}
-
-
 def _remove(out_dir, names):
     for name in names:
         with contextlib.suppress(FileNotFoundError):
@@ -163,7 +150,7 @@ class RunFolder:
             _remove(self.out_dir, RUN_STATE)
             print(f"[out] {self.out_dir}: --overwrite given; earlier results there removed")
             return "fresh"
-        previous = read_record(self.out_dir)
+        previous = files.previous_record(self.out_dir)
         action = files.prepare_out_dir(self.out_dir, self.args)
         if action != "fresh":
             self._check_data(previous)

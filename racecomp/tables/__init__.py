@@ -39,11 +39,14 @@ The studies' questions (findings.md, findings.csv): contrasts between experiment
 (difference in differences, main effects, changes of a fairness summary), the dose-response of under-sampling
 and the seeds needed to detect --min-effect; `answers(paths)` returns them as data for a notebook cell.
 
-Modules: runs (find, read and check run folders; group experiments), comparisons (per-race rows, intervals,
-paired tests against references), contrasts (contrasts between experiments, dose-response, seed planning),
-findings (findings.md / .csv and their figures), probes (probe results per seed and over seeds), formatting
-(how numbers are written), latex (booktabs tables), plots (interval, forest and dose-response figures),
-output (the --out folder and its manifest), report (the tables and summarize).
+Modules, load: runs (find and read run folders into Runs), run_files (their CSV files parsed and checked),
+experiments (Experiment: runs pooled over seeds, built once; results are keyed by it). Analyse: comparisons
+(per-race rows, intervals, paired tests against references), contrasts (contrasts between experiments,
+dose-response, seed planning), probes (probe results per seed and over seeds). Render: sections (tables.md's
+sections with their CSVs and figures), markdown (markdown tables and their label columns), findings
+(findings.md / .csv and their figures), formatting (how numbers are written), latex (booktabs tables), plots
+(interval, forest and dose-response figures), output (the --out folder and its manifest). report: the pipeline
+(summarize, answers).
 """
 from racecomp.tables.findings import sentence
 from racecomp.tables.report import answers, summarize

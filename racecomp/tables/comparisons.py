@@ -9,7 +9,7 @@ import numpy as np
 
 from racecomp import fairness
 from racecomp.schema import IDENTITY_MODEL_ARGS, RACES, RESTORE_COLUMNS
-from racecomp.tables.runs import canonical, races_of
+from racecomp.tables.experiments import canonical, races_of
 
 # Metrics with per-item values: (column of the per-item file, fairness statistic). id_cos (optional) is used
 # for the experiments whose every seed has it.
@@ -105,11 +105,10 @@ def _item_matrix(experiment, metric):
     """The items every seed of the experiment evaluated, in the first seed's order: {"values": (seeds, items)
     (PSNR not yet capped), "keys", "races", "clusters" (file or id1), "clusters2" (id2 of pairs, else None),
     "left_out": items evaluated by only some seeds}. ValueError when seeds label an item with two races.
-    Built once per metric (Experiment.matrices) while the runs' item lists stay the same."""
-    sources = tuple(run.items for run in experiment.runs)
-    cached = experiment.matrices.get(metric)
-    if cached is not None and len(cached[0]) == len(sources) and all(a is b for a, b in zip(cached[0], sources)):
-        return cached[1]
+    Built once per metric (Experiment.matrices)."""
+    if metric in experiment.matrices:
+        return experiment.matrices[metric]
+    sources = [run.items for run in experiment.runs]
     column, _ = ITEM_METRICS[experiment.kind][metric]
     keys = [item["key"] for item in sources[0]]
     if len(set(keys)) == len(keys) and all([item["key"] for item in items] == keys for items in sources[1:]):
@@ -128,7 +127,7 @@ def _item_matrix(experiment, metric):
               "keys": keys, "races": races, "clusters": [item["cluster"] for item in rows[0]],
               "clusters2": [item["cluster2"] for item in rows[0]] if experiment.kind == "verify" else None,
               "left_out": left_out}
-    experiment.matrices[metric] = (sources, matrix)
+    experiment.matrices[metric] = matrix
     return matrix
 
 
@@ -395,7 +394,7 @@ def _comparable_metrics(experiment, reference, relation, problems):
 
 
 def reference_comparisons(experiments, n_boot, seed, ci, problems, workers=1):
-    """{id(experiment): {relation: {"experiment": reference, "results": {metric: paired_test result or None}}}}
+    """{experiment: {relation: {"experiment": reference, "results": {metric: paired_test result or None}}}}
     over the metrics both sides have (id_cos only when both come from the same recognition model). The tests
     run in `workers` processes (run_paired_tests); what is left out is reported first, in the same order."""
     comparisons, inputs, pending = {}, [], []  # pending: (results dict, metric) of each input
@@ -414,7 +413,7 @@ def reference_comparisons(experiments, n_boot, seed, ci, problems, workers=1):
                 if arguments is not None:
                     inputs.append({**arguments, "n_boot": n_boot, "seed": seed, "ci": ci})
                     pending.append((results, metric))
-            comparisons.setdefault(id(experiment), {})[relation] = {"experiment": reference, "results": results}
+            comparisons.setdefault(experiment, {})[relation] = {"experiment": reference, "results": results}
     for (results, metric), result in zip(pending, run_paired_tests(inputs, workers)):
         results[metric] = result
     return comparisons

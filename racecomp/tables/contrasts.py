@@ -28,7 +28,8 @@ from racecomp.schema import RACES
 from racecomp.tables.comparisons import (ITEM_METRICS, PSNR_CAP_DB, items_of, find_reference, item_metrics,
                                          known_exactly, untrained)
 from racecomp.tables.probes import probe_seed_values
-from racecomp.tables.runs import Problems, canonical, sort_key
+from racecomp.tables.experiments import canonical, sort_key
+from racecomp.tables.runs import Problems
 
 DATA_COLUMNS = ("minority", "weight", "minority_mode")  # what was under-sampled, and how much
 NOT_AXES = ("study",) + DATA_COLUMNS + ("wbits", "abits")
@@ -325,7 +326,7 @@ def _why_undefined(key, label, cells, error):
 
 def answer(experiments, comparisons, problems=None, ci=0.95, min_effect=None):
     """Answers (findings, contrasts not formed, dose-response curves) of the experiments of one or more
-    families. comparisons: reference_comparisons' results by id(experiment) (the dose-response reuses the
+    families. comparisons: reference_comparisons' results by experiment (the dose-response reuses the
     minority-penalty tests, so that its numbers are those of the Minority penalty table)."""
     problems = problems or Problems()
     min_effect = {**MIN_EFFECT, **(min_effect or {})}
@@ -494,7 +495,7 @@ def dose_response(family, trained, comparisons):
         race = _under_race(members[0])
         by_metric = {}
         for experiment in members:
-            relation = comparisons.get(id(experiment), {}).get("balanced")
+            relation = comparisons.get(experiment, {}).get("balanced")
             if relation is None:
                 continue
             for metric, result in relation["results"].items():
