@@ -496,7 +496,8 @@ def test_main_effects_claim_only_what_survives_holm():
     # Two races, no pre-specified one: White's own interval excludes 0 (p 0.03) but not after Holm (0.06), so
     # findings.md must not claim it; a race that survives Holm is claimed.
     from racecomp.tables import findings
-    from racecomp.tables.contrasts import Answers, Finding, _family_holm
+    from racecomp.tables.answers import Answers, Finding
+    from racecomp.tables.contrasts import _family_holm
 
     def row(race, estimate, lo, hi, p, p_holm):
         return Finding("Does arch change the per-race values on balanced data?", "upscale", "main effect", "psnr_y",
@@ -565,7 +566,7 @@ def test_summary_change_refuses_an_infinite_ser():
 
 def test_dose_response_words_follow_the_scope_and_the_onset():
     from racecomp.tables import findings
-    from racecomp.tables.contrasts import Answers, DoseCurve, DosePoint
+    from racecomp.tables.answers import Answers, DoseCurve, DosePoint
 
     def text(scope, points):
         curve = DoseCurve("upscale", "psnr_y", "Black", "arch=resnet50", [DosePoint(w, v, lo, hi, scope)
@@ -610,7 +611,8 @@ def test_tables_md_says_the_methods_once(tmp_path):
 
 def test_a_detected_row_among_many_contrasts_of_one_question_is_marked_exploratory():
     from racecomp.tables import findings
-    from racecomp.tables.contrasts import Finding, _family_holm
+    from racecomp.tables.answers import Finding
+    from racecomp.tables.contrasts import _family_holm
 
     def row(race, p):
         return Finding("Does the under-sampling penalty depend on arch?", "upscale", "difference in differences",

@@ -8,7 +8,8 @@ import os
 from dataclasses import asdict
 
 from racecomp.planner import SPREAD_BOUND
-from racecomp.tables.contrasts import POWER, UNITS, Unanswerable
+from racecomp.tables.answers import Unanswerable
+from racecomp.tables.contrasts import POWER, UNITS
 from racecomp.tables.formatting import cell_magnitude, format_number, markdown_text, p_text
 from racecomp.tables.plots import dose_response_figures, forest_figures
 

@@ -100,7 +100,7 @@ def _load(patterns, problems):
 
 
 def answers(patterns, n_boot=1000, seed=0, ci=0.95, workers=1, min_effect=None):
-    """The answers of findings.md as data, without writing anything: tables.contrasts.Answers (findings: one
+    """The answers of findings.md as data, without writing anything: tables.answers.Answers (findings: one
     Finding per contrast; unformed: what could not be compared and why; doses: dose-response curves), and
     the problems found. For a notebook cell: `for f in answers(["runs/"])[0].findings: print(sentence(f))`."""
     problems = Problems()
