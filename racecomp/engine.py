@@ -74,14 +74,12 @@ def build_optimizer(model, lr, encoder_lr=None, weight_decay=0.05, extra_modules
     return torch.optim.AdamW(param_groups, lr=lr)
 
 
-
 # ---------------------------------------------------------------- seeding
 
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
 
 
 # ---------------------------------------------------------------- settings

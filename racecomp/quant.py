@@ -83,8 +83,6 @@ def check_convention(convention):
     return convention
 
 
-
-
 class ActivationQuantizer(nn.Module):
     """Per-tensor activation fake quantizer with a running min/max range (buffers `min_val`, `max_val`).
 

@@ -30,7 +30,6 @@ def lr_factor(step, total_steps, warmup_steps, min_factor=0.0, schedule="cosine"
     return min_factor + (1.0 - min_factor) * shape
 
 
-
 def build_scheduler(optimizer, total_steps, warmup_steps, schedule="cosine", restarts=()):
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, schedule=schedule, restarts=restarts))

@@ -1,4 +1,6 @@
 """Synthetic demo face datasets in the exact on-disk layouts of FairFace, RFW and BUPT identity folders.
+The writers are racecomp.toyfairface (FairFace) and racecomp.toyrfw (RFW, identity folders); this module
+caches what they write (ensure_demo_data) and is their command line.
 
 No real face data can be downloaded at run time, so a first run uses these. The faces come from
 racecomp.toyfaces: made-up groups that only name parameter distributions, not models of real people, so
