@@ -1,5 +1,5 @@
 """The random generators' states in a checkpoint: Python's, numpy's, torch's CPU generator and the CUDA
-device's, saved as plain tensors and containers (torch.load(weights_only=True) reads them) and restored on resume."""
+device's, saved as plain tensors and containers (a weights_only load reads them) and restored on resume."""
 import random
 
 import numpy as np
