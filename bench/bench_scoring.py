@@ -4,7 +4,7 @@
     python -m bench.bench_scoring --pairs-per-race 600 --repeats 1   # a quick look
 
 Data (seeded, numpy only, no images): per race --pairs-per-race pairs in RFW's layout (racecomp.datasets.rfw,
-toydata.make_rfw): 10 folds of consecutive lines, each half genuine then half impostor, identities disjoint
+toyrfw.make_rfw): 10 folds of consecutive lines, each half genuine then half impostor, identities disjoint
 between folds. Cosine scores: genuine ~ N(0.5, 0.15), impostor ~ N(0.05, 0.12), clipped to [-1, 1], and a
 quarter of them rounded to 2 decimals, so that tied scores exist and some distances 2 - 2 * score fall on
 insightface's threshold grid (where a strict < decides).

@@ -36,7 +36,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import common
-from racecomp import datasets, engine, imagecache, recipes, toydata, upscalers
+from racecomp import datasets, engine, imagecache, precision, recipes, toydata, upscalers
 from racecomp.studies import upscale
 
 TRAINABLE_ARCHS = tuple(name for name in upscalers.ARCH_NAMES if name != "bicubic")
@@ -62,7 +62,7 @@ def get_args_parser(add_help=True):
     group.add_argument("--source", choices=("jpeg", "cache"), default="jpeg",
                        help="loader mode: decode JPEGs (FairFaceSR) or read the uint8 image cache")
     group.add_argument("--images", type=int, default=256, help="demo FairFace train images (loader mode)")
-    group.add_argument("--amp", choices=engine.AMP_CHOICES, default="auto", help="autocast precision (auto: as "
+    group.add_argument("--amp", choices=precision.AMP_CHOICES, default="auto", help="autocast precision (auto: as "
                        "the studies' default picks it for the device)")
     group.add_argument("--memory-format", nargs="+", choices=("contiguous", "channels_last"), default=["contiguous"],
                        help="memory formats of the model weights and input batches to measure (channels_last: the "
@@ -214,7 +214,7 @@ def describe_step(run_args, vgg_weights):
 
 def main(args):
     device, info = common.setup(args)
-    amp = engine.resolve_amp(args.amp, device)
+    amp = precision.resolve_amp(args.amp, device)
     print(f"step: engine.Trainer.train_epoch of run_upscale --recipe {args.recipe}, amp {args.amp} ({amp} here), "
           f"compile {args.compile}; loader: {args.source}, {args.workers} workers")
     ceiling = {}

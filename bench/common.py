@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from racecomp import cli, engine, files, toydata
+from racecomp import cli, files, precision, toydata
 
 # Never timed: the first steps/batches of each repeat (worker start-up, allocator and kernel warm-up).
 DEFAULT_WARMUP = 2
@@ -75,11 +75,11 @@ def synchronize(device):
 def measure_ceiling(device, amp, size=4096, repeats=5):
     """{"matmul": TFLOP/s, "conv": TFLOP/s}: what the device achieves on a (size x size) @ (size x size) matmul and
     on a 3x3 convolution (batch size // 128, min(256, size // 4) channels in and out, 56 x 56, channels_last),
-    in the precision `amp` (a key of engine.AMP_DTYPES: bf16 / fp16 tensors on a GPU, fp32 for off, with the
-    kernel choice engine.configure_kernels makes); the median of `repeats` timed runs after one warm-up. The
+    in the precision `amp` (a key of precision.AMP_DTYPES: bf16 / fp16 tensors on a GPU, fp32 for off, with the
+    kernel choice precision.configure_kernels makes); the median of `repeats` timed runs after one warm-up. The
     ceiling a training step's achieved TFLOP/s is read against."""
-    dtype = engine.AMP_DTYPES[amp] or torch.float32
-    engine.configure_kernels(device, deterministic=False)
+    dtype = precision.AMP_DTYPES[amp] or torch.float32
+    precision.configure_kernels(device, deterministic=False)
     generator = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
     b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)

@@ -13,7 +13,7 @@ import subprocess
 import torch
 
 from bench import common
-from racecomp import cpus, engine
+from racecomp import cpus, precision
 
 RESULT_FILES = ("train.jsonl", "data.jsonl", "eval.jsonl")
 # summary.csv's columns: what a row measured (from its settings), its figure, and the machine.
@@ -27,7 +27,7 @@ def describe_device():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     info = {"device": str(device), "device_name": common.cpu_model(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "cores": cpus.available_cores(), "memory_bytes": cpus.memory_bytes(),
-            "amp_auto": engine.resolve_amp("auto", device), "nvidia_smi": None}
+            "amp_auto": precision.resolve_amp("auto", device), "nvidia_smi": None}
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))

@@ -1,10 +1,11 @@
 """The training loop shared by all studies: AMP, gradient accumulation, clipping, AdamW with warm-up and
 cosine decay, fine-tuning strategies, staged unfreezing, checkpoints and exact resume (bit for bit on the CPU;
-on CUDA only with settings.deterministic and where every kernel has a deterministic version: see configure_kernels).
+on CUDA only with settings.deterministic and where every kernel has a deterministic version:
+see precision.configure_kernels).
 
 A study supplies `compute_loss(model, batch) -> (loss, {name: float or scalar tensor})` and, optionally,
 `select(model) -> float` (higher is better) to choose the best epoch on a held-out split.
-Precision policy lives here, never in models.
+Precision policy lives here and in racecomp.precision, never in models.
 
 Under torchrun (racecomp.distributed) the model trains wrapped in DistributedDataParallel: each process
 runs its own slice of the sampler's epoch with --batch-size images per micro-batch, gradients are
@@ -21,123 +22,24 @@ import time
 import numpy as np
 import torch
 
-from racecomp import distributed, encoders, files
-from racecomp.datasets.images import unit_images
+from racecomp import batches, distributed, encoders, files
 from racecomp.errors import InputError
 from racecomp.finetune import (FINETUNE_STRATEGIES, apply_unfreeze, check_unfreeze, configure_finetune,
                                parse_unfreeze, set_train_mode)
+from racecomp.precision import AMP_CHOICES, amp_context, configure_kernels, make_scaler, resolve_amp
 from racecomp.progress import EVERY_SECONDS, format_seconds
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
-# --amp's choices: a precision of AMP_DTYPES, or auto (resolve_amp picks one for the device).
-AMP_CHOICES = ("auto", *AMP_DTYPES)
-NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: the first CUDA devices with bf16 tensor cores and cuDNN bf16 convolutions
+from racecomp.rngstate import restore_rng, rng_checkpoint
+from racecomp.schedules import SCHEDULES, build_scheduler
 
 
 class NonFiniteLossError(RuntimeError):
     pass
 
 
-# ---------------------------------------------------------------- precision
+# ---------------------------------------------------------------- optimizer
 
-def resolve_amp(amp, device):
-    """The precision that runs for --amp `amp` on `device`: a key of AMP_DTYPES.
-
-    auto: off on the CPU (bf16 autocast there pays only on CPUs with bf16 instructions: BENCHMARKS.md), on CUDA
-    bf16 where the device has it natively (compute capability >= 8.0), else fp16 (a T4, sm75, has fp16 tensor
-    cores only). bf16 on an older CUDA device is refused: torch.cuda.is_bf16_supported() and autocast accept it
-    there because they count emulation, which is slower than fp32 or fails in cuDNN convolutions.
-    Studies resolve --amp before recording their arguments, so args.json and the recipe hold what ran.
-    """
-    if amp not in AMP_CHOICES:
-        raise InputError(f"--amp {amp!r}: must be one of {', '.join(AMP_CHOICES)}")
-    device = torch.device(device)
-    if device.type != "cuda":
-        return "off" if amp == "auto" else amp
-    capability = torch.cuda.get_device_capability(device)
-    native_bf16 = capability >= NATIVE_BF16_CAPABILITY
-    if amp == "auto":
-        return "bf16" if native_bf16 else "fp16"
-    if amp == "bf16" and not native_bf16:
-        raise InputError(f"--amp bf16: {torch.cuda.get_device_name(device)} (compute capability "
-                         f"{capability[0]}.{capability[1]}) only emulates bf16, slower than fp32; use --amp fp16 "
-                         f"or auto (bf16 needs compute capability >= 8.0)")
-    return amp
-
-
-def configure_kernels(device, deterministic):
-    """Process-wide kernel choice for training on `device`.
-
-    deterministic: torch.use_deterministic_algorithms(warn_only=True) (an operation without a deterministic
-    kernel warns and runs anyway), cuBLAS's fixed workspace, no cuDNN autotuning; on CUDA, resuming then gives
-    the numbers of an uninterrupted run wherever each kernel has a deterministic version. Otherwise cuDNN
-    autotunes each convolution once per input shape (cudnn.benchmark), which pays because training and
-    evaluation batches have fixed shapes; the kernels it picks, and so the last bits, may differ from run to run.
-    On the CPU every kernel is deterministic either way.
-
-    On CUDA, float32 matmuls run on TF32 tensor cores where the GPU has them (compute capability >= 8.0;
-    float32_matmul_precision "high"), as cuDNN's float32 convolutions already do by torch's default
-    (cudnn.allow_tf32): inputs rounded to a 10-bit mantissa, float32 range and accumulation. It is part of what
-    the device does to float32 (evaluation, --amp off, the matmuls autocast leaves in float32), like the kernel
-    choices of schema.KERNEL_ARGS it changes rounding only, and it is deterministic: no flag, nothing hashed;
-    args.json's device and library versions say which GPU and torch ran it.
-    """
-    if deterministic:
-        # Read when cuBLAS creates its handle: set before the first matmul on the device.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.benchmark = torch.device(device).type == "cuda" and not deterministic
-    configure_float32(device)
-
-
-def configure_float32(device):
-    """Float32 matmuls on `device`: TF32 on CUDA (see configure_kernels), exact on the CPU. Every study sets it
-    when it picks its device, so evaluation-only runs (the bicubic floor, --epochs 0, quantize's fp32) round as
-    the evaluation after training does."""
-    torch.set_float32_matmul_precision("high" if torch.device(device).type == "cuda" else "highest")
-
-
-def amp_context(device, amp):
-    """Autocast context for `amp` in {'bf16','fp16','off'}; a no-op context for 'off'."""
-    dtype = AMP_DTYPES[amp]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
-def make_scaler(device, amp):
-    """GradScaler that is active only under fp16 (bf16 and fp32 need no loss scaling) and always called."""
-    return torch.amp.GradScaler(torch.device(device).type, enabled=(amp == "fp16"))
-
-
-# ---------------------------------------------------------------- optimizer and schedule
-
-SCHEDULES = ("cosine", "cosine-stages", "linear")
 OPTIMIZERS = ("adamw", "sgd")
 SGD_MOMENTUM = 0.9  # arcface_torch's and QuantFace's
-
-
-def lr_factor(step, total_steps, warmup_steps, min_factor=0.0, schedule="cosine", restarts=()):
-    """Multiplier of the base learning rate at optimizer step `step` (0-based): linear warm-up over the first
-    `warmup_steps`, then, over the rest of `total_steps`,
-      cosine         one cosine from 1 to min_factor;
-      cosine-stages  a cosine from 1 to min_factor restarted at each step of `restarts` (the first step of each
-                     stage: of staged unfreezing, or of --cosine-restarts), as a CosineAnnealingLR made anew
-                     for each stage;
-      linear         a straight line from 1 to min_factor (arcface_torch's PolynomialLRWarmup, power 1).
-    """
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    start, end = warmup_steps, total_steps
-    if schedule == "cosine-stages":
-        for boundary in sorted(restarts):
-            if boundary <= step:
-                start = max(start, boundary)
-            elif boundary < end:
-                end = boundary
-    progress = min(1.0, max(0.0, (step - start) / max(1, end - start)))
-    shape = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-    return min_factor + (1.0 - min_factor) * shape
 
 
 def build_optimizer(model, lr, encoder_lr=None, weight_decay=0.05, extra_modules=(), optimizer="adamw",
@@ -172,64 +74,12 @@ def build_optimizer(model, lr, encoder_lr=None, weight_decay=0.05, extra_modules
     return torch.optim.AdamW(param_groups, lr=lr)
 
 
-def build_scheduler(optimizer, total_steps, warmup_steps, schedule="cosine", restarts=()):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, schedule=schedule, restarts=restarts))
-
-
-# ---------------------------------------------------------------- reproducibility
+# ---------------------------------------------------------------- seeding
 
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def rng_state(device):
-    """Python's, numpy's and torch's CPU generator states, and on CUDA the generator of `device` only (the
-    one this process draws from: a checkpoint then resumes on a machine with fewer GPUs)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.device(device).type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _rng_to_plain(state):
-    """RNG states as tensors and plain containers, so checkpoints load with weights_only=True."""
-    python_state = state["python"]
-    numpy_state = state["numpy"]
-    plain = {"python": [python_state[0], list(python_state[1]), python_state[2]],
-             "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
-             "torch": state["torch"]}
-    if "cuda" in state:
-        plain["cuda"] = state["cuda"]
-    return plain
-
-
-def _rng_checkpoint(device):
-    """This process's generators for a checkpoint (_rng_to_plain), the device generator of every rank
-    gathered in rank order (a collective under torchrun: every rank calls it)."""
-    state = rng_state(device)
-    if "cuda" in state:
-        state["cuda"] = distributed.all_gather_objects(state["cuda"])
-    return _rng_to_plain(state)
-
-
-def _restore_rng(plain, device, rank=0):
-    """Restore `plain` (_rng_to_plain's, its "cuda" a list of each rank's device state, in rank order) in the
-    process of `rank` computing on `device`. A CUDA state is restored onto `device` only: one saved on the
-    CPU, or a CUDA one resumed on the CPU, leaves the device generator as it is."""
-    version, internal, gauss = plain["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = plain["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(plain["torch"])
-    if "cuda" in plain and torch.device(device).type == "cuda":
-        states = plain["cuda"]
-        if rank >= len(states):
-            raise InputError(f"the checkpoint holds the CUDA generator states of {len(states)} process(es), "
-                             f"none for rank {rank}")
-        torch.cuda.set_rng_state(states[rank], device)
 
 
 # ---------------------------------------------------------------- settings
@@ -297,23 +147,6 @@ class TrainingSettings:
 
 
 # ---------------------------------------------------------------- the loop
-
-def _to_device(batch, device, channels_last=False):
-    """`batch` on `device`, its uint8 4-D tensors (images as grey levels: a quarter of float32's bytes to copy)
-    made float in [0, 1] there (datasets.unit_images); with channels_last its 4-D images in that memory format."""
-    if isinstance(batch, torch.Tensor):
-        if batch.dim() != 4 or not (batch.is_floating_point() or batch.dtype == torch.uint8):
-            return batch.to(device, non_blocking=True)
-        memory_format = torch.channels_last if channels_last else torch.preserve_format
-        images = unit_images(batch.to(device, non_blocking=True, memory_format=memory_format))
-        # The uint8 lookup keeps the index's memory format on the CPU; this makes it sure (a no-op then).
-        return images.contiguous(memory_format=torch.channels_last) if channels_last else images
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device, channels_last) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device, channels_last) for v in batch)
-    return batch
-
 
 class Trainer:
     """Runs epochs of `compute_loss` with one code path for every precision and accumulation window.
@@ -431,7 +264,7 @@ class Trainer:
         self.skipped_steps = state["skipped_steps"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.history = list(state["history"])
-        _restore_rng(state["rng"], self.device, distributed.rank())
+        restore_rng(state["rng"], self.device, distributed.rank())
         if distributed.is_main():
             print(f"[resume] epoch {self.epoch}, optimizer step {self.step}")
 
@@ -494,13 +327,13 @@ class Trainer:
             window_start = index // settings.accum_steps * settings.accum_steps
             window = min(settings.accum_steps, n_micro - window_start)
             last_in_window = index + 1 == window_start + window
-            batch = _to_device(batch, self.device, settings.channels_last)
+            batch = batches.to_device(batch, self.device, settings.channels_last)
             with self._gradient_sync(last_in_window):
                 with amp_context(self.device, self.amp):
                     loss, parts = self.compute_loss(self.train_model, batch)
                 self.scaler.scale(loss / window).backward()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), index, first_bad)
-            seen += _batch_size(batch)
+            seen += batches.batch_size(batch)
             for key, value in {"loss": loss, **parts}.items():
                 value = value.detach().double() if isinstance(value, torch.Tensor) else value
                 running[key] = running.get(key, 0.0) + value
@@ -564,7 +397,7 @@ class Trainer:
                     record["best"] = True
             self.history.append(record)
             self.epoch += 1
-            rng = _rng_checkpoint(self.device)  # on every rank: it gathers each rank's device generator
+            rng = rng_checkpoint(self.device)  # on every rank: it gathers each rank's device generator
             if distributed.is_main():
                 if self.select is not None and record.get("best"):
                     files.save_checkpoint({"model": self.model.state_dict(), "epoch": self.epoch - 1,
@@ -578,16 +411,6 @@ class Trainer:
             print(f"[train] fp16: the gradient scaler skipped {self.skipped_steps} of {self.step} optimizer "
                   f"steps (inf/NaN gradients); this is normal in small numbers")
         return self.history
-
-
-def _batch_size(batch):
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0]
-    if isinstance(batch, dict):
-        return _batch_size(next(iter(batch.values())))
-    if isinstance(batch, (list, tuple)):
-        return _batch_size(batch[0])
-    return 1
 
 
 def make_loader(dataset, batch_size, workers, device, sampler=None, drop_last=False):

@@ -15,7 +15,8 @@ from PIL import Image
 from racecomp.datasets import check
 from racecomp.datasets.__main__ import get_args_parser, main
 from racecomp.datasets.rfw import read_rfw_pairs, rfw_image_path
-from racecomp.toydata import make_fairface, make_identities, make_rfw
+from racecomp.toyfairface import make_fairface
+from racecomp.toyrfw import make_identities, make_rfw
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

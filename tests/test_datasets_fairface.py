@@ -10,10 +10,10 @@ from PIL import Image
 
 from racecomp.datasets.fairface import FaceRecord, FairFaceSR, read_fairface, split_dev
 from racecomp.datasets.check import drop_unreadable
-from racecomp import engine
+from racecomp import batches
 from racecomp.datasets.images import downscale, resize_bicubic, unit_images
 from racecomp.races import FAIRFACE_RACES
-from racecomp.toydata import make_fairface
+from racecomp.toyfairface import make_fairface
 
 HEADER = ["file", "age", "gender", "race", "service_test"]
 
@@ -173,7 +173,7 @@ def test_uint8_items_give_the_model_the_floats_of_the_float32_path(tmp_path):
     for hr_size, flip in ((None, False), (None, True), (16, True)):  # native size, flipped, resized and flipped
         dataset = FairFaceSR(records, scale=2, hr_size=hr_size, train=True)
         items = [dataset[index, flip] for index in range(len(records))]
-        batch = engine._to_device(torch.utils.data.default_collate(items), "cpu")
+        batch = batches.to_device(torch.utils.data.default_collate(items), "cpu")
         for index, record in enumerate(records):
             hr = torch.from_numpy(np.asarray(Image.open(record.path).convert("RGB")).copy()).permute(2, 0, 1)
             hr = hr.float().unsqueeze(0) / 255.0

@@ -8,7 +8,7 @@ from PIL import Image
 from racecomp.datasets.check import check_identity_images
 from racecomp.datasets.identities import IdentityImage, check_identity_overlap, read_identity_folders
 from racecomp.datasets.rfw import Pair, read_rfw
-from racecomp.toydata import make_identities, make_rfw
+from racecomp.toyrfw import make_identities, make_rfw
 
 
 def write_jpeg(path, size=32, seed=0):

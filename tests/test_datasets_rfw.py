@@ -7,7 +7,7 @@ from PIL import Image
 
 from racecomp.datasets.images import FaceImages
 from racecomp.datasets.rfw import Pair, read_rfw, read_rfw_landmarks, read_rfw_pairs, rfw_image_path
-from racecomp.toydata import make_rfw
+from racecomp.toyrfw import make_rfw
 
 
 def write_jpeg(path, size=32, seed=0):

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from racecomp import datasets, distributed, engine, evaluation, files, imagecache, toydata, upscalers
+from racecomp import datasets, distributed, engine, evaluation, files, imagecache, toyfairface, upscalers
 from racecomp.datasets import FairFaceSR, MinoritySampler, read_fairface
 from racecomp.races import FAIRFACE_RACES
 
@@ -82,7 +82,7 @@ def open_cache_as_rank(rank, world_size, port, data, out_root):
 
 
 def test_the_image_cache_is_built_once_under_two_processes(tmp_path, no_torchrun):
-    data = toydata.make_fairface(str(tmp_path / "ff"), n_train=14, n_val=7, size=32, seed=2)
+    data = toyfairface.make_fairface(str(tmp_path / "ff"), n_train=14, n_val=7, size=32, seed=2)
     mp.start_processes(open_cache_as_rank, args=(2, free_port(), data, str(tmp_path)), nprocs=2, join=True,
                        start_method="fork")
     opened = [json.loads((tmp_path / f"cache_rank{rank}.json").read_text()) for rank in (0, 1)]
@@ -116,7 +116,7 @@ def test_flips_are_a_function_of_the_global_position_not_of_the_process_count(nu
 
 
 def test_fairface_sr_follows_the_requested_flip(tmp_path):
-    root = toydata.make_fairface(str(tmp_path / "ff"), n_train=7, n_val=7, size=32, seed=0)
+    root = toyfairface.make_fairface(str(tmp_path / "ff"), n_train=7, n_val=7, size=32, seed=0)
     records = read_fairface(root, "train")
     reference = FairFaceSR(records, 2)[1]
     training = FairFaceSR(records, 2, train=True)
@@ -289,7 +289,7 @@ def evaluate_as_two_ranks(model, records, scale, batch_size):
 
 def test_two_processes_give_the_results_of_one(tmp_path, no_torchrun):
     # 63 train images: 7 per race go to dev, 56 = 7 batches of 8 stay, so no rank pads its last batch.
-    data = toydata.make_fairface(str(tmp_path / "ff"), n_train=63, n_val=21, size=32, seed=3)
+    data = toyfairface.make_fairface(str(tmp_path / "ff"), n_train=63, n_val=21, size=32, seed=3)
     run_script(data, tmp_path / "bicubic1", "--arch", "bicubic")
     run_script(data, tmp_path / "trained1", "--batch-size", "8", *TRAINING)
     # fork: the children reuse this process's imports (spawn or torchrun would re-import torch and timm)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from racecomp import cli, engine, files, losses
+from racecomp import cli, engine, files, losses, precision, rngstate, schedules
 from racecomp.errors import InputError
 
 
@@ -70,11 +70,11 @@ def make_trainer(model, tmp_path, batches, accum=1, epochs=1, optimizer=None, lo
 
 
 def test_lr_factor_warmup_then_cosine():
-    assert engine.lr_factor(0, 100, 10) == pytest.approx(0.1)
-    assert engine.lr_factor(9, 100, 10) == pytest.approx(1.0)
-    assert engine.lr_factor(10, 100, 10) == pytest.approx(1.0)
-    assert engine.lr_factor(55, 100, 10) == pytest.approx(0.5)  # half-way through the cosine
-    assert engine.lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+    assert schedules.lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert schedules.lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert schedules.lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert schedules.lr_factor(55, 100, 10) == pytest.approx(0.5)  # half-way through the cosine
+    assert schedules.lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_training_settings_from_the_training_flags():
@@ -151,11 +151,11 @@ def fake_cuda(monkeypatch, capability, name="Tesla T4"):
 @pytest.mark.parametrize("capability, auto", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
 def test_amp_auto_follows_the_device_capability(monkeypatch, capability, auto):
     fake_cuda(monkeypatch, capability)
-    assert engine.resolve_amp("auto", "cuda:0") == auto
+    assert precision.resolve_amp("auto", "cuda:0") == auto
     for explicit in ("fp16", "off"):
-        assert engine.resolve_amp(explicit, "cuda:0") == explicit
-    assert engine.resolve_amp("auto", "cpu") == "off"
-    assert engine.resolve_amp("bf16", "cpu") == "bf16"
+        assert precision.resolve_amp(explicit, "cuda:0") == explicit
+    assert precision.resolve_amp("auto", "cpu") == "off"
+    assert precision.resolve_amp("bf16", "cpu") == "bf16"
 
 
 def test_emulated_bf16_is_refused(monkeypatch):
@@ -163,9 +163,9 @@ def test_emulated_bf16_is_refused(monkeypatch):
     fake_cuda(monkeypatch, (7, 5))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     with pytest.raises(ValueError, match=r"--amp bf16: Tesla T4 \(compute capability 7.5\) only emulates bf16"):
-        engine.resolve_amp("bf16", "cuda:0")
+        precision.resolve_amp("bf16", "cuda:0")
     fake_cuda(monkeypatch, (8, 6), "NVIDIA A10")
-    assert engine.resolve_amp("bf16", "cuda:0") == "bf16"
+    assert precision.resolve_amp("bf16", "cuda:0") == "bf16"
 
 
 SYNCING_METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
@@ -173,10 +173,10 @@ SYNCING_METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "_
 
 def _to_the_cpu(frame, args, kwargs):
     """Whether Tensor.to(*args, **kwargs) called in `frame` names the CPU as its device: from a GPU, a copy the
-    host waits for. engine._to_device's copies of the batch go the other way (to the training device, the CPU
+    host waits for. batches.to_device's copies of the batch go the other way (to the training device, the CPU
     in these tests), so they are not counted."""
     targets = [*args, kwargs.get("device")]
-    return frame.f_code.co_name != "_to_device" and any(
+    return frame.f_code.co_name != "to_device" and any(
         isinstance(t, (str, torch.device)) and torch.device(t).type == "cpu" for t in targets)
 
 
@@ -256,17 +256,17 @@ def test_each_process_restores_its_own_device_generator(monkeypatch):
     restored = []
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.full((4,), 7, dtype=torch.uint8))
-    saved = engine._rng_checkpoint(torch.device("cuda", 0))
+    saved = rngstate.rng_checkpoint(torch.device("cuda", 0))
     assert len(saved["cuda"]) == 1 and torch.equal(saved["cuda"][0], torch.full((4,), 7, dtype=torch.uint8))
     states = [torch.full((4,), index, dtype=torch.uint8) for index in range(4)]
-    engine._restore_rng(dict(saved, cuda=states), torch.device("cuda", 0))
-    engine._restore_rng(dict(saved, cuda=states), torch.device("cuda", 1), rank=1)  # rank 1 of a torchrun job
+    rngstate.restore_rng(dict(saved, cuda=states), torch.device("cuda", 0))
+    rngstate.restore_rng(dict(saved, cuda=states), torch.device("cuda", 1), rank=1)  # rank 1 of a torchrun job
     assert [(int(state[0]), device) for state, device in restored] == [(0, torch.device("cuda", 0)),
                                                                        (1, torch.device("cuda", 1))]
-    engine._restore_rng(dict(saved, cuda=states), torch.device("cpu"))  # resumed on the CPU: nothing to set
+    rngstate.restore_rng(dict(saved, cuda=states), torch.device("cpu"))  # resumed on the CPU: nothing to set
     assert len(restored) == 2
     with pytest.raises(ValueError, match="none for rank 4"):
-        engine._restore_rng(dict(saved, cuda=states), torch.device("cuda", 0), rank=4)
+        rngstate.restore_rng(dict(saved, cuda=states), torch.device("cuda", 0), rank=4)
 
 
 def test_kernel_choice_deterministic_or_autotuned(tmp_path, monkeypatch):
@@ -275,13 +275,13 @@ def test_kernel_choice_deterministic_or_autotuned(tmp_path, monkeypatch):
         make_trainer(TinyNet(), tmp_path, make_batches(4, 4), deterministic=True)
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and not torch.backends.cudnn.benchmark
-        engine.configure_kernels("cuda", deterministic=False)
+        precision.configure_kernels("cuda", deterministic=False)
         assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
         assert torch.get_float32_matmul_precision() == "high"  # TF32 matmuls on a GPU that has them
         make_trainer(TinyNet(), tmp_path, make_batches(4, 4))  # on the CPU: nothing to autotune, float32 exact
         assert not torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "highest"
     finally:
-        engine.configure_kernels("cpu", deterministic=False)
+        precision.configure_kernels("cpu", deterministic=False)
 
 
 def test_channels_last_trains_the_same_model_to_rounding(tmp_path):

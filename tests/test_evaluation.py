@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from racecomp import datasets, evaluation, metrics, toydata, upscalers
+from racecomp import datasets, evaluation, metrics, toyfairface, upscalers
 from racecomp.races import FAIRFACE_RACES
 
 
@@ -15,7 +15,7 @@ def test_mean_by_group_counts_each_row_under_its_own_label():
 
 
 def test_sample_grids_label_their_columns(tmp_path):
-    root = toydata.make_fairface(str(tmp_path / "ff"), n_train=7, n_val=14, size=32, seed=1)
+    root = toyfairface.make_fairface(str(tmp_path / "ff"), n_train=7, n_val=14, size=32, seed=1)
     val = datasets.FairFaceSR(datasets.read_fairface(root, "val"), 2)
     (path, *_) = evaluation.save_sample_grids(upscalers.build_upscaler("bicubic", 2), val, 2, str(tmp_path), "cpu")
     image = np.asarray(Image.open(path).convert("L"))
@@ -27,7 +27,7 @@ def test_sample_grids_label_their_columns(tmp_path):
 
 def test_the_floor_computes_its_psnr_y_alone_with_the_same_values(tmp_path, monkeypatch):
     """The bicubic floor keeps only PSNR-Y: its values are image_quality's (exactly), and no SSIM is computed for it."""
-    root = toydata.make_fairface(str(tmp_path / "ff"), n_train=7, n_val=14, size=32, seed=1)
+    root = toyfairface.make_fairface(str(tmp_path / "ff"), n_train=7, n_val=14, size=32, seed=1)
     val = datasets.FairFaceSR(datasets.read_fairface(root, "val"), 2)
     loader = torch.utils.data.DataLoader(val, batch_size=5)
     torch.manual_seed(0)

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from racecomp import (datasets, engine, evaluation, facenets, files, identity, metrics, schema, toydata, upscalers,
-                      verification)
+from racecomp import (datasets, engine, evaluation, facenets, files, identity, metrics, schema, toyfairface, toyrfw,
+                      upscalers, verification)
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
 from racecomp.studies import upscale, verify
 
@@ -160,7 +160,7 @@ def test_planted_fine_texture_group_loses_more_id_cos_after_bicubic(tmp_path):
     # the lowest other group 0.9674; seeds 5 and 6 alike.)
     means = {}
     for name, planted in (("plain", {}), ("hard", {"hard_race": "Black", "hard_strength": 1.0})):
-        root = toydata.make_fairface(str(tmp_path / name), n_train=7, n_val=42, size=SIZE, seed=4, **planted)
+        root = toyfairface.make_fairface(str(tmp_path / name), n_train=7, n_val=42, size=SIZE, seed=4, **planted)
         loader = engine.make_loader(datasets.FairFaceSR(datasets.read_fairface(root, "val"), 2), 35, 0, "cpu")
         rows = evaluation.evaluate_upscaler(upscalers.build_upscaler("bicubic", 2), loader, 2, "cpu", show=False,
                                             identity=identity.IdentitySimilarity(CentredPixels(), SIZE))
@@ -198,7 +198,7 @@ def rfw_accuracy(model, rfw, out, *flags):
 
 def test_demo_identities_stay_apart_after_a_x2_round_trip(tmp_path):
     # Measured (seed 0): original 66.7 / 60.0 / 56.2 / 69.6, after bicubic x2 65.0 / 59.2 / 56.2 / 70.0.
-    rfw = toydata.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=4, pairs_per_fold=12, size=SIZE, seed=0)
+    rfw = toyrfw.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=4, pairs_per_fold=12, size=SIZE, seed=0)
     original = rfw_accuracy(CoarsePixels(), rfw, tmp_path / "hr")
     restored = rfw_accuracy(CoarsePixels(), rfw, tmp_path / "x2", "--restore", "bicubic-x2")
     assert all(value > 53.0 for value in restored.values())
@@ -210,7 +210,7 @@ def test_planted_fine_identity_cues_lose_more_verification_accuracy_after_restor
     # African identities carry a fixed finest-scale pattern each; an embedding of fine detail verifies them
     # almost perfectly on the original faces, and loses them after LR + bicubic. Measured (seed 0): African
     # 100 -> 63.7; the other groups move by -0.8 to +8.3 (bicubic smooths away noise that confused them).
-    rfw = toydata.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=4, pairs_per_fold=12, size=SIZE, seed=0)
+    rfw = toyrfw.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=4, pairs_per_fold=12, size=SIZE, seed=0)
     plant_fine_identity_cues(rfw, "African")
     original = rfw_accuracy(HighPass(), rfw, tmp_path / "hr")
     restored = rfw_accuracy(HighPass(), rfw, tmp_path / "x2", "--restore", "bicubic-x2")

@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from racecomp import toydata
+from racecomp import toyfairface
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "notebooks", "racecomp_colab.ipynb")
@@ -122,7 +122,7 @@ def test_install_cell_refuses_to_go_on_without_a_racecomp_source(source, says, t
 def test_notebook_cells_run_in_order_on_demo_data(tmp_path, capsys, monkeypatch):
     notebook = load_notebook()
     first = install_cell(notebook)
-    fairface = toydata.make_fairface(tmp_path / "fairface", n_train=28, n_val=14, size=32, seed=6)
+    fairface = toyfairface.make_fairface(tmp_path / "fairface", n_train=28, n_val=14, size=32, seed=6)
     small = {"FAIRFACE": fairface, "RUNS": str(tmp_path / "runs"), "TABLES": str(tmp_path / "runs" / "tables"),
              "ARCH": "fastvit_t8", "RECIPE": None, "EPOCHS": 1, "BATCH_SIZE": 8, "WORKERS": 0, "BOOTSTRAP": 50,
              "EXTRA": ["--log-every", "0", "--save-samples", "0"]}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from racecomp import datasets, probes, toydata
+from racecomp import datasets, probes, toyfairface
 from racecomp.races import FAIRFACE_RACES
 
 
@@ -157,7 +157,7 @@ class MeanColour(torch.nn.Module):
 
 
 def test_extract_features_feeds_model_range_images_in_record_order(tmp_path):
-    root = toydata.make_fairface(tmp_path / "ff", n_train=7, n_val=7, size=32, seed=0)
+    root = toyfairface.make_fairface(tmp_path / "ff", n_train=7, n_val=7, size=32, seed=0)
     records = datasets.read_fairface(root, "val")
     features = probes.extract_features(MeanColour(), records, image_size=32, batch_size=3, workers=0, device="cpu")
     expected = [2.0 * np.asarray(Image.open(r.path), dtype=np.float64).mean(axis=(0, 1)) / 255.0 - 1.0

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from racecomp import calibration, facenets, quant, upscalers
+from racecomp import calibration, facenets, fakequant, quant, upscalers
 
 
 def smooth_images(n, size=32, seed=0):
@@ -60,19 +60,19 @@ def mean_cosine(a, b):
 
 def test_quantization_params_hand_computed():
     # range [-1, 3] at 2 bits: scale = 4 / 3, zero_point = round(1 / (4/3)) = round(0.75) = 1, grid -4/3, 0, 4/3, 8/3
-    scale, zero_point = quant.quantization_params(torch.tensor(-1.0), torch.tensor(3.0), 2)
+    scale, zero_point = fakequant.quantization_params(torch.tensor(-1.0), torch.tensor(3.0), 2)
     assert scale.item() == pytest.approx(4 / 3)
     assert zero_point.item() == 1
     x = torch.tensor([-1.0, 0.0, 0.5, 0.7, 3.0, 9.0])
     expected = torch.tensor([-4 / 3, 0.0, 0.0, 4 / 3, 8 / 3, 8 / 3])
-    assert torch.allclose(quant.fake_quantize(x, scale, zero_point, 2), expected)
+    assert torch.allclose(fakequant.fake_quantize(x, scale, zero_point, 2), expected)
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
 def test_grid_equals_torch_fake_quantize_per_tensor(bits):
     x = torch.randn(4096, generator=torch.Generator().manual_seed(bits)) * 3 + 0.5
-    scale, zero_point = quant.quantization_params(x.min(), x.max(), bits)
-    ours = quant.fake_quantize(x, scale, zero_point, bits)
+    scale, zero_point = fakequant.quantization_params(x.min(), x.max(), bits)
+    ours = fakequant.fake_quantize(x, scale, zero_point, bits)
     reference = torch.fake_quantize_per_tensor_affine(x, scale.reshape(1), zero_point.int().reshape(1), 0,
                                                       2 ** bits - 1)
     assert torch.equal(ours, reference)
@@ -84,10 +84,10 @@ def test_grid_equals_torch_fake_quantize_per_channel(bits):
     weight = torch.randn(16, 8, 3, 3, generator=torch.Generator().manual_seed(bits))
     weight[3] = weight[3].abs() + 0.1  # an all-positive channel: in this convention its range still starts at 0
     flat = weight.reshape(16, -1)
-    scale, zero_point = quant.quantization_params(flat.amin(1), flat.amax(1), bits)
+    scale, zero_point = fakequant.quantization_params(flat.amin(1), flat.amax(1), bits)
     reference = torch.fake_quantize_per_channel_affine(weight, scale, zero_point.int(), 0, 0, 2 ** bits - 1)
     # The torch-exact grid is the "zero-inclusive" convention, no longer the default ("quantface").
-    assert torch.equal(quant.quantize_weight(weight, bits, convention="zero-inclusive"), reference)
+    assert torch.equal(fakequant.quantize_weight(weight, bits, convention="zero-inclusive"), reference)
     assert zero_point[3].item() == 0
 
 
@@ -112,7 +112,7 @@ def test_activation_quantizer_matches_torch_after_calibration():
     quantizer(torch.randn(1000) * 2)
     quantizer.observing = False
     x = torch.randn(1000) * 3  # beyond the calibrated range: saturates like torch's clamp
-    scale, zero_point = quant.quantization_params(quantizer.min_val, quantizer.max_val, 6)
+    scale, zero_point = fakequant.quantization_params(quantizer.min_val, quantizer.max_val, 6)
     reference = torch.fake_quantize_per_tensor_affine(x, scale.reshape(1), zero_point.int().reshape(1), 0, 63)
     assert torch.equal(quantizer(x), reference)
 
@@ -130,7 +130,7 @@ def test_straight_through_gradient():
     wrapped = quant.QuantConv2d(conv, 3)
     image = torch.randn(2, 3, 8, 8)
     wrapped(image).square().sum().backward()
-    w_hat = quant.quantize_weight(conv.weight.detach(), 3).requires_grad_()
+    w_hat = fakequant.quantize_weight(conv.weight.detach(), 3).requires_grad_()
     F.conv2d(image, w_hat, conv.bias.detach()).square().sum().backward()
     assert torch.allclose(conv.weight.grad, w_hat.grad)
 
@@ -144,7 +144,7 @@ def test_low_precision_input_lands_exactly_on_the_grid(convention):
     # far outside the frozen range, where x + (x_hat - x) rounds off the grid in bfloat16 (3534 of 4096 values)
     x = (torch.randn(4096, generator=torch.Generator().manual_seed(1)) * 300).bfloat16()
     out = quantizer(x)
-    expected = quant.fake_quantize_range(x.float(), quantizer.min_val, quantizer.max_val, 8, convention)
+    expected = fakequant.fake_quantize_range(x.float(), quantizer.min_val, quantizer.max_val, 8, convention)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, expected.bfloat16())
 
@@ -157,9 +157,9 @@ def test_low_precision_input_lands_exactly_on_the_grid(convention):
 def test_one_signed_weight_channel_keeps_its_full_range_in_quantface():
     # range [1, 4] at 2 bits: QuantFace's grid is 1, 2, 3, 4 (step 1); widened to [0, 4] the step is 4/3
     weight = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
-    assert torch.equal(quant.quantize_weight(weight, 2), weight)  # the default is "quantface"
-    assert torch.equal(quant.quantize_weight(weight, 2, convention="quantface"), weight)
-    zero_inclusive = quant.quantize_weight(weight, 2, convention="zero-inclusive")
+    assert torch.equal(fakequant.quantize_weight(weight, 2), weight)  # the default is "quantface"
+    assert torch.equal(fakequant.quantize_weight(weight, 2, convention="quantface"), weight)
+    zero_inclusive = fakequant.quantize_weight(weight, 2, convention="zero-inclusive")
     assert torch.allclose(zero_inclusive, torch.tensor([[4 / 3, 8 / 3, 8 / 3, 4.0]]))
 
 
@@ -171,7 +171,7 @@ def test_one_signed_depthwise_channel_step_size():
     steps = {"quantface": 0.35 / 255, "zero-inclusive": 0.45 / 255}  # 29% coarser: 0.45 / 0.35 = 1.286
     hats = {}
     for convention, step in steps.items():
-        w_hat = quant.quantize_weight(conv.weight.detach(), 8, convention=convention)
+        w_hat = fakequant.quantize_weight(conv.weight.detach(), 8, convention=convention)
         codes = w_hat[0] / step  # both grids are integer multiples of their step
         assert torch.allclose(codes, codes.round(), atol=1e-3)
         assert (w_hat[0] - conv.weight[0]).abs().max() <= step / 2 * 1.001
@@ -241,7 +241,7 @@ def test_quantface_constant_channels():
     # max == min: QuantFace floors the range at 1e-8; a constant channel (PReLU's 0.25 init, a pruned channel) stays
     weight = torch.tensor([[0.25] * 4, [0.0] * 4, [-0.7] * 4])
     for bits in (2, 4, 8):
-        w_hat = quant.quantize_weight(weight, bits, convention="quantface")
+        w_hat = fakequant.quantize_weight(weight, bits, convention="quantface")
         assert w_hat[:2].tolist() == weight[:2].tolist()
         assert w_hat[2].tolist() == pytest.approx(weight[2].tolist(), rel=1e-6)
 
@@ -254,7 +254,7 @@ def test_quantface_grid_is_the_raw_range_grid(bits):
     weight[4] = -weight[4].abs() - 0.2
     flat = weight.reshape(16, -1)
     step = ((flat.amax(1) - flat.amin(1)) / (2 ** bits - 1)).view(16, 1)
-    w_hat = quant.quantize_weight(weight, bits).reshape(16, -1)
+    w_hat = fakequant.quantize_weight(weight, bits).reshape(16, -1)
     assert ((w_hat - flat).abs() <= step / 2 * 1.0001).all()
     assert all(row.unique().numel() <= 2 ** bits for row in w_hat)
 

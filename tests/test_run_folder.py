@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from racecomp import cli, files, toydata
+from racecomp import cli, files, toyfairface
 from racecomp.datasets import fingerprint
 from racecomp.studies import run_folder, upscale
 from racecomp.tables import experiments as table_experiments, runs as table_runs
@@ -33,8 +33,8 @@ def run(data, out, *extra):
 def two_datasets(tmp_path_factory):
     """Two FairFace trees in two folders, each called `ff`, with the same label files and other images."""
     root = tmp_path_factory.mktemp("two")
-    first = toydata.make_fairface(str(root / "a" / "ff"), n_train=7, n_val=14, size=32, seed=3)
-    second = toydata.make_fairface(str(root / "b" / "ff"), n_train=7, n_val=14, size=32, seed=4)
+    first = toyfairface.make_fairface(str(root / "a" / "ff"), n_train=7, n_val=14, size=32, seed=3)
+    second = toyfairface.make_fairface(str(root / "b" / "ff"), n_train=7, n_val=14, size=32, seed=4)
     for name in ("fairface_label_train.csv", "fairface_label_val.csv"):
         shutil.copy(os.path.join(first, name), os.path.join(second, name))
     return first, second

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from racecomp import cli, facenets, toydata
+from racecomp import cli, facenets, toyfairface, toyrfw
 from racecomp.errors import InputError
 from racecomp.studies import upscale
 
@@ -37,9 +37,9 @@ def read_races(path):
 
 
 def test_each_script_pasted_into_a_cell_runs_with_the_cell_arguments(tmp_path, monkeypatch):
-    fairface = toydata.make_fairface(tmp_path / "ff", n_train=28, n_val=14, size=SIZE, seed=2)
-    rfw = toydata.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=2, size=SIZE, seed=2)
-    identities = toydata.make_identities(tmp_path / "ids", n_ids_per_race=2, images_per_id=2, size=SIZE, seed=2)
+    fairface = toyfairface.make_fairface(tmp_path / "ff", n_train=28, n_val=14, size=SIZE, seed=2)
+    rfw = toyrfw.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=2, size=SIZE, seed=2)
+    identities = toyrfw.make_identities(tmp_path / "ids", n_ids_per_race=2, images_per_id=2, size=SIZE, seed=2)
     torch.manual_seed(0)
     weights = tmp_path / "w.pth"
     torch.save(facenets.get_model("fastvit_t8", 32).state_dict(), weights)

@@ -14,7 +14,7 @@ import re
 import pytest
 import torch
 
-from racecomp import facenets, toydata
+from racecomp import facenets, toyrfw
 from racecomp.studies import STUDIES, quantize, upscale, verify
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,7 +164,7 @@ def test_quantization_scores_with_the_model_runs_own_protocol(tmp_path):
     """A model run scored on aligned faces, one race, without the flip test: the quantization study's fp32
     baseline must reproduce its per-pair scores exactly (the same protocol), and score only that race."""
     size = 32
-    rfw = toydata.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=2, size=size, seed=3,
+    rfw = toyrfw.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=2, size=size, seed=3,
                            aligned=False)
     torch.manual_seed(0)
     torch.save(facenets.get_model("fastvit_t8", 32).state_dict(), tmp_path / "w.pth")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from racecomp import calibration, datasets, facenets, quant, toydata, verification
+from racecomp import calibration, datasets, facenets, quant, toyrfw, verification
 from racecomp.studies import quantize, verify
 from racecomp.tables import command as summarize
 
@@ -19,8 +19,8 @@ SIZE = 48
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    rfw = toydata.make_rfw(str(root / "rfw"), n_ids=20, images_per_id=2, pairs_per_fold=2, size=48, seed=5)
-    identities = toydata.make_identities(str(root / "ids"), n_ids_per_race=4, images_per_id=2, size=48, seed=5)
+    rfw = toyrfw.make_rfw(str(root / "rfw"), n_ids=20, images_per_id=2, pairs_per_fold=2, size=48, seed=5)
+    identities = toyrfw.make_identities(str(root / "ids"), n_ids_per_race=4, images_per_id=2, size=48, seed=5)
     torch.manual_seed(0)
     # A ResNet50 embedding net at 48 px: quantized like the others, but fast enough for CI on 2 cores.
     weights = root / "resnet50.pth"

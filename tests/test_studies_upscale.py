@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from racecomp import files, toydata
+from racecomp import files, toyfairface
 from racecomp.studies import upscale
 from racecomp.races import FAIRFACE_RACES
 
@@ -29,13 +29,13 @@ def read_csv(path):
 
 @pytest.fixture(scope="module")
 def tiny_fairface(tmp_path_factory):
-    return toydata.make_fairface(str(tmp_path_factory.mktemp("ff") / "fairface"), n_train=70, n_val=28, size=32,
+    return toyfairface.make_fairface(str(tmp_path_factory.mktemp("ff") / "fairface"), n_train=70, n_val=28, size=32,
                                  seed=3)
 
 
 @pytest.fixture(scope="module")
 def hard_fairface(tmp_path_factory):
-    return toydata.make_fairface(str(tmp_path_factory.mktemp("ffhard") / "fairface"), n_train=70, n_val=70,
+    return toyfairface.make_fairface(str(tmp_path_factory.mktemp("ffhard") / "fairface"), n_train=70, n_val=70,
                                  size=32, seed=4, hard_race="Black", hard_strength=1.0)
 
 
@@ -91,7 +91,7 @@ def test_rerun_skips_finished_and_refuses_other_arguments(tiny_fairface, tmp_pat
 
 
 def test_bicubic_reads_only_the_val_split(tmp_path):
-    data = toydata.make_fairface(str(tmp_path / "fairface"), n_train=7, n_val=7, size=32, seed=1)
+    data = toyfairface.make_fairface(str(tmp_path / "fairface"), n_train=7, n_val=7, size=32, seed=1)
     os.remove(os.path.join(data, "fairface_label_train.csv"))  # e.g. a val-only download
     table = run(data, tmp_path / "run", "--arch", "bicubic", "--save-samples", "0")
     assert sum(row["n"] for row in table) == 7

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import summarize
-from racecomp import cpus, engine, facenets, files, metrics, probes, toydata
+from racecomp import cpus, engine, facenets, files, metrics, probes, toyfairface, toyrfw
 from racecomp.studies import verify
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
 
@@ -27,12 +27,12 @@ def read_csv(path):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    rfw = toydata.make_rfw(root / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=2, size=SIZE, seed=1)
+    rfw = toyrfw.make_rfw(root / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=2, size=SIZE, seed=1)
     return {"rfw": rfw,
-            "identities": toydata.make_identities(root / "ids", n_ids_per_race=4, images_per_id=2, size=SIZE, seed=1),
-            "overlap": toydata.make_identities(root / "overlap", n_ids_per_race=1, images_per_id=2, size=SIZE,
+            "identities": toyrfw.make_identities(root / "ids", n_ids_per_race=4, images_per_id=2, size=SIZE, seed=1),
+            "overlap": toyrfw.make_identities(root / "overlap", n_ids_per_race=1, images_per_id=2, size=SIZE,
                                                seed=2, overlap_with_rfw=rfw),
-            "fairface": toydata.make_fairface(root / "ff", n_train=28, n_val=42, size=SIZE, seed=1)}
+            "fairface": toyfairface.make_fairface(root / "ff", n_train=28, n_val=42, size=SIZE, seed=1)}
 
 
 def run(data, out, *extra, rfw=None):
@@ -231,8 +231,8 @@ def test_planted_group_leaves_the_other_groups_rows_unchanged(tmp_path):
     # (deterministic): a pair or a race mixed up anywhere would break that. (A random model verifies near
     # chance, so the planted drop itself is checked below with an embedding that works on these faces.)
     kwargs = dict(n_ids=20, images_per_id=4, pairs_per_fold=12, size=SIZE, seed=5)
-    plain = toydata.make_rfw(tmp_path / "plain", **kwargs)
-    hard = toydata.make_rfw(tmp_path / "hard", hard_race="African", hard_strength=1.0, **kwargs)
+    plain = toyrfw.make_rfw(tmp_path / "plain", **kwargs)
+    hard = toyrfw.make_rfw(tmp_path / "hard", hard_race="African", hard_strength=1.0, **kwargs)
     torch.manual_seed(0)
     torch.save(facenets.get_model("fastvit_t8", 32).state_dict(), tmp_path / "w.pth")
     data = {"identities": "unused", "fairface": "unused"}
@@ -263,7 +263,7 @@ def test_planted_harder_group_gets_lower_accuracy(tmp_path, seed):
     kwargs = dict(n_ids=20, images_per_id=4, pairs_per_fold=12, size=SIZE, seed=seed)
     accuracy = {}
     for name, extra in (("plain", {}), ("hard", {"hard_race": "African", "hard_strength": 1.0})):
-        rfw = toydata.make_rfw(tmp_path / name, **kwargs, **extra)
+        rfw = toyrfw.make_rfw(tmp_path / name, **kwargs, **extra)
         args = verify.get_args_parser().parse_args(["--rfw", rfw, "--image-size", str(SIZE), "--workers", "0",
                                                     "--eval-batch-size", "128"])
         table, _ = verify.evaluate_to_dir(CoarsePixels(), args, verify.evaluation_data(args),

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from racecomp import files, sweep, toydata
+from racecomp import files, sweep, toyfairface
 from racecomp.studies import quantize, run_folder, upscale
 
 FAIRFACE_SLUGS = ("white", "black", "latino_hispanic", "east_asian", "southeast_asian", "indian", "middle_eastern")
@@ -169,7 +169,7 @@ def test_status_and_pending_follow_each_folder_state(tmp_path, capsys):
 
 
 def test_status_predicts_what_the_script_does_end_to_end(tmp_path, capsys):
-    data = toydata.make_fairface(str(tmp_path / "fairface"), n_train=70, n_val=28, size=32, seed=5)
+    data = toyfairface.make_fairface(str(tmp_path / "fairface"), n_train=70, n_val=28, size=32, seed=5)
     common = ["upscale", "--grid", "arch=bicubic", "scale=2", "--out-root", str(tmp_path / "runs"), "--fixed",
               f"data={data}", "workers=0", "save-samples=0", "device=cpu", "dev-fraction=0.1"]
     (line,) = sweep_main(*common)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from racecomp import toydata
+from racecomp import toydata, toyfairface, toyoutput, toyrfw
 from racecomp.alignment import ARCFACE_TEMPLATE_112
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
 
@@ -83,15 +83,15 @@ def luma(path):
 
 def test_fairface_files_do_not_depend_on_the_number_of_processes(tmp_path):
     kwargs = dict(n_train=14, n_val=7, size=32, seed=2)
-    one = tree_bytes(toydata.make_fairface(tmp_path / "one", workers=1, **kwargs))
-    assert tree_bytes(toydata.make_fairface(tmp_path / "two", workers=2, **kwargs)) == one
-    assert not any(name.endswith(".partial") or name == toydata.UNFINISHED_MARKER for name in one)
+    one = tree_bytes(toyfairface.make_fairface(tmp_path / "one", workers=1, **kwargs))
+    assert tree_bytes(toyfairface.make_fairface(tmp_path / "two", workers=2, **kwargs)) == one
+    assert not any(name.endswith(".partial") or name == toyoutput.UNFINISHED_MARKER for name in one)
 
 
 def test_an_interrupted_fairface_generation_resumes_to_the_same_files(tmp_path, monkeypatch):
     kwargs = dict(n_train=14, n_val=7, size=32, seed=2)
-    expected = tree_bytes(toydata.make_fairface(tmp_path / "whole", **kwargs))
-    render, calls = toydata._fairface_image, []
+    expected = tree_bytes(toyfairface.make_fairface(tmp_path / "whole", **kwargs))
+    render, calls = toyfairface._fairface_image, []
 
     def render_counted(job, crash_at=None):
         if len(calls) == crash_at:
@@ -99,46 +99,46 @@ def test_an_interrupted_fairface_generation_resumes_to_the_same_files(tmp_path, 
         calls.append(job)
         render(job)
 
-    monkeypatch.setattr(toydata, "_fairface_image", functools.partial(render_counted, crash_at=5))
+    monkeypatch.setattr(toyfairface, "_fairface_image", functools.partial(render_counted, crash_at=5))
     with pytest.raises(RuntimeError, match="killed"):
-        toydata.make_fairface(tmp_path / "cut", **kwargs)
+        toyfairface.make_fairface(tmp_path / "cut", **kwargs)
     assert not (tmp_path / "cut" / "fairface_label_val.csv").exists()  # visibly unfinished
     with pytest.raises(ValueError, match="not empty"):  # other arguments never mix into it
-        toydata.make_fairface(tmp_path / "cut", **{**kwargs, "seed": 3})
+        toyfairface.make_fairface(tmp_path / "cut", **{**kwargs, "seed": 3})
     calls.clear()
-    monkeypatch.setattr(toydata, "_fairface_image", render_counted)
-    assert tree_bytes(toydata.make_fairface(tmp_path / "cut", **kwargs)) == expected
+    monkeypatch.setattr(toyfairface, "_fairface_image", render_counted)
+    assert tree_bytes(toyfairface.make_fairface(tmp_path / "cut", **kwargs)) == expected
     assert len(calls) == 21 - 5  # the images already written were kept
 
 
 def test_same_seed_gives_identical_files_and_other_seed_other_images(tmp_path):
     kwargs = dict(n_train=14, n_val=7, size=32)
-    first = tree_bytes(toydata.make_fairface(tmp_path / "a", seed=3, **kwargs))
-    again = tree_bytes(toydata.make_fairface(tmp_path / "b", seed=3, **kwargs))
-    other = tree_bytes(toydata.make_fairface(tmp_path / "c", seed=4, **kwargs))
+    first = tree_bytes(toyfairface.make_fairface(tmp_path / "a", seed=3, **kwargs))
+    again = tree_bytes(toyfairface.make_fairface(tmp_path / "b", seed=3, **kwargs))
+    other = tree_bytes(toyfairface.make_fairface(tmp_path / "c", seed=4, **kwargs))
     assert first == again
     images = [name for name in first if name.endswith(".jpg")]
     assert len(images) == 21 and set(images) == {name for name in other if name.endswith(".jpg")}
     assert all(first[name] != other[name] for name in images)
     # Strength 0 plants nothing: byte-identical to no hard race.
-    unplanted = toydata.make_fairface(tmp_path / "d", seed=3, hard_race="Black", hard_strength=0.0, **kwargs)
+    unplanted = toyfairface.make_fairface(tmp_path / "d", seed=3, hard_race="Black", hard_strength=0.0, **kwargs)
     assert tree_bytes(unplanted) == first
 
     rfw_kwargs = dict(n_ids=20, images_per_id=2, pairs_per_fold=1, size=24)
-    assert tree_bytes(toydata.make_rfw(tmp_path / "r1", seed=5, **rfw_kwargs)) == \
-        tree_bytes(toydata.make_rfw(tmp_path / "r2", seed=5, **rfw_kwargs))
+    assert tree_bytes(toyrfw.make_rfw(tmp_path / "r1", seed=5, **rfw_kwargs)) == \
+        tree_bytes(toyrfw.make_rfw(tmp_path / "r2", seed=5, **rfw_kwargs))
     id_kwargs = dict(n_ids_per_race=2, images_per_id=2, size=24)
-    assert tree_bytes(toydata.make_identities(tmp_path / "i1", seed=5, **id_kwargs)) == \
-        tree_bytes(toydata.make_identities(tmp_path / "i2", seed=5, **id_kwargs))
-    assert tree_bytes(toydata.make_identities(tmp_path / "i3", seed=6, **id_kwargs)) != \
-        tree_bytes(toydata.make_identities(tmp_path / "i4", seed=5, **id_kwargs))
+    assert tree_bytes(toyrfw.make_identities(tmp_path / "i1", seed=5, **id_kwargs)) == \
+        tree_bytes(toyrfw.make_identities(tmp_path / "i2", seed=5, **id_kwargs))
+    assert tree_bytes(toyrfw.make_identities(tmp_path / "i3", seed=6, **id_kwargs)) != \
+        tree_bytes(toyrfw.make_identities(tmp_path / "i4", seed=5, **id_kwargs))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Layouts
 
 def test_fairface_layout(tmp_path):
-    root = toydata.make_fairface(tmp_path / "ff", n_train=15, n_val=8, size=40)
+    root = toyfairface.make_fairface(tmp_path / "ff", n_train=15, n_val=8, size=40)
     assert sorted(os.listdir(root)) == ["fairface_label_train.csv", "fairface_label_val.csv", "train", "val"]
     with open(os.path.join(root, "fairface_label_train.csv")) as handle:
         assert handle.readline() == "file,age,gender,race,service_test\n"
@@ -149,7 +149,7 @@ def test_fairface_layout(tmp_path):
         assert [row[0] for row in body] == [f"{split}/{i}.jpg" for i in range(1, count + 1)]
         assert sorted(os.listdir(os.path.join(root, split))) == sorted(f"{i}.jpg" for i in range(1, count + 1))
         for name, age, gender, race, service_test in body:
-            assert age in toydata.FAIRFACE_AGE_BINS and gender in ("Male", "Female")
+            assert age in toyfairface.FAIRFACE_AGE_BINS and gender in ("Male", "Female")
             assert race in FAIRFACE_RACES and service_test in ("True", "False")
             with Image.open(os.path.join(root, name)) as image:
                 assert image.format == "JPEG" and image.mode == "RGB" and image.size == (40, 40)
@@ -159,7 +159,7 @@ def test_fairface_layout(tmp_path):
 
 def test_rfw_layout_folds_pairs_and_landmarks(tmp_path):
     ppf = 3
-    root = toydata.make_rfw(tmp_path / "rfw", n_ids=25, images_per_id=3, pairs_per_fold=ppf, size=32)
+    root = toyrfw.make_rfw(tmp_path / "rfw", n_ids=25, images_per_id=3, pairs_per_fold=ppf, size=32)
     assert sorted(os.listdir(os.path.join(root, "test"))) == ["data", "txts"]
     for race in RFW_RACES:
         images = rfw_images(root, race)
@@ -170,9 +170,9 @@ def test_rfw_layout_folds_pairs_and_landmarks(tmp_path):
         assert sorted(os.listdir(os.path.join(root, "test", "txts", race))) == [f"{race}_lmk.txt", f"{race}_pairs.txt"]
 
         lines = read_pairs(root, race)
-        assert len(lines) == toydata.RFW_FOLDS * 2 * ppf
+        assert len(lines) == toyrfw.RFW_FOLDS * 2 * ppf
         fold_ids = []
-        for fold in range(toydata.RFW_FOLDS):
+        for fold in range(toyrfw.RFW_FOLDS):
             block = lines[fold * 2 * ppf:(fold + 1) * 2 * ppf]
             genuine, impostor = block[:ppf], block[ppf:]
             assert all(len(f) == 3 and f[1] != f[2] for f in genuine)
@@ -205,7 +205,7 @@ def test_rfw_landmarks_sit_on_the_drawn_features(tmp_path, aligned):
     # Pupils are drawn darker than the skin; eye landmarks that missed them (wrong transform, swapped
     # x/y, off by the supersampling) would average no darker than the cheek below the eye.
     size = 48 if aligned else 40
-    root = toydata.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=1, size=size, aligned=aligned)
+    root = toyrfw.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=1, size=size, aligned=aligned)
     at_eye, below_eye = [], []
     for fields in read_lmk(root, "Caucasian"):
         image = luma(os.path.join(root, fields[0]))
@@ -225,10 +225,10 @@ def test_rfw_landmarks_sit_on_the_drawn_features(tmp_path, aligned):
 
 
 def test_identity_folders_are_disjoint_from_rfw_and_overlap_option(tmp_path):
-    rfw = toydata.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=1, size=24, seed=0)
+    rfw = toyrfw.make_rfw(tmp_path / "rfw", n_ids=20, images_per_id=2, pairs_per_fold=1, size=24, seed=0)
     rfw_ids = {identity for race in RFW_RACES for identity in rfw_images(rfw, race)}
     for seed in (0, 1):
-        root = toydata.make_identities(tmp_path / f"ids{seed}", n_ids_per_race=15, images_per_id=2, size=24, seed=seed)
+        root = toyrfw.make_identities(tmp_path / f"ids{seed}", n_ids_per_race=15, images_per_id=2, size=24, seed=seed)
         assert sorted(os.listdir(root)) == sorted(RFW_RACES)
         ids = set()
         for race in RFW_RACES:
@@ -240,7 +240,7 @@ def test_identity_folders_are_disjoint_from_rfw_and_overlap_option(tmp_path):
         assert len(ids) == 4 * 15
         assert not ids & rfw_ids
 
-    overlapping = toydata.make_identities(tmp_path / "overlap", n_ids_per_race=3, images_per_id=2, size=24,
+    overlapping = toyrfw.make_identities(tmp_path / "overlap", n_ids_per_race=3, images_per_id=2, size=24,
                                           overlap_with_rfw=rfw)
     shared = [(race, identity) for race in RFW_RACES for identity in os.listdir(os.path.join(overlapping, race))
               if identity in rfw_ids]
@@ -254,15 +254,15 @@ def test_identity_folders_are_disjoint_from_rfw_and_overlap_option(tmp_path):
 
 def test_bad_arguments_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="at least 7"):
-        toydata.make_fairface(tmp_path / "a", n_train=6, n_val=7, size=32)
+        toyfairface.make_fairface(tmp_path / "a", n_train=6, n_val=7, size=32)
     with pytest.raises(ValueError, match="hard_race"):
-        toydata.make_fairface(tmp_path / "b", n_train=7, n_val=7, size=32, hard_race="Asian")  # RFW label
+        toyfairface.make_fairface(tmp_path / "b", n_train=7, n_val=7, size=32, hard_race="Asian")  # RFW label
     with pytest.raises(ValueError, match="distinct pairs"):
-        toydata.make_rfw(tmp_path / "c", n_ids=20, images_per_id=2, pairs_per_fold=3, size=32)
+        toyrfw.make_rfw(tmp_path / "c", n_ids=20, images_per_id=2, pairs_per_fold=3, size=32)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "old.txt").write_text("leftover")
     with pytest.raises(ValueError, match="not empty"):
-        toydata.make_identities(tmp_path / "full", n_ids_per_race=1, images_per_id=1, size=32)
+        toyrfw.make_identities(tmp_path / "full", n_ids_per_race=1, images_per_id=1, size=32)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -270,8 +270,8 @@ def test_bad_arguments_are_rejected(tmp_path):
 
 def test_fairface_hard_race_is_harder_to_upscale_and_leaves_other_groups_unchanged(tmp_path):
     kwargs = dict(n_train=105, n_val=42, size=64, seed=0)
-    plain = toydata.make_fairface(tmp_path / "plain", **kwargs)
-    hard = toydata.make_fairface(tmp_path / "hard", hard_race="Indian", hard_strength=1.0, **kwargs)
+    plain = toyfairface.make_fairface(tmp_path / "plain", **kwargs)
+    hard = toyfairface.make_fairface(tmp_path / "hard", hard_race="Indian", hard_strength=1.0, **kwargs)
     plain_files, hard_files = tree_bytes(plain), tree_bytes(hard)
     races = {row[0]: row[3] for split in ("train", "val") for row in fairface_rows(plain, split)[1:]}
     for name, race in races.items():
@@ -305,8 +305,8 @@ def identity_separation(root, race, crop=0.15):
 
 def test_rfw_hard_race_has_more_within_identity_variation(tmp_path):
     kwargs = dict(n_ids=20, images_per_id=4, pairs_per_fold=2, size=24, seed=0)
-    plain = toydata.make_rfw(tmp_path / "plain", **kwargs)
-    hard = toydata.make_rfw(tmp_path / "hard", hard_race="Asian", **kwargs)
+    plain = toyrfw.make_rfw(tmp_path / "plain", **kwargs)
+    hard = toyrfw.make_rfw(tmp_path / "hard", hard_race="Asian", **kwargs)
     plain_files, hard_files = tree_bytes(plain), tree_bytes(hard)
     for name in plain_files:
         if "Asian" not in name:
@@ -326,7 +326,7 @@ def test_rfw_hard_race_has_more_within_identity_variation(tmp_path):
 
 def test_ensure_demo_data_generates_once_and_says_it_is_synthetic(tmp_path, monkeypatch, capsys):
     calls = []
-    original = toydata.make_fairface
+    original = toyfairface.make_fairface
 
     @functools.wraps(original)
     def counting(*args, **kwargs):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from racecomp import toyfaces
+from racecomp import toyfaces, toyrender
 from racecomp.alignment import ARCFACE_TEMPLATE_112
 from racecomp.races import FAIRFACE_RACES, RFW_RACES
 
@@ -34,10 +34,10 @@ def test_render_face_landmarks_follow_the_transform():
     view = toyfaces.sample_view(rng)
     # Hand-computed: scale 2, a quarter turn, canonical (56, 56) -> pixel (60, 50), so that
     # (u, v) -> (60 - 2 (v - 56), 50 + 2 (u - 56)).
-    matrix = toyfaces.similarity_matrix(2.0, math.pi / 2, (56.0, 56.0), (60.0, 50.0))
+    matrix = toyrender.similarity_matrix(2.0, math.pi / 2, (56.0, 56.0), (60.0, 50.0))
     np.testing.assert_allclose(matrix @ [57.0, 56.0, 1.0], [60.0, 52.0], atol=1e-12)
     np.testing.assert_allclose(matrix @ [56.0, 57.0, 1.0], [58.0, 50.0], atol=1e-12)
-    pixels, landmarks = toyfaces.render_face(identity, view, matrix, 120, 100, rng=rng)
+    pixels, landmarks = toyrender.render_face(identity, view, matrix, 120, 100, rng=rng)
     assert pixels.shape == (120, 100, 3) and pixels.dtype == np.uint8
     canonical = toyfaces.canonical_landmarks(identity, view)
     expected = np.c_[60 - 2 * (canonical[:, 1] - 56), 50 + 2 * (canonical[:, 0] - 56)]
@@ -55,8 +55,8 @@ def test_groups_are_equally_hard_to_upscale_when_nothing_is_planted():
             rng = np.random.default_rng([123, i])
             identity = toyfaces.sample_identity(rng, style)
             view = toyfaces.sample_view(rng)
-            matrix = toyfaces.similarity_matrix(size / 112 * 0.62, 0.0, (56.0, 64.0), ((size - 1) / 2, (size - 1) / 2))
-            pixels, _ = toyfaces.render_face(identity, view, matrix, size, size, rng=rng)
+            matrix = toyrender.similarity_matrix(size / 112 * 0.62, 0.0, (56.0, 64.0), ((size - 1) / 2, (size - 1) / 2))
+            pixels, _ = toyrender.render_face(identity, view, matrix, size, size, rng=rng)
             buffer = io.BytesIO()
             Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
             scores[i, j] = bicubic_psnr(Image.open(buffer).convert("RGB"))

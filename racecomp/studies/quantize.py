@@ -23,8 +23,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from racecomp import (calibration, cli, cpus, datasets, distributed, engine, files, quant, runs, schema, toydata,
-                      verification)
+from racecomp import (calibration, cli, cpus, datasets, distributed, engine, files, precision, quant, runs, schema,
+                      toydata, verification)
 from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
 from racecomp.studies import run_folder, upscale, verify
@@ -327,7 +327,7 @@ def main(args):
     args.out = os.path.abspath(args.out or default_out(args))
     run_folder.absolute_paths(args, DATA_ARGS)
     device = cli.resolve_device(args.device)
-    engine.configure_float32(device)
+    precision.configure_float32(device)
     cpus.configure_torch_threads()
     engine.seed_everything(args.seed)
     if args.task == "verify" and args.model_run is None and args.weights is None:

@@ -39,7 +39,7 @@ import os
 import time
 
 from racecomp import (cli, cpus, datasets, distributed, engine, evaluation, facenets, files, identity, imagecache,
-                      losses, runs, sanity, schema, toydata, upscalers)
+                      losses, precision, runs, sanity, schema, toydata, upscalers)
 from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, slug
 from racecomp.studies import run_folder
@@ -363,8 +363,8 @@ def main(args):
 
 
 def _run(args, minority, device):
-    amp = engine.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
-    engine.configure_float32(device)
+    amp = precision.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
+    precision.configure_float32(device)
     cpus.configure_torch_threads(show=distributed.is_main())
     if distributed.world_size() > 1:  # part of the recipe: --batch-size is per process
         args.world_size = distributed.world_size()

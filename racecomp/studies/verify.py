@@ -32,7 +32,8 @@ import time
 import torch
 
 from racecomp import (cli, cpus, datasets, distributed, encoders, engine, evaluation, facenets, files, identity,
-                      margin_heads, probes, runs, sanity, schema, toydata, upscalers, verification)
+                      margin_heads, precision, probes, runs, sanity, schema, toydata, upscalers,
+                      verification)
 from racecomp.errors import InputError
 from racecomp.races import RFW_RACES, slug
 from racecomp.studies import run_folder
@@ -383,8 +384,8 @@ def main(args):
     args.out = os.path.abspath(args.out or default_out(args))
     run_folder.absolute_paths(args, DATA_ARGS)
     device = cli.resolve_device(args.device)
-    engine.configure_float32(device)
-    amp = engine.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
+    precision.configure_float32(device)
+    amp = precision.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
     cpus.configure_torch_threads()
     data_fingerprints = run_folder.fingerprints(data_folders(args))
     columns = run_columns(args, files.code_version(), data_fingerprints)
