@@ -29,7 +29,7 @@ class Finding:
     seeds_needed: object = None  # int, math.inf (more than 100), or None (one seed: cannot be planned)
     primary: bool = False  # the pre-specified row: the under-sampled race, the STD, the probe result (main
     # effects have none: every race is on equal footing, and only Holm-adjusted claims are made)
-    note: str = ""  # e.g. "worst race not separated from the runner-up: interval optimistic"
+    note: str = ""  # e.g. contrasts.TIES_NOTE_BOUNDS: the worst race is not separated from the runner-up
     a_value: float = math.nan  # the summary of each side (summary changes)
     b_value: float = math.nan
     p_family: float = math.nan  # Holm over the family of its question (see in_family); NaN outside it
