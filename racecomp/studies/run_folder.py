@@ -52,6 +52,20 @@ def fingerprints(folders):
     return {name: fingerprint.fingerprint(folder) for name, folder in folders.items()}
 
 
+def run_in_folder(args, data_args, data_folders, run_columns, body):
+    """How a study that trains starts its run: the data folders `data_args` made absolute and every folder of
+    data_folders(args) fingerprinted (on rank 0 under torchrun, which also makes the demo data once), the
+    identifying columns run_columns(args, code version, fingerprints), then body(run, columns) inside the
+    RunFolder of args.out. Returns its result, or None when finished results of this run are already there."""
+    absolute_paths(args, data_args)
+    data = distributed.run_on_main(lambda: fingerprints(data_folders(args)))
+    columns = run_columns(args, files.code_version(), data)
+    with RunFolder(args.out, args, columns, data) as run:
+        if run.action == "skip":
+            return None
+        return body(run, columns)
+
+
 def data_ids(data):
     """{argument name: fingerprint id}: what a recipe holds in place of the data folders' paths."""
     return {name: found["id"] for name, found in data.items()}

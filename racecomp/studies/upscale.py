@@ -369,13 +369,8 @@ def _run(args, minority, device):
     if distributed.world_size() > 1:  # part of the recipe: --batch-size is per process
         args.world_size = distributed.world_size()
     args.out = os.path.abspath(args.out or default_out(args))
-    run_folder.absolute_paths(args, DATA_ARGS)
-    data = distributed.run_on_main(lambda: run_folder.fingerprints(data_folders(args)))  # rank 0 makes demo data
-    columns = run_columns(args, files.code_version(), data)
-    with run_folder.RunFolder(args.out, args, columns, data) as run:
-        if run.action == "skip":
-            return None
-        return _train_and_evaluate(args, run, columns, minority, device, amp)
+    return run_folder.run_in_folder(args, DATA_ARGS, data_folders, run_columns, lambda run, columns:
+                                    _train_and_evaluate(args, run, columns, minority, device, amp))
 
 
 def _train_and_evaluate(args, run, columns, minority, device, amp):

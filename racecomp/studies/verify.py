@@ -382,17 +382,12 @@ def main(args):
     minority = check_args(args)
     restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
     args.out = os.path.abspath(args.out or default_out(args))
-    run_folder.absolute_paths(args, DATA_ARGS)
     device = cli.resolve_device(args.device)
     precision.configure_float32(device)
     amp = precision.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
     cpus.configure_torch_threads()
-    data_fingerprints = run_folder.fingerprints(data_folders(args))
-    columns = run_columns(args, files.code_version(), data_fingerprints)
-    with run_folder.RunFolder(args.out, args, columns, data_fingerprints) as run:
-        if run.action == "skip":
-            return None
-        return _train_and_evaluate(args, run, columns, minority, device, amp)
+    return run_folder.run_in_folder(args, DATA_ARGS, data_folders, run_columns, lambda run, columns:
+                                    _train_and_evaluate(args, run, columns, minority, device, amp))
 
 
 def _train_and_evaluate(args, run, columns, minority, device, amp):
