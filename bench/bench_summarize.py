@@ -69,7 +69,7 @@ def race_counts(n_images):
 
 
 def sweep_runs(n_runs, work):
-    """racecomp.sweep Runs of the grid above: the bicubic floors, then trained runs experiment by experiment
+    """racecomp.sweep PlannedRuns of the grid above: the bicubic floors, then trained runs experiment by experiment
     (balanced first, seeds together), with as many seeds as n_runs needs; the first n_runs of them."""
     from racecomp import sweep
 

@@ -76,7 +76,7 @@ def add_output_arguments(parser, out_help):
 
 
 def add_training_arguments(parser):
-    from racecomp import engine, finetune
+    from racecomp import engine, finetune, precision, schedules
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=2, help="passes over the training set (an epoch is as "
                        "many draws as the training set before under-sampling, whatever --weight is; run_upscale.py: "
@@ -93,14 +93,14 @@ def add_training_arguments(parser):
     group.add_argument("--optimizer", choices=engine.OPTIMIZERS, default="adamw",
                        help="adamw, or sgd (momentum 0.9)")
     group.add_argument("--warmup-steps", type=int, default=10, help="optimizer steps of linear warm-up")
-    group.add_argument("--schedule", choices=engine.SCHEDULES, default="cosine", help="learning rate after "
+    group.add_argument("--schedule", choices=schedules.SCHEDULES, default="cosine", help="learning rate after "
                        "warm-up: one cosine to 0, a cosine restarted at each --unfreeze (or --cosine-restarts) "
                        "stage, or a linear decay to 0")
     group.add_argument("--cosine-restarts", default="", help="epochs at which --schedule cosine-stages restarts "
                        "the cosine while the whole model trains (no --unfreeze), e.g. 2 (the RaceComp source's "
                        "runs: a new cosine per unfreezing stage, every stage training the whole encoder)")
     group.add_argument("--clip-grad", type=float, default=1.0, help="max gradient L2 norm (0: no clipping)")
-    group.add_argument("--amp", choices=engine.AMP_CHOICES, default="auto",
+    group.add_argument("--amp", choices=precision.AMP_CHOICES, default="auto",
                        help="mixed precision: bf16, fp16 (with loss scaling) or off (fp32); auto: off on the CPU, "
                             "bf16 on GPUs of compute capability >= 8.0, else fp16 (a T4); args.json records "
                             "the one that ran")

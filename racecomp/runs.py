@@ -1,4 +1,4 @@
-"""A finished run folder as another run uses it: its settings, the model it made, and who it is.
+"""A finished run folder as another run uses it: its settings, the model it made, and its identifying columns.
 
 The studies stand side by side: verification restores faces with an upscaling run (--restore) or starts from
 its encoder (--init-from), upscaling recognises faces with a verification run (--identity-model), quantization
@@ -37,7 +37,7 @@ def read_run(run_dir, study, flag):
     return argparse.Namespace(**record["args"]), record
 
 
-def run_identity(run_dir):
+def run_columns(run_dir):
     """The run as a recipe sees it: the identifying columns and seed its per_race.csv rows start with (without
     the code version), so two copies of one run, wherever they are, are one model."""
     path = os.path.join(run_dir, schema.FINISHED_MARKER)

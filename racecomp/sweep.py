@@ -61,8 +61,8 @@ MAX_NAME_BYTES = 255  # longest file name most file systems take
 
 
 @dataclasses.dataclass
-class Run:
-    """One run: its folder (absolute), the script's arguments (--out last) and how the script parses them."""
+class PlannedRun:
+    """A run to be made: its folder (absolute), the script's arguments (--out last) and how the script parses them."""
     folder: str
     argv: list
     args: argparse.Namespace
@@ -181,7 +181,7 @@ def is_balanced(parser, setting, fixed):
 
 
 def make_run(study, parser, setting, fixed, study_root):
-    """The Run of one grid point `setting` (key -> value) with the --fixed flags."""
+    """The PlannedRun of one grid point `setting` (key -> value) with the --fixed flags."""
     setting = dict(setting)
     keys = sorted(setting)
     fixed_flags = dict(fixed)
@@ -205,7 +205,7 @@ def make_run(study, parser, setting, fixed, study_root):
     args = parse_script_args(parser, argv, f"run {name}")
     check_values(study.check_args, args, f"run {name}")
     run_folder.absolute_paths(args, study.DATA_ARGS)  # as the script records them (status compares them)
-    return Run(folder, argv, args)
+    return PlannedRun(folder, argv, args)
 
 
 def expand(study, grids, fixed, out_root):

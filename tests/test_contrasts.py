@@ -1,5 +1,5 @@
 """Contrasts between experiments (racecomp.contrasts linear_contrast / summary_change, racecomp.planner seeds_for_power and
-racecomp.tables.contrasts / findings): hand-computed cases, planted effects in run folders written in the real
+racecomp.tables.questions / findings): hand-computed cases, planted effects in run folders written in the real
 formats and read back by summarize, and small simulations (fuller ones: bench/bench_contrasts.py)."""
 import csv
 import json
@@ -497,7 +497,7 @@ def test_main_effects_claim_only_what_survives_holm():
     # findings.md must not claim it; a race that survives Holm is claimed.
     from racecomp.tables import findings
     from racecomp.tables.answers import Answers, Finding
-    from racecomp.tables.contrasts import _family_holm
+    from racecomp.tables.questions import _family_holm
 
     def row(race, estimate, lo, hi, p, p_holm):
         return Finding("Does arch change the per-race values on balanced data?", "upscale", "main effect", "psnr_y",
@@ -574,7 +574,7 @@ def test_dose_response_words_follow_the_scope_and_the_onset():
         curve.onset = contrasts_onset(curve.points)
         return findings.markdown(Answers(doses=[curve]), {})
 
-    from racecomp.tables.contrasts import _onset as contrasts_onset
+    from racecomp.tables.questions import _onset as contrasts_onset
     hurt = [(0.5, -0.1, -0.3, 0.1), (0.2, -0.5, -0.7, -0.3), (0.05, -1.0, -1.3, -0.7)]
     assert "noticeably hurt from weight 0.2 down (the penalty interval is below 0 there and at every smaller " \
            "weight run)." in text("recipe", hurt)
@@ -612,7 +612,7 @@ def test_tables_md_says_the_methods_once(tmp_path):
 def test_a_detected_row_among_many_contrasts_of_one_question_is_marked_exploratory():
     from racecomp.tables import findings
     from racecomp.tables.answers import Finding
-    from racecomp.tables.contrasts import _family_holm
+    from racecomp.tables.questions import _family_holm
 
     def row(race, p):
         return Finding("Does the under-sampling penalty depend on arch?", "upscale", "difference in differences",

@@ -18,7 +18,7 @@ def test_settings_and_identity_of_a_finished_run(tmp_path):
     run = finished(tmp_path / "run", {"study": "upscale", "args": {"arch": "a", "scale": 2}})
     settings, record = runs.read_run(str(run), "upscale", "--restore")
     assert (settings.arch, settings.scale, record["study"]) == ("a", 2, "upscale")
-    assert runs.run_identity(str(run)) == {"study": "upscale", "arch": "a", "recipe": "r", "seed": "0"}
+    assert runs.run_columns(str(run)) == {"study": "upscale", "arch": "a", "recipe": "r", "seed": "0"}
 
 
 @pytest.mark.parametrize("record, per_race, says", [
@@ -31,5 +31,5 @@ def test_bad_run_folders_are_refused_naming_the_file(tmp_path, record, per_race,
     run = finished(tmp_path / "run", record, *([per_race] if per_race else []))
     with pytest.raises(InputError, match=says) as error:
         runs.read_run(str(run), "upscale", "--restore")
-        runs.run_identity(str(run))
+        runs.run_columns(str(run))
     assert str(run) in str(error.value)

@@ -5,7 +5,7 @@ import json
 from racecomp.tables.experiments import Experiment, differing_settings, group_experiments
 from racecomp.tables.runs import Problems, Run, load_run
 
-IDENTITY = ("study", "arch", "weight", "recipe", "seed", "code_version")
+COLUMNS = ("study", "arch", "weight", "recipe", "seed", "code_version")
 
 
 def write_csv(path, header, rows):
@@ -16,13 +16,13 @@ def write_csv(path, header, rows):
 
 
 def run_of(folder, seed, weight="1.0", recipe="r1"):
-    identity = {"study": "upscale", "arch": "resnet50", "weight": weight, "recipe": recipe, "seed": seed,
+    columns = {"study": "upscale", "arch": "resnet50", "weight": weight, "recipe": recipe, "seed": seed,
                 "code_version": "abc"}
-    return Run(folder, "upscale", "upscale", identity, {"White": {"n": 1}}, None)
+    return Run(folder, "upscale", "upscale", columns, {"White": {"n": 1}}, None)
 
 
 def test_load_run_reads_identity_means_and_items(tmp_path):
-    write_csv(tmp_path / "per_race.csv", list(IDENTITY) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"],
+    write_csv(tmp_path / "per_race.csv", list(COLUMNS) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"],
               [["upscale", "resnet50", "1.0", "r1", "0", "abc", "White", 2, 31.0, 0.85, 30.0, 0.84]])
     write_csv(tmp_path / "per_image.csv", ["file", "race", "psnr_y", "ssim_y"],
               [["a.jpg", "White", 30.0, 0.8], ["b.jpg", "White", 32.0, 0.9]])
@@ -30,7 +30,7 @@ def test_load_run_reads_identity_means_and_items(tmp_path):
     run = load_run(str(tmp_path), problems)
     assert not problems.entries
     assert (run.family, run.kind) == ("upscale", "upscale")
-    assert list(run.identity) == list(IDENTITY)  # every column before `race`, in file order
+    assert list(run.columns) == list(COLUMNS)  # every column before `race`, in file order
     assert run.per_race == {"White": {"n": 2, "ssim_y": 0.85, "psnr_y": 31.0, "ssim_rgb": 0.84, "psnr_rgb": 30.0}}
     assert [(i["key"], i["cluster"], i["psnr_y"]) for i in run.items] == [("a.jpg", "a.jpg", 30.0),
                                                                         ("b.jpg", "b.jpg", 32.0)]
@@ -38,7 +38,7 @@ def test_load_run_reads_identity_means_and_items(tmp_path):
 
 
 def test_load_run_keeps_a_run_whose_items_disagree_with_its_means(tmp_path):
-    write_csv(tmp_path / "per_race.csv", list(IDENTITY) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"],
+    write_csv(tmp_path / "per_race.csv", list(COLUMNS) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"],
               [["upscale", "resnet50", "1.0", "r1", "0", "abc", "White", 2, 35.0, 0.85, 30.0, 0.84]])
     write_csv(tmp_path / "per_image.csv", ["file", "race", "psnr_y", "ssim_y"],
               [["a.jpg", "White", 30.0, 0.8], ["b.jpg", "White", 32.0, 0.9]])
@@ -99,7 +99,7 @@ def test_load_run_without_the_second_identity_has_no_item_statistics(tmp_path):
 
 
 def test_load_run_reads_id_cos_when_the_run_has_it_and_args_json(tmp_path):
-    write_csv(tmp_path / "per_race.csv", list(IDENTITY) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb",
+    write_csv(tmp_path / "per_race.csv", list(COLUMNS) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb",
                                                            "id_cos"],
               [["upscale", "resnet50", "1.0", "r1", "0", "abc", "White", 2, 31.0, 0.85, 30.0, 0.84, 0.75]])
     write_csv(tmp_path / "per_image.csv", ["file", "race", "psnr_y", "ssim_y", "id_cos"],
@@ -126,7 +126,7 @@ def test_id_cos_of_only_some_seeds_is_not_a_metric_of_the_experiment():
 
 
 def test_load_run_reports_an_unreadable_args_json_and_keeps_the_run(tmp_path):
-    write_csv(tmp_path / "per_race.csv", list(IDENTITY) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"],
+    write_csv(tmp_path / "per_race.csv", list(COLUMNS) + ["race", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"],
               [["upscale", "resnet50", "1.0", "r1", "0", "abc", "White", 1, 31.0, 0.85, 30.0, 0.84]])
     (tmp_path / "args.json").write_text("{\"args\": {")
     problems = Problems()

@@ -195,7 +195,7 @@ def model_identity(args):
     """The model as the recipe sees it: the model run's identifying columns and seed (not its folder), or
     the architecture, weights file and crop size of a --weights model."""
     if args.model_run is not None:
-        return runs.run_identity(args.model_run)
+        return runs.run_columns(args.model_run)
     return {"arch": args.arch, "weights": args.weights, "image_size": args.image_size}
 
 

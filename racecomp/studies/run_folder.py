@@ -205,7 +205,7 @@ class RunFolder:
         """InputError unless per_race.csv's identifying columns are this run's. The recipe is left out: with the
         same arguments and data it differs only where a later version hashes them otherwise."""
         try:
-            written = runs.run_identity(self.out_dir)
+            written = runs.run_columns(self.out_dir)
         except InputError as error:
             raise InputError(f"{self.out_dir}: {error}; use --overwrite to run it again") from None
         differing = [c for c in written if c != schema.RECIPE_COLUMN and str(self.columns.get(c)) != written[c]]

@@ -197,7 +197,7 @@ def restore_columns(args):
         return {"restore": f"bicubic-x{run_args.scale}",
                 "restore_model": "none" if kernel == "bicubic" else f"lr-{kernel}"}
     return {"restore": f"{run_args.arch}-x{run_args.scale}",
-            "restore_model": schema.recipe_id({"upscaler": runs.run_identity(restore)}, ())}
+            "restore_model": schema.recipe_id({"upscaler": runs.run_columns(restore)}, ())}
 
 
 def restoration(args):
@@ -216,7 +216,7 @@ def restoration(args):
             upscaler = upscalers.build_upscaler("bicubic", scale)
         else:
             upscaler = runs.load_trained(restore, "upscale", "--restore")[2]
-        info = {"upscaler_run": os.path.abspath(restore), "upscaler": runs.run_identity(restore),
+        info = {"upscaler_run": os.path.abspath(restore), "upscaler": runs.run_columns(restore),
                 "upscaler_hr_px": run_args.hr_size or "native"}
     if args.image_size % scale:
         raise InputError(f"--restore {restore} (x{scale}): --image-size {args.image_size} is not divisible by {scale}")

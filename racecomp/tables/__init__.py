@@ -41,7 +41,7 @@ and the seeds needed to detect --min-effect; `answers(paths)` returns them as da
 
 Modules, load: runs (find and read run folders into Runs), run_files (their CSV files parsed and checked),
 experiments (Experiment: runs pooled over seeds, built once; results are keyed by it). Analyse: comparisons
-(per-race rows, intervals, paired tests against references), contrasts (contrasts between experiments,
+(per-race rows, intervals, paired tests against references), questions (contrasts between experiments,
 dose-response, seed planning), probes (probe results per seed and over seeds). Render: sections (tables.md's
 sections with their CSVs and figures), markdown (markdown tables and their label columns), findings
 (findings.md / .csv and their figures), formatting (how numbers are written), latex (booktabs tables), plots

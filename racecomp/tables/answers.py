@@ -1,5 +1,5 @@
 """The answers of findings.md as data: one Finding per contrast row, the dose-response curves, the summary changes
-that have no value, and Answers holding them (computed by racecomp.tables.contrasts, written by
+that have no value, and Answers holding them (computed by racecomp.tables.questions, written by
 racecomp.tables.findings; findings.csv's columns are Finding's fields)."""
 import math
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ class Finding:
     seeds_needed: object = None  # int, math.inf (more than 100), or None (one seed: cannot be planned)
     primary: bool = False  # the pre-specified row: the under-sampled race, the STD, the probe result (main
     # effects have none: every race is on equal footing, and only Holm-adjusted claims are made)
-    note: str = ""  # e.g. contrasts.TIES_NOTE_BOUNDS: the worst race is not separated from the runner-up
+    note: str = ""  # e.g. questions.TIES_NOTE_BOUNDS: the worst race is not separated from the runner-up
     a_value: float = math.nan  # the summary of each side (summary changes)
     b_value: float = math.nan
     p_family: float = math.nan  # Holm over the family of its question (see in_family); NaN outside it

@@ -4,7 +4,7 @@
     python -m racecomp.tables runs/ --out tables/      # the same, from an installed package
 """
 from racecomp.cli import make_parser, run_script
-from racecomp.tables.contrasts import MIN_EFFECT
+from racecomp.tables.questions import MIN_EFFECT
 from racecomp.tables.report import summarize
 
 DESCRIPTION = ("Per-race fairness tables from finished runs: seeds pooled, confidence intervals, paired tests, "

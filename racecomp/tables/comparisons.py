@@ -315,13 +315,13 @@ def paired_inputs(experiment, reference, metric, problems):
             "no shared items"
         problems.add(where, f"{pair_label}: {reason}; comparison left out")
         return None
-    seeds = [canonical(run.identity["seed"]) for run in experiment.runs]
+    seeds = [canonical(run.columns["seed"]) for run in experiment.runs]
     clusters, clusters2 = _clusters(mine, experiment.kind, mine_index)
     mine_values = _capped(mine["values"][:, mine_index])[0]
     theirs_values = _capped(theirs["values"][:, theirs_index])[0]
     return {"a": mine_values, "b": theirs_values, "groups": np.array([mine["races"][i] for i in mine_index]),
             "clusters": clusters, "clusters2": clusters2, "statistic": ITEM_METRICS[experiment.kind][metric][1],
-            "paired_seeds": len(seeds) >= 2 and seeds == [canonical(run.identity["seed"]) for run in reference.runs],
+            "paired_seeds": len(seeds) >= 2 and seeds == [canonical(run.columns["seed"]) for run in reference.runs],
             "reference_exact": known_exactly(reference, theirs_values)}
 
 

@@ -33,7 +33,7 @@ class Experiment:
 
     @property
     def seeds(self):
-        return tuple(run.identity["seed"] for run in self.runs)
+        return tuple(run.columns["seed"] for run in self.runs)
 
     def label(self, shown=None):
         shown = [c for c in self.columns if c != "study"] if shown is None else shown
@@ -47,7 +47,7 @@ class Experiment:
     def pooled_columns(self):
         """n_seeds, seeds, code versions and failed sanity checks behind a row, so that it can be traced back."""
         return {"n_seeds": len(self.runs), "seeds": ";".join(self.seeds),
-                "code_version": ";".join(sorted({r.identity["code_version"] for r in self.runs})),
+                "code_version": ";".join(sorted({r.columns["code_version"] for r in self.runs})),
                 "warnings": ";".join(self.warnings)}
 
     def race_metrics(self):
@@ -89,7 +89,7 @@ def group_experiments(runs, problems):
     """
     grouped = {}
     for run in runs:
-        settings = tuple(sorted((c, canonical(v)) for c, v in run.identity.items() if c not in POOLED_COLUMNS))
+        settings = tuple(sorted((c, canonical(v)) for c, v in run.columns.items() if c not in POOLED_COLUMNS))
         # The recipe hashes the data fingerprints; the fingerprints themselves are compared too, so that no
         # two runs on different data are pooled whatever their recipe says.
         data = json.dumps(run.data_ids, sort_keys=True)
@@ -99,7 +99,7 @@ def group_experiments(runs, problems):
     for (family, _, _), members in grouped.items():
         by_seed = {}
         for run in members:
-            by_seed.setdefault(canonical(run.identity["seed"]), []).append(run)
+            by_seed.setdefault(canonical(run.columns["seed"]), []).append(run)
         kept = []
         for seed, same in by_seed.items():
             if len(same) == 1:
@@ -107,11 +107,11 @@ def group_experiments(runs, problems):
                 continue
             for run in same:
                 others = ", ".join(other.path for other in same if other is not run)
-                problems.add(run.path, f"same experiment and seed {run.identity['seed']} as {others}: "
+                problems.add(run.path, f"same experiment and seed {run.columns['seed']} as {others}: "
                                        f"all {len(same)} left out (which is right cannot be told)")
         if kept:
-            kept.sort(key=lambda r: sort_key(r.identity["seed"]))
-            columns = {c: v for c, v in kept[0].identity.items() if c not in POOLED_COLUMNS}
+            kept.sort(key=lambda r: sort_key(r.columns["seed"]))
+            columns = {c: v for c, v in kept[0].columns.items() if c not in POOLED_COLUMNS}
             experiments.append(Experiment(family, kept[0].kind, columns, kept))
     experiments.sort(key=lambda e: (FAMILIES.index(e.family), [(c, sort_key(v)) for c, v in e.columns.items()]))
     return experiments

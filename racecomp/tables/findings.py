@@ -1,4 +1,4 @@
-"""findings.md, findings.csv and their figures: each contrast of racecomp.tables.contrasts said in one sentence
+"""findings.md, findings.csv and their figures: each contrast of racecomp.tables.questions said in one sentence
 that does not claim more than its scope (recipe or model difference, seeds per experiment), its interval and its
 question's multiplicity family allow; when nothing is detected, whether the interval excludes the smallest effect
 worth knowing (--min-effect) and how many seeds would detect it.
@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 from racecomp.planner import SPREAD_BOUND
 from racecomp.tables.answers import Unanswerable
-from racecomp.tables.contrasts import POWER, UNITS
+from racecomp.tables.questions import POWER, UNITS
 from racecomp.tables.formatting import cell_magnitude, format_number, markdown_text, p_text
 from racecomp.tables.plots import dose_response_figures, forest_figures
 

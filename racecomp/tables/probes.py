@@ -25,7 +25,7 @@ def probe_seed_values(experiment, by_seed=False):
     seeds of two experiments can be paired."""
     values = {}
     for run in experiment.runs:
-        seed = run.identity["seed"]
+        seed = run.columns["seed"]
         if run.gender_probe:
             f1 = {row["race"]: row["f1_in"] for row in run.gender_probe}
             for race, value in f1.items():
@@ -77,7 +77,7 @@ def probe_rows(experiment, ci, problems):
     if len(race_sets) > 1:
         problems.add(experiment.runs[0].path, f"the seeds' gender probes cover different races {sorted(race_sets)}: "
                                               f"worst race and gap are over different races")
-    code_versions = {run.identity["seed"]: run.identity["code_version"] for run in experiment.runs}
+    code_versions = {run.columns["seed"]: run.columns["code_version"] for run in experiment.runs}
     rows = []
     for metric, by_seed in values.items():
         bounds = (0.0, 1.0) if metric.startswith(PROBE_F1) else PROBE_METRICS[metric][1]

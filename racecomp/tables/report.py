@@ -1,6 +1,6 @@
 """`summarize` and `answers`: run folders found and read (tables.runs), pooled into experiments
 (tables.experiments), compared with their references (tables.comparisons) and between each other
-(tables.contrasts), then written: tables.md and its CSVs and figures by blocks (tables.sections), findings.md
+(tables.questions), then written: tables.md and its CSVs and figures by blocks (tables.sections), findings.md
 (tables.findings), all into one --out folder (tables.output).
 
 Experiments are reported in blocks: a family, split by scale for upscaling ("upscaling x2", "verification",
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from racecomp import cpus
 from racecomp.schema import FAMILIES
-from racecomp.tables import contrasts, findings, sections
+from racecomp.tables import findings, questions, sections
 from racecomp.tables.comparisons import reference_comparisons
 from racecomp.tables.experiments import canonical, group_experiments, sort_key
 from racecomp.tables.formatting import markdown_text
@@ -108,7 +108,7 @@ def answers(patterns, n_boot=1000, seed=0, ci=0.95, workers=1, min_effect=None):
     every_comparison = {}
     for block in blocks_of(experiments):
         every_comparison.update(reference_comparisons(block.experiments, n_boot, seed, ci, problems, workers))
-    return contrasts.answer(experiments, every_comparison, problems, ci, min_effect), problems.entries
+    return questions.answer(experiments, every_comparison, problems, ci, min_effect), problems.entries
 
 
 def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min_effect=None, figures=True):
@@ -117,7 +117,7 @@ def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min
 
     `workers`: processes for the paired tests and the figures (default: the available cores); the numbers do
     not depend on it. `min_effect`: {metric: smallest effect worth detecting} for the seed planner
-    (contrasts.MIN_EFFECT). findings.md / findings.csv answer the studies' questions (tables.contrasts,
+    (questions.MIN_EFFECT). findings.md / findings.csv answer the studies' questions (tables.questions,
     tables.findings). `out_dir` ends up holding exactly this run's files (tables.output): the files of an
     earlier summarize there are removed; a folder holding any other file is refused (ValueError) before any
     work. Returns {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is
@@ -153,7 +153,7 @@ def _summarize(output, patterns, n_boot, seed, ci, workers, min_effect):
         sections.relation_tables(output, block, comparisons, ci)
         sections.probe_table(output, block, ci, problems)
     sections.legend(output, blocks, problems)
-    findings.write(output, contrasts.answer(experiments, every_comparison, problems, ci, min_effect))
+    findings.write(output, questions.answer(experiments, every_comparison, problems, ci, min_effect))
     listed = "\n".join(f"- `{code_span(path)}`: {markdown_text(message)}" for path, message in problems.entries) \
         or "None."
     contents = "\n".join(f"- {title}" for title, _ in output.sections)

@@ -81,7 +81,7 @@ def _count(row, column, line):
     return value
 
 
-def run_identity(header, rows):
+def run_columns(header, rows):
     """Identifying columns (those before `race`) and their values, checked to agree on every row."""
     if header[0] != "study" or "race" not in header:
         raise ValueError("does not start with a `study` column or has no `race` column (not a RaceComp per_race.csv)")
@@ -90,29 +90,29 @@ def run_identity(header, rows):
     if missing:
         raise ValueError(f"identifying column(s) {missing} missing before `race`")
     first_line, first = rows[0]
-    identity = {c: first[c] for c in columns}
+    written = {c: first[c] for c in columns}
     for line, row in rows[1:]:
-        differing = [c for c in columns if row[c] != identity[c]]
+        differing = [c for c in columns if row[c] != written[c]]
         if differing:
-            shown = ", ".join(f"{c} {row[c]!r} vs {identity[c]!r}" for c in differing)
+            shown = ", ".join(f"{c} {row[c]!r} vs {written[c]!r}" for c in differing)
             raise ValueError(f"line {line}: identifying column(s) disagree with line {first_line} ({shown}); "
                              f"rows of two runs in one file?")
-    return identity
+    return written
 
 
-def run_family(identity):
+def run_family(columns):
     """(family, kind) of a run from its study (and task, for quantization runs)."""
-    study = identity["study"]
+    study = columns["study"]
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r} (expected one of {list(STUDIES)})")
     if study != "quantize":
         return study, study
-    missing = [c for c in ("task", "wbits", "abits", "calib") if c not in identity]
+    missing = [c for c in ("task", "wbits", "abits", "calib") if c not in columns]
     if missing:
         raise ValueError(f"quantize run without identifying column(s) {missing}")
-    if identity["task"] not in ITEM_FILES:
-        raise ValueError(f"quantize run with unknown task {identity['task']!r} (expected upscale or verify)")
-    return f"quantize-{identity['task']}", identity["task"]
+    if columns["task"] not in ITEM_FILES:
+        raise ValueError(f"quantize run with unknown task {columns['task']!r} (expected upscale or verify)")
+    return f"quantize-{columns['task']}", columns["task"]
 
 
 def _optional_metrics(header, kind):
@@ -270,7 +270,7 @@ def probe_file(run, name, columns, read_rows, problems):
     path = os.path.join(run.folder, name)
     if not os.path.isfile(path):
         return None
-    table = read_csv(path, tuple(run.identity) + columns, problems)
+    table = read_csv(path, tuple(run.columns) + columns, problems)
     if table is None:
         problems.add(path, "unusable: the probe is left out of the tables")
         return None
@@ -278,7 +278,7 @@ def probe_file(run, name, columns, read_rows, problems):
     rows = [(line, dict(zip(header, fields))) for line, fields in rows]
     try:
         for line, row in rows:
-            differing = [c for c in run.identity if row[c] != run.identity[c]]
+            differing = [c for c in run.columns if row[c] != run.columns[c]]
             if differing:
                 raise ValueError(f"line {line}: identifying column(s) {differing} differ from {FINISHED_MARKER}'s "
                                  f"(a file from another run?)")

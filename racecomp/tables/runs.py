@@ -13,7 +13,7 @@ from racecomp.schema import (BIAS_PROBE_COLUMNS, BIAS_PROBE_FILE, COLLAPSE_CHECK
                              RECORD_FILE, WARNINGS_KEY, read_record)
 from racecomp.tables.run_files import (INFINITE_ALLOWED, REQUIRED_ITEM_COLUMNS, bias_probe_rows, check_items,
                                        gender_probe_rows, item_rows, per_race_values, probe_file, read_csv,
-                                       run_family, run_identity)
+                                       run_family, run_columns)
 
 
 class Problems:
@@ -44,7 +44,7 @@ class Run:
     folder: str
     family: str
     kind: str  # "upscale" or "verify": which per-item file and metrics
-    identity: dict  # identifying column -> value as written, in file order
+    columns: dict  # identifying column -> value as written, in file order
     per_race: dict  # race -> {"n": items, metric: mean}; optional metrics only when the run has them
     items: list  # [{"key", "race", "cluster" (file or id1), "cluster2" (id2, pairs only), <per-item column>}] or None
     record: dict = None  # args.json: {"args": every resolved argument, ...}
@@ -169,8 +169,8 @@ def load_run(folder, problems):
     header, rows = table
     rows = [(line, dict(zip(header, fields))) for line, fields in rows]
     try:
-        identity = run_identity(header, rows)
-        family, kind = run_family(identity)
+        columns = run_columns(header, rows)
+        family, kind = run_family(columns)
         missing = [c for c in (COUNT_COLUMN[kind],) + RACE_METRICS[kind] if c not in header]
         if missing:
             raise ValueError(f"missing column(s) {missing} of a {kind} per_race.csv")
@@ -182,7 +182,7 @@ def load_run(folder, problems):
         for metric in INFINITE_ALLOWED:
             if values.get(metric) == math.inf:
                 problems.add(path, f"{race}: mean {metric} is infinite (an image reproduced exactly); kept as inf")
-    run = Run(folder, family, kind, identity, per_race, None, _read_record(folder, problems))
+    run = Run(folder, family, kind, columns, per_race, None, _read_record(folder, problems))
     error = run.record is not None and _record_error(run.record)
     if error:
         problems.add(os.path.join(folder, RECORD_FILE), f"{error}; run left out")

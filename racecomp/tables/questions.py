@@ -135,7 +135,7 @@ def _cells(experiments, metric, problems):
     clusters = np.array([first["clusters"][i] for i in index]) if kind == "verify" else None
     clusters2 = np.array([first["clusters2"][i] for i in index]) if kind == "verify" else None
     exact = [known_exactly(e, r) for e, r in zip(experiments, runs)]
-    seeds = [[canonical(run.identity["seed"]) for run in e.runs] for e, flag in zip(experiments, exact) if not flag]
+    seeds = [[canonical(run.columns["seed"]) for run in e.runs] for e, flag in zip(experiments, exact) if not flag]
     paired = bool(seeds) and len(seeds[0]) >= 2 and all(s == seeds[0] for s in seeds)
     return Cells(runs, np.array(races), clusters, clusters2, exact, paired, ITEM_METRICS[kind][metric][1]), None
 
