@@ -1,6 +1,5 @@
-"""Contrasts between experiments (cells) on the same items: linear combinations of per-race means, and changes
-of a fairness summary across races. Conventions: racecomp.fairness; each result carries the `planning` inputs
-of racecomp.planner."""
+"""Contrasts between experiments (cells) on the same items: linear combinations of per-race means and changes
+of a fairness summary across races (conventions: racecomp.fairness)."""
 import math
 
 import numpy as np
@@ -29,28 +28,23 @@ def _inputs(cells, strata, clusters, clusters2, exact, paired_seeds):
 
 
 def linear_contrast(cells, weights, strata, clusters=None, clusters2=None, exact=None, paired_seeds=False,
-                    statistic="mean", ci=0.95, value=None):
-    """Estimate of sum over cells j and items i of weights[j][i] x (mean over cell j's seeds of item i).
+                    statistic="mean", ci=0.95):
+    """t estimate of sum over cells j and items i of weights[j][i] x (mean over cell j's seeds of item i).
 
-    cells: (k_j, N) per-seed per-item values, the same items in the same order; weights: (N,) per cell, constant
-    within each stratum; strata: (N,) races (independent strata); clusters / clusters2: (N,) ids; exact: per
-    cell, True for an experiment without training (no seed variance); paired_seeds: every trained cell has the
-    same seeds in the same rows; value: the plug-in value reported instead of the linear one (the estimate of
-    which this is a linearization). Level "recipe" when every trained cell has >= 2 seeds: item part (cluster-
-    robust, summed over strata) plus each trained cell's seed_component (or the per-seed contrast's when
-    paired), else "model". t only, no bootstrap-t.
-    Returns {value, lo, hi, p_value, se, df, level, scope, image_lo, image_hi, image_se, image_df, n_seeds,
-    planning}: image_* the item part alone, planning the input of planner.seeds_for_power.
-    """
+    cells: (k_j, N) values on the same items; weights: (N,) per cell; strata: (N,) races, independent; exact:
+    per cell, True when it needs no training (no seed variance); paired_seeds: trained cells share seeds by row.
+    Returns {value, lo, hi, p_value, se, df, level, scope, image_lo, image_hi, image_se, image_df (the item
+    part alone), n_seeds, planning (for racecomp.planner)}."""
     runs, column, first, second, exact = _inputs(cells, strata, clusters, clusters2, exact, paired_seeds)
     weights = [np.asarray(w, dtype=np.float64) for w in weights]
     if len(weights) != len(runs) or any(w.shape != column.shape for w in weights):
         raise ValueError("one (N,) weight vector per cell")
-    return _contrast(runs, weights, column, first, second, exact, paired_seeds, statistic, ci, value)
+    return _contrast(runs, weights, column, first, second, exact, paired_seeds, statistic, ci)
 
 
 def _contrast(runs, weights, column, first, second, exact, paired_seeds, statistic, ci, value=None):
-    """linear_contrast of checked inputs (column: the strata's codes)."""
+    """linear_contrast of checked inputs (column: the strata's codes), reporting `value` if given (the plug-in
+    value of a nonlinear estimate whose linearization this is)."""
     z = sum(w * r.mean(axis=0) for w, r in zip(weights, runs))  # (N,) each item's share of the contrast
     components, units = [], 0.0
     for c in np.flatnonzero(np.bincount(column, weights=sum(np.abs(w) for w in weights)) > 0):
@@ -80,50 +74,42 @@ def _contrast(runs, weights, column, first, second, exact, paired_seeds, statist
 
 
 def summary_gradient(means, key, statistic="mean"):
-    """(value, (G,) gradient) of a summary of (G,) per-group means (fractions for percent): mean, worst, best,
-    gap, std (ddof 1), ser = (1 - worst) / (1 - best) (percent only). worst / best / gap / ser are linearized
-    at the observed extremes, as if known: near ties the seed plans built on them are optimistic."""
+    """(value, (G,) gradient) of a SUMMARY_CHANGE_KEYS summary of (G,) group means (fractions for percent; ser
+    = (1 - worst) / (1 - best), percent only), linearized at the observed worst and best groups."""
     means = np.asarray(means, dtype=np.float64)
     g = len(means)
     worst, best = int(np.argmin(means)), int(np.argmax(means))
     gradient = np.zeros(g)
     if key == "mean":
         gradient[:] = 1.0 / g
-        return float(means.mean()), gradient
-    if key in ("worst", "best"):
-        gradient[worst if key == "worst" else best] = 1.0
-        return float(means[worst if key == "worst" else best]), gradient
-    if key == "gap":
+        value = means.mean()
+    elif key == "worst":
+        gradient[worst], value = 1.0, means[worst]
+    elif key == "gap":
         gradient[best], gradient[worst] = 1.0, -1.0
-        return float(means[best] - means[worst]), gradient
-    if key == "std":
-        sd = float(means.std(ddof=1))
-        if sd > 0:
-            gradient = (means - means.mean()) / ((g - 1) * sd)
-        return sd, gradient
-    if key != "ser":
-        raise ValueError(f"unknown summary {key!r}")
-    if statistic != "percent":
-        raise ValueError("SER is for accuracies (statistic 'percent')")
-    errors_worst, errors_best = 1.0 - means[worst], 1.0 - means[best]
-    if errors_best <= 0:
-        return math.inf, gradient
-    gradient[worst] = -1.0 / errors_best
-    gradient[best] = errors_worst / errors_best ** 2
-    return float(errors_worst / errors_best), gradient
+        value = means[best] - means[worst]
+    elif key == "std":
+        value = float(means.std(ddof=1))
+        if value > 0:
+            gradient = (means - means.mean()) / ((g - 1) * value)
+    elif key == "ser" and statistic == "percent":
+        errors_worst, errors_best = 1.0 - means[worst], 1.0 - means[best]
+        if errors_best <= 0:
+            return math.inf, gradient
+        gradient[worst], gradient[best] = -1.0 / errors_best, errors_worst / errors_best ** 2
+        value = errors_worst / errors_best
+    else:
+        raise ValueError("SER is for accuracies (statistic 'percent')" if key == "ser" else f"unknown summary {key!r}")
+    return float(value), gradient
 
 
 def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(False, False), paired_seeds=False,
                    statistic="mean", relative=False, ci=0.95):
-    """Change of a summary (SUMMARY_CHANGE_KEYS) of the population race means from experiment B to A on the
-    same items: f(A) - f(B), or f(A) / f(B) - 1 with relative (mean and worst only).
-
-    a, b: (k, N) per-seed per-item values; strata: (N,) races; other arguments as in linear_contrast. mean and
-    ser: the linearized contrast (ser at the observed extremes: optimistic near ties); worst and gap:
-    extreme_change_bounds (valid whichever race is worst); std: spread_change. Units: the metric's (points for
-    percent), ratios for ser and relative changes. Returns linear_contrast's keys plus a and b (each side's
-    summary) and ties: whether A's or B's worst or best race is within 2 item-level se of the runner-up.
-    """
+    """Change f(A) - f(B), or f(A) / f(B) - 1 if relative (mean, worst), of a SUMMARY_CHANGE_KEYS summary of the
+    population race means; a, b: (k, N) values; other arguments as in linear_contrast. mean and ser: the
+    linearized contrast (ser near ties: optimistic); worst and gap: extreme_change_bounds; std: spread_change.
+    Returns linear_contrast's keys, a and b (each side's summary) and ties (_close_extremes); ratios for ser
+    and relative changes."""
     runs, column, first, second, exact = _inputs([a, b], strata, clusters, clusters2, exact, paired_seeds)
     runs_a, runs_b = runs
     counts = np.bincount(column).astype(np.float64)
@@ -182,13 +168,10 @@ def _levels(contrasts):
 
 
 def extreme_change_bounds(means_a, means_b, race_contrast, key, ci):
-    """{lo, hi, p_value, image_lo, image_hi} (fractions for percent) of the change of the worst race's mean
-    ("worst") or of max - min ("gap") from (G,) means_b to means_a, valid whichever race is worst or best.
-
-    c_rs = A's race r - B's race s (race_contrast(g_a, g_b) -> a linear_contrast result); the worst change
-    lies in [min_r max_s lo_rs, max_s min_r hi_rs] (the best's likewise, transposed), each c_rs bounded at
-    one-sided alpha / (2G) (worst) or alpha / (4G) (gap): Bonferroni over the G statements of the unknown true
-    extreme's row or column. p-value: the smallest alpha whose interval excludes 0 (bisection)."""
+    """{lo, hi, p_value, image_lo, image_hi} of the change from (G,) means_b to means_a of the worst race's mean
+    or of the gap, valid whichever race is worst or best: with c_rs = A's race r - B's race s (race_contrast),
+    the worst change lies in [min_r max_s lo_rs, max_s min_r hi_rs], each c_rs at one-sided alpha / (2G)
+    (alpha / (4G) for the gap: Bonferroni over the unknown extreme's row or column)."""
     g = len(means_a)
     eye = np.eye(g)
     contrasts = [race_contrast(eye[r], -eye[s]) for r in range(g) for s in range(g)]
@@ -231,14 +214,9 @@ def _smallest_excluding_level(excludes_zero):
 
 
 def spread_change(means_a, means_b, race_contrast, ci):
-    """(answer {lo, hi, p_value, image_lo, image_hi}, sd_A, sd_B) of the change of the population spread across
-    races, sd(true race means of A) - sd(of B), in fractions for percent; race_contrast as in extreme_change_bounds.
-
-    Each side's V = s^2(means) - tr(C Sigma) / (G - 1) (C centring, Sigma the means' covariance): a fair side
-    gets V near 0, not the noise's spread; sd = sqrt(max(V, 0)). D = V_A - V_B has a t test on the se of its
-    gradient at the observed means (the p-value); the sd change D / (sd_A + sd_B) divides D's bounds by those
-    of sd_A + sd_B (from sqrt(V_A + V_B) to sqrt(2 (V_A + V_B))), capped by the upper bound of sd(A - B) as
-    |sd_A - sd_B| <= sd(A - B). Coverage 0.93-0.97 with one fair side (bench_contrasts "spread")."""
+    """({lo, hi, p_value, image_lo, image_hi}, sd_A, sd_B) of sd(true race means of A) - sd(of B), from each
+    side's noise-corrected V = s^2(means) - tr(C Sigma) / (G - 1): D = V_A - V_B by t on its gradient's se;
+    its bounds divided by those of sd_A + sd_B, capped by sd(A - B)'s upper bound (bench_contrasts "spread")."""
     g = len(means_a)
     centre = np.eye(g) - 1.0 / g
 
@@ -282,7 +260,7 @@ def _divide(numerator, denominator):
 
 def _close_extremes(key, means_a, means_b, runs_a, runs_b, column, counts):
     """Whether the worst/best race of A or B is within 2 item-level standard errors of the runner-up."""
-    if key not in ("worst", "best", "gap", "ser"):
+    if key not in ("worst", "gap", "ser"):
         return False
     for means, runs in ((means_a, runs_a), (means_b, runs_b)):
         items = runs.mean(axis=0)

@@ -1,11 +1,8 @@
-"""One mean from dependent items: its variance, degrees of freedom, interval and p-value (conventions: the
-docstring of racecomp.fairness).
+"""One mean from dependent items: variance, df, interval, p-value (conventions: racecomp.fairness).
 
-An estimate is a dict: value, var (variance of the value), df, kind ("t"; "t+bootstrap-t" with the studentized
-replicates t_star; "wilson" with the effective size n_eff), bounds ((lo, hi) the value lives in, or None) and
-units ((n,) for one sample, (n_a, n_b) for a difference of two independent samples; items or effective
-clusters), which decide what a sample with no spread can claim (exact_p).
-"""
+An estimate is a dict: value, var, df, kind ("t"; "t+bootstrap-t" with replicates t_star; "wilson" with
+effective size n_eff), bounds ((lo, hi) or None) and units ((n,) one sample, (n_a, n_b) a difference of two
+independent ones; items or effective clusters: what a sample with no spread can claim, exact_p)."""
 import functools
 import math
 
@@ -18,9 +15,7 @@ MIN_BOOTSTRAP_CLUSTERS = 15  # fewer clusters: bootstrap-t's se* are too coarse 
 
 def t_quantile(q, df):
     """x with P(T <= x) = q for Student's t with df > 0 (fractional; inf = normal); q and df may be arrays."""
-    if np.ndim(q) or np.ndim(df):
-        return stats.t.ppf(q, df)
-    return _scalar_t_quantile(q, df)
+    return stats.t.ppf(q, df) if np.ndim(q) or np.ndim(df) else _scalar_t_quantile(q, df)
 
 
 @functools.lru_cache(maxsize=4096)  # the tables ask for the same few (q, df) many times; scipy's call ~50 us
@@ -40,8 +35,6 @@ def two_sided_p(value, variance, df):
 def holm(p_values):
     """Holm step-down adjusted p-values (family-wise error), in the order given."""
     p = np.asarray(p_values, dtype=np.float64)
-    if p.size == 0:
-        return p
     order = np.argsort(p, kind="stable")
     stepped = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
     adjusted = np.empty_like(p)
@@ -50,10 +43,8 @@ def holm(p_values):
 
 
 def _cluster_sums(residuals, first, second):
-    """(per-cluster residual sums, cluster sizes, sum over identity pairs of their shared sum squared).
-
-    Two-way: an item counts in both its identities' clusters (once if they are equal); items sharing both
-    identities are then counted twice, which the third term removes."""
+    """(per-cluster residual sums, sizes, sum over identity pairs of their shared sum squared). Two-way: an item
+    is in both its identities' clusters, so items sharing both are counted twice; the third term removes that."""
     if second is None:
         _, index = np.unique(first, return_inverse=True)
         index = index.reshape(-1)
@@ -66,8 +57,6 @@ def _cluster_sums(residuals, first, second):
     present = sizes > 0
     low = np.minimum(first, second)[distinct]
     high = np.maximum(first, second)[distinct]
-    if not len(low):
-        return sums[present], sizes[present], 0.0
     shared_index = np.unique(low * size + high, return_inverse=True)[1].reshape(-1)
     shared = np.bincount(shared_index, weights=residuals[distinct])
     return sums[present], sizes[present], float(shared @ shared)
@@ -75,11 +64,8 @@ def _cluster_sums(residuals, first, second):
 
 def mean_variance(values, first=None, second=None):
     """(variance of the mean of (N,) values, df); first / second: (N,) integer cluster codes or None.
-
-    s^2 / n with n - 1 df for independent items; else CR1 cluster-robust, two-way dyadic when second is given
-    (Aronow et al. 2015; floored at s^2 / n, as it is no sum of squares), df = effective clusters
-    (sum n_g^2)^2 / sum n_g^4 - 1 (Carter et al. 2017), so a few large clusters cannot claim many df.
-    Infinite variance from a single cluster or item."""
+    s^2 / n, df n - 1; CR1 cluster-robust, two-way dyadic with second (Aronow et al. 2015; floored at s^2 / n),
+    df = effective clusters (sum n_g^2)^2 / sum n_g^4 - 1 (Carter et al. 2017). inf for a single cluster."""
     n = len(values)
     constant = np.all(np.abs(values - values.mean()) <= 1e-12 * max(1.0, float(np.max(np.abs(values)))))
     residuals = np.zeros(n) if constant else values - values.mean()  # no spread, not a spread of rounding
@@ -100,9 +86,8 @@ def mean_variance(values, first=None, second=None):
 
 
 def bootstrap_t(values, first, n_boot, rng):
-    """Studentized means (mean* - mean) / se* of n_boot cluster-bootstrap samples (first: codes or None),
-    se* as in mean_variance. Draws with no spread (se* below 1e-10 of the data's) are left out: with ties and
-    few clusters they are common and would give |t*| near 1e8; fewer than n_boot may come back."""
+    """Studentized means (mean* - mean) / se* of n_boot cluster-bootstrap draws (first: codes or None).
+    Draws with no spread (se* < 1e-10 of the data's; common with ties) are left out, not given |t*| ~ 1e8."""
     residuals = values - values.mean()
     if first is None:
         sums, sizes = residuals, np.ones(len(values))
@@ -131,11 +116,9 @@ def bootstrap_t(values, first, n_boot, rng):
 
 
 def item_estimate(values, first, second, statistic, extremes, n_boot, rng, n_cap):
-    """Item-level estimate of the mean of (N,) values (seed-averaged items) with cluster codes first / second.
-
-    "percent": Wilson with the Korn-Graubard effective size p(1-p)/var (df at p = 0 or 1), capped at n_cap,
-    when extremes are (0, 1), else t; "mean": t, joined with bootstrap-t (n_boot draws from rng) for one-way
-    or no clustering with >= MIN_BOOTSTRAP_CLUSTERS clusters."""
+    """Estimate of the mean of (N,) values with cluster codes first / second. "percent" with extremes (0, 1):
+    Wilson, Korn-Graubard effective size p(1-p)/var (df at p = 0 or 1) capped at n_cap; "mean": t, joined
+    with bootstrap-t (n_boot draws from rng) without two-way clustering from MIN_BOOTSTRAP_CLUSTERS clusters."""
     value = float(values.mean())
     var, df = mean_variance(values, first, second)
     estimate = {"value": value, "var": var, "df": df, "kind": "t", "bounds": None,
@@ -168,7 +151,7 @@ def item_estimate(values, first, second, statistic, extremes, n_boot, rng, n_cap
 
 
 def combine(components):
-    """(variance, Satterthwaite df) of a sum of independent variance components [(variance, df)]."""
+    """(variance, Satterthwaite df) of a sum of independent components [(variance, df)]."""
     variance = sum(v for v, _ in components)
     if not math.isfinite(variance):
         return math.inf, 1.0
@@ -180,9 +163,8 @@ def combine(components):
 
 
 def seed_parts(runs, weights=None, strata=None):
-    """(spread, noise, k) of (k, N) runs with (N,) weights (default 1 / N) and (N,) strata labels: spread = the
-    variance over seeds (ddof 1) of runs @ weights (0 when equal up to rounding); noise = sum_i w_i^2 MS_int,
-    MS_int the seed x item residual mean square within each stratum (a lone item in a stratum adds none)."""
+    """(spread, noise, k) of (k, N) runs, (N,) weights (default 1 / N) and strata: spread = variance over seeds
+    of runs @ weights; noise = sum_i w_i^2 MS_int, the seed x item mean square within each stratum."""
     runs = np.asarray(runs, dtype=np.float64)
     k, n = runs.shape
     if k < 2:
@@ -207,10 +189,9 @@ def seed_parts(runs, weights=None, strata=None):
 
 
 def seed_component(runs, weights=None, strata=None, parts=None):
-    """(variance, df k - 1) of the seed part of a recipe-level estimate sum_i w_i (seed mean of item i), from
-    (k >= 2, N) runs: max(0, spread - noise) / k of seed_parts (given as parts, or computed), the crossed form,
-    as the item-level variance already counts the item-by-seed noise. None when the runs are identical item
-    by item (a deterministic recipe). df k - 1 even at 0: seeds whose means tie are not deterministic."""
+    """(variance, df k - 1) of the seed part of sum_i w_i (seed mean of item i) from (k >= 2, N) runs:
+    max(0, spread - noise) / k of seed_parts (crossed form), or None when runs are identical item by item.
+    df k - 1 even at variance 0: seeds whose means tie are not a deterministic recipe."""
     spread, noise, k = seed_parts(runs, weights, strata) if parts is None else parts
     runs = np.asarray(runs, dtype=np.float64)
     if np.all(np.ptp(runs, axis=0) <= 1e-12 * max(1.0, float(np.max(np.abs(runs))))):
@@ -219,10 +200,10 @@ def seed_component(runs, weights=None, strata=None, parts=None):
 
 
 def recipe_variance(item_components, seed_components):
-    """(variance, df) of a recipe-level estimate: item-level components [(variance, df)] plus seed_component
-    results (None adds nothing). df: the seed parts' (Satterthwaite over sides; the smallest side's when all are
-    0), the items' only when every part is None. Pooling 1-4 seed df with hundreds of item df is liberal (7.6%
-    false positives at 5% with 3 paired seeds): those df grow exactly when the seed variance is underestimated."""
+    """(variance, df) of item components [(variance, df)] plus seed_component results (None adds nothing), with
+    the seed parts' df (the smallest when all are 0); the items' df only when every seed part is None.
+    Seed df are not pooled with item df: they would grow exactly when the seed variance is underestimated
+    (7.6% false positives at 5% with 3 paired seeds)."""
     seed_components = [c for c in seed_components if c is not None]
     item_var, item_df = combine(item_components)
     if not seed_components:
@@ -240,8 +221,7 @@ def recipe_estimate(item, seed_components):
 
 
 def exact_p(units):
-    """Distribution-free p of a sample with no spread: the sign test of n units all on one side, 2^(1-n), or
-    complete separation of two samples, 2 / C(n_a + n_b, n_a) (exact Mann-Whitney); never 0."""
+    """Exact p of samples with no spread: sign test 2^(1-n), or two separated samples 2 / C(n_a + n_b, n_a)."""
     if len(units) == 1:
         return min(1.0, 2.0 ** (1.0 - units[0]))
     a, b = units
@@ -249,9 +229,8 @@ def exact_p(units):
 
 
 def interval(estimate, level):
-    """(lo, hi) of an estimate at two-sided confidence `level`, clipped to its bounds: Wilson, Student t, or
-    the union of t and bootstrap-t (t under-covers skewed means, bootstrap-t heavy-tailed ones at small n).
-    No spread (var 0, not Wilson): the value itself if exact_p <= 1 - level, else unbounded."""
+    """(lo, hi) at two-sided confidence `level`, clipped to the bounds. No spread: the value if exact_p allows.
+    The joined kind is the union of t and bootstrap-t: t under-covers skewed means, bootstrap-t heavy tails."""
     value, var, df, kind = estimate["value"], estimate["var"], estimate["df"], estimate["kind"]
     tail = (1.0 - level) / 2.0
     if kind == "wilson":
@@ -281,8 +260,7 @@ def interval(estimate, level):
 
 
 def p_value(estimate):
-    """Two-sided p of value = 0: the smallest 1 - level at which `interval` excludes 0 (Student t; for the
-    joined kind also bootstrap-t's; exact_p with no spread, 1 when the value is 0)."""
+    """Two-sided p of value = 0: the smallest 1 - level at which `interval` excludes 0."""
     if estimate["var"] == 0.0:
         return 1.0 if estimate["value"] == 0.0 else exact_p(estimate["units"])
     p = two_sided_p(estimate["value"], estimate["var"], estimate["df"])
@@ -308,9 +286,7 @@ def _percentile_level(ordered, x, count):
 
 
 def percentile(replicates, q):
-    """Linearly interpolated percentile (numpy's default), safe with infinite replicates; NaN if any is NaN."""
-    if np.any(np.isnan(replicates)):
-        return float("nan")
+    """Linearly interpolated percentile (numpy's default), safe with infinite replicates."""
     ordered = np.sort(replicates)
     position = q * (len(ordered) - 1)
     below = int(np.floor(position))

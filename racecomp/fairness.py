@@ -1,20 +1,16 @@
 """Fairness statistics across race groups: summaries, per-race intervals, paired tests (pure numpy).
 
-The conventions of racecomp.estimates, racecomp.contrasts and racecomp.planner, written here once:
-  - Values: one model's per-item metric, (N,), or the same N items scored by k training runs (seeds) of one
-    recipe, (k, N). Summaries take the metric as higher-is-better and weight groups equally.
-  - Levels: with k >= 2 seeds ("recipe") the seed-to-seed variance is added to the item-level one (crossed
-    form, the item-by-seed noise counted once) and t takes the seed part's df (k - 1; Welch-Satterthwaite over
-    sides): a claim about the recipe over training runs. With one seed ("model") intervals are about the
-    trained models at hand: valid for "these models differ", not for "this recipe has an effect".
-  - Clusters: `clusters` gives one id per item (an image, an identity); for verification pairs `clusters` and
-    `clusters2` give the pair's two identities, and pairs sharing either identity are dependent (two-way).
-  - Intervals: Student t on cluster-robust standard errors (df = effective clusters - 1), joined with
-    bootstrap-t for means of continuous values without two-way clustering; Wilson for percentages; exact
-    sign-test claims for samples with no spread. Across-group summaries are simultaneous (Bonferroni).
-    Bootstraps draw n_boot replicates from numpy's default_rng(seed).
-  - statistic "mean" reports in the values' units; "percent" takes 0/1 values and reports x 100 (points).
-  - Paired differences are a - b (the tables' minority penalty: under - balanced, negative when worse).
+Conventions, here once for racecomp.estimates, racecomp.contrasts and racecomp.planner:
+  - Values: (N,) one model's per-item metric, or (k, N) the same items scored by k seeds of one recipe.
+    Summaries take the metric as higher-is-better and weight groups equally.
+  - Levels: "recipe" (k >= 2) adds the seed-to-seed variance (crossed form) to the item-level one, with the
+    seed part's df: a claim about the recipe. "model" (1 seed): about these trained models only.
+  - Clusters: `clusters`, one id per item (an image, an identity); with `clusters2`, a pair's two identities,
+    and pairs sharing either one are dependent (two-way).
+  - Intervals: t on cluster-robust se (df = effective clusters - 1), joined with bootstrap-t for continuous
+    means without two-way clusters (n_boot draws, default_rng(seed)); Wilson for percentages; exact tests
+    without spread. Across-group summaries are simultaneous (Bonferroni).
+  - statistic "mean": the values' units; "percent": 0/1 values, reported x 100. Differences are a - b.
 """
 import math
 
@@ -29,9 +25,8 @@ MODEL_DIFFERENCE = "model difference (1 seed; not a recipe effect)"
 
 
 def group_summary(values):
-    """{mean, worst, best, gap, ratio, std, ser} of {group: finite value} (>= 2 groups, equally weighted):
-    gap = max - min, ratio = min / max, std with ddof 1, ser = (100 - min) / (100 - max) (accuracies in
-    percent only; +inf when only the best is at 100, NaN when all are)."""
+    """{SUMMARY_KEYS} of {group: value} (>= 2 groups): gap = max - min, ratio = min / max, std ddof 1, ser =
+    (100 - min) / (100 - max) (accuracy in percent; inf when only the best is at 100, NaN when all are)."""
     if len(values) < 2:
         raise ValueError(f"a fairness summary needs at least two groups, got {list(values)}")
     per_group = np.asarray(list(values.values()), dtype=np.float64)
@@ -57,8 +52,7 @@ def as_runs(values, name="values"):
 
 
 def item_codes(n, clusters, clusters2):
-    """Integer cluster codes of n items: (None, None) independent, (codes, None) one-way, (first, second) two
-    identities per item in one id space."""
+    """(first, second) integer cluster codes of n items in one id space; None where not given."""
     if clusters is None:
         if clusters2 is not None:
             raise ValueError("clusters2 (second identity) needs clusters (first identity)")
@@ -97,15 +91,14 @@ def _subset(codes, members):
 
 
 def reported(headline, item, ci, factor):
-    """{lo, hi, se, df} of a headline estimate and {image_lo, image_hi} of its item-level part, x factor."""
+    """{lo, hi, se, df} of a headline estimate, {image_lo, image_hi} of its item-level part, x factor."""
     (lo, hi), (image_lo, image_hi) = estimates.interval(headline, ci), estimates.interval(item, ci)
     return {"lo": factor * lo, "hi": factor * hi, "se": factor * math.sqrt(headline["var"]), "df": headline["df"],
             "image_lo": factor * image_lo, "image_hi": factor * image_hi}
 
 
 def _pairwise(labels, group_estimates, item_estimates, runs, column, statistic, alpha):
-    """Every pairwise difference of group means: Welch t test and Bonferroni interval (1 - alpha / pairs), with
-    the seed part of the per-seed difference (weights +-1 / n per group) when there are several seeds."""
+    """[{a, b, diff, lo, hi, p_value, df}]: Welch t of every pairwise difference, Bonferroni (1 - alpha / pairs)."""
     count = len(labels) * (len(labels) - 1) // 2
     pairs = []
     for r in range(len(labels)):
@@ -160,16 +153,10 @@ def _extreme_summaries(intervals, statistic):
 def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_boot=1000, seed=0, ci=0.95):
     """Per-group means of (N,) or (k, N) values with (N,) group labels, and their across-group summary.
 
-    Each group's value is the mean of its seed-averaged items; image_lo / image_hi its item-level interval.
-    Summary intervals are simultaneous: gap and std from Bonferroni intervals of every pairwise difference,
-    worst / best / ratio / ser from per-group ones at 1 - (1 - ci) / groups; gap's lower bound is 0 unless a
-    pair is separated. std's value is that of the population means, sqrt(max(0, s^2 - mean variance of the
-    group values)), kept in its interval. equal_means_p: Bonferroni over the pairwise Welch t tests.
-    Returns {"level": "recipe" | "model", "n_seeds": k,
-             "groups": {label: {value, lo, hi, n (items), level, se, df, image_lo, image_hi, seed_sd}},
-             "summary": {stat: {value, lo, hi}} (ser NaN unless percent), "equal_means_p",
-             "pairs": [{a, b, diff, lo, hi, p_value, df}]}; seed_sd: sd of the per-seed group means (NaN: 1 seed).
-    """
+    Returns {"level": "recipe" | "model", "n_seeds": k, "groups": {label: {value, lo, hi, n (items), level, se,
+    df, image_lo, image_hi, seed_sd (of the per-seed means; NaN: 1 seed)}}, "summary": {SUMMARY_KEYS: {value,
+    lo, hi}} (simultaneous; std's value less the groups' noise; ser NaN unless percent), "pairs": _pairwise,
+    "equal_means_p" (Bonferroni over pairs)}."""
     _check(statistic, n_boot, ci)
     runs = as_runs(values)
     k, n = runs.shape
@@ -205,10 +192,9 @@ def group_intervals(values, groups, statistic, clusters=None, clusters2=None, n_
     simultaneous = [estimates.interval(e, 1.0 - alpha / len(labels)) for e in group_estimates]
     bounds = {"mean": estimates.interval(mean, ci), **_box_summaries(pairs, len(labels)),
               **_extreme_summaries(simultaneous, statistic)}
-    summary = {}
-    for key in SUMMARY_KEYS:
-        scale = 1.0 if key in ("ratio", "ser") else factor
-        summary[key] = {"value": point_summary[key], "lo": scale * bounds[key][0], "hi": scale * bounds[key][1]}
+    scales = {"ratio": 1.0, "ser": 1.0}  # ratios, not in the metric's units
+    summary = {key: {"value": point_summary[key], "lo": scales.get(key, factor) * bounds[key][0],
+                     "hi": scales.get(key, factor) * bounds[key][1]} for key in SUMMARY_KEYS}
     # The spread of the population race means: the sample STD less the noise of the race means it holds.
     noise = factor * factor * float(np.mean([e["var"] for e in group_estimates]))
     spread = math.sqrt(max(0.0, point_summary["std"] ** 2 - noise))
@@ -247,18 +233,14 @@ def _paired_entry(runs_a, runs_b, first, second, strata, statistic, paired_seeds
 
 def paired_test(a, b, groups=None, clusters=None, clusters2=None, statistic="mean", paired_seeds=False,
                 reference_exact=False, n_boot=1000, seed=0, ci=0.95):
-    """A vs B on the same items: mean of a - b with an interval and a two-sided p-value.
+    """Mean of a - b on the same items, a: (k_a, N) or (N,), b: (k_b, N) or (N,), seed-averaged per item.
 
-    a: (k_a, N) or (N,), b: (k_b, N) or (N,), column i the same item everywhere; items are averaged over each
-    side's seeds first. Level "recipe" when k_a >= 2 and (k_b >= 2 or reference_exact), else "model".
-    paired_seeds: row s of a and b share a seed (k_a = k_b): the seed part is that of the per-seed differences,
-    else each side's (Welch); the choice must follow the design, not the data. reference_exact: b involves no
-    training (the bicubic floor) and adds no seed variance (its rows must be identical item by item).
-    Returns {"overall": entry} and, given (N,) groups, "groups": {label: entry within the group, with p_holm
-    (Holm over groups)}; entry = {mean_diff, lo, hi, p_value, n, level, scope, se, df, image_lo, image_hi,
-    image_p_value, n_seeds_a, n_seeds_b, seed_sd_a, seed_sd_b (sd of a side's per-seed means; NaN: 1 seed),
-    seeds_paired, seed_sd_difference (of the per-seed differences when paired, else NaN), reference_exact}.
-    """
+    Level "recipe" when k_a >= 2 and (k_b >= 2 or reference_exact: b needs no training, adds no seed variance).
+    paired_seeds (k_a = k_b, by design, not by the data): row s of a and b share a seed.
+    Returns {"overall": entry, "groups": {label: entry within the group, with p_holm}} (groups if (N,) groups);
+    entry = {mean_diff, lo, hi, p_value, n, level, scope, se, df, image_lo, image_hi, image_p_value, n_seeds_a,
+    n_seeds_b, seed_sd_a, seed_sd_b (of each side's per-seed means), seeds_paired, seed_sd_difference (of the
+    per-seed differences when paired), reference_exact}; NaN where there is one seed."""
     _check(statistic, n_boot, ci)
     runs_a, runs_b = as_runs(a, "a"), as_runs(b, "b")
     if runs_a.shape[1] != runs_b.shape[1]:
