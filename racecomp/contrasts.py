@@ -75,7 +75,8 @@ def _contrast(runs, weights, column, first, second, exact, paired_seeds, statist
 
 def summary_gradient(means, key, statistic="mean"):
     """(value, (G,) gradient) of a SUMMARY_CHANGE_KEYS summary of (G,) group means (fractions for percent; ser
-    = (1 - worst) / (1 - best), percent only), linearized at the observed worst and best groups."""
+    = (1 - worst) / (1 - best), percent only), linearized at the observed worst and best groups as if they were
+    known: near ties, SER's interval and every seed plan built on it are optimistic."""
     means = np.asarray(means, dtype=np.float64)
     g = len(means)
     worst, best = int(np.argmin(means)), int(np.argmax(means))
@@ -107,7 +108,7 @@ def summary_change(a, b, strata, key, clusters=None, clusters2=None, exact=(Fals
                    statistic="mean", relative=False, ci=0.95):
     """Change f(A) - f(B), or f(A) / f(B) - 1 if relative (mean, worst), of a SUMMARY_CHANGE_KEYS summary of the
     population race means; a, b: (k, N) values; other arguments as in linear_contrast. mean and ser: the
-    linearized contrast (ser near ties: optimistic); worst and gap: extreme_change_bounds; std: spread_change.
+    linearized contrast (summary_gradient); worst and gap: extreme_change_bounds; std: spread_change.
     Returns linear_contrast's keys, a and b (each side's summary) and ties (_close_extremes); ratios for ser
     and relative changes."""
     runs, column, first, second, exact = _inputs([a, b], strata, clusters, clusters2, exact, paired_seeds)

@@ -163,8 +163,8 @@ def combine(components):
 
 
 def seed_parts(runs, weights=None, strata=None):
-    """(spread, noise, k) of (k, N) runs, (N,) weights (default 1 / N) and strata: spread = variance over seeds
-    of runs @ weights; noise = sum_i w_i^2 MS_int, the seed x item mean square within each stratum."""
+    """(spread, noise, k) of (k, N) runs, (N,) weights (default 1 / N), (N,) strata codes (ints >= 0): spread =
+    variance over seeds of runs @ weights; noise = sum_i w_i^2 MS_int, seed x item mean square per stratum."""
     runs = np.asarray(runs, dtype=np.float64)
     k, n = runs.shape
     if k < 2:
@@ -174,8 +174,6 @@ def seed_parts(runs, weights=None, strata=None):
     seed_values = runs @ weights
     spread = 0.0 if np.ptp(seed_values) <= 1e-12 * scale else float(np.var(seed_values, ddof=1))
     strata = np.zeros(n, dtype=int) if strata is None else np.asarray(strata)
-    if not (strata.dtype.kind in "iu" and strata.min() >= 0):  # codes already (fairness's columns): no sort
-        strata = np.unique(strata, return_inverse=True)[1].reshape(-1)
     noise = 0.0
     for stratum in range(strata.max() + 1):
         members = strata == stratum

@@ -6,7 +6,7 @@ Conventions, here once for racecomp.estimates, racecomp.contrasts and racecomp.p
   - Levels: "recipe" (k >= 2) adds the seed-to-seed variance (crossed form) to the item-level one, with the
     seed part's df: a claim about the recipe. "model" (1 seed): about these trained models only.
   - Clusters: `clusters`, one id per item (an image, an identity); with `clusters2`, a pair's two identities,
-    and pairs sharing either one are dependent (two-way).
+    and pairs sharing either one are dependent (two-way). Within a group: an id in two groups is two clusters.
   - Intervals: t on cluster-robust se (df = effective clusters - 1), joined with bootstrap-t for continuous
     means without two-way clusters (n_boot draws, default_rng(seed)); Wilson for percentages; exact tests
     without spread. Across-group summaries are simultaneous (Bonferroni).
