@@ -37,39 +37,32 @@ def planning_seeds(planning):
 
 
 def planned_power(planning, effect, seeds, alpha=0.05, bound=SPREAD_BOUND):
-    """Power of the recipe-level test at `seeds` seeds per trained experiment against a true |effect| (reported
-    units). Each experiment's per-seed value = seed effect + item-by-seed noise (known) + the shared item part,
-    all normal; its spread is taken at its `bound` upper confidence bound from its k pilot seeds (spread x
-    (k - 1) / chi^2 quantile at 1 - bound; None: the estimate itself)."""
-    delta = abs(effect) / planning["factor"]
-    parts = planning["seed_parts"]  # (spread, noise, k) of each trained experiment (or of the paired contrast)
-    spreads = [spread if bound is None else spread * (k - 1) / stats.chi2.ppf(1.0 - bound, k - 1)
-               for spread, _, k in parts]
-    seed_vars = [max(0.0, spread - noise) for spread, (_, noise, _) in zip(spreads, parts)]
-    noises = [noise for _, noise, _ in parts]
-    shared = max(0.0, planning["item_var"] - sum(noise / k for _, noise, k in parts))
-    return _power(delta, shared, seed_vars, noises, seeds, alpha)
-
-
-def _power(delta, shared, seed_vars, noises, k, alpha):
-    """Power at k seeds per experiment of the t test linear_contrast runs: seed parts max(0, (sigma_j^2 + nu_j)
-    X_j - nu_j) / k, X_j ~ chi^2(k - 1) / (k - 1), t with their Welch-Satterthwaite df (k - 1 when all are 0).
-    Exact over the estimate's normal error, Monte Carlo (fixed seed) over the X_j."""
-    if k < 2:
+    """Power of the recipe-level t test at `seeds` seeds per trained experiment against a true |effect|
+    (reported units). Model: each experiment's per-seed value = seed effect (sigma_j^2) + item-by-seed noise
+    (nu_j, known) + the shared item part, all normal; sigma_j^2 + nu_j taken at its `bound` upper confidence
+    bound from the k_j pilot seeds (x (k_j - 1) / chi^2 quantile at 1 - bound; None: the estimate). The test's
+    seed parts are max(0, (sigma_j^2 + nu_j) X_j - nu_j) / seeds, X_j ~ chi^2(seeds - 1) / (seeds - 1), t with
+    their Welch-Satterthwaite df: exact over the normal error, Monte Carlo (fixed seed) over the X_j."""
+    if seeds < 2:
         return 0.0  # one seed: no recipe-level test
-    noises = np.asarray(noises, dtype=np.float64)
-    totals = np.asarray(seed_vars, dtype=np.float64) + noises
-    true_var = shared + totals.sum() / k
+    delta = abs(effect) / planning["factor"]
+    pilots = planning["seed_parts"]  # (spread, noise, k) of each trained experiment (or of the paired contrast)
+    spreads = [spread if bound is None else spread * (k - 1) / stats.chi2.ppf(1.0 - bound, k - 1)
+               for spread, _, k in pilots]
+    noises = np.asarray([noise for _, noise, _ in pilots], dtype=np.float64)
+    totals = np.asarray([max(0.0, s - noise) for s, (_, noise, _) in zip(spreads, pilots)], dtype=np.float64) + noises
+    shared = max(0.0, planning["item_var"] - sum(noise / k for _, noise, k in pilots))
+    true_var = shared + totals.sum() / seeds
     if true_var <= 0:
         return 1.0 if delta > 0 else alpha
-    spread = np.random.default_rng(0).chisquare(k - 1, (POWER_DRAWS, len(totals))) / (k - 1)
-    parts = np.maximum(0.0, totals * spread - noises) / k  # (draws, experiments)
+    spread = np.random.default_rng(0).chisquare(seeds - 1, (POWER_DRAWS, len(totals))) / (seeds - 1)
+    parts = np.maximum(0.0, totals * spread - noises) / seeds  # (draws, experiments)
     seed_var = parts.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(seed_var > 0, seed_var ** 2 / np.sum(parts * parts, axis=1) * (k - 1), k - 1.0)
-    grid = np.geomspace(k - 1.0, len(totals) * (k - 1.0), 64)  # df lie between k - 1 and their sum
+        df = np.where(seed_var > 0, seed_var ** 2 / np.sum(parts * parts, axis=1) * (seeds - 1), seeds - 1.0)
+    grid = np.geomspace(seeds - 1.0, len(totals) * (seeds - 1.0), 64)  # df lie between seeds - 1 and their sum
     critical = np.interp(df, grid, t_quantile(1.0 - alpha / 2.0, grid))
-    se, se_hat = math.sqrt(true_var), np.sqrt(shared + noises.sum() / k + seed_var)
+    se, se_hat = math.sqrt(true_var), np.sqrt(shared + noises.sum() / seeds + seed_var)
     upper = stats.norm.cdf((delta - critical * se_hat) / se)
     lower = stats.norm.cdf((-delta - critical * se_hat) / se)
     return float(np.mean(upper + lower))
