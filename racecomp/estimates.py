@@ -1,9 +1,8 @@
-"""Estimates of one mean from dependent items and their intervals: cluster-robust (one-way or two-way)
-variance, studentized bootstrap, Wilson intervals for percentages, and the seed-level (recipe) variance.
+"""One mean from dependent items: variance, df, interval, p-value (conventions: racecomp.fairness).
 
-An estimate is a dict (see the section "Estimates of one mean" below). racecomp.fairness builds its per-group
-intervals and paired tests on these.
-"""
+An estimate is a dict: value, var, df, kind ("t"; "t+bootstrap-t" with replicates t_star; "wilson" with
+effective size n_eff), bounds ((lo, hi) or None) and units ((n,) one sample, (n_a, n_b) a difference of two
+independent ones; items or effective clusters: what a sample with no spread can claim, exact_p)."""
 import functools
 import math
 
@@ -11,20 +10,21 @@ import numpy as np
 from scipy import stats
 
 _MAX_DRAWS_PER_CHUNK = 4_000_000  # resample indices held in memory at once (about 32 MB of int64)
+MIN_BOOTSTRAP_CLUSTERS = 15  # fewer clusters: bootstrap-t's se* are too coarse to studentize; t alone
 
 
-@functools.lru_cache(maxsize=4096)
 def t_quantile(q, df):
-    """x with P(T <= x) = q for Student's t with df > 0 degrees of freedom (fractional allowed; inf = normal).
-    Cached: the tables ask for the same few levels and df many times, and scipy's call costs ~50 us."""
+    """x with P(T <= x) = q for Student's t with df > 0 (fractional; inf = normal); q and df may be arrays."""
+    return stats.t.ppf(q, df) if np.ndim(q) or np.ndim(df) else _scalar_t_quantile(q, df)
+
+
+@functools.lru_cache(maxsize=4096)  # the tables ask for the same few (q, df) many times; scipy's call ~50 us
+def _scalar_t_quantile(q, df):
     return float(stats.t.ppf(q, df))
 
 
 def two_sided_p(value, variance, df):
-    """Two-sided p-value of value / sqrt(variance) against Student's t with df degrees of freedom.
-
-    variance 0 gives the t statistic's limit (0, or 1 when value is 0): a sample with no spread has no t to
-    speak of, and p_value gives it the exact sign-test claim instead."""
+    """Two-sided p of value / sqrt(variance) against t(df); variance 0 gives the limit (1 if value is 0, else 0)."""
     if variance == 0.0:
         return 1.0 if value == 0.0 else 0.0
     if not math.isfinite(variance):
@@ -33,10 +33,8 @@ def two_sided_p(value, variance, df):
 
 
 def holm(p_values):
-    """Holm's step-down adjustment of a family of p-values (same order): control of the family-wise error."""
+    """Holm step-down adjusted p-values (family-wise error), in the order given."""
     p = np.asarray(p_values, dtype=np.float64)
-    if p.size == 0:
-        return p
     order = np.argsort(p, kind="stable")
     stepped = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
     adjusted = np.empty_like(p)
@@ -45,11 +43,8 @@ def holm(p_values):
 
 
 def _cluster_sums(residuals, first, second):
-    """(per-cluster sums of residuals, cluster sizes, sum over identity pairs of squared shared sums).
-
-    Two-way: an item counts in the clusters of both its identities (once when they are the same identity);
-    items whose two identities are both shared are counted twice there, hence the third term.
-    """
+    """(per-cluster residual sums, sizes, sum over identity pairs of their shared sum squared). Two-way: an item
+    is in both its identities' clusters, so items sharing both are counted twice; the third term removes that."""
     if second is None:
         _, index = np.unique(first, return_inverse=True)
         index = index.reshape(-1)
@@ -62,46 +57,26 @@ def _cluster_sums(residuals, first, second):
     present = sizes > 0
     low = np.minimum(first, second)[distinct]
     high = np.maximum(first, second)[distinct]
-    if not len(low):
-        return sums[present], sizes[present], 0.0
     shared_index = np.unique(low * size + high, return_inverse=True)[1].reshape(-1)
     shared = np.bincount(shared_index, weights=residuals[distinct])
     return sums[present], sizes[present], float(shared @ shared)
 
 
-def _effective_clusters(sizes):
-    """(sum n_g^2)^2 / sum n_g^4: the number of clusters when each weighs like its size squared (as under
-    strong within-cluster correlation); equal sizes give the count, one dominant cluster gives about 1."""
-    squared = sizes * sizes
-    return float(squared.sum() ** 2 / np.sum(squared * squared))
-
-
-def _is_constant(values):
-    """Whether values are equal up to rounding (relative 1e-12): no spread, not a spread of rounding errors."""
-    return bool(np.all(np.abs(values - values.mean()) <= 1e-12 * max(1.0, float(np.max(np.abs(values))))))
-
-
 def mean_variance(values, first=None, second=None):
-    """(variance of the mean of values, degrees of freedom).
-
-    Independent items: s^2 / n, df n - 1. One-way clusters: CR1 sandwich G/(G-1) sum_c S_c^2 / n^2, S_c the
-    cluster's sum of residuals and G the number of clusters. Two identities per item (dyadic-robust, as in
-    Aronow, Samii & Assenova 2015): sum over identities of S_c^2 minus the sum over identity pairs of their
-    shared sum squared (the pairs sharing both identities were counted twice), with G = min(identities, n),
-    floored at the independent-items value s^2 / n (the formula is not a sum of squares and can dip below it).
-    df = G* - 1 with G* the effective number of clusters (_effective_clusters, Carter, Schnepel & Steigerwald
-    2017; at most n), so that a few large clusters cannot claim many degrees of freedom. Infinite variance
-    when there is a single cluster (or item).
-    """
+    """(variance of the mean of (N,) values, df); first / second: (N,) integer cluster codes or None.
+    s^2 / n, df n - 1; CR1 cluster-robust, two-way dyadic with second (Aronow et al. 2015; floored at s^2 / n),
+    df = effective clusters (sum n_g^2)^2 / sum n_g^4 - 1 (Carter et al. 2017). inf for a single cluster."""
     n = len(values)
-    residuals = np.zeros(n) if _is_constant(values) else values - values.mean()
+    constant = np.all(np.abs(values - values.mean()) <= 1e-12 * max(1.0, float(np.max(np.abs(values)))))
+    residuals = np.zeros(n) if constant else values - values.mean()  # no spread, not a spread of rounding
     if first is None:
         if n < 2:
             return math.inf, 1.0
         return float(residuals @ residuals) / (n * (n - 1)), float(n - 1)
     sums, sizes, shared = _cluster_sums(residuals, first, second)
     clusters = min(len(sums), n)
-    effective = min(_effective_clusters(sizes), float(n))
+    squared = sizes * sizes
+    effective = min(float(squared.sum() ** 2 / np.sum(squared * squared)), float(n))
     if clusters < 2 or effective <= 1.0 + 1e-9:
         return math.inf, 1.0
     variance = clusters / (clusters - 1.0) * (float(sums @ sums) - shared) / (n * n)
@@ -110,27 +85,9 @@ def mean_variance(values, first=None, second=None):
     return variance, effective - 1.0
 
 
-def _with_pseudo_items(values, first, second, extremes):
-    """values plus one item at each extreme, each its own cluster (identity): the plus-two idea of
-    Agresti and Coull, so that a percentage at 0 or 100 (or a difference with no discordant pair) does not
-    get a zero standard error."""
-    values = np.append(values, extremes)
-    if first is None:
-        return values, None, None
-    top = int(max(first.max(), -1 if second is None else second.max())) + 1
-    new = np.array([top, top + 1])
-    return values, np.append(first, new), None if second is None else np.append(second, new)
-
-
 def bootstrap_t(values, first, n_boot, rng):
-    """Studentized means (mean* - mean) / se* of n_boot cluster bootstrap samples (items = clusters of 1), se*
-    the same cluster-robust standard error as `mean_variance` computed on the sample.
-
-    A sample with no spread (se* below 1e-10 of the data's own standard error: every draw the same value up to
-    rounding) has no studentized mean; it is left out, so fewer than n_boot values may come back. Such draws are
-    common with ties and few clusters (4 equal values of 5: a third of the draws), where rounding would
-    otherwise give |t*| near 1e8.
-    """
+    """Studentized means (mean* - mean) / se* of n_boot cluster-bootstrap draws (first: codes or None).
+    Draws with no spread (se* < 1e-10 of the data's; common with ties) are left out, not given |t*| ~ 1e8."""
     residuals = values - values.mean()
     if first is None:
         sums, sizes = residuals, np.ones(len(values))
@@ -139,16 +96,15 @@ def bootstrap_t(values, first, n_boot, rng):
     n_clusters = len(sums)
     factor = n_clusters / (n_clusters - 1.0)
     floor = 1e-10 * math.sqrt(factor * float(sums @ sums)) / sizes.sum()
-    # Clusters of one item (sizes 1): the size sums are exactly the cluster count and sums * sizes are the sums,
-    # so only two columns are resampled (bit for bit the same numbers, 2.5x less work).
+    # Clusters of one item: their size sums are the cluster count and sums * sizes are the sums, so two columns
+    # are resampled, not five (bit for bit the same numbers, 2.5x less work).
     columns = [sums, sums * sums] + ([] if first is None else [sizes, sums * sizes, sizes * sizes])
     chunk = max(1, _MAX_DRAWS_PER_CHUNK // n_clusters)
     studentized = np.empty(n_boot)
     for start in range(0, n_boot, chunk):
         stop = min(n_boot, start + chunk)
         picks = rng.integers(0, n_clusters, size=(stop - start, n_clusters))
-        # take() gathers what column[picks] does, several times faster.
-        total, square, *rest = (column.take(picks).sum(axis=1) for column in columns)
+        total, square, *rest = (column.take(picks).sum(axis=1) for column in columns)  # take(): faster than [picks]
         size, cross, size_square = rest or (np.full(stop - start, float(n_clusters)), total,
                                             np.full(stop - start, float(n_clusters)))
         mean = total / size
@@ -159,46 +115,32 @@ def bootstrap_t(values, first, n_boot, rng):
     return studentized[~np.isnan(studentized)]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Estimates of one mean and their intervals
-#
-# An estimate is a dict: value, var (variance of the value), df, kind ("t", "t+bootstrap-t" with the
-# studentized replicates `t_star`, or "wilson" with the effective size `n_eff`), bounds (the range the value
-# lives in, or None) and units (the independent units behind it: (n,) for one sample, (n_a, n_b) for a
-# difference of two independent samples; items, or effective clusters), which decide what a sample with no
-# spread can claim (exact_p).
-
-MIN_BOOTSTRAP_CLUSTERS = 15  # fewer clusters: bootstrap-t's se* are too coarse to studentize; t alone
-
-
-def _units(n, df, first):
-    """Independent units of a sample: its items, or its effective clusters (df + 1 of mean_variance)."""
-    return float(n) if first is None else df + 1.0
-
-
 def item_estimate(values, first, second, statistic, extremes, n_boot, rng, n_cap):
-    """Item-level inference on the mean of one group's per-item values (seed-averaged if several seeds)."""
+    """Estimate of the mean of (N,) values with cluster codes first / second. "percent" with extremes (0, 1):
+    Wilson, Korn-Graubard effective size p(1-p)/var (df at p = 0 or 1) capped at n_cap; "mean": t, joined
+    with bootstrap-t (n_boot draws from rng) without two-way clustering from MIN_BOOTSTRAP_CLUSTERS clusters."""
     value = float(values.mean())
     var, df = mean_variance(values, first, second)
     estimate = {"value": value, "var": var, "df": df, "kind": "t", "bounds": None,
-                "units": (_units(len(values), df, first),)}
+                "units": (float(len(values)) if first is None else df + 1.0,)}
     if statistic == "percent":
         estimate["bounds"] = extremes
         if var == 0.0:
-            # No spread (every item at one value, e.g. 100%, or no discordant pair): one pseudo-item at each
-            # extreme, each its own cluster (the plus-two idea of Agresti and Coull), so that the standard error
-            # is not 0. Only then: with spread they would inflate the variance (1.9x at p = 0.99, n = 100).
-            estimate["var"] = mean_variance(*_with_pseudo_items(values, first, second, extremes))[0]
+            # No spread (e.g. all at 100%): one pseudo-item at each extreme, each its own cluster (Agresti-Coull's
+            # plus two), so the se is not 0. Only then: with spread they inflate it (1.9x at p = 0.99, n = 100).
+            padded = np.append(values, extremes)
+            if first is not None:
+                top = int(max(first.max(), -1 if second is None else second.max())) + 1
+                first = np.append(first, [top, top + 1])
+                second = None if second is None else np.append(second, [top, top + 1])
+            estimate["var"] = mean_variance(padded, first, second)[0]
         if extremes == (0.0, 1.0):
-            # Wilson interval of a proportion with the Korn-Graubard effective sample size p(1-p)/var (n - 1 for
-            # independent items); at p = 0 or 1 the variance says nothing, and the effective size is the df
-            # (n - 1 for independent items, effective clusters - 1 otherwise): the same n - 1 convention.
             if not math.isfinite(var):
                 n_eff = 0.0
             elif 0.0 < value < 1.0 and var > 0.0:
                 n_eff = value * (1.0 - value) / var
             else:
-                n_eff = df
+                n_eff = df  # at p = 0 or 1 the variance says nothing: the same n - 1 convention
             estimate.update(kind="wilson", n_eff=min(n_eff, n_cap))
     elif second is None and math.isfinite(var) and var > 0:
         clusters = len(values) if first is None else len(np.unique(first))
@@ -209,7 +151,7 @@ def item_estimate(values, first, second, statistic, extremes, n_boot, rng, n_cap
 
 
 def combine(components):
-    """(variance, Satterthwaite df) of a sum of independent variance components [(variance, df)]."""
+    """(variance, Satterthwaite df) of a sum of independent components [(variance, df)]."""
     variance = sum(v for v, _ in components)
     if not math.isfinite(variance):
         return math.inf, 1.0
@@ -221,9 +163,8 @@ def combine(components):
 
 
 def seed_parts(runs, weights=None, strata=None):
-    """(spread, noise, k) of the per-seed values runs @ weights of (k, N) runs: spread = their variance over
-    seeds (ddof 1; 0 when equal up to rounding), noise = the item-by-seed part of it, sum_i w_i^2 MS_int,
-    MS_int the residual mean square of seed x item within each stratum (items alone in a stratum add none)."""
+    """(spread, noise, k) of (k, N) runs, (N,) weights (default 1 / N), (N,) strata codes (ints >= 0): spread =
+    variance over seeds of runs @ weights; noise = sum_i w_i^2 MS_int, seed x item mean square per stratum."""
     runs = np.asarray(runs, dtype=np.float64)
     k, n = runs.shape
     if k < 2:
@@ -232,7 +173,7 @@ def seed_parts(runs, weights=None, strata=None):
     weights = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
     seed_values = runs @ weights
     spread = 0.0 if np.ptp(seed_values) <= 1e-12 * scale else float(np.var(seed_values, ddof=1))
-    strata = np.zeros(n, dtype=int) if strata is None else _codes_of(strata)
+    strata = np.zeros(n, dtype=int) if strata is None else np.asarray(strata)
     noise = 0.0
     for stratum in range(strata.max() + 1):
         members = strata == stratum
@@ -245,46 +186,22 @@ def seed_parts(runs, weights=None, strata=None):
     return spread, noise, k
 
 
-def seed_component(runs, weights=None, strata=None):
-    """(variance, df) of the seed-to-seed part of a recipe-level estimate, or None when the runs are identical
-    item by item (a deterministic recipe: no seed variance, and none to estimate).
-
-    runs: (k, N) per-seed per-item values (k >= 2); the estimate is sum_i weights_i x (mean over seeds of
-    item i), weights default 1 / N; strata: (N,) labels of item sets whose seed effects may differ (races).
-    The variance is that of the per-seed estimates / k minus the item-by-seed interaction it holds, which the
-    item-level variance (of seed-averaged items) already counts: sum_i w_i^2 MS_int / k (seed_parts; the
-    crossed random-effects form). It is floored at 0 and has df k - 1 whether or not it is 0: seeds whose
-    means happen to tie are not a deterministic recipe. Under clustered items the subtraction is smaller than
-    the part counted twice (conservative).
-    """
-    return component_of(runs, seed_parts(runs, weights, strata))
-
-
-def component_of(runs, parts):
-    """seed_component from the runs and their seed_parts (computed once when a caller needs both)."""
+def seed_component(runs, weights=None, strata=None, parts=None):
+    """(variance, df k - 1) of the seed part of sum_i w_i (seed mean of item i) from (k >= 2, N) runs:
+    max(0, spread - noise) / k of seed_parts (crossed form), or None when runs are identical item by item.
+    df k - 1 even at variance 0: seeds whose means tie are not a deterministic recipe."""
+    spread, noise, k = seed_parts(runs, weights, strata) if parts is None else parts
     runs = np.asarray(runs, dtype=np.float64)
     if np.all(np.ptp(runs, axis=0) <= 1e-12 * max(1.0, float(np.max(np.abs(runs))))):
         return None
-    spread, noise, k = parts
     return max(0.0, spread - noise) / k, float(k - 1)
 
 
-def _codes_of(labels):
-    labels = np.asarray(labels)
-    if labels.dtype.kind in "iu" and labels.min() >= 0:
-        return labels  # already codes (e.g. fairness's group columns): skip the sort
-    return np.unique(labels, return_inverse=True)[1].reshape(-1)
-
-
 def recipe_variance(item_components, seed_components):
-    """(variance, df) of a recipe-level estimate: item-level plus seed-to-seed variance components.
-
-    seed_components: seed_component results; None (identical runs) adds nothing. The df are those of the
-    seed part alone (k - 1, or Welch-Satterthwaite over two sides; the smallest side's when every seed part
-    is 0): pooling its 1-4 df with the item part's hundreds by Satterthwaite is liberal, because the df then
-    grow exactly when the seed variance is underestimated (7.6% false positives at 5% with 3 paired seeds,
-    measured). Only when every side's runs are identical item by item do the item part's df apply.
-    """
+    """(variance, df) of item components [(variance, df)] plus seed_component results (None adds nothing), with
+    the seed parts' df (the smallest when all are 0); the items' df only when every seed part is None.
+    Seed df are not pooled with item df: they would grow exactly when the seed variance is underestimated
+    (7.6% false positives at 5% with 3 paired seeds)."""
     seed_components = [c for c in seed_components if c is not None]
     item_var, item_df = combine(item_components)
     if not seed_components:
@@ -295,17 +212,14 @@ def recipe_variance(item_components, seed_components):
     return item_var + seed_var, seed_df
 
 
-def recipe_estimate(item_estimate, seed_components):
-    """Recipe-level estimate (t interval) of an item-level one and its seed_component results."""
-    var, df = recipe_variance([(item_estimate["var"], item_estimate["df"])], seed_components)
-    return {"value": item_estimate["value"], "var": var, "df": df, "kind": "t", "bounds": item_estimate["bounds"],
-            "units": item_estimate["units"]}
+def recipe_estimate(item, seed_components):
+    """Recipe-level t estimate of an item-level one and its seed_component results (recipe_variance)."""
+    var, df = recipe_variance([(item["var"], item["df"])], seed_components)
+    return {"value": item["value"], "var": var, "df": df, "kind": "t", "bounds": item["bounds"], "units": item["units"]}
 
 
 def exact_p(units):
-    """p-value of a sample with no spread (every item equal within each sample), distribution-free: the exact
-    sign test of n units all on one side, 2^(1-n) (one sample or paired differences), or of complete
-    separation of two samples, 2 / C(n_a + n_b, n_a) (the exact Mann-Whitney test); never 0."""
+    """Exact p of samples with no spread: sign test 2^(1-n), or two separated samples 2 / C(n_a + n_b, n_a)."""
     if len(units) == 1:
         return min(1.0, 2.0 ** (1.0 - units[0]))
     a, b = units
@@ -313,24 +227,20 @@ def exact_p(units):
 
 
 def interval(estimate, level):
-    """(lo, hi) of an estimate at confidence `level` (two-sided, equal tails).
-
-    With no spread (variance 0, not a percentage) t has nothing to studentize: the interval is the value itself
-    when the exact test of exact_p could reject at 1 - level (n >= 6 units at 95% for one sample), else unbounded
-    (clipped to the bounds): a constant sample of 5 says nothing distribution-free at 95%.
-    """
-    value, var, df = estimate["value"], estimate["var"], estimate["df"]
+    """(lo, hi) at two-sided confidence `level`, clipped to the bounds. No spread: the value if exact_p allows.
+    The joined kind is the union of t and bootstrap-t: t under-covers skewed means, bootstrap-t heavy tails."""
+    value, var, df, kind = estimate["value"], estimate["var"], estimate["df"], estimate["kind"]
     tail = (1.0 - level) / 2.0
-    z = t_quantile(1.0 - tail, df) if estimate["kind"] == "wilson" else math.nan
-    if estimate["kind"] == "wilson" and (estimate["n_eff"] <= 0.0 or z * z / estimate["n_eff"] > 1e12):
-        lo, hi = -math.inf, math.inf  # nothing known (Wilson's limit): the whole range, clipped to the bounds below
-    elif estimate["kind"] == "wilson":
-        n, p = estimate["n_eff"], value
-        denominator = 1.0 + z * z / n
-        centre = (p + z * z / (2.0 * n)) / denominator
-        half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denominator
-        lo = 0.0 if p == 0.0 else centre - half  # exact ends at 0 and 1 (the formula rounds there)
-        hi = 1.0 if p == 1.0 else centre + half
+    if kind == "wilson":
+        n, p, z = estimate["n_eff"], value, t_quantile(1.0 - tail, df)
+        if n <= 0.0 or z * z / n > 1e12:
+            lo, hi = -math.inf, math.inf  # Wilson's limit: nothing known
+        else:
+            denominator = 1.0 + z * z / n
+            centre = (p + z * z / (2.0 * n)) / denominator
+            half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denominator
+            lo = 0.0 if p == 0.0 else centre - half  # exact ends at 0 and 1 (the formula rounds there)
+            hi = 1.0 if p == 1.0 else centre + half
     elif var == 0.0:
         lo, hi = (value, value) if exact_p(estimate["units"]) <= 1.0 - level else (-math.inf, math.inf)
     elif not math.isfinite(var):
@@ -339,9 +249,7 @@ def interval(estimate, level):
         se = math.sqrt(var)
         quantile = t_quantile(1.0 - tail, df)
         lo, hi = value - quantile * se, value + quantile * se
-        if estimate["kind"] == "t+bootstrap-t":
-            # Joined with the studentized bootstrap interval: t under-covers skewed means, bootstrap-t
-            # heavy-tailed ones at small n; the union covers in both cases (bench/bench_intervals.py).
+        if kind == "t+bootstrap-t":
             lo = min(lo, value - percentile(estimate["t_star"], 1.0 - tail) * se)
             hi = max(hi, value - percentile(estimate["t_star"], tail) * se)
     if estimate["bounds"] is not None:
@@ -350,9 +258,7 @@ def interval(estimate, level):
 
 
 def p_value(estimate):
-    """Two-sided p-value of value = 0, the smallest 1 - level at which `interval` excludes 0: Student's t; for
-    the joined kind the larger of Student's and the bootstrap-t interval's (the level at which its interpolated
-    percentile reaches the observed t); exact_p for a sample with no spread (1 when the value is 0)."""
+    """Two-sided p of value = 0: the smallest 1 - level at which `interval` excludes 0."""
     if estimate["var"] == 0.0:
         return 1.0 if estimate["value"] == 0.0 else exact_p(estimate["units"])
     p = two_sided_p(estimate["value"], estimate["var"], estimate["df"])
@@ -367,8 +273,7 @@ def p_value(estimate):
 
 
 def _percentile_level(ordered, x, count):
-    """The level q at which `percentile(ordered, q)` (linear interpolation) reaches x, given count = how many
-    replicates lie below x (or at most x): 0 when none, 1 when all."""
+    """The q at which percentile(ordered, q) reaches x, given count replicates below x (or at most x)."""
     if count == 0:
         return 0.0
     if count == len(ordered):
@@ -379,9 +284,7 @@ def _percentile_level(ordered, x, count):
 
 
 def percentile(replicates, q):
-    """Linearly interpolated percentile (numpy's default), safe with infinite replicates; NaN if any is NaN."""
-    if np.any(np.isnan(replicates)):
-        return float("nan")
+    """Linearly interpolated percentile (numpy's default), safe with infinite replicates."""
     ordered = np.sort(replicates)
     position = q * (len(ordered) - 1)
     below = int(np.floor(position))

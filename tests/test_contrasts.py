@@ -475,7 +475,8 @@ def test_power_model_matches_the_noncentral_t_in_its_simple_case():
     # One experiment's seed part only (no item noise): the recipe test is the one-sample t with k - 1 df, whose
     # power is the noncentral t's: sd 0.15 dB per seed, k = 6, effect 0.3 dB -> 0.970504 (scipy.stats.nct,
     # noncentrality 0.3 / (0.15 / sqrt 6)); the Monte Carlo over the spread is within 0.005 of it.
-    assert planner._power(0.3, 0.0, [0.0225], [0.0], 6, 0.05) == pytest.approx(0.970504, abs=0.005)
+    planning = {"factor": 1.0, "item_var": 0.0, "seed_parts": [(0.0225, 0.0, 2)]}  # spread 0.15^2 taken as known
+    assert planner.planned_power(planning, 0.3, 6, bound=None) == pytest.approx(0.970504, abs=0.005)
 
 
 def test_experiments_differing_in_hidden_settings_too_are_not_contrasted_and_it_is_said(tmp_path):

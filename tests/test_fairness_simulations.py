@@ -262,6 +262,6 @@ def test_two_way_variance_counts_pairs_sharing_a_second_identity():
     correct = (np.arange(200) % 5 < 2).astype(float)
     first, second = fairness.item_codes(200, id1, id2)
     two_way, df = estimates.mean_variance(correct, first, second)
-    first_only, _ = estimates.mean_variance(correct, fairness._codes(id1))
+    first_only, _ = estimates.mean_variance(correct, fairness.item_codes(200, id1, None)[0])
     assert two_way > 30 * first_only
     assert df < 10  # the effective number of clusters, not the number of identities
