@@ -78,7 +78,8 @@ def race_columns_row(experiment, metric, races, problems):
         problems.add(where, f"{label}: seeds evaluated different races {sorted(seed_races)}; each race is averaged "
                             f"over its own seeds")
     if set(means) != set(races):
-        problems.add(where, f"{label}: no {sorted(set(races) - set(means))}; its Avg/STD/SER cover only {sorted(means)}")
+        problems.add(where, f"{label}: no {sorted(set(races) - set(means))}; its Avg/STD/SER cover only "
+                            f"{sorted(means)}")
     keys = ("mean", "std", "ser") if metric == "accuracy" else ("mean", "std")
     try:
         summary = fairness.group_summary(means)
@@ -100,31 +101,33 @@ class Items:
     left_out: int  # items evaluated by only some seeds
 
 
+def _shared(keys, races):
+    """(the keys in every list, in the first's order; each list's index of them; those some lists label with
+    another race) of parallel key and race lists."""
+    positions = [dict(zip(these, range(len(these)))) for these in keys]
+    shared = [key for key in keys[0] if all(key in position for position in positions[1:])]
+    index = [[position[key] for key in shared] for position in positions]
+    labels = zip(shared, *([these[i] for i in order] for these, order in zip(races, index)))
+    return shared, index, [key for key, *named in labels if len(set(named)) > 1]
+
+
 def _item_matrix(experiment, metric):
-    """Items of the experiment's metric, built once (Experiment.matrices). ValueError when seeds label an item
-    with two races."""
-    if metric in experiment.matrices:
-        return experiment.matrices[metric]
-    sources = [run.items for run in experiment.runs]
-    keys = [item["key"] for item in sources[0]]
-    if len(set(keys)) == len(keys) and all([item["key"] for item in items] == keys for items in sources[1:]):
-        rows, left_out = sources, 0  # the usual case: every seed evaluated the same items in the same order
-    else:
-        by_seed = [{item["key"]: item for item in items} for items in sources]
-        keys = [key for key in by_seed[0] if all(key in other for other in by_seed[1:])]
-        rows = [[items[key] for key in keys] for items in by_seed]
-        left_out = len(set().union(*by_seed)) - len(keys)
-    races = [item["race"] for item in rows[0]]
-    clashes = [index for items in rows[1:] for index, item in enumerate(items) if item["race"] != races[index]]
-    if clashes:
-        labels = {items[min(clashes)]["race"] for items in rows}
-        raise ValueError(f"item {keys[min(clashes)]!r} is labelled {' and '.join(sorted(labels))} by different seeds")
-    column = ITEM_METRICS[experiment.kind][metric][0]
-    pairs = experiment.kind == "verify"
-    experiment.matrices[metric] = Items(
-        np.array([[item[column] for item in items] for items in rows], dtype=np.float64), keys, np.array(races),
-        np.array([item["cluster"] for item in rows[0]]) if pairs else None,
-        np.array([item["cluster2"] for item in rows[0]]) if pairs else None, left_out)
+    """The experiment's Items, built once (Experiment.matrices); ValueError when seeds label an item with two
+    races."""
+    if metric not in experiment.matrices:
+        seeds = [run.items for run in experiment.runs]
+        keys = [[item["key"] for item in items] for items in seeds]
+        shared, index, clashing = _shared(keys, [[item["race"] for item in items] for items in seeds])
+        rows = [[items[i] for i in order] for items, order in zip(seeds, index)]
+        if clashing:
+            labels = {items[shared.index(clashing[0])]["race"] for items in rows}
+            raise ValueError(f"item {clashing[0]!r} is labelled {' and '.join(sorted(labels))} by different seeds")
+        column, pairs = ITEM_METRICS[experiment.kind][metric][0], experiment.kind == "verify"
+        experiment.matrices[metric] = Items(
+            np.array([[item[column] for item in items] for items in rows], dtype=np.float64), shared,
+            np.array([item["race"] for item in rows[0]]),
+            np.array([item["cluster"] for item in rows[0]]) if pairs else None,
+            np.array([item["cluster2"] for item in rows[0]]) if pairs else None, len(set().union(*keys)) - len(shared))
     return experiment.matrices[metric]
 
 
@@ -196,6 +199,7 @@ def fairness_interval_rows(experiment, metric, n_boot, seed, ci, problems):
 
 
 def untrained(experiment):
+    """Whether the experiment involves no training (UNTRAINED)."""
     return any(_has(experiment, columns) for columns in UNTRAINED)
 
 
@@ -224,17 +228,12 @@ class Cells:
 
 def cells_of(experiments, matrices, metric):
     """Cells of the experiments from their Items, or None when no item is in all of them."""
-    positions = [{key: i for i, key in enumerate(matrix.keys)} for matrix in matrices]
-    keys = [key for key in matrices[0].keys if all(key in position for position in positions[1:])]
+    keys, index, clashing = _shared([matrix.keys for matrix in matrices], [matrix.races for matrix in matrices])
     if not keys:
         return None
-    index = [[position[key] for key in keys] for position in positions]
     first = matrices[0]
-    races = first.races[index[0]]
-    clashing = [key for n, key in enumerate(keys)
-                if any(matrix.races[i[n]] != races[n] for matrix, i in zip(matrices[1:], index[1:]))]
-    runs = [np.minimum(matrix.values[:, i], PSNR_CAP_DB) for matrix, i in zip(matrices, index)]
-    return Cells(runs, races, None if first.clusters is None else first.clusters[index[0]],
+    runs = [np.minimum(matrix.values[:, order], PSNR_CAP_DB) for matrix, order in zip(matrices, index)]
+    return Cells(runs, first.races[index[0]], None if first.clusters is None else first.clusters[index[0]],
                  None if first.clusters2 is None else first.clusters2[index[0]],
                  [known_exactly(e, values) for e, values in zip(experiments, runs)],
                  ITEM_METRICS[experiments[0].kind][metric][1], clashing)
@@ -255,8 +254,8 @@ def paired_inputs(experiment, reference, metric, problems):
         problems.add(where, f"{pair_label}: {len(mine.keys) - shared} and {len(theirs.keys) - shared} items "
                             f"evaluated by only one of the two; paired on the {shared} shared ones")
     if cells is None or cells.clashing:
-        reason = (f"{len(cells.clashing)} items labelled with different races, e.g. {cells.clashing[0]!r}" if cells
-                  else "no shared items")
+        reason = "no shared items" if cells is None else \
+            f"{len(cells.clashing)} items labelled with different races, e.g. {cells.clashing[0]!r}"
         problems.add(where, f"{pair_label}: {reason}; comparison left out")
         return None
     return {"a": cells.runs[0], "b": cells.runs[1], "groups": cells.races, "clusters": cells.clusters,
@@ -309,8 +308,8 @@ def find_reference(experiment, experiments, relation, problems):
         problems.add(where, f"{label}: no {relation} counterpart ({wanted}) among the runs found; comparison left out")
         return None
     preference = [(sum(agrees(other, c) for c in experiment.columns if not fixed(c)),
-                   2 if _same_setting(experiment, other, IDENTITY_MODEL_ARGS) else int("id_cos" not in other.race_metrics()))
-                  for other in candidates]
+                   2 if _same_setting(experiment, other, IDENTITY_MODEL_ARGS)
+                   else int("id_cos" not in other.race_metrics())) for other in candidates]
     best = [other for other, rank in zip(candidates, preference) if rank == max(preference)]
     if len(best) == 1:
         return best[0]
