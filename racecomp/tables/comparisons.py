@@ -185,10 +185,13 @@ def fairness_interval_rows(experiment, metric, n_boot, seed, ci, problems):
         problems.add(where, f"{label} {metric}: no CIs ({error})")
         return []
     base = {**experiment.columns, **experiment.pooled_columns(), "metric": metric}
-    rows = [{**base, "quantity": race, "value": entry["value"], "lo": entry["lo"], "hi": entry["hi"],
-             "n": entry["n"] * values.shape[0], "n_items": entry["n"], "level": entry["level"], "df": entry["df"],
-             "image_lo": entry["image_lo"], "image_hi": entry["image_hi"], "seed_sd": entry["seed_sd"]}
-            for race in RACES[experiment.kind] for entry in [result["groups"].get(race)] if entry is not None]
+    rows = []
+    for race in [race for race in RACES[experiment.kind] if race in result["groups"]]:
+        entry = result["groups"][race]
+        rows.append({**base, "quantity": race, "value": entry["value"], "lo": entry["lo"], "hi": entry["hi"],
+                     "n": entry["n"] * values.shape[0], "n_items": entry["n"], "level": entry["level"],
+                     "df": entry["df"], "image_lo": entry["image_lo"], "image_hi": entry["image_hi"],
+                     "seed_sd": entry["seed_sd"]})
     keys = ("mean", "gap", "std", "ser") if statistic == "percent" else ("mean", "gap", "std")
     common = {"n": values.size, "n_items": values.shape[1], "level": result["level"]}
     rows += [{**base, "quantity": key, **result["summary"][key], **common} for key in keys]
