@@ -100,7 +100,8 @@ class _Asking:
     min_effect: dict
 
     def add(self, what, contrasts, about, *args):
-        """The Findings of contrasts(self, about, *args), or why they could not be formed."""
+        """The Findings of contrasts(self, about, *args), or why they could not be formed. about: the Finding
+        fields that name the contrast (question, study, kind, contrast, setting)."""
         try:
             self.answers.findings += contrasts(self, about, *args)
         except _NotFormed as why:
@@ -203,10 +204,9 @@ def _why_undefined(key, label, cells, error):
             f"undefined there and its change cannot be estimated")
 
 
-def _probe_contrasts(asking, about, metric, a, b):
-    """A - B of a probe result (one number per trained model) over seeds: t on the per-seed differences when
-    both have the same seed labels, else Welch."""
-    values_a, values_b = probe_seed_values(a)[metric], probe_seed_values(b)[metric]
+def _probe_contrasts(asking, about, metric, values_a, values_b):
+    """A - B of a probe result from its {seed: value} on each side (one number per trained model): t on the
+    per-seed differences when both have the same seed labels, else Welch."""
     if len(values_a) < 2 or len(values_b) < 2:
         raise _NotFormed("a probe result varies with the training run: >= 2 seeds of each needed")
     if sorted(values_a) == sorted(values_b):
@@ -289,7 +289,7 @@ def _pairs(asking, family, trained, members):
             mine, theirs = probe_seed_values(a), probe_seed_values(b)
             about = {**pair, "question": f"Does {axis} change what the probes measure?", "kind": "probe"}
             for metric in [m for m in PROBE_CONTRASTS if m in mine and m in theirs]:
-                asking.add(f"{named}, {metric}", _probe_contrasts, about, metric, a, b)
+                asking.add(f"{named}, {metric}", _probe_contrasts, about, metric, mine[metric], theirs[metric])
             about = {**pair, "question": f"Does {axis} change the fairness across races?", "kind": "summary change"}
             for metric in _metrics([a, b]):
                 asking.add(f"{named}, {metric}: summaries", _summary_contrasts, about, metric, a, b)
