@@ -498,7 +498,7 @@ def test_main_effects_claim_only_what_survives_holm():
     # findings.md must not claim it; a race that survives Holm is claimed.
     from racecomp.tables import findings
     from racecomp.tables.answers import Answers, Finding
-    from racecomp.tables.questions import _family_holm
+    from racecomp.tables.questions import family_holm
 
     def row(race, estimate, lo, hi, p, p_holm):
         return Finding("Does arch change the per-race values on balanced data?", "upscale", "main effect", "psnr_y",
@@ -506,7 +506,7 @@ def test_main_effects_claim_only_what_survives_holm():
                        4.0, "dB", 0.1, 5)
 
     def text(rows):
-        _family_holm(rows)  # one contrast: its family is its races
+        family_holm(rows)  # one contrast: its family is its races
         return findings.markdown(Answers(rows), {})
 
     quiet = text([row("White", 0.2, 0.01, 0.39, 0.03, 0.06), row("Black", 0.05, -0.1, 0.2, 0.4, 0.4)])
@@ -571,11 +571,9 @@ def test_dose_response_words_follow_the_scope_and_the_onset():
 
     def text(scope, points):
         curve = DoseCurve("upscale", "psnr_y", "Black", "arch=resnet50", [DosePoint(w, v, lo, hi, scope)
-                                                                           for w, v, lo, hi in points], None)
-        curve.onset = contrasts_onset(curve.points)
+                                                                           for w, v, lo, hi in points])
         return findings.markdown(Answers(doses=[curve]), {})
 
-    from racecomp.tables.questions import _onset as contrasts_onset
     hurt = [(0.5, -0.1, -0.3, 0.1), (0.2, -0.5, -0.7, -0.3), (0.05, -1.0, -1.3, -0.7)]
     assert "noticeably hurt from weight 0.2 down (the penalty interval is below 0 there and at every smaller " \
            "weight run)." in text("recipe", hurt)
@@ -613,7 +611,7 @@ def test_tables_md_says_the_methods_once(tmp_path):
 def test_a_detected_row_among_many_contrasts_of_one_question_is_marked_exploratory():
     from racecomp.tables import findings
     from racecomp.tables.answers import Finding
-    from racecomp.tables.questions import _family_holm
+    from racecomp.tables.questions import family_holm
 
     def row(race, p):
         return Finding("Does the under-sampling penalty depend on arch?", "upscale", "difference in differences",
@@ -621,10 +619,10 @@ def test_a_detected_row_among_many_contrasts_of_one_question_is_marked_explorato
                        "recipe", "3/3/3/3", 4.0, "dB", 0.1, 5, primary=True)
 
     rows = [row("Black", 0.03)] + [row(race, 0.5) for race in ("White", "Indian", "East Asian")]
-    _family_holm(rows)
+    family_holm(rows)
     assert rows[0].p_family == pytest.approx(0.12) and rows[0].family_size == 4  # Holm: 4 x 0.03
     assert "not after Holm's adjustment over the 4 contrasts that ask this question (p 0.12): exploratory" in \
         findings.sentence(rows[0])
     alone = row("Black", 0.03)
-    _family_holm([alone])
+    family_holm([alone])
     assert "exploratory" not in findings.sentence(alone)

@@ -21,11 +21,11 @@ def test_probe_seed_values_per_metric_in_seed_order_only_seeds_with_the_probe():
     experiment = Experiment("verify", "verify", {"study": "verify"}, [
         run(0, {"Black": 0.80, "White": 0.90}, 0.5), run(1, {"White": 0.92, "Black": 0.76}), run(2, bts=0.7)])
     assert probe_seed_values(experiment) == {
-        "probe_f1:White": [0.90, 0.92], "probe_f1:Black": [0.80, 0.76],  # FairFace order, whatever the file's
-        "probe_f1_worst": [0.80, 0.76], "probe_f1_gap": [pytest.approx(0.10), pytest.approx(0.16)],
-        "bias_transfer_score": [0.5, 0.7]}
-    by_seed = probe_seed_values(experiment, by_seed=True)
-    assert by_seed["bias_transfer_score"] == {"0": 0.5, "2": 0.7} and list(by_seed["probe_f1_worst"]) == ["0", "1"]
+        "probe_f1:White": {"0": 0.90, "1": 0.92}, "probe_f1:Black": {"0": 0.80, "1": 0.76},  # FairFace order
+        "probe_f1_worst": {"0": 0.80, "1": 0.76}, "probe_f1_gap": {"0": pytest.approx(0.10), "1": pytest.approx(0.16)},
+        "bias_transfer_score": {"0": 0.5, "2": 0.7}}
+    assert list(probe_seed_values(experiment)) == ["probe_f1:White", "probe_f1:Black", "probe_f1_worst",
+                                                   "probe_f1_gap", "bias_transfer_score"]
     assert probe_seed_values(Experiment("verify", "verify", {}, [run(0)])) == {}
 
 

@@ -1,21 +1,8 @@
-"""The questions the studies ask, answered from the runs found: contrasts between experiments (racecomp.contrasts
-linear_contrast and summary_change), the dose-response of under-sampling, and how many seeds would detect an
-effect of a given size. Compute only: racecomp.tables.findings writes them.
-
-Which contrasts are formed follows from the runs: two experiments of one family that differ in exactly one
-axis (every identifying column but study, seed and the under-sampling columns; wbits and abits together as
-`bits`; `recipe` is an axis too, so experiments differing in hidden settings are not taken for a one-axis
-pair) give
-  - difference in differences (both under-sampled the same race at the same weight, each with its balanced
-    run): (A under - A balanced) - (B under - B balanced) per race, the under-sampled race first;
-  - a main effect (both balanced): A - B per race;
-  - the change of each fairness summary (Avg, worst, gap, STD; SER for accuracy; worst also relative): f(A)
-    - f(B), and for quantization every quantized experiment against its fp32 reference.
-Every contrast is paired per item (image, or RFW pair clustered by both identities) over the items all its
-experiments evaluated; with >= 2 seeds in every trained experiment it is about the recipes (seed-to-seed
-variance of each included; seeds paired when all have the same seed labels), with one seed about the trained
-models only. Contrasts that could not be formed are listed with the reason.
-"""
+"""The studies' questions answered from the experiments found (answer -> tables.answers.Answers): contrasts of
+two experiments of a family that differ in one axis (racecomp.contrasts; difference in differences of their
+under-sampling penalties, main effects on balanced data, changes of each fairness summary, probe results over
+seeds), each quantized experiment against fp32, and the dose-response of under-sampling. Methods:
+tables.report.METHODS["contrasts"]; tables.findings writes the answers."""
 import math
 from dataclasses import dataclass
 
@@ -25,11 +12,11 @@ from racecomp import estimates
 from racecomp.contrasts import SUMMARY_CHANGE_KEYS, linear_contrast, summary_change
 from racecomp.planner import planning_seeds, seeds_for_power
 from racecomp.schema import RACES
-from racecomp.tables.answers import Answers, DoseCurve, DosePoint, Finding, Unanswerable, in_family
-from racecomp.tables.comparisons import (ITEM_METRICS, PSNR_CAP_DB, items_of, find_reference, item_metrics,
-                                         known_exactly, untrained)
-from racecomp.tables.probes import probe_seed_values
+from racecomp.tables.answers import Answers, DoseCurve, DosePoint, Finding, Unanswerable
+from racecomp.tables.comparisons import (ITEM_METRICS, cells_of, find_reference, item_metrics, items_of, seeds_paired,
+                                         untrained)
 from racecomp.tables.experiments import canonical, sort_key
+from racecomp.tables.probes import probe_seed_values
 from racecomp.tables.runs import Problems
 
 DATA_COLUMNS = ("minority", "weight", "minority_mode")  # what was under-sampled, and how much
@@ -40,20 +27,17 @@ UNITS = {"psnr_y": "dB", "ssim_y": "", "id_cos": "", "accuracy": "pp"}
 # Axis values that are the natural reference of a contrast (written second: "bn_stats - full").
 BASELINES = ("none", "full", "frozen", "scratch", "real", "32", "W32A32", "pixelshuffle", "2")
 POWER = 0.8  # the seed planner's target power, at the level claims are made (1 - ci)
-
-
+PROBE_CONTRASTS = ("probe_f1_worst", "probe_f1_gap", "bias_transfer_score")
 # The note of a summary change whose worst (or best) race is not separated from the runner-up.
 TIES_NOTE_BOUNDS = ("the worst/best race is not separated from the runner-up: the interval holds whichever race is "
                     "the extreme (bounds over every race), so it is wide")
 TIES_NOTE_SER = ("the worst/best race is not separated from the runner-up: the SER interval treats it as known "
                  "(linearized), so it is optimistic")
 
-# ---------------------------------------------------------------------------------------------------------
-# Experiments as axes
-
 
 def axes(experiment):
-    """{axis: value}: the identifying columns a contrast may vary (bits = W<wbits>A<abits>)."""
+    """{axis: value}: the identifying columns a contrast may vary (recipe too: hidden settings), all but study and
+    the under-sampling ones; wbits and abits as one, bits = W<wbits>A<abits>."""
     values = {c: str(v) for c, v in experiment.columns.items() if c not in NOT_AXES}
     if "wbits" in experiment.columns:
         values["bits"] = f"W{experiment.columns['wbits']}A{experiment.columns['abits']}"
@@ -80,147 +64,134 @@ def _differing_axes(a, b):
 def _ordered(a, b, axis):
     """(A, B) with B the baseline value of the axis when one is (bn_stats - full), else in sort order."""
     value_a, value_b = axes(a)[axis], axes(b)[axis]
-    if value_a in BASELINES and value_b not in BASELINES:
-        return b, a
-    if value_b in BASELINES and value_a not in BASELINES:
-        return a, b
+    if (value_a in BASELINES) != (value_b in BASELINES):
+        return (b, a) if value_a in BASELINES else (a, b)
     return (a, b) if sort_key(value_a) <= sort_key(value_b) else (b, a)
 
 
 def _shared_text(experiment, axis):
-    shown = {c: v for c, v in axes(experiment).items() if c not in (axis, "recipe")}
-    return ", ".join([f"data={data_setting(experiment)}"] + [f"{c}={v}" for c, v in shown.items()])
+    """What the experiments of a contrast along `axis` share: "data=..., <axis>=<value>, ..."."""
+    shown = [f"{c}={v}" for c, v in axes(experiment).items() if c not in (axis, "recipe")]
+    return ", ".join([f"data={data_setting(experiment)}"] + shown)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Cells: the experiments of one contrast on their shared items
-
-
-@dataclass
-class Cells:
-    runs: list  # (k_j, N) per experiment
-    races: np.ndarray
-    clusters: object
-    clusters2: object
-    exact: list
-    paired_seeds: bool
-    statistic: str
-
-
-def _cells(experiments, metric, problems):
-    """The experiments' item matrices on the items all of them evaluated, or (None, reason)."""
-    matrices = []
-    for experiment in experiments:
-        matrix = items_of(experiment, metric, problems, "contrasts")
-        if matrix is None:
-            return None, f"[{experiment.label()}] has no usable per-item {metric}"
-        matrices.append(matrix)
-    shared = set(matrices[0]["keys"]).intersection(*(m["keys"] for m in matrices[1:]))
-    keys = [key for key in matrices[0]["keys"] if key in shared]
-    if not keys:
-        return None, "no item evaluated by all of them"
-    runs, races = [], None
-    for matrix in matrices:
-        position = {key: i for i, key in enumerate(matrix["keys"])}
-        index = [position[key] for key in keys]
-        these = [matrix["races"][i] for i in index]
-        if races is not None and these != races:
-            return None, "items labelled with different races in different runs"
-        races = these
-        runs.append(np.minimum(matrix["values"][:, index], PSNR_CAP_DB))
-    first = matrices[0]
-    position = {key: i for i, key in enumerate(first["keys"])}
-    index = [position[key] for key in keys]
-    kind = experiments[0].kind
-    clusters = np.array([first["clusters"][i] for i in index]) if kind == "verify" else None
-    clusters2 = np.array([first["clusters2"][i] for i in index]) if kind == "verify" else None
-    exact = [known_exactly(e, r) for e, r in zip(experiments, runs)]
-    seeds = [[canonical(run.columns["seed"]) for run in e.runs] for e, flag in zip(experiments, exact) if not flag]
-    paired = bool(seeds) and len(seeds[0]) >= 2 and all(s == seeds[0] for s in seeds)
-    return Cells(runs, np.array(races), clusters, clusters2, exact, paired, ITEM_METRICS[kind][metric][1]), None
-
-
-def _seeds_text(experiments, exact):
-    """Seeds per experiment, 'exact' for one known exactly (no training, seeds identical)."""
-    return "/".join("exact" if flag else str(len(e.runs)) for e, flag in zip(experiments, exact))
+def _under_race(experiment):
+    """The RACES label of the under-sampled race (minority is written as a slug)."""
+    minority = str(experiment.columns.get("minority", "")).lower().replace("_", " ").replace("-", " ")
+    return next((race for race in RACES[experiment.kind]
+                 if race.lower().replace("_", " ").replace("-", " ") == minority), None)
 
 
 def _metrics(experiments):
+    """The item metrics every experiment has, in ITEM_METRICS order."""
     common = set(item_metrics(experiments[0])).intersection(*(item_metrics(e) for e in experiments[1:]))
     return [m for m in ITEM_METRICS[experiments[0].kind] if m in common]
 
 
-def _planned(result, metric, min_effect, ci):
-    """(seeds_needed, spread_seeds) of a recipe-level result: seeds per experiment for POWER against
-    --min-effect at the level claims are made (1 - ci), and from how many seeds the spread was estimated;
-    (None, 0) with one seed."""
-    if result["level"] != "recipe":
-        return None, 0
-    return (seeds_for_power(result["planning"], min_effect[metric], POWER, 1.0 - ci),
-            planning_seeds(result["planning"]))
+class _NotFormed(Exception):
+    """A contrast that cannot be formed; its message says why (Answers.unformed)."""
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The contrasts
+@dataclass
+class _Asking:
+    """What the contrasts of one answer() call add to, and the smallest effects worth detecting."""
+    answers: Answers
+    problems: Problems
+    min_effect: dict
+
+    def add(self, what, contrasts, about, *args):
+        """The Findings of contrasts(self, about, *args), or why they could not be formed. about: the Finding
+        fields that name the contrast (question, study, kind, contrast, setting)."""
+        try:
+            self.answers.findings += contrasts(self, about, *args)
+        except _NotFormed as why:
+            self.unformed(about["study"], what, str(why))
+
+    def unformed(self, study, what, why):
+        self.answers.unformed.append((study, what, why))
 
 
-def _race_contrasts(question, study, kind, metric, experiments, weights_of, label, setting, primary_race,
-                    min_effect, problems, ci):
-    """One finding per race of a linear contrast of per-race means (weights_of(column of race) -> weights)."""
-    cells, reason = _cells(experiments, metric, problems)
+def _cells(experiments, metric, problems):
+    """(cells_of the experiments, the options of racecomp.contrasts for them); _NotFormed when they have none."""
+    matrices = []
+    for experiment in experiments:
+        matrices.append(items_of(experiment, metric, problems, "contrasts"))
+        if matrices[-1] is None:
+            raise _NotFormed(f"[{experiment.label()}] has no usable per-item {metric}")
+    cells = cells_of(experiments, matrices, metric)
     if cells is None:
-        return [], reason
-    labels = [race for race in RACES[experiments[0].kind] if race in set(cells.races)]
-    rows = []
-    for race in labels:
-        members = cells.races == race
-        weight = np.where(members, 1.0 / members.sum(), 0.0)
-        result = linear_contrast(cells.runs, [c * weight for c in weights_of], cells.races, cells.clusters,
-                                          cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic, ci)
-        seeds_needed, spread_seeds = _planned(result, metric, min_effect, ci)
-        rows.append(Finding(question, study, kind, metric, race, race, label, setting, result["value"], result["lo"],
-                            result["hi"], result["p_value"], math.nan, result["level"], _seeds_text(experiments, cells.exact),
-                            result["df"], UNITS[metric], min_effect[metric], seeds_needed,
-                            primary=race == primary_race, ci=ci, spread_seeds=spread_seeds))
+        raise _NotFormed("no item evaluated by all of them")
+    if cells.clashing:
+        raise _NotFormed("items labelled with different races in different runs")
+    trained = [e for e, exact in zip(experiments, cells.exact) if not exact]
+    return cells, {"clusters": cells.clusters, "clusters2": cells.clusters2, "exact": cells.exact,
+                   "paired_seeds": seeds_paired(trained), "statistic": cells.statistic}
+
+
+def _estimate(result):
+    """The Finding fields of a racecomp.contrasts result."""
+    return {"estimate": result["value"], "lo": result["lo"], "hi": result["hi"], "p_value": result["p_value"],
+            "p_holm": math.nan, "scope": result["level"], "df": result["df"]}
+
+
+def _seeds_text(experiments, exact):
+    return "/".join("exact" if flag else str(len(e.runs)) for e, flag in zip(experiments, exact))
+
+
+def _holm(rows):
     for row, p in zip(rows, estimates.holm([row.p_value for row in rows])):
         row.p_holm = float(p)
-    rows.sort(key=lambda row: not row.primary)  # the under-sampled race first
-    return rows, None
 
 
-def _summary_contrasts(question, study, kind, metric, a, b, label, setting, min_effect, problems, ci, unanswerable):
-    """One finding per fairness summary of f(A) - f(B); a summary with no value goes to `unanswerable`."""
-    cells, reason = _cells([a, b], metric, problems)
-    if cells is None:
-        return [], reason
+def _race_contrasts(asking, about, metric, experiments, weights, primary_race=None):
+    """A Finding per race of sum_j weights[j] x (race mean of experiment j), the primary race first, each with
+    the seeds per experiment that would detect --min-effect (recipe level only)."""
+    cells, options = _cells(experiments, metric, asking.problems)
+    ci, min_effect = asking.answers.ci, asking.min_effect[metric]
+    rows = []
+    for race in [race for race in RACES[experiments[0].kind] if race in set(cells.races)]:
+        members = cells.races == race
+        in_race = np.where(members, 1.0 / members.sum(), 0.0)
+        result = linear_contrast(cells.runs, [w * in_race for w in weights], cells.races, **options, ci=ci)
+        recipe = result["level"] == "recipe"
+        rows.append(Finding(
+            **about, metric=metric, race=race, quantity=race, **_estimate(result),
+            n_seeds=_seeds_text(experiments, cells.exact), units=UNITS[metric], min_effect=min_effect,
+            seeds_needed=seeds_for_power(result["planning"], min_effect, POWER, 1.0 - ci) if recipe else None,
+            primary=race == primary_race, ci=ci, spread_seeds=planning_seeds(result["planning"]) if recipe else 0))
+    _holm(rows)
+    return sorted(rows, key=lambda row: not row.primary)
+
+
+def _summary_contrasts(asking, about, metric, a, b):
+    """A Finding per fairness summary of f(A) - f(B) (worst also relative); one with no value is Unanswerable."""
+    cells, options = _cells([a, b], metric, asking.problems)
     if len(set(cells.races)) < 2:
-        return [], "fewer than two races"
+        raise _NotFormed("fewer than two races")
     keys = [k for k in SUMMARY_CHANGE_KEYS if k != "ser" or cells.statistic == "percent"]
     rows = []
     for key, relative in [(k, False) for k in keys] + [("worst", True)]:
         quantity = f"{key}, relative" if relative else key
         try:
-            result = summary_change(cells.runs[0], cells.runs[1], cells.races, key, cells.clusters,
-                                             cells.clusters2, cells.exact, cells.paired_seeds, cells.statistic,
-                                             relative, ci)
+            result = summary_change(cells.runs[0], cells.runs[1], cells.races, key, **options, relative=relative,
+                                    ci=asking.answers.ci)
         except ValueError as error:
-            problems.add(a.runs[0].path, f"[{a.label()}] vs [{b.label()}] {metric}: no {key} change ({error})")
-            unanswerable.append(Unanswerable(study, question, metric, label, setting, quantity,
-                                             _why_undefined(key, label, cells, error)))
+            asking.problems.add(a.runs[0].path, f"[{a.label()}] vs [{b.label()}] {metric}: no {key} change ({error})")
+            asking.answers.unanswerable.append(Unanswerable(
+                about["study"], about["question"], metric, about["contrast"], about["setting"], quantity,
+                _why_undefined(key, about["contrast"], cells, error)))
             continue
         ratio = key == "ser" or relative
-        note = "" if not result["ties"] else TIES_NOTE_SER if key == "ser" else TIES_NOTE_BOUNDS
-        # No seed plan for a summary change: its test (bounds over every race, the noise-corrected spread) is
-        # not the linear contrast whose power seeds_for_power computes, so a plan would promise power it lacks.
-        seeds_needed, spread_seeds = None, 0
-        rows.append(Finding(question, study, kind, metric, "", quantity, label, setting, result["value"],
-                            result["lo"], result["hi"], result["p_value"], math.nan, result["level"],
-                            _seeds_text([a, b], cells.exact), result["df"], "" if ratio else UNITS[metric],
-                            math.nan if ratio else min_effect[metric], seeds_needed, primary=key == "std",
-                            note=note, a_value=result["a"], b_value=result["b"], ci=ci, spread_seeds=spread_seeds))
-    for row, p in zip(rows, estimates.holm([row.p_value for row in rows])):
-        row.p_holm = float(p)
-    return rows, None
+        # No seed plan: a summary change's test (bounds over every race, the noise-corrected spread) is not the
+        # linear contrast whose power seeds_for_power computes, so a plan would promise power it lacks.
+        rows.append(Finding(
+            **about, metric=metric, race="", quantity=quantity, **_estimate(result),
+            n_seeds=_seeds_text([a, b], cells.exact), units="" if ratio else UNITS[metric],
+            min_effect=math.nan if ratio else asking.min_effect[metric], primary=key == "std",
+            note=(TIES_NOTE_SER if key == "ser" else TIES_NOTE_BOUNDS) if result["ties"] else "",
+            a_value=result["a"], b_value=result["b"], ci=asking.answers.ci))
+    _holm(rows)
+    return rows
 
 
 def _why_undefined(key, label, cells, error):
@@ -233,32 +204,55 @@ def _why_undefined(key, label, cells, error):
             f"undefined there and its change cannot be estimated")
 
 
+def _probe_contrasts(asking, about, metric, values_a, values_b):
+    """A - B of a probe result from its {seed: value} on each side (one number per trained model): t on the
+    per-seed differences when both have the same seed labels, else Welch."""
+    if len(values_a) < 2 or len(values_b) < 2:
+        raise _NotFormed("a probe result varies with the training run: >= 2 seeds of each needed")
+    if sorted(values_a) == sorted(values_b):
+        differences = np.array([values_a[s] - values_b[s] for s in values_a])
+        var, df = float(np.var(differences, ddof=1)) / len(differences), len(differences) - 1.0
+        units = (float(len(differences)),)
+    else:
+        arrays = [np.array(list(v.values())) for v in (values_a, values_b)]
+        var, df = estimates.combine([(float(np.var(x, ddof=1)) / len(x), len(x) - 1.0) for x in arrays])
+        units = tuple(float(len(x)) for x in arrays)
+    value = float(np.mean(list(values_a.values())) - np.mean(list(values_b.values())))
+    estimate = {"value": value, "var": var, "df": df if math.isfinite(df) else min(u - 1 for u in units),
+                "kind": "t", "bounds": None, "units": units}
+    lo, hi = estimates.interval(estimate, asking.answers.ci)
+    return [Finding(**about, metric=metric, race="", quantity=metric, estimate=value, lo=lo, hi=hi,
+                    p_value=estimates.p_value(estimate), p_holm=math.nan, scope="recipe",
+                    n_seeds=f"{len(values_a)}/{len(values_b)}", df=estimate["df"], units="", primary=True,
+                    note="interval over seeds: the probe's own sampling error on its images is not in it",
+                    ci=asking.answers.ci)]
+
+
 def answer(experiments, comparisons, problems=None, ci=0.95, min_effect=None):
-    """Answers (findings, contrasts not formed, dose-response curves) of the experiments of one or more
-    families. comparisons: reference_comparisons' results by experiment (the dose-response reuses the
-    minority-penalty tests, so that its numbers are those of the Minority penalty table)."""
-    problems = problems or Problems()
-    min_effect = {**MIN_EFFECT, **(min_effect or {})}
-    answers = Answers(ci=ci)
+    """Answers of the experiments of one or more families, at level ci; min_effect: {metric: value} over
+    MIN_EFFECT. comparisons: reference_comparisons' results, whose minority-penalty tests the dose-response
+    reuses (its numbers are the Minority penalty table's)."""
+    asking = _Asking(Answers(ci=ci), problems or Problems(), {**MIN_EFFECT, **(min_effect or {})})
     families = {}
     for experiment in experiments:
         families.setdefault(experiment.family, []).append(experiment)
     for family, members in families.items():
         trained = [e for e in members if not untrained(e)]
-        _pairs(family, trained, members, answers, problems, ci, min_effect)
+        _pairs(asking, family, trained, members)
         if family.startswith("quantize"):
-            _versus_fp32(family, trained, members, answers, problems, ci, min_effect)
-        answers.doses += dose_response(family, trained, comparisons)
-    _family_holm(answers.findings)
-    return answers
+            _versus_fp32(asking, family, trained, members)
+        asking.answers.doses += dose_response(family, trained, comparisons)
+    family_holm(asking.answers.findings)
+    return asking.answers
 
 
-def _family_holm(findings):
-    """Holm over the family of each question (per study and metric; see in_family): a sweep asks it of many pairs
-    of experiments, and one row in twenty clears 5% by chance. Rows outside a family get family_size 0."""
+def family_holm(findings):
+    """p_family and family_size: Holm over the family of each question (study, question, metric), its
+    pre-specified rows or, for main effects (none pre-specified), every race of every contrast; NaN and 0 for
+    rows outside it. A sweep asks a question of many pairs: one row in twenty clears 5% by chance."""
     families = {}
     for finding in findings:
-        if in_family(finding):
+        if finding.primary or finding.kind == "main effect":
             families.setdefault((finding.study, finding.question, finding.metric), []).append(finding)
         else:
             finding.p_family, finding.family_size = math.nan, 0
@@ -267,147 +261,91 @@ def _family_holm(findings):
             finding.p_family, finding.family_size = float(p), len(members)
 
 
-def _pairs(family, trained, members, answers, problems, ci, min_effect):
+def _pairs(asking, family, trained, members):
+    """The contrasts of every two trained experiments of the family that differ in one axis."""
     for i, first in enumerate(trained):
         for second in trained[i + 1:]:
             differing = _differing_axes(first, second)
             if differing and len(differing) == 2 and "recipe" in differing:
                 other = [c for c in differing if c != "recipe"][0]
-                answers.unformed.append((family, f"[{first.label()}] vs [{second.label()}]",
-                                         f"they differ in {other} and also in other settings (recipe hash "
-                                         f"{first.columns.get('recipe')} vs {second.columns.get('recipe')}: "
-                                         f"tables.md's recipe legend lists them), so a difference could not be "
-                                         f"put on {other}"))
+                asking.unformed(family, f"[{first.label()}] vs [{second.label()}]",
+                                f"they differ in {other} and also in other settings (recipe hash "
+                                f"{first.columns.get('recipe')} vs {second.columns.get('recipe')}: tables.md's "
+                                f"recipe legend lists them), so a difference could not be put on {other}")
             if not differing or len(differing) != 1:
                 continue
             axis = differing[0]
             a, b = _ordered(first, second, axis)
-            label = f"{axis}={axes(a)[axis]} - {axis}={axes(b)[axis]}"
-            setting = _shared_text(a, axis)
-            data = data_setting(a)
-            metrics = _metrics([a, b])
-            if data == "balanced":
-                question = f"Does {axis} change the per-race values on balanced data?"
-                for metric in metrics:
-                    rows, reason = _race_contrasts(question, family, "main effect", metric, [a, b], (1.0, -1.0),
-                                                   label, setting, None, min_effect, problems, ci)
-                    _keep(answers, rows, reason, family, f"{label} ({setting}), {metric}")
+            pair = {"study": family, "contrast": f"{axis}={axes(a)[axis]} - {axis}={axes(b)[axis]}",
+                    "setting": _shared_text(a, axis)}
+            named = f"{pair['contrast']} ({pair['setting']})"
+            if data_setting(a) == "balanced":
+                about = {**pair, "question": f"Does {axis} change the per-race values on balanced data?",
+                         "kind": "main effect"}
+                for metric in _metrics([a, b]):
+                    asking.add(f"{named}, {metric}", _race_contrasts, about, metric, [a, b], (1.0, -1.0))
             else:
-                _did(family, axis, a, b, label, setting, members, answers, problems, ci, min_effect)
-            _probe_contrasts(family, axis, a, b, label, setting, answers, ci)
-            question = f"Does {axis} change the fairness across races?"
-            for metric in metrics:
-                rows, reason = _summary_contrasts(question, family, "summary change", metric, a, b, label, setting,
-                                                  min_effect, problems, ci, answers.unanswerable)
-                _keep(answers, rows, reason, family, f"{label} ({setting}), {metric}: summaries")
+                _did(asking, pair, axis, a, b, members)
+            mine, theirs = probe_seed_values(a), probe_seed_values(b)
+            about = {**pair, "question": f"Does {axis} change what the probes measure?", "kind": "probe"}
+            for metric in [m for m in PROBE_CONTRASTS if m in mine and m in theirs]:
+                asking.add(f"{named}, {metric}", _probe_contrasts, about, metric, mine[metric], theirs[metric])
+            about = {**pair, "question": f"Does {axis} change the fairness across races?", "kind": "summary change"}
+            for metric in _metrics([a, b]):
+                asking.add(f"{named}, {metric}: summaries", _summary_contrasts, about, metric, a, b)
 
 
-PROBE_CONTRASTS = ("probe_f1_worst", "probe_f1_gap", "bias_transfer_score")
-
-
-def _probe_contrasts(family, axis, a, b, label, setting, answers, ci):
-    """Probe results (one number per trained model) of A - B, over seeds: Welch t on the per-seed values (paired
-    by seed label when both have the same seeds). The interval covers the seed-to-seed variation of the probe
-    result (another training run), not the probe's sampling error on its evaluation images."""
-    mine, theirs = probe_seed_values(a, by_seed=True), probe_seed_values(b, by_seed=True)
-    question = f"Does {axis} change what the probes measure?"
-    for metric in [m for m in PROBE_CONTRASTS if m in mine and m in theirs]:
-        values_a, values_b = mine[metric], theirs[metric]
-        if len(values_a) < 2 or len(values_b) < 2:
-            answers.unformed.append((family, f"{label} ({setting}), {metric}",
-                                     "a probe result varies with the training run: >= 2 seeds of each needed"))
-            continue
-        paired = sorted(values_a) == sorted(values_b)
-        if paired:
-            differences = np.array([values_a[s] - values_b[s] for s in values_a])
-            var, df, units = float(np.var(differences, ddof=1)) / len(differences), len(differences) - 1.0, \
-                (float(len(differences)),)
-        else:
-            arrays = [np.array(list(v.values())) for v in (values_a, values_b)]
-            var, df = estimates.combine([(float(np.var(x, ddof=1)) / len(x), len(x) - 1.0) for x in arrays])
-            units = tuple(float(len(x)) for x in arrays)
-        value = float(np.mean(list(values_a.values())) - np.mean(list(values_b.values())))
-        estimate = {"value": value, "var": var, "df": df if math.isfinite(df) else min(u - 1 for u in units),
-                    "kind": "t", "bounds": None, "units": units}
-        lo, hi = estimates.interval(estimate, ci)
-        answers.findings.append(Finding(
-            question, family, "probe", metric, "", metric, label, setting, value, lo, hi, estimates.p_value(estimate),
-            math.nan, "recipe", f"{len(values_a)}/{len(values_b)}", estimate["df"], "", primary=True,
-            note="interval over seeds: the probe's own sampling error on its images is not in it", ci=ci))
-
-
-def _keep(answers, rows, reason, family, what):
-    answers.findings += rows
-    if reason:
-        answers.unformed.append((family, what, reason))
-
-
-def _did(family, axis, a, b, label, setting, members, answers, problems, ci, min_effect):
+def _did(asking, pair, axis, a, b, members):
+    """The difference in differences (A under - A balanced) - (B under - B balanced) per race."""
     quiet = Problems.quiet()
     balanced = [find_reference(e, members, "balanced", quiet) for e in (a, b)]
-    what = f"penalty of {data_setting(a)}: {label} ({setting})"
-    missing = [e for e, ref in zip((a, b), balanced) if ref is None]
+    what = f"penalty of {data_setting(a)}: {pair['contrast']} ({pair['setting']})"
+    missing = [e for e, reference in zip((a, b), balanced) if reference is None]
     if missing:
-        answers.unformed.append((family, what, "no balanced run (same settings, minority none) for "
-                                               + "; ".join(f"[{e.label()}]" for e in missing)))
+        asking.unformed(pair["study"], what, "no balanced run (same settings, minority none) for "
+                        + "; ".join(f"[{e.label()}]" for e in missing))
         return
     cells = [a, balanced[0], b, balanced[1]]
-    question = f"Does the under-sampling penalty depend on {axis}?"
+    about = {**pair, "question": f"Does the under-sampling penalty depend on {axis}?",
+             "kind": "difference in differences"}
     for metric in _metrics(cells):
-        rows, reason = _race_contrasts(question, family, "difference in differences", metric, cells,
-                                       (1.0, -1.0, -1.0, 1.0), label, setting, _under_race(a), min_effect,
-                                       problems, ci)
-        _keep(answers, rows, reason, family, f"{what}, {metric}")
+        asking.add(f"{what}, {metric}", _race_contrasts, about, metric, cells, (1.0, -1.0, -1.0, 1.0), _under_race(a))
     if any(len(e.runs) < 2 for e in cells):
-        answers.unformed.append((family, what, "recipe level needs >= 2 seeds in all four experiments: "
-                                               "reported as a model difference"))
+        asking.unformed(pair["study"], what, "recipe level needs >= 2 seeds in all four experiments: reported as a "
+                                             "model difference")
 
 
-def _under_race(experiment):
-    """The RACES label of the under-sampled race (minority is written as a slug)."""
-    minority = str(experiment.columns.get("minority", "")).lower().replace("_", " ").replace("-", " ")
-    for race in RACES[experiment.kind]:
-        if race.lower().replace("_", " ").replace("-", " ") == minority:
-            return race
-    return None
-
-
-def _versus_fp32(family, trained, members, answers, problems, ci, min_effect):
+def _versus_fp32(asking, family, trained, members):
+    """The change of every fairness summary of each quantized experiment against its fp32 reference."""
     quiet = Problems.quiet()
-    for experiment in trained:
-        if axes(experiment).get("bits") == "W32A32":
-            continue
+    for experiment in [e for e in trained if axes(e).get("bits") != "W32A32"]:
         reference = find_reference(experiment, members, "fp32", quiet)
         if reference is None:
-            answers.unformed.append((family, f"[{experiment.label()}] vs fp32", "no fp32 run of the same model"))
+            asking.unformed(family, f"[{experiment.label()}] vs fp32", "no fp32 run of the same model")
             continue
-        label = f"bits={axes(experiment)['bits']}, calib={experiment.columns.get('calib')} - fp32"
-        setting = _shared_text(experiment, "bits")
+        about = {"question": "Does quantization change the fairness across races?", "study": family, "kind": "vs fp32",
+                 "contrast": f"bits={axes(experiment)['bits']}, calib={experiment.columns.get('calib')} - fp32",
+                 "setting": _shared_text(experiment, "bits")}
         for metric in _metrics([experiment, reference]):
-            rows, reason = _summary_contrasts("Does quantization change the fairness across races?", family,
-                                              "vs fp32", metric, experiment, reference, label, setting, min_effect,
-                                              problems, ci, answers.unanswerable)
-            _keep(answers, rows, reason, family, f"{label} ({setting}), {metric}")
+            asking.add(f"{about['contrast']} ({about['setting']}), {metric}", _summary_contrasts, about, metric,
+                       experiment, reference)
 
 
 def dose_response(family, trained, comparisons):
-    """Penalty on the under-sampled race against the weight, per line of other settings (balanced tests)."""
+    """DoseCurves: the penalty on the under-sampled race (the balanced comparisons) against the weight, per line
+    of other settings."""
     lines = {}
-    for experiment in trained:
-        if data_setting(experiment) == "balanced":
-            continue
+    for experiment in [e for e in trained if data_setting(e) != "balanced"]:
         key = (tuple(sorted(axes(experiment).items())), experiment.columns.get("minority"),
                experiment.columns.get("minority_mode", ""))
         lines.setdefault(key, []).append(experiment)
     curves = []
-    for (settings, minority, _), members in lines.items():
+    for (settings, _, _), members in lines.items():
         race = _under_race(members[0])
         by_metric = {}
         for experiment in members:
             relation = comparisons.get(experiment, {}).get("balanced")
-            if relation is None:
-                continue
-            for metric, result in relation["results"].items():
+            for metric, result in (relation["results"] if relation else {}).items():
                 entry = (result or {}).get("groups", {}).get(race)
                 if entry is not None:
                     by_metric.setdefault(metric, []).append(DosePoint(
@@ -415,17 +353,5 @@ def dose_response(family, trained, comparisons):
                         entry["hi"], entry["level"]))
         line = ", ".join(f"{c}={v}" for c, v in settings if c != "recipe")
         for metric, points in by_metric.items():
-            points.sort(key=lambda point: -point.weight)
-            curves.append(DoseCurve(family, metric, race, line, points, _onset(points)))
+            curves.append(DoseCurve(family, metric, race, line, sorted(points, key=lambda point: -point.weight)))
     return curves
-
-
-def _onset(points):
-    """The largest weight from which every smaller weight run has a penalty interval below 0 (hurt)."""
-    onset = None
-    for point in reversed(points):  # from the smallest weight up
-        if point.hi < 0:
-            onset = point.weight
-        else:
-            break
-    return onset
