@@ -352,7 +352,7 @@ def main(args):
     print(f"[quantize] results in {args.out}; tables: python summarize.py {args.out} --out tables/")
 
 
-def run_study(args, setting, device, data, model, **facts):
+def run_setting(args, setting, device, data, model, **facts):
     """The run of one setting (run_folder.run_study) in its sub-folder of --out, scoring `model`."""
     run_folder.run_study(NAME, setting_args(args, setting), device, out_dir=os.path.join(args.out, setting.name),
                          data=data, model=model, **facts)
@@ -362,12 +362,11 @@ def _quantize(args, run_settings, device):
     """Each setting's run (run_folder.run_study): fp32, then each calibration source's bit widths, every one
     calibrated on the same batches; the data is fingerprinted once for all of them."""
     model = build_model(args).to(device)
-    run_args, record = model_settings(args)
-    eval_args = evaluation_arguments(args, run_args)
+    eval_args = evaluation_arguments(args, model_settings(args)[0])
     folders = data_folders(args)
     data = run_folder.fingerprints(folders)
     real_dataset, real_races, input_size = _real_calibration_data(args, eval_args, folders["calib_data"])
-    run_study(args, run_settings[0], device, data, model, model_size_bytes=quant.model_size_bytes(model, 32))
+    run_setting(args, run_settings[0], device, data, model, model_size_bytes=quant.model_size_bytes(model, 32))
     for source in args.calib:
         batches, calib_info = _calibration_batches(source, args, model, input_size, real_dataset, real_races)
         batches = [b.to(device) for b in batches]
@@ -380,9 +379,9 @@ def _quantize(args, run_settings, device):
                                            calibrate_steps=args.qat_calibrate_steps,
                                            weight_decay=args.qat_weight_decay)
             qmodel.eval()
-            run_study(args, setting, device, data, qmodel, calibration=calib_info,
-                      quantization=quant.quantization_summary(qmodel),
-                      model_size_bytes=quant.quantized_size_bytes(qmodel, model), qat_losses=qat_losses)
+            run_setting(args, setting, device, data, qmodel, calibration=calib_info,
+                        quantization=quant.quantization_summary(qmodel),
+                        model_size_bytes=quant.quantized_size_bytes(qmodel, model), qat_losses=qat_losses)
 
 
 def command_line():

@@ -1,7 +1,7 @@
 """Every study's run from start to end, one function for all three (run_study), and its run folder (--out).
 
-A study (racecomp.studies.get(name): upscale, verify, quantize) says what a run is (DATA_ARGS, data_folders,
-run_columns) and does its own work in four hooks; everything else is run_study's, the same for every study:
+A study (racecomp.studies.get(name): upscale, verify, quantize) says what a run is (default_out, DATA_ARGS,
+data_folders, run_columns) and does its own work in four hooks; the rest is run_study's, the same for all:
 
     build_model(args)            -> the model, on the CPU (a quantization setting hands its model in instead)
     prepare(run, model)          -> (inputs, facts): what train and evaluate read, checked before args.json
@@ -10,7 +10,7 @@ run_columns) and does its own work in four hooks; everything else is run_study's
     evaluate(run, model, inputs) -> (table, facts); the per-item CSV, then per_race.csv (the finished marker)
 
     run_study(name, args, device):
-        data folders absolute, fingerprinted; columns = run_columns(args, code version, fingerprints)
+        --out and data folders absolute; data fingerprinted; columns = run_columns(args, code version, data)
         with RunFolder(args.out, args, columns, data, device) as run:   # one writer; fresh / resume / skip
             skip: return None
             seed, build_model, prepare                                  # bad input stops before args.json
@@ -64,16 +64,19 @@ def fingerprints(folders):
 
 
 def run_study(name, args, device, out_dir=None, data=None, model=None, **facts):
-    """Run study `name` from start to end (module docstring) in its run folder, `out_dir` or else args.out;
-    return its evaluate's table, None when finished results of this run are already there. For the settings of
-    a quantization run, each in a sub-folder of its --out: `data`, the fingerprints they share; `model`, the
-    model to score instead of build_model's; `facts`, more for args.json (after prepare's)."""
+    """Run study `name` from start to end (module docstring) in its run folder: `out_dir`, else args.out made
+    absolute (unset: the study's default_out). Returns its evaluate's table, None when finished results of this
+    run are already there. For the settings of a quantization run, each in a sub-folder of its --out: `data`,
+    the fingerprints they share; `model`, the model to score instead of build_model's; `facts`, more for
+    args.json (after prepare's)."""
     study = studies.get(name)
+    if out_dir is None:
+        args.out = out_dir = os.path.abspath(args.out or study.default_out(args))
     absolute_paths(args, study.DATA_ARGS)
     if data is None:  # on rank 0 under torchrun, which also makes the demo data once
         data = distributed.run_on_main(lambda: fingerprints(study.data_folders(args)))
     columns = study.run_columns(args, files.code_version(), data)
-    with RunFolder(out_dir or args.out, args, columns, data, device) as run:
+    with RunFolder(out_dir, args, columns, data, device) as run:
         if run.action == "skip":
             return None
         if model is None:

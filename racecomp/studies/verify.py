@@ -1,9 +1,8 @@
 """Verification study: train (optionally) a face-recognition model with a margin loss, score it per race on RFW.
 
-Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, the hooks
-build_model / prepare / train / evaluate, main; the run itself, start to end, is
-racecomp.studies.run_folder.run_study's. evaluation_data and evaluate_to_dir score any face model (the
-quantization study's). run_verify.py is a shim over it; racecomp.sweep uses it too.
+Surface (every study's; the run from start to end is racecomp.studies.run_folder.run_study's): get_args_parser,
+check_args, run_columns, data_folders, the hooks build_model / prepare / train / evaluate, main; evaluation_data
+and evaluate_to_dir score any face model (quantization's too). run_verify.py and racecomp.sweep use it.
 
 Writes to --out: args.json, model.pth (the trained weights; checkpoint.pth, the resumable state, only while
 the run is unfinished or with --keep-checkpoint), optionally probe_gender.csv and bias_probe.csv
@@ -331,6 +330,48 @@ def run_probes(args, probe_data, model, start_model, device, columns):
     return found
 
 
+def data_folders(args):
+    """{argument name: folder} of the data the run reads (run_folder.fingerprints): RFW, the identity folders
+    it trains on, the FairFace probe data."""
+    folders = {"rfw": rfw_root(args)}
+    if args.epochs > 0:
+        folders["data"] = train_root(args)
+    if args.probe != "none" or args.bias_probe:
+        folders["probe_data"] = probe_root(args)
+    return folders
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What prepare reads for train and evaluate."""
+    data: tuple  # evaluation_data: (RFW root, pairs)
+    probe_data: tuple  # read_probe_data, or None
+    start_model: object  # the backbone before training, for the bias probe (None without it)
+
+
+def main(args):
+    distributed.refuse_torchrun("run_verify.py")
+    check_args(args)
+    restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
+    device = cli.resolve_device(args.device)
+    precision.configure_float32(device)
+    cpus.configure_torch_threads()
+    return run_folder.run_study(NAME, args, device)
+
+
+def prepare(run, model):
+    """(Inputs, facts for args.json): the RFW pairs and the probe data, read and checked before training."""
+    args = run.args
+    data = evaluation_data(args)
+    print(f"[data] RFW {data[0]}: {len(data[1])} pairs over {args.races}")
+    probe_data = read_probe_data(args)
+    # The starting backbone, kept before training (and before a resume loads the checkpoint) for the bias probe.
+    start_model = copy.deepcopy(model) if args.bias_probe else None
+    # amp_resolved: what ran; --amp as asked is in the recipe (README, "--amp")
+    facts = dict(rfw_root=data[0], device=str(run.device), amp_resolved=precision.resolve_amp(args.amp, run.device))
+    return Inputs(data, probe_data, start_model), facts
+
+
 def train(run, model, inputs):
     """Train `model` with the margin head on the identity folders (resumed when the run is) and save it as
     FINAL_WEIGHTS; return the facts of the data and the training for args.json. --epochs 0 trains nothing."""
@@ -371,49 +412,6 @@ def train(run, model, inputs):
                           os.path.join(run.out_dir, FINAL_WEIGHTS))
     return dict(train_root=root, realized_counts=counts, identity_overlap=overlap, history=trainer.history,
                 optimizer_steps=trainer.step, skipped_fp16_steps=trainer.skipped_steps)
-
-
-def data_folders(args):
-    """{argument name: folder} of the data the run reads (run_folder.fingerprints): RFW, the identity folders
-    it trains on, the FairFace probe data."""
-    folders = {"rfw": rfw_root(args)}
-    if args.epochs > 0:
-        folders["data"] = train_root(args)
-    if args.probe != "none" or args.bias_probe:
-        folders["probe_data"] = probe_root(args)
-    return folders
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """What prepare reads for train and evaluate."""
-    data: tuple  # evaluation_data: (RFW root, pairs)
-    probe_data: tuple  # read_probe_data, or None
-    start_model: object  # the backbone before training, for the bias probe (None without it)
-
-
-def main(args):
-    distributed.refuse_torchrun("run_verify.py")
-    check_args(args)
-    restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
-    args.out = os.path.abspath(args.out or default_out(args))
-    device = cli.resolve_device(args.device)
-    precision.configure_float32(device)
-    cpus.configure_torch_threads()
-    return run_folder.run_study(NAME, args, device)
-
-
-def prepare(run, model):
-    """(Inputs, facts for args.json): the RFW pairs and the probe data, read and checked before training."""
-    args = run.args
-    data = evaluation_data(args)
-    print(f"[data] RFW {data[0]}: {len(data[1])} pairs over {args.races}")
-    probe_data = read_probe_data(args)
-    # The starting backbone, kept before training (and before a resume loads the checkpoint) for the bias probe.
-    start_model = copy.deepcopy(model) if args.bias_probe else None
-    # amp: recorded; --amp as asked is in the recipe (README, "--amp")
-    facts = dict(rfw_root=data[0], device=str(run.device), amp_resolved=precision.resolve_amp(args.amp, run.device))
-    return Inputs(data, probe_data, start_model), facts
 
 
 def evaluate(run, model, inputs):
