@@ -64,6 +64,17 @@ def experiment_rows(study_name, args):
 
 
 @pytest.mark.parametrize("study_name", sorted(STUDIES))
+def test_every_study_has_the_shape_run_study_runs(study_name):
+    """racecomp.studies.run_folder.run_study calls these, and nothing else of a study."""
+    study = STUDIES[study_name]
+    assert study.NAME == study_name
+    for name in ("default_out", "data_folders", "run_columns", "build_model", "prepare", "evaluate"):
+        assert callable(getattr(study, name)), name
+    assert study.train is None if study_name == "quantize" else callable(study.train)
+    assert set(study.DATA_ARGS) <= {action.dest for action in study.get_args_parser()._actions}
+
+
+@pytest.mark.parametrize("study_name", sorted(STUDIES))
 def test_every_flag_changes_the_run_columns_or_is_declared_result_neutral(study_name):
     study = STUDIES[study_name]
     parser = study.get_args_parser()
