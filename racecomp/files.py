@@ -145,8 +145,13 @@ def run_record(args, **extra):
     from racecomp import recipes
     recipe = getattr(args, "recipe", None)
     departures = {"recipe_departures": list(recipes.DEPARTURES[recipe])} if recipe else {}
-    return {"args": dict(sorted(vars(args).items())), "code_version": code_version(),
-            "versions": library_versions(), **departures, **extra}
+    return {"args": recorded_args(args), "code_version": code_version(), "versions": library_versions(),
+            **departures, **extra}
+
+
+def recorded_args(args):
+    """`args` as args.json and checkpoints hold them: {flag name: value}, sorted by name."""
+    return dict(sorted(vars(args).items()))
 
 
 def prepare_out_dir(out_dir, args, overwrite=False, compare_ignore=NON_RESULT_ARGS + KERNEL_ARGS + RESUME_ARGS):

@@ -55,11 +55,23 @@ def experiment_rows(study_name, args):
     per_race.csv the run writes (quantization writes one per setting)."""
     study = STUDIES[study_name]
     if study_name == "quantize":
-        rows = [quantize.run_columns(args, "v", setting, MODEL_IDENTITY) for setting in quantize.settings(args)]
+        rows = [quantize.run_columns(quantize.setting_args(args, setting), "v", model=MODEL_IDENTITY)
+                for setting in quantize.settings(args)]
     else:
         rows = [study.run_columns(args, "v")]
     return sorted(tuple(sorted((k, str(v)) for k, v in row.items() if k not in ("seed", "code_version")))
                   for row in rows)
+
+
+@pytest.mark.parametrize("study_name", sorted(STUDIES))
+def test_every_study_has_the_shape_run_study_runs(study_name):
+    """racecomp.studies.run_folder.run_study calls these, and nothing else of a study."""
+    study = STUDIES[study_name]
+    assert study.NAME == study_name
+    for name in ("default_out", "data_folders", "run_columns", "build_model", "prepare", "evaluate"):
+        assert callable(getattr(study, name)), name
+    assert study.train is None if study_name == "quantize" else callable(study.train)
+    assert set(study.DATA_ARGS) <= {action.dest for action in study.get_args_parser()._actions}
 
 
 @pytest.mark.parametrize("study_name", sorted(STUDIES))
@@ -109,12 +121,12 @@ def test_bicubic_floor_recipe_ignores_training_flags_and_keeps_its_data():
 def test_quantize_recipe_follows_the_model_not_its_folder():
     args = quantize.get_args_parser().parse_args(["--model-run", "/a/run"])
     moved = quantize.get_args_parser().parse_args(["--model-run", "/b/copy-of-run"])
-    setting = quantize.settings(args)[0]
-    assert (quantize.run_columns(args, "v", setting, MODEL_IDENTITY)
-            == quantize.run_columns(moved, "v", setting, MODEL_IDENTITY))
+    args, moved = (quantize.setting_args(parsed, quantize.settings(parsed)[0]) for parsed in (args, moved))
+    assert (quantize.run_columns(args, "v", model=MODEL_IDENTITY)
+            == quantize.run_columns(moved, "v", model=MODEL_IDENTITY))
     other_model = dict(MODEL_IDENTITY, recipe="0123456789")
-    assert (quantize.run_columns(args, "v", setting, other_model)["recipe"]
-            != quantize.run_columns(args, "v", setting, MODEL_IDENTITY)["recipe"])
+    assert (quantize.run_columns(args, "v", model=other_model)["recipe"]
+            != quantize.run_columns(args, "v", model=MODEL_IDENTITY)["recipe"])
     # Without --model-run the model is its architecture, weights file and crop size.
     identities = [quantize.model_identity(quantize.get_args_parser().parse_args(flags))
                   for flags in ([], ["--arch", "iresnet18"], ["--weights", "w.pth"], ["--image-size", "96"])]

@@ -1,7 +1,8 @@
-"""The three studies, one module each, all with the same surface (see racecomp.studies.upscale).
+"""The three studies, one module each, all of one shape: each supplies the hooks build_model / prepare / train /
+evaluate, and racecomp.studies.run_folder.run_study runs any of them from start to end (its docstring).
 
 The scripts at the top of the repository (run_upscale.py, run_verify.py, run_quantize.py) are shims over
-these modules; racecomp.sweep reaches them through `get`.
+these modules; racecomp.sweep, run_study and the quantization study reach them by name, through `get`.
 """
 from racecomp.errors import InputError
 from racecomp.studies import quantize, upscale, verify

@@ -1,9 +1,10 @@
 """Quantization study: simulated W/A-bit quantization of a face model or an upscaler, scored per race.
 
-Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, main; plus
-`settings(args)` (the sub-folders a run writes), which racecomp.sweep uses for --status. Each setting's folder is
-a racecomp.studies.run_folder.RunFolder, scored by evaluate_setting through the model's study (its
-evaluate_to_dir). run_quantize.py is a shim over it.
+Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, the hooks
+build_model / prepare / evaluate (train is None: nothing trains), main; plus `settings(args)` (the sub-folders a
+run writes), which racecomp.sweep uses for --status. Each setting is one racecomp.studies.run_folder.run_study
+of this study into its own folder, with the setting's model handed in and scored through the model's study
+(studies.get(--task): its evaluation_data and evaluate_to_dir). run_quantize.py is a shim over it.
 
 The model comes from a finished run_verify / run_upscale folder (--model-run), from an arcface_torch
 state dict (--weights, verify only), or, with neither, from run_verify's demo run (its own folder under
@@ -23,15 +24,15 @@ import os
 import re
 from dataclasses import dataclass
 
-from racecomp import (calibration, cli, cpus, datasets, distributed, engine, files, precision, quant, runs, schema,
+from racecomp import (calibration, cli, cpus, datasets, distributed, engine, precision, quant, runs, schema, studies,
                       toydata, verification)
 from racecomp.errors import InputError
 from racecomp.races import FAIRFACE_RACES, RFW_RACES, parse_race
-from racecomp.studies import run_folder, upscale, verify
+from racecomp.studies import run_folder
 
 NAME = "quantize"
 MINORITY_RACES = None  # quantization has no under-represented race of its own
-TASKS = {"verify": verify, "upscale": upscale}
+TASKS = ("verify", "upscale")  # the studies whose models are quantized (racecomp.studies.get)
 CALIBRATION_SOURCES = ("real", "synthetic", "datafree")
 # Columns of per_race.csv that name the experiment; `bits` and `calib` list the settings of one run, each
 # setting's own values are its wbits / abits / calib columns.
@@ -39,6 +40,7 @@ IDENTIFYING = ("task", "arch", "wbits", "abits", "calib", "qat_steps")
 SETTING_LISTS = ("bits", "calib")
 # The flags that say which model is quantized; the recipe holds model_identity() in their place.
 MODEL_FLAGS = ("model_run", "arch", "weights", "image_size")
+SETTING_KEY = "setting"  # setting_args' own entry: the sub-folder, whose wbits / abits / calib are columns
 NON_RESULT_ARGS = schema.NON_RESULT_ARGS
 DATA_ARGS = ("data", "rfw", "calib_data", "synthetic_folder")  # folder arguments, recorded as absolute paths
 
@@ -80,7 +82,7 @@ def get_args_parser(add_help=True):
     parser = cli.make_parser(__doc__.split("\n")[0], add_help)
     cli.add_recipe_argument(parser, NAME)
     model = parser.add_argument_group("model to quantize")
-    model.add_argument("--task", choices=tuple(TASKS), default="verify", help="kind of model")
+    model.add_argument("--task", choices=TASKS, default="verify", help="kind of model")
     model.add_argument("--model-run", default=None, help="a finished run_verify / run_upscale folder: its "
                        "arguments rebuild the model and its evaluation, its checkpoint gives the weights")
     model.add_argument("--arch", default="mobilefacenet", help="verify only, without --model-run: backbone "
@@ -160,7 +162,12 @@ def settings(args):
 
 def setting_args(args, setting):
     """The arguments recorded in (and compared against) a setting's sub-folder."""
-    return argparse.Namespace(**vars(args), setting=setting.name)
+    return argparse.Namespace(**vars(args), **{SETTING_KEY: setting.name})
+
+
+def setting_of(args):
+    """The Setting that setting_args(args, setting) names."""
+    return next(setting for setting in settings(args) if setting.name == getattr(args, SETTING_KEY))
 
 
 def default_out(args):
@@ -170,23 +177,25 @@ def default_out(args):
 
 def demo_arguments(args):
     """run_verify's demo run (no flags but the seed) that main quantizes when no model is given."""
-    return verify.get_args_parser().parse_args(["--seed", str(args.seed), "--workers", str(args.workers),
-                                                "--device", args.device])
+    return studies.get("verify").get_args_parser().parse_args(["--seed", str(args.seed), "--workers",
+                                                              str(args.workers), "--device", args.device])
 
 
 def demo_model_run(args):
     """The folder of that demo run: the one `python run_verify.py --seed S` writes, so a finished one is reused
     (and summarize.py sees one verify run, not two copies of the same experiment)."""
-    return os.path.abspath(verify.default_out(demo_arguments(args)))
+    return os.path.abspath(studies.get("verify").default_out(demo_arguments(args)))
 
 
-def run_columns(args, code_version, setting, model_identity, data=None):
-    """Identifying columns of one setting's per_race.csv. `model_identity` (model_identity()) stands for the
-    model in the recipe instead of the MODEL_FLAGS (so two folders of one model run give one recipe), the data
-    fingerprints (`data`: run_folder.fingerprints) for the data folders' paths."""
-    recipe_settings = {**vars(args), **run_folder.data_ids(data or {}), "model": model_identity}
-    recipe = schema.recipe_id(recipe_settings, IDENTIFYING + SETTING_LISTS + MODEL_FLAGS, NON_RESULT_ARGS)
-    return {"study": NAME, "task": args.task, "arch": model_identity["arch"], "wbits": setting.wbits,
+def run_columns(args, code_version, data=None, model=None):
+    """Identifying columns of one setting's per_race.csv; `args`: setting_args. The model (`model`, else
+    model_identity(args)) stands in the recipe for the MODEL_FLAGS (so two folders of one model run give one
+    recipe), the data fingerprints (`data`: run_folder.fingerprints) for the data folders' paths."""
+    setting, model = setting_of(args), model or model_identity(args)
+    recipe_settings = {**vars(args), **run_folder.data_ids(data or {}), "model": model}
+    recipe = schema.recipe_id(recipe_settings, IDENTIFYING + SETTING_LISTS + MODEL_FLAGS + (SETTING_KEY,),
+                              NON_RESULT_ARGS)
+    return {"study": NAME, "task": args.task, "arch": model["arch"], "wbits": setting.wbits,
             "abits": setting.abits, "calib": setting.calib, "qat_steps": args.qat_steps if setting.wbits < 32 else 0,
             schema.RECIPE_COLUMN: recipe, "seed": args.seed, "code_version": code_version}
 
@@ -204,8 +213,24 @@ def _train_demo_model(args):
     demo_args = demo_arguments(args)
     demo_args.out = demo_model_run(args)
     print(f"[model] no --model-run/--weights: run_verify's demo model, {demo_args.out}")
-    verify.main(demo_args)
+    studies.get("verify").main(demo_args)
     return demo_args.out
+
+
+def model_settings(args):
+    """(settings, record) of the model quantized: the --model-run's (runs.read_run), or for --weights those of
+    run_verify --epochs 0 with it (no record)."""
+    if args.model_run is not None:
+        return runs.read_run(args.model_run, args.task, "--model-run")
+    return studies.get("verify").get_args_parser().parse_args(
+        ["--arch", args.arch, "--weights", args.weights, "--image-size", str(args.image_size), "--epochs", "0"]), {}
+
+
+def build_model(args):
+    """The full-precision model quantized, on the CPU in eval mode: the --model-run's final weights or --weights."""
+    if args.model_run is not None:
+        return runs.load_trained(args.model_run, args.task, "--model-run")[2].eval()
+    return studies.get("verify").build_model(model_settings(args)[0]).eval()
 
 
 def evaluation_arguments(args, run_args):
@@ -226,7 +251,7 @@ def real_calibration_root(args, eval_args, record):
         return args.calib_data
     if args.task == "verify":
         return record.get("train_root") or toydata.ensure_demo_data("identities")
-    return upscale.data_root(eval_args)
+    return studies.get("upscale").data_root(eval_args)
 
 
 def _real_calibration_data(args, eval_args, root):
@@ -238,7 +263,7 @@ def _real_calibration_data(args, eval_args, root):
         return dataset, [r.race for r in identity_records], eval_args.image_size
     calib_args = copy.copy(eval_args)
     calib_args.data = root
-    train = upscale.load_splits(calib_args)["train"]
+    train = studies.get("upscale").load_splits(calib_args)["train"]
     dataset = datasets.FairFaceSR(train, eval_args.scale, hr_size=eval_args.hr_size,
                                   lr_kernel=runs.lr_kernel(eval_args))
     return dataset, [r.race for r in train], dataset[0]["lr"].shape[-1]
@@ -251,10 +276,12 @@ def synthetic_folder(args):
     return args.synthetic_folder or toydata.ensure_demo_data("identities", seed=1000 + args.seed)
 
 
-def data_folders(args, eval_args, record):
+def data_folders(args):
     """{argument name: folder} of the data the run reads (run_folder.fingerprints): the evaluation data and
     the calibration images (the real ones are read whatever --calib is: they give the model's input size)."""
-    study = TASKS[args.task]
+    run_args, record = model_settings(args)
+    eval_args = evaluation_arguments(args, run_args)
+    study = studies.get(args.task)
     folders = {"rfw": study.rfw_root(eval_args)} if args.task == "verify" else {"data": study.data_root(eval_args)}
     folders["calib_data"] = real_calibration_root(args, eval_args, record)
     if "synthetic" in args.calib and synthetic_folder(args) is not None:
@@ -290,35 +317,23 @@ def _calibration_batches(source, args, model, image_size, real_dataset, real_rac
     return batches, {"source": "datafree", "bn_loss_first": losses[0][0], "bn_loss_last": losses[0][-1]}
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """How every setting is scored: the model's study, its evaluation arguments and data, and what the recipe
-    holds for the model and the data."""
-    study: object  # racecomp.studies.verify or upscale: its evaluate_to_dir scores each setting
-    args: argparse.Namespace
-    data: object  # study.evaluation_data(args)
-    model: dict  # model_identity()
-    fingerprints: dict  # run_folder.fingerprints of every folder the run reads
-    device: object
+def prepare(run, model):
+    """((evaluation arguments, data) of the model's study, facts for args.json): every setting is scored with the
+    model run's own evaluation arguments (evaluation_arguments), so with the protocol the model was scored with."""
+    args = run.args
+    eval_args = evaluation_arguments(args, model_settings(args)[0])
+    facts = dict(task=args.task, model_run=args.model_run, model=model_identity(args), evaluation_args=vars(eval_args))
+    return (eval_args, studies.get(args.task).evaluation_data(eval_args)), facts
 
 
-def evaluate_setting(args, evaluation, model, setting, extra):
-    """Score `model` (the fp32 model or a quantized one) into the setting's run folder through its study's
-    evaluate_to_dir; `extra` goes into args.json. A finished setting is skipped."""
-    sub_args = setting_args(args, setting)
-    columns = run_columns(args, files.code_version(), setting, evaluation.model, evaluation.fingerprints)
-    with run_folder.RunFolder(os.path.join(args.out, setting.name), sub_args, columns,
-                              evaluation.fingerprints) as run:
-        if run.action == "skip":
-            return
-        record = files.run_record(sub_args, study=NAME, task=args.task, model_run=args.model_run,
-                                  model=evaluation.model, evaluation_args=vars(evaluation.args), **extra)
-        run.save(record)
-        print(f"[{setting.name}]")
-        _, summary = evaluation.study.evaluate_to_dir(model, evaluation.args, evaluation.data, run.out_dir, columns,
-                                                      evaluation.device)
-        record.update(summary)
-        run.finish(record, keep_checkpoint=False)
+train = None  # a setting scores the model it is given (distillation, --qat-steps, is part of quantizing it)
+
+
+def evaluate(run, model, evaluation):
+    """Score `model` into the setting's folder through its model's study (evaluate_to_dir): (table, summary)."""
+    eval_args, data = evaluation
+    print(f"[{getattr(run.args, SETTING_KEY)}]")
+    return studies.get(run.args.task).evaluate_to_dir(model, eval_args, data, run.out_dir, run.columns, run.device)
 
 
 def main(args):
@@ -337,22 +352,21 @@ def main(args):
     print(f"[quantize] results in {args.out}; tables: python summarize.py {args.out} --out tables/")
 
 
+def run_setting(args, setting, device, data, model, **facts):
+    """The run of one setting (run_folder.run_study) in its sub-folder of --out, scoring `model`."""
+    run_folder.run_study(NAME, setting_args(args, setting), device, out_dir=os.path.join(args.out, setting.name),
+                         data=data, model=model, **facts)
+
+
 def _quantize(args, run_settings, device):
-    study = TASKS[args.task]
-    if args.model_run is not None:
-        run_args, model_record, model = runs.load_trained(args.model_run, args.task, "--model-run")
-    else:
-        run_args = verify.get_args_parser().parse_args(
-            ["--arch", args.arch, "--weights", args.weights, "--image-size", str(args.image_size), "--epochs", "0"])
-        model_record = {}
-        model = verify.build_model(run_args)
-    model = model.to(device).eval()
-    eval_args = evaluation_arguments(args, run_args)
-    folders = data_folders(args, eval_args, model_record)
-    evaluation = Evaluation(study, eval_args, study.evaluation_data(eval_args), model_identity(args),
-                            run_folder.fingerprints(folders), device)
+    """Each setting's run (run_folder.run_study): fp32, then each calibration source's bit widths, every one
+    calibrated on the same batches; the data is fingerprinted once for all of them."""
+    model = build_model(args).to(device)
+    eval_args = evaluation_arguments(args, model_settings(args)[0])
+    folders = data_folders(args)
+    data = run_folder.fingerprints(folders)
     real_dataset, real_races, input_size = _real_calibration_data(args, eval_args, folders["calib_data"])
-    evaluate_setting(args, evaluation, model, run_settings[0], {"model_size_bytes": quant.model_size_bytes(model, 32)})
+    run_setting(args, run_settings[0], device, data, model, model_size_bytes=quant.model_size_bytes(model, 32))
     for source in args.calib:
         batches, calib_info = _calibration_batches(source, args, model, input_size, real_dataset, real_races)
         batches = [b.to(device) for b in batches]
@@ -365,9 +379,9 @@ def _quantize(args, run_settings, device):
                                            calibrate_steps=args.qat_calibrate_steps,
                                            weight_decay=args.qat_weight_decay)
             qmodel.eval()
-            evaluate_setting(args, evaluation, qmodel, setting,
-                             {"calibration": calib_info, "quantization": quant.quantization_summary(qmodel),
-                              "model_size_bytes": quant.quantized_size_bytes(qmodel, model), "qat_losses": qat_losses})
+            run_setting(args, setting, device, data, qmodel, calibration=calib_info,
+                        quantization=quant.quantization_summary(qmodel),
+                        model_size_bytes=quant.quantized_size_bytes(qmodel, model), qat_losses=qat_losses)
 
 
 def command_line():

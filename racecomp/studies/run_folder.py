@@ -1,11 +1,22 @@
-"""A study's run folder (--out) from start to end, the same for every study.
+"""Every study's run from start to end, one function for all three (run_study), and its run folder (--out).
 
-    with RunFolder(args.out, args, columns, data) as run:  # one writer; what is there decided and checked
-        if run.action == "skip":
-            return
-        run.save(record)                                  # args.json at the start
-        ...                                               # the study's build_model / train / evaluate
-        run.finish(record, args.keep_checkpoint)          # args.json at the end; the checkpoint goes
+A study (racecomp.studies.get(name): upscale, verify, quantize) says what a run is (default_out, DATA_ARGS,
+data_folders, run_columns) and does its own work in four hooks; the rest is run_study's, the same for all:
+
+    build_model(args)            -> the model, on the CPU (a quantization setting hands its model in instead)
+    prepare(run, model)          -> (inputs, facts): what train and evaluate read, checked before args.json
+    train(run, model, inputs)    -> facts; trains `model` in place, resumed when run.action is "resume"
+                                    (None where nothing trains: quantization scores the models it is given)
+    evaluate(run, model, inputs) -> (table, facts); the per-item CSV, then per_race.csv (the finished marker)
+
+    run_study(name, args, device):
+        --out and data folders absolute; data fingerprinted; columns = run_columns(args, code version, data)
+        with RunFolder(args.out, args, columns, data, device) as run:   # one writer; fresh / resume / skip
+            skip: return None
+            seed, build_model, prepare                                  # bad input stops before args.json
+            args.json (start), train, evaluate, args.json (end)         # the checkpoint goes (finish)
+
+args.json has one writer, RunFolder.save; a run's facts reach it only as what the hooks return.
 
 - One writer: an exclusive lock file (LOCK_FILE: host, pid) is taken before anything in the folder is read or
   written; a second process is refused naming the holder. A lock left by a dead process on this host is stale
@@ -26,7 +37,7 @@ import os
 import socket
 import time
 
-from racecomp import distributed, files, runs, sanity, schema
+from racecomp import distributed, engine, files, runs, sanity, schema, studies
 from racecomp.datasets import fingerprint
 from racecomp.errors import InputError
 
@@ -52,18 +63,37 @@ def fingerprints(folders):
     return {name: fingerprint.fingerprint(folder) for name, folder in folders.items()}
 
 
-def run_in_folder(args, data_args, data_folders, run_columns, body):
-    """How a study that trains starts its run: the data folders `data_args` made absolute and every folder of
-    data_folders(args) fingerprinted (on rank 0 under torchrun, which also makes the demo data once), the
-    identifying columns run_columns(args, code version, fingerprints), then body(run, columns) inside the
-    RunFolder of args.out. Returns its result, or None when finished results of this run are already there."""
-    absolute_paths(args, data_args)
-    data = distributed.run_on_main(lambda: fingerprints(data_folders(args)))
-    columns = run_columns(args, files.code_version(), data)
-    with RunFolder(args.out, args, columns, data) as run:
+def run_study(name, args, device, out_dir=None, data=None, model=None, **facts):
+    """Run study `name` from start to end (module docstring) in its run folder: `out_dir`, else args.out made
+    absolute (unset: the study's default_out). Returns its evaluate's table, None when finished results of this
+    run are already there. For the settings of a quantization run, each in a sub-folder of its --out: `data`,
+    the fingerprints they share; `model`, the model to score instead of build_model's; `facts`, more for
+    args.json (after prepare's)."""
+    study = studies.get(name)
+    if out_dir is None:
+        args.out = out_dir = os.path.abspath(args.out or study.default_out(args))
+    absolute_paths(args, study.DATA_ARGS)
+    if data is None:  # on rank 0 under torchrun, which also makes the demo data once
+        data = distributed.run_on_main(lambda: fingerprints(study.data_folders(args)))
+    columns = study.run_columns(args, files.code_version(), data)
+    with RunFolder(out_dir, args, columns, data, device) as run:
         if run.action == "skip":
             return None
-        return body(run, columns)
+        if model is None:
+            engine.seed_everything(args.seed)  # the model's initialisation is the seed's
+            model = study.build_model(args)
+        model = model.to(device)
+        inputs, found = study.prepare(run, model)
+        record = files.run_record(args, study=name, **found, **facts)
+        run.save(record)
+        if study.train is not None:
+            started = time.time()
+            record.update(study.train(run, model, inputs))
+            record["train_seconds"] = time.time() - started
+        table, found = study.evaluate(run, model, inputs)
+        record.update(found)
+        run.finish(record, args.keep_checkpoint)
+        return table
 
 
 def data_ids(data):
@@ -133,12 +163,13 @@ def _remove(out_dir, names):
 
 
 class RunFolder:
-    """A study's --out folder while this process runs in it (module docstring). `columns`: the run's
-    identifying columns (its study's run_columns), `data`: fingerprints() of the folders it reads. Under
-    torchrun only rank 0 locks, checks and writes; every rank gets the same `action`."""
+    """A study's --out folder while this process runs in it (module docstring): what the hooks get as `run`.
+    `columns`: the run's identifying columns (its study's run_columns), `data`: fingerprints() of the folders
+    it reads, `device`: where this process runs the model. Under torchrun only rank 0 locks, checks and writes;
+    every rank gets the same `action` ("fresh", "resume" or "skip")."""
 
-    def __init__(self, out_dir, args, columns, data):
-        self.out_dir, self.args, self.columns, self.data = out_dir, args, columns, data
+    def __init__(self, out_dir, args, columns, data, device=None):
+        self.out_dir, self.args, self.columns, self.data, self.device = out_dir, args, columns, data, device
         self.action = None
         self.code_changes = []  # [{"from", "to"}] of resumes across code versions (--allow-code-change)
         self._lock = None
@@ -237,7 +268,7 @@ class RunFolder:
             record[schema.WARNINGS_KEY] = [found] + [w for w in record.get(schema.WARNINGS_KEY, [])
                                                      if w.get("check") != CODE_CHANGED]
         if distributed.is_main():
-            files.write_json(os.path.join(self.out_dir, "args.json"), record)
+            files.write_json(os.path.join(self.out_dir, schema.RECORD_FILE), record)
 
     def finish(self, record, keep_checkpoint):
         """The last args.json, then the resumable checkpoint goes (files.finish_run)."""

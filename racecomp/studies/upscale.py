@@ -1,9 +1,8 @@
 """Upscaling study: train a super-resolution UNet on FairFace with one race under-represented, score it per race.
 
-Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, build_model,
-evaluation_data, evaluate_to_dir, main; the run folder itself (lock, resume, args.json) is
-racecomp.studies.run_folder's. run_upscale.py is a shim over it; racecomp.sweep and the quantization study use
-it too.
+Surface (every study's; the run from start to end is racecomp.studies.run_folder.run_study's): get_args_parser,
+check_args, run_columns, data_folders, the hooks build_model / prepare / train / evaluate, main; evaluation_data
+and evaluate_to_dir score any upscaler (quantization's too). run_upscale.py and racecomp.sweep use it.
 
 Without --data it runs on the built-in synthetic demo FairFace. Writes to --out: args.json,
 best.pth (the weights chosen on dev), per_image.csv, per_race.csv (written last: a finished run), sample
@@ -26,9 +25,9 @@ Identity after upscaling (--identity-model: an arcface_torch backbone.pth with -
 finished run_verify folder): per_image.csv and per_race.csv gain id_cos, the cosine similarity between
 the recognition embeddings of the upscaled face and of the high-resolution original (racecomp.identity:
 faces as 8-bit images, resized, not aligned, to the recognition model's input, 112 px or the verify run's
---image-size; [-1, 1]; fp32, eval mode; no flip test). Computed batch
-by batch inside the evaluation pass. Its bicubic reference is an --arch bicubic run with the same
---identity-model, which summarize.py pairs with the model runs by image.
+--image-size; [-1, 1]; fp32, eval mode; no flip test), computed batch by batch inside the evaluation pass.
+Its bicubic reference is an --arch bicubic run with the same --identity-model, which summarize.py pairs
+with the model runs by image.
 
     python run_upscale.py --arch resnet50 --identity-model backbone.pth --identity-arch iresnet50
     python run_upscale.py --arch resnet50 --identity-model runs/verify/<run>
@@ -36,7 +35,7 @@ by batch inside the evaluation pass. Its bicubic reference is an --arch bicubic 
 import argparse
 import math
 import os
-import time
+from dataclasses import dataclass
 
 from racecomp import (cli, cpus, datasets, distributed, engine, evaluation, facenets, files, identity, imagecache,
                       losses, precision, runs, sanity, schema, toydata, upscalers)
@@ -200,10 +199,9 @@ def build_model(args, starting_weights=True):
 
 def build_loss(args):
     """The training loss of `args` (losses.SRLoss: pixel, VGG19 perceptual, SSIM terms) on the CPU."""
-    return losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight,
-                         ssim_weight=args.ssim_weight, vgg_weights_path=args.vgg_weights,
-                         pixel_weight=args.pixel_weight, vgg_layer_weights=vgg_layer_weights(args),
-                         pixel_space=args.pixel_space)
+    return losses.SRLoss(pixel=args.pixel_loss, perceptual_weight=args.perceptual_weight, ssim_weight=args.ssim_weight,
+                         vgg_weights_path=args.vgg_weights, pixel_weight=args.pixel_weight,
+                         vgg_layer_weights=vgg_layer_weights(args), pixel_space=args.pixel_space)
 
 
 def identity_similarity(args, device):
@@ -339,14 +337,11 @@ def sr_compute_loss(loss_fn):
 
 
 def mean_psnr_selector(loader, scale, device):
-    """select() for engine.Trainer: mean per-image PSNR-Y on the dev split (higher is better).
-
-    `loader` covers this process's shard of dev (distributed.shard(records); all of dev in a single
-    process); the values of every rank are gathered, so all ranks return the same mean of all dev images
-    (math.fsum: exact whatever the order). An image reproduced exactly has infinite PSNR; it is capped
-    at 100 dB here so one such image cannot make every epoch tie at infinity (the reported tables keep
-    the uncapped values).
-    """
+    """select() for engine.Trainer: mean per-image PSNR-Y on the dev split (higher is better), the same on every
+    rank: `loader` covers this process's shard of dev (distributed.shard(records); all of dev in one process),
+    and the values of every rank are gathered (math.fsum: exact whatever the order). An image reproduced exactly
+    has infinite PSNR, capped at 100 dB here so one such image cannot make every epoch tie at infinity (the
+    reported tables keep the uncapped values)."""
     def select(model):
         rows = evaluation.evaluate_upscaler(model, loader, scale, device, label="dev", show=distributed.is_main())
         values = [value for part in distributed.all_gather_objects([min(100.0, row["psnr_y"]) for row in rows])
@@ -355,31 +350,35 @@ def mean_psnr_selector(loader, scale, device):
     return select
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What prepare reads and builds for train and evaluate."""
+    splits: dict  # load_splits
+    loss: object  # build_loss on the device; None for bicubic
+    sampler: object  # datasets.MinoritySampler over splits["train"]; None for bicubic
+    identity_metric: tuple  # identity_similarity(args, device)
+
+
 def main(args):
     """Run the study; under torchrun every process calls this, and each returns the same table."""
-    minority = check_args(args)
+    check_args(args)
     with distributed.session(cli.resolve_device(args.device)) as device:
-        return _run(args, minority, device)
+        precision.configure_float32(device)
+        cpus.configure_torch_threads(show=distributed.is_main())
+        if distributed.world_size() > 1:  # part of the recipe: --batch-size is per process
+            args.world_size = distributed.world_size()
+        return run_folder.run_study(NAME, args, device)
 
 
-def _run(args, minority, device):
-    amp = precision.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
-    precision.configure_float32(device)
-    cpus.configure_torch_threads(show=distributed.is_main())
-    if distributed.world_size() > 1:  # part of the recipe: --batch-size is per process
-        args.world_size = distributed.world_size()
-    args.out = os.path.abspath(args.out or default_out(args))
-    return run_folder.run_in_folder(args, DATA_ARGS, data_folders, run_columns, lambda run, columns:
-                                    _train_and_evaluate(args, run, columns, minority, device, amp))
-
-
-def _train_and_evaluate(args, run, columns, minority, device, amp):
+def prepare(run, model):
+    """(Inputs, facts for args.json): the loss, the splits with every image checked, the sampler and the identity
+    metric, all before training (a missing weights file or an unreadable image stops the run here)."""
+    args, device = run.args, run.device
     main_process, world_size = distributed.is_main(), distributed.world_size()
-    engine.seed_everything(args.seed)
-    # Weights first (ImageNet encoder, VGG19): a recipe that needs files it cannot download stops before any work.
-    model = build_model(args).to(device)
-    loss_fn = build_loss(args).to(device) if args.arch != "bicubic" else None
+    # Weights first (build_model's ImageNet encoder, VGG19): files a recipe cannot download stop it before any work.
+    loss = build_loss(args).to(device) if args.arch != "bicubic" else None
     splits = distributed.run_on_main(load_splits, args)  # rank 0 checks the images, every rank gets its answer
+    minority = cli.check_minority(args, MINORITY_RACES)
     sampler, counts = None, {}
     if args.arch != "bicubic":
         sampler = datasets.MinoritySampler(splits["train"], minority, args.weight, mode=args.minority_mode,
@@ -396,43 +395,49 @@ def _train_and_evaluate(args, run, columns, minority, device, amp):
             print(f"  {race:<16} available {count['available']:>6}  expected draws/epoch "
                   f"{count['expected_per_epoch']:>9.1f}")
     identity_metric = identity_similarity(args, device)  # loaded before training: a bad model fails now
-    record = files.run_record(args, study=NAME, data_root=data_root(args), device=str(device), amp_resolved=amp,
-                              parameters=upscalers.count_parameters(model), world_size=world_size,
-                              split_sizes={k: len(v) for k, v in splits.items() if k != "dropped"},
-                              dropped_unreadable=splits["dropped"], realized_counts=counts,
-                              **({"identity_metric": identity_metric[1]} if identity_metric[1] else {}))
-    run.save(record)
-    started = time.time()
-    if args.arch != "bicubic":
-        train_loader = engine.make_loader(training_dataset(splits["train"], args), args.batch_size, args.workers,
-                                          device, sampler=sampler, drop_last=args.compile)
-        dev_loader = engine.make_loader(
-            datasets.FairFaceSR(distributed.shard(splits["dev"]), args.scale, hr_size=args.hr_size, train=False,
-                                lr_kernel=args.lr_kernel),
-            args.eval_batch_size, args.workers, device)
-        optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay,
-                                           optimizer=args.optimizer, decay_all=args.decay_all)
-        trainer = engine.Trainer(
-            model, sr_compute_loss(loss_fn), optimizer, args.out, engine.TrainingSettings.from_args(args),
-            math.ceil(len(train_loader) / args.accum_steps), device=device,
-            select=mean_psnr_selector(dev_loader, args.scale, device), run_args=record["args"])
-        if run.action == "resume":
-            trainer.resume()
-        trainer.fit(train_loader)
-        model.load_state_dict(files.load_checkpoint(trainer.checkpoint_path(FINAL_WEIGHTS))["model"])
-        record.update(best_epoch=trainer.best_epoch, dev_psnr_y=trainer.best_score, history=trainer.history,
-                      skipped_fp16_steps=trainer.skipped_steps, optimizer_steps=trainer.step)
-        if main_process:
-            print(f"[select] best epoch {trainer.best_epoch} by dev PSNR-Y {trainer.best_score:.3f} dB")
-    record["train_seconds"] = time.time() - started
-    if args.save_samples and main_process:
-        evaluation.save_sample_grids(
-            model, datasets.FairFaceSR(splits["val"], args.scale, hr_size=args.hr_size, lr_kernel=args.lr_kernel),
-            args.save_samples, args.out, device)
-    table, summary = evaluate_to_dir(model, args, splits["val"], args.out, columns, device, identity_metric)
-    record[schema.WARNINGS_KEY] = summary["warnings"]
-    run.finish(record, args.keep_checkpoint)
-    return table
+    # amp_resolved: what ran; --amp as asked is in the recipe (README, "--amp")
+    facts = dict(data_root=data_root(args), device=str(device), amp_resolved=precision.resolve_amp(args.amp, device),
+                 parameters=upscalers.count_parameters(model), world_size=world_size,
+                 split_sizes={k: len(v) for k, v in splits.items() if k != "dropped"},
+                 dropped_unreadable=splits["dropped"], realized_counts=counts,
+                 **({"identity_metric": identity_metric[1]} if identity_metric[1] else {}))
+    return Inputs(splits, loss, sampler, identity_metric), facts
+
+
+def train(run, model, inputs):
+    """Train `model` on the training split (resumed when the run is), then load the epoch chosen on dev; return
+    the facts for args.json. The bicubic floor trains nothing."""
+    args, device = run.args, run.device
+    if args.arch == "bicubic":
+        return {}
+    train_loader = engine.make_loader(training_dataset(inputs.splits["train"], args), args.batch_size, args.workers,
+                                      device, sampler=inputs.sampler, drop_last=args.compile)
+    dev = datasets.FairFaceSR(distributed.shard(inputs.splits["dev"]), args.scale, hr_size=args.hr_size, train=False,
+                              lr_kernel=args.lr_kernel)
+    dev_loader = engine.make_loader(dev, args.eval_batch_size, args.workers, device)
+    optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay,
+                                       optimizer=args.optimizer, decay_all=args.decay_all)
+    trainer = engine.Trainer(
+        model, sr_compute_loss(inputs.loss), optimizer, run.out_dir, engine.TrainingSettings.from_args(args),
+        math.ceil(len(train_loader) / args.accum_steps), device=device,
+        select=mean_psnr_selector(dev_loader, args.scale, device), run_args=files.recorded_args(args))
+    if run.action == "resume":
+        trainer.resume()
+    trainer.fit(train_loader)
+    model.load_state_dict(files.load_checkpoint(trainer.checkpoint_path(FINAL_WEIGHTS))["model"])
+    if distributed.is_main():
+        print(f"[select] best epoch {trainer.best_epoch} by dev PSNR-Y {trainer.best_score:.3f} dB")
+    return dict(best_epoch=trainer.best_epoch, dev_psnr_y=trainer.best_score, history=trainer.history,
+                skipped_fp16_steps=trainer.skipped_steps, optimizer_steps=trainer.step)
+
+
+def evaluate(run, model, inputs):
+    """The sample grids (--save-samples), then evaluate_to_dir on the checked val split: (table, summary)."""
+    args, val = run.args, inputs.splits["val"]
+    if args.save_samples and distributed.is_main():
+        samples = datasets.FairFaceSR(val, args.scale, hr_size=args.hr_size, lr_kernel=args.lr_kernel)
+        evaluation.save_sample_grids(model, samples, args.save_samples, run.out_dir, run.device)
+    return evaluate_to_dir(model, args, val, run.out_dir, run.columns, run.device, inputs.identity_metric)
 
 
 def command_line():

@@ -1,8 +1,8 @@
 """Verification study: train (optionally) a face-recognition model with a margin loss, score it per race on RFW.
 
-Surface (the same in every study module): get_args_parser, check_args, run_columns, data_folders, build_model,
-evaluation_data, evaluate_to_dir, main; the run folder itself is racecomp.studies.run_folder's. run_verify.py
-is a shim over it; racecomp.sweep and the quantization study use it too.
+Surface (every study's; the run from start to end is racecomp.studies.run_folder.run_study's): get_args_parser,
+check_args, run_columns, data_folders, the hooks build_model / prepare / train / evaluate, main; evaluation_data
+and evaluate_to_dir score any face model (quantization's too). run_verify.py and racecomp.sweep use it.
 
 Writes to --out: args.json, model.pth (the trained weights; checkpoint.pth, the resumable state, only while
 the run is unfinished or with --keep-checkpoint), optionally probe_gender.csv and bias_probe.csv
@@ -27,7 +27,7 @@ upscaler run; none for bicubic); runs without --restore have neither column.
 """
 import copy
 import os
-import time
+from dataclasses import dataclass
 
 import torch
 
@@ -305,16 +305,16 @@ def read_probe_data(args):
     return root, train_records, val_records
 
 
-def run_probes(args, probe_data, model, start_model, device, record, columns):
-    """Write probe_gender.csv and/or bias_probe.csv for the trained `model`; results also go into `record`."""
+def run_probes(args, probe_data, model, start_model, device, columns):
+    """Write probe_gender.csv and/or bias_probe.csv for the trained `model`; return their results for args.json."""
     root, train_records, val_records = probe_data
-    record["probe_data"] = root
+    found = {"probe_data": root}
     features = dict(batch_size=args.eval_batch_size, workers=args.workers, device=device)
     if args.probe == "gender":
         rows, summary = probes.gender_probe(model, train_records, val_records, args.image_size,
                                             steps=args.probe_steps, **features)
         files.write_csv(os.path.join(args.out, schema.PROBE_GENDER_FILE), [{**columns, **row} for row in rows])
-        record["probe_gender"] = summary
+        found["probe_gender"] = summary
         print(f"[probe] gender on {root}: val accuracy {summary['val_accuracy']:.4f}, F1 "
               f"({summary['positive_class']} positive) {summary['val_f1']:.4f}")
         for row in rows:
@@ -325,15 +325,63 @@ def run_probes(args, probe_data, model, start_model, device, record, columns):
                                         probes.extract_features(model, val_records, args.image_size, **features),
                                         val_records)
         files.write_csv(os.path.join(args.out, schema.BIAS_PROBE_FILE), [{**columns, **row} for row in rows])
-        record["bias_transfer_score"] = score
+        found["bias_transfer_score"] = score
         print(f"[probe] Bias Transfer Score (Spearman over {len(rows)} comparisons): {score:.4f}")
+    return found
 
 
-def _train(args, model, minority, pairs, action, device, record):
-    """Train `model` with the margin head on the identity folders; the facts of the data go into `record`."""
+def data_folders(args):
+    """{argument name: folder} of the data the run reads (run_folder.fingerprints): RFW, the identity folders
+    it trains on, the FairFace probe data."""
+    folders = {"rfw": rfw_root(args)}
+    if args.epochs > 0:
+        folders["data"] = train_root(args)
+    if args.probe != "none" or args.bias_probe:
+        folders["probe_data"] = probe_root(args)
+    return folders
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What prepare reads for train and evaluate."""
+    data: tuple  # evaluation_data: (RFW root, pairs)
+    probe_data: tuple  # read_probe_data, or None
+    start_model: object  # the backbone before training, for the bias probe (None without it)
+
+
+def main(args):
+    distributed.refuse_torchrun("run_verify.py")
+    check_args(args)
+    restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
+    device = cli.resolve_device(args.device)
+    precision.configure_float32(device)
+    cpus.configure_torch_threads()
+    return run_folder.run_study(NAME, args, device)
+
+
+def prepare(run, model):
+    """(Inputs, facts for args.json): the RFW pairs and the probe data, read and checked before training."""
+    args = run.args
+    data = evaluation_data(args)
+    print(f"[data] RFW {data[0]}: {len(data[1])} pairs over {args.races}")
+    probe_data = read_probe_data(args)
+    # The starting backbone, kept before training (and before a resume loads the checkpoint) for the bias probe.
+    start_model = copy.deepcopy(model) if args.bias_probe else None
+    # amp_resolved: what ran; --amp as asked is in the recipe (README, "--amp")
+    facts = dict(rfw_root=data[0], device=str(run.device), amp_resolved=precision.resolve_amp(args.amp, run.device))
+    return Inputs(data, probe_data, start_model), facts
+
+
+def train(run, model, inputs):
+    """Train `model` with the margin head on the identity folders (resumed when the run is) and save it as
+    FINAL_WEIGHTS; return the facts of the data and the training for args.json. --epochs 0 trains nothing."""
+    args, device = run.args, run.device
+    if args.epochs == 0:
+        return {}
+    minority = cli.check_minority(args, MINORITY_RACES)
     root = train_root(args)
     all_records = datasets.read_identity_folders(root)
-    overlap = datasets.check_identity_overlap(all_records, pairs, allow=args.allow_overlap)
+    overlap = datasets.check_identity_overlap(all_records, inputs.data[1], allow=args.allow_overlap)
     datasets.check_identity_images(all_records, workers=max(1, args.workers))  # an unreadable image stops it here
     train_records = datasets.subsample_identities(all_records, minority, args.weight, args.seed)
     counts = {race: {"identities": len({r.identity for r in train_records if r.race == race}),
@@ -354,63 +402,26 @@ def _train(args, model, minority, pairs, action, device, record):
                                         gradient=args.margin_grad).to(device)
     optimizer = engine.build_optimizer(model, args.lr, args.encoder_lr, args.weight_decay, extra_modules=[head],
                                        optimizer=args.optimizer, decay_all=args.decay_all)
-    trainer = engine.Trainer(model, identity_loss(head, labels), optimizer, args.out,
+    trainer = engine.Trainer(model, identity_loss(head, labels), optimizer, run.out_dir,
                              engine.TrainingSettings.from_args(args), -(-len(loader) // args.accum_steps),
-                             device=device, extra_modules=[head], run_args=record["args"])
-    if action == "resume":
+                             device=device, extra_modules=[head], run_args=files.recorded_args(args))
+    if run.action == "resume":
         trainer.resume()
     trainer.fit(loader)
-    files.save_checkpoint({"model": model.state_dict(), "epoch": trainer.epoch, "args": record["args"]},
-                          os.path.join(args.out, FINAL_WEIGHTS))
-    record.update(train_root=root, realized_counts=counts, identity_overlap=overlap,
-                  history=trainer.history, optimizer_steps=trainer.step, skipped_fp16_steps=trainer.skipped_steps)
+    files.save_checkpoint({"model": model.state_dict(), "epoch": trainer.epoch, "args": files.recorded_args(args)},
+                          os.path.join(run.out_dir, FINAL_WEIGHTS))
+    return dict(train_root=root, realized_counts=counts, identity_overlap=overlap, history=trainer.history,
+                optimizer_steps=trainer.step, skipped_fp16_steps=trainer.skipped_steps)
 
 
-def data_folders(args):
-    """{argument name: folder} of the data the run reads (run_folder.fingerprints): RFW, the identity folders
-    it trains on, the FairFace probe data."""
-    folders = {"rfw": rfw_root(args)}
-    if args.epochs > 0:
-        folders["data"] = train_root(args)
-    if args.probe != "none" or args.bias_probe:
-        folders["probe_data"] = probe_root(args)
-    return folders
-
-
-def main(args):
-    distributed.refuse_torchrun("run_verify.py")
-    minority = check_args(args)
-    restore_columns(args)  # a --restore folder that is not a finished upscaler run fails before any work
-    args.out = os.path.abspath(args.out or default_out(args))
-    device = cli.resolve_device(args.device)
-    precision.configure_float32(device)
-    amp = precision.resolve_amp(args.amp, device)  # recorded; --amp as asked is in the recipe (README, "--amp")
-    cpus.configure_torch_threads()
-    return run_folder.run_in_folder(args, DATA_ARGS, data_folders, run_columns, lambda run, columns:
-                                    _train_and_evaluate(args, run, columns, minority, device, amp))
-
-
-def _train_and_evaluate(args, run, columns, minority, device, amp):
-    engine.seed_everything(args.seed)
-    data = evaluation_data(args)
-    print(f"[data] RFW {data[0]}: {len(data[1])} pairs over {args.races}")
-    probe_data = read_probe_data(args)
-    model = build_model(args).to(device)
-    # The starting backbone, kept before training (and before a resume loads the checkpoint) for the bias probe.
-    start_model = copy.deepcopy(model) if args.bias_probe else None
-    record = files.run_record(args, study=NAME, rfw_root=data[0], device=str(device), amp_resolved=amp)
-    run.save(record)
-    started = time.time()
-    if args.epochs > 0:
-        _train(args, model, minority, data[1], run.action, device, record)
-    record["train_seconds"] = time.time() - started
-    if probe_data is not None:
-        # Before per_race.csv: a finished run has every output.
-        run_probes(args, probe_data, model, start_model, device, record, columns)
-    table, summary = evaluate_to_dir(model, args, data, args.out, columns, device)
-    record.update(summary)
-    run.finish(record, args.keep_checkpoint)
-    return table
+def evaluate(run, model, inputs):
+    """The probes of the trained backbone (before per_race.csv: a finished run has every output), then
+    evaluate_to_dir on the RFW pairs: (table, summary with the probes' results)."""
+    found = {}
+    if inputs.probe_data is not None:
+        found = run_probes(run.args, inputs.probe_data, model, inputs.start_model, run.device, run.columns)
+    table, summary = evaluate_to_dir(model, run.args, inputs.data, run.out_dir, run.columns, run.device)
+    return table, {**found, **summary}
 
 
 def command_line():
