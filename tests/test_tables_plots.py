@@ -29,8 +29,8 @@ def estimates(axes, horizontal=True):
 
 
 def notes(figure):
-    """The red notes under a figure (what was not drawn, and why)."""
-    return [t.get_text() for t in figure.texts if to_hex(t.get_color()) == NOTE_COLOUR]
+    """The red notes under a figure (what was not drawn, and why), one a line."""
+    return [line for t in figure.texts if to_hex(t.get_color()) == NOTE_COLOUR for line in t.get_text().splitlines()]
 
 
 def width_px(figure):
@@ -102,7 +102,7 @@ def test_forest_plot_splits_long_lists_and_labels_rows_it_cannot_draw():
     assert [tuple(xy) for xy in caps[0].get_offsets() if xy[1] == 6] == [(0.5, 6.0)]
     right = [t.get_text() for t in figures[0].axes[1].get_yticklabels()]
     assert right[0] == "-10.0 [-11.0, -9.0]" and right[5] == "1.00 (no interval)" and right[3] == "nan: not drawn"
-    assert notes(figures[0]) == ["2 row(s) with a non-finite estimate not drawn"]
+    assert notes(figures[0]) == ["2 non-finite value(s) not drawn", "1 value(s) without whiskers (no interval)"]
     assert not notes(figures[1])
     assert len(forest_figures("t", "x", [])) == 1
 
