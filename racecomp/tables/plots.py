@@ -25,9 +25,8 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 NOTE_COLOUR = "#c80000"
 DPI = 100
 MAX_WIDTH_PX = 2400  # widest PNG: a 182-run sweep once gave 12,000 px images no viewer shows whole
-ROWS_PER_PART = 40  # experiments (interval plot) or contrasts (forest plot) in one image
-PANELS_PER_PART = 8  # races of an interval plot side by side in one image
-X_PER_PART = 30  # x values of a dose-response plot in one image
+ROWS_PER_PART = 40  # experiments, contrasts or doses in one image
+PANELS_PER_PART = 8  # races (or dose-response lines) side by side in one image
 ROW_IN = 0.28  # inches per row
 CHAR_IN = 0.085  # inches of an average character at FONT_SIZE
 LABEL_CHARS = 80  # longest row or legend label; longer ones are cut with "..."
@@ -77,30 +76,21 @@ def _figure(title, number, parts, width_in, height_in, notes):
     return figure
 
 
-def _draw(axes, positions, points, colours, low, high, horizontal):
-    """Each finite (value, lo, hi) at its position: the value a dot (gid "estimates"), [lo, hi] a whisker (gid
+def _draw(axes, rows, points, colours, low, high):
+    """Each finite (value, lo, hi) on its row: the value a dot (gid "estimates"), [lo, hi] a whisker (gid
     "whiskers"; an infinite end clipped to the axis, none when an end is NaN) capped at each finite end (gid
     "caps"). One artist per kind: an artist per point made a 182-run figure take seconds."""
-    drawn = [(x, p, c) for x, p, c in zip(positions, points, colours) if math.isfinite(p[0])]
-    ranged = [(x, p, c) for x, p, c in drawn if not (math.isnan(p[1]) or math.isnan(p[2]))]
+    drawn = [(y, p, c) for y, p, c in zip(rows, points, colours) if math.isfinite(p[0])]
+    ranged = [(y, p, c) for y, p, c in drawn if not (math.isnan(p[1]) or math.isnan(p[2]))]
     if ranged:
-        (axes.hlines if horizontal else axes.vlines)([x for x, _, _ in ranged], [max(p[1], low) for _, p, _ in ranged],
-                                                     [min(p[2], high) for _, p, _ in ranged], linewidth=1.5,
-                                                     colors=[c for *_, c in ranged], gid="whiskers")
-    for gid, marks in (("caps", [(x, end, c) for x, p, c in ranged for end in p[1:] if math.isfinite(end)]),
-                       ("estimates", [(x, p[0], c) for x, p, c in drawn])):
+        axes.hlines([y for y, _, _ in ranged], [max(p[1], low) for _, p, _ in ranged],
+                    [min(p[2], high) for _, p, _ in ranged], colors=[c for *_, c in ranged], linewidth=1.5,
+                    gid="whiskers")
+    for gid, marks, style in (("caps", [(end, y, c) for y, p, c in ranged for end in p[1:] if math.isfinite(end)],
+                               {"marker": "|", "s": 40, "linewidths": 1.5}),
+                              ("estimates", [(p[0], y, c) for y, p, c in drawn], {"s": 30, "zorder": 3})):
         if marks:
-            xy = [(value, x) if horizontal else (x, value) for x, value, _ in marks]
-            axes.scatter(*zip(*xy), c=[c for *_, c in marks], gid=gid, zorder=3, **(
-                {"marker": "|" if horizontal else "_", "s": 40, "linewidths": 1.5} if gid == "caps" else {"s": 30}))
-
-
-def _value_axis(axes, low, high, zero_line, horizontal):
-    (axes.set_xlim if horizontal else axes.set_ylim)(low, high)
-    axes.grid(axis="x" if horizontal else "y", color="#e8e8e8")
-    if zero_line and low < 0 < high:
-        (axes.axvline if horizontal else axes.axhline)(0.0, color="#5a5a5a", linewidth=1.2)
-    axes.tick_params(labelsize=FONT_SIZE - 1)
+            axes.scatter([x for x, _, _ in marks], [y for _, y, _ in marks], c=[c for *_, c in marks], gid=gid, **style)
 
 
 def _rows_figures(title, value_label, panel_titles, labels, points, colours, zero_line, why, texts=None):
@@ -117,9 +107,13 @@ def _rows_figures(title, value_label, panel_titles, labels, points, colours, zer
         panels = figure.subplots(1, max(1, len(columns)), sharey=True, squeeze=False)[0]
         for panel, c in zip(panels, columns):
             panel.set_title(_cut(panel_titles[c], 30), fontsize=FONT_SIZE + 1)
-            _value_axis(panel, low, high, zero_line, horizontal=True)
-            _draw(panel, range(len(rows)), [points[r][c] or (math.nan,) * 3 for r in rows],
-                  [colours[r] for r in rows], low, high, horizontal=True)
+            panel.set_xlim(low, high)
+            panel.grid(axis="x", color="#e8e8e8")
+            panel.tick_params(labelsize=FONT_SIZE - 1)
+            if zero_line and low < 0 < high:
+                panel.axvline(0.0, color="#5a5a5a", linewidth=1.2)
+            _draw(panel, range(len(rows)), [points[r][c] or (math.nan,) * 3 for r in rows], [colours[r] for r in rows],
+                  low, high)
             panel.set_xlabel(_cut(value_label, 120 if texts else 40), fontsize=FONT_SIZE - 1)
         sides = [panels[0]] + ([panels[0].twinx()] if texts else [])  # a twin axis pickles for worker processes
         for side, names in zip(sides, ([_cut(labels[r]) for r in rows], [texts[r] for r in rows] if texts else [])):
@@ -155,32 +149,14 @@ def forest_figures(title, x_label, rows):
 
 
 def dose_response_figures(title, y_label, x_values, series, zero_line=True):
-    """Categorical x (e.g. under-sampling weights, in the order given); per series (label -> one (y, lo, hi) per
-    x) dots joined by a line that breaks at a non-finite y, whiskers, the series side by side around each x."""
-    series = {str(label): [_points(p) for p in points] for label, points in series.items()}
+    """An interval plot of a dose-response: one panel per series (line label -> one (y, lo, hi) per x value),
+    one row per x value (e.g. under-sampling weight) in the order given."""
     for label, points in series.items():
         if len(points) != len(x_values):
             raise ValueError(f"dose-response series {label!r}: {len(points)} points for {len(x_values)} x values")
-    low, high = _value_range([p for points in series.values() for p in points], zero_line)
-    parts, figures = _parts(len(x_values), X_PER_PART), []
-    dodge = min(0.1, 0.6 / max(1, len(series)))  # x units between the series at one x
-    for number, part in enumerate(parts, 1):
-        figure = _figure(title, number, len(parts), max(6.0, 0.8 * len(part) + 1.0)
-                         + CHAR_IN * max([len(_cut(label)) for label in series] + [0]), 3.6,
-                         _notes([points[i] for points in series.values() for i in part], "no interval"))
-        axes = figure.subplots()
-        _value_axis(axes, low, high, zero_line, horizontal=False)
-        for s, (label, points) in enumerate(series.items()):
-            colour, xs = PALETTE[s % len(PALETTE)], np.arange(len(part)) + (s - (len(series) - 1) / 2) * dodge
-            line = [points[i] for i in part]
-            axes.plot(xs, [p[0] if math.isfinite(p[0]) else math.nan for p in line], color=colour, linewidth=1.5,
-                      label=_cut(label))
-            _draw(axes, xs, line, [colour] * len(line), low, high, horizontal=False)
-        axes.set_xticks(range(len(part)), [_cut(x_values[i], 12) for i in part], fontsize=FONT_SIZE)
-        axes.set_ylabel(_cut(y_label), fontsize=FONT_SIZE)
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=FONT_SIZE - 1, frameon=False)
-        figures.append(figure)
-    return figures
+    return interval_figures(title, y_label, [str(label) for label in series],
+                            [(x, {str(label): points[i] for label, points in series.items()})
+                             for i, x in enumerate(x_values)], zero_line)
 
 
 def part_paths(path, count):
