@@ -1,7 +1,5 @@
-"""findings.md, findings.csv and their figures: each Finding of racecomp.tables.questions in one sentence that
-claims no more than its scope (recipe or model difference), interval and question family allow; a null result
-says whether its interval excludes --min-effect and how many seeds would detect it (report.METHODS: contrasts).
-"""
+"""findings.md, findings.csv and their figures: each Finding of tables.questions in one sentence that claims no more
+than its scope (recipe or model difference), interval and question family allow (report.METHODS: contrasts)."""
 import math
 import os
 from dataclasses import asdict
@@ -38,22 +36,17 @@ def _alpha(ci):
     return f"{round(100 * (1.0 - ci), 6):g}%"
 
 
-def _excludes(finding):
-    """Whether the interval lies within +-min_effect: effects worth knowing are excluded."""
-    return -finding.min_effect <= finding.lo and finding.hi <= finding.min_effect
-
-
 def _null_tail(finding):
     """The clauses after a null result: what the interval says against --min-effect (no post-hoc power), then
     the seed plan, which a recipe row whose interval excludes --min-effect does not need."""
     whose = "effects" if finding.scope == "recipe" else "differences between these models"
-    m, unit, parts = finding.min_effect, _unit(finding), []
-    if math.isfinite(m) and _excludes(finding):
-        parts.append(f"the interval excludes {whose} larger than ±{m:g}{unit} (--min-effect)")
-    elif math.isfinite(m):
-        sides = " or ".join(f"{sign}{m:g}" for sign, out in (("-", finding.lo < -m), ("+", finding.hi > m)) if out)
-        parts.append(f"the interval does not exclude {whose} of {sides}{unit} (--min-effect)")
-    if finding.scope != "recipe" or (parts and not _excludes(finding)):
+    m, unit = finding.min_effect, _unit(finding)
+    excluded = -m <= finding.lo and finding.hi <= m  # the interval within +-min_effect
+    sides = " or ".join(f"{sign}{m:g}" for sign, out in (("-", finding.lo < -m), ("+", finding.hi > m)) if out)
+    parts = [] if not math.isfinite(m) else [f"the interval excludes {whose} larger than ±{m:g}{unit} (--min-effect)"
+                                             if excluded else f"the interval does not exclude {whose} of {sides}{unit} "
+                                             f"(--min-effect)"]
+    if finding.scope != "recipe" or (parts and not excluded):
         parts.append(_planning(finding))
     return [part for part in parts if part]
 

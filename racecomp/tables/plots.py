@@ -1,12 +1,8 @@
-"""Figures: per-race interval plots, forest plots of contrasts, dose-response lines (matplotlib Figures with a
-constrained layout; pyplot, whose state belongs to a notebook's user, is never imported).
-
-Each `*_figures` function returns Figures, nothing written: a plot with more rows (experiments, contrasts) or
-columns (races, weights) than one readable image holds is split into parts, all on one value axis so that they
-compare. Each value is a dot with its [lo, hi] whisker; what is not drawn (a non-finite value, an unknown
-interval) is counted in red under the plot (supxlabel). write_figure renders a Figure as PNG (at most MAX_WIDTH_PX wide) and
-PDF; part_paths names the parts' files.
-"""
+"""Figures, one kind: panels side by side, one row per experiment (contrast, dose) in each, a value a dot with its
+[lo, hi] whisker; what is not drawn is counted in red under it. Each `*_figures` function returns matplotlib Figures
+(constrained layout; never pyplot, whose state a notebook's user owns), split into parts on one value axis when
+there are more rows or panels than one image holds; write_figure writes a Figure's PNG (at most MAX_WIDTH_PX wide)
+and PDF, part_paths names the parts' files."""
 import io
 import math
 import os
@@ -58,6 +54,7 @@ def _parts(count, size):
 
 
 def _notes(points, why):
+    """What is not drawn, counted: non-finite values, and values without a whisker (`why`)."""
     not_drawn = sum(not math.isfinite(p[0]) for p in points)
     whiskerless = sum(math.isfinite(p[0]) and (math.isnan(p[1]) or math.isnan(p[2])) for p in points)
     return ([f"{not_drawn} non-finite value(s) not drawn"] if not_drawn else []) + \

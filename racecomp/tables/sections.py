@@ -1,8 +1,5 @@
-"""The sections of tables.md for one block of experiments, each with its CSV, figures and (per-race CIs) LaTeX
-table: per-race quality over seeds, per-race means, verification on restored faces, per-race CIs and fairness
-across races, the paired comparisons with references, the probes; over every block, the recipe legend. A table is
-named after what it holds and its block; its methods are report.METHODS, named under it.
-"""
+"""The sections of tables.md, each with its CSV, figures (and LaTeX table) for one block of experiments; a table
+is named after what it holds and its block, and names the paragraphs of report.METHODS it follows."""
 import math
 
 from racecomp.schema import RECIPE_COLUMN, RESTORE_COLUMNS
@@ -36,12 +33,9 @@ SER_TEXT = ", SER = (100 - worst) / (100 - best)"
 SUMMARY_NOTE = ("Avg = mean over races, STD = sample std over races (ddof=1){ser}, all computed from the per-race "
                 "means shown (as in the papers: the STD holds the means' sampling noise; the Fairness table's STD "
                 "removes it); n = items summed over seeds.")
+METHODS_NOTE = "Methods: {} (see the Methods section)."  # the paragraphs of report.METHODS a table follows
 LATEX_HEAD = (r"\providecommand{\raceci}[3]{\begin{tabular}[t]{@{}r@{}}$#1$\\ {\scriptsize[$#2$, $#3$]}"
               r"\end{tabular}}", r"\begin{table}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}")
-
-
-def methods_note(*names):
-    return f"Methods: {', '.join(names)} (see the Methods section)."
 
 
 def varying_columns(experiments, exclude=()):
@@ -115,14 +109,15 @@ def seeds_table(output, block):
         _seed_spread_plot(output, f"seeds_{block.name}_{metric}.png", metric, block, spreads)
 
 
+def _summaries(metric, *keys):
+    """`keys` of the across-race summaries, and the SER for accuracy (a ratio of error rates)."""
+    return list(keys) + (["ser"] if metric == "accuracy" else [])
+
+
 def _means_cells(row, races, metric):
     """Per race 'mean (n=...)', then Avg, STD (and SER) of a comparisons.race_columns_row."""
     return ([f"{format_number(row[r])} (n={row[f'{r}_n']})" if row[r] != "" else "" for r in races]
-            + [format_number(row[name]) for name in _summary_names(metric)])
-
-
-def _summary_names(metric):
-    return ["Avg", "STD", "SER"] if metric == "accuracy" else ["Avg", "STD"]
+            + [format_number(row[SUMMARY_NAMES[k]]) for k in _summaries(metric, "mean", "std")])
 
 
 def means_tables(output, block, problems):
@@ -134,7 +129,8 @@ def means_tables(output, block, problems):
                 if metric in e.race_metrics()}
         output.csv(f"means_{block.name}_{metric}.csv", list(rows.values()))
         _table(output, f"Per-race {METRIC_NAMES[metric]}, mean over seeds, {block.title}",
-               SUMMARY_NOTE.format(ser=SER_TEXT if metric == "accuracy" else ""), races + _summary_names(metric),
+               SUMMARY_NOTE.format(ser=SER_TEXT if metric == "accuracy" else ""),
+               races + [SUMMARY_NAMES[k] for k in _summaries(metric, "mean", "std")],
                [(e, _means_cells(row, races, metric)) for e, row in rows.items()])
         if metric == "accuracy":
             _seed_spread_plot(output, f"means_{block.name}_{metric}.png", metric, block,
@@ -165,7 +161,7 @@ def restored_table(output, block, problems):
            "One recognition model scored on the original RFW faces (HR) and on the same faces degraded to 1/N of "
            "their size and restored (LR + bicubic-xN, LR + an upscaler run: run_verify.py --restore; upscaler ids "
            "in the legend). " + SUMMARY_NOTE.format(ser=SER_TEXT) + " Paired differences: the 'Restored - original "
-           "faces' tables.", ["faces"] + races + _summary_names("accuracy"),
+           "faces' tables.", ["faces"] + races + ["Avg", "STD", "SER"],
            [(e, [_faces_text(e)] + _means_cells(row, races, "accuracy")) for e, row in rows.items()],
            exclude=RESTORE_COLUMNS)
 
@@ -185,7 +181,7 @@ def interval_tables(output, block, n_boot, seed, ci, problems):
         if not results:
             continue
         name = METRIC_NAMES[metric]
-        summaries = ["mean", "gap", "std"] + (["ser"] if metric == "accuracy" else [])
+        summaries = _summaries(metric, "mean", "gap", "std")
 
         def lead(e):
             return [e.pooled_columns()["n_seeds"], results[e]["mean"]["level"]]
@@ -194,13 +190,13 @@ def interval_tables(output, block, n_boot, seed, ci, problems):
             spread = f"; seed sd {format_number(row['seed_sd'])}" if row["level"] == "recipe" else ""
             return interval_text(row["value"], row["lo"], row["hi"], row["n_items"], note=f"n={row['n']}{spread}")
         _table(output, f"Per-race {name} with {level} CIs, {block.title}", f"Items evaluated by every seed; value "
-               f"[lo, hi]. {methods_note('levels', 'per-race')} Pairwise race differences: ci_{block.name}.csv.",
+               f"[lo, hi]. {METHODS_NOTE.format('levels, per-race')} Pairwise race differences: ci_{block.name}.csv.",
                ["seeds", "level"] + races,
                [(e, lead(e) + [race_cell(by[r]) if r in by else "" for r in races]) for e, by in results.items()])
         _plot(output, f"ci_{block.name}_{metric}.png", f"{name} per race, {level} CI, {block.title}", name, races,
               {e: {r: (by[r]["value"], by[r]["lo"], by[r]["hi"]) for r in races if r in by} for e, by in results.items()})
         _table(output, f"Fairness of {name} across races with {level} CIs, {block.title}",
-               methods_note("fairness", "levels"),
+               METHODS_NOTE.format("fairness, levels"),
                ["seeds", "level"] + [SUMMARY_NAMES[k] for k in summaries] + ["equal-means p"],
                [(e, lead(e) + [interval_text(by[k]["value"], by[k]["lo"], by[k]["hi"], by[k]["n_items"])
                                for k in summaries] + [p_text(by["equal_means_p"]["value"])])
@@ -213,7 +209,7 @@ def _latex_table(output, block, metric, results, races, level):
     r"""table_<block>_<metric>.tex, the layout of the quantization paper's Table I: one row per experiment, per race
     then Avg, STD (and SER) the value over its interval (\raceci, defined on top) of ci_<block>.csv. The file needs
     \usepackage{booktabs} and nothing else."""
-    summaries = ["mean", "std"] + (["ser"] if metric == "accuracy" else [])
+    summaries = _summaries(metric, "mean", "std")
     label_header, label_cells, constant = label_layout(list(results), 1 + len(races) + len(summaries))
     caption = (f"{METRIC_NAMES[metric]} per race with {level} intervals, {block.title}"
                + (f" ({constant})" if constant else "") + ". Rows with two or more seeds: recipe level (seed-to-seed "
@@ -286,7 +282,7 @@ def relation_tables(output, block, comparisons, ci):
                 values[e] = {r: (g["mean_diff"], g["lo"], g["hi"]) for r, g in groups.items()}
             name = METRIC_NAMES[metric]
             _table(output, f"{title}, {name}, {block.title}", f"Reference: {reference_text} ({stem}_{block.name}.csv "
-                   f"names it). " + methods_note("paired", "levels"),
+                   f"names it). " + METHODS_NOTE.format("paired, levels"),
                    ["race", f"difference [{level} CI]", "p", "p (Holm, races)", "scope", f"item-level {level} CI",
                     "seed sd (experiment / reference)", "n"], rows)
             _plot(output, f"{stem}_{block.name}_{metric}.png", f"{title}, {name}, {level} CI, {block.title}",
