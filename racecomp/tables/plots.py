@@ -90,7 +90,7 @@ def _draw(axes, rows, points, colours, low, high):
             axes.scatter([x for x, _, _ in marks], [y for _, y, _ in marks], c=[c for *_, c in marks], gid=gid, **style)
 
 
-def _rows_figures(title, value_label, panel_titles, labels, points, colours, zero_line, why, texts=None):
+def _rows_figures(title, value_label, panel_titles, labels, points, colours, zero_line, why, label_colours, texts=()):
     """Panels side by side (one per panel title), one row per label in each, the first on top; points[row][panel]
     = (value, lo, hi) or None (nothing there); texts: written at the right of each row (one panel only)."""
     low, high = _value_range([p for row in points for p in row if p], zero_line)
@@ -112,12 +112,14 @@ def _rows_figures(title, value_label, panel_titles, labels, points, colours, zer
             _draw(panel, range(len(rows)), [points[r][c] or (math.nan,) * 3 for r in rows], [colours[r] for r in rows],
                   low, high)
             panel.set_xlabel(_cut(value_label, 120 if texts else 40), fontsize=FONT_SIZE - 1)
-        sides = [panels[0]] + ([panels[0].twinx()] if texts else [])  # a twin axis pickles for worker processes
-        for side, names in zip(sides, ([_cut(labels[r]) for r in rows], [texts[r] for r in rows] if texts else [])):
+        sides = [(panels[0], [_cut(labels[r]) for r in rows])]
+        if texts:  # on a twin axis (a twin pickles for the worker processes)
+            sides.append((panels[0].twinx(), [texts[r] for r in rows]))
+        for side, names in sides:
             side.set_yticks(range(len(rows)), names, fontsize=FONT_SIZE)
             side.set_ylim(max(1, len(rows)) - 0.5, -0.5)
             for tick, r in zip(side.get_yticklabels(), rows):
-                tick.set_color(colours[r] if not texts else "black" if math.isfinite(points[r][0][0]) else NOTE_COLOUR)
+                tick.set_color(label_colours[r])
         figures.append(figure)
     return figures
 
@@ -125,9 +127,10 @@ def _rows_figures(title, value_label, panel_titles, labels, points, colours, zer
 def interval_figures(title, value_label, categories, series, zero_line=False):
     """One panel per category (race) side by side, one row per series (experiment) in each, a colour per series.
     series: [(label, {category: (value, lo, hi)})]; lo = hi = NaN: a dot without whisker (n=1, no interval)."""
+    colours = [PALETTE[i % len(PALETTE)] for i in range(len(series))]  # the labels coloured as their dots
     return _rows_figures(title, value_label, [str(c) for c in categories], [str(label) for label, _ in series],
-                         [[_points(by[c]) if c in by else None for c in categories] for _, by in series],
-                         [PALETTE[i % len(PALETTE)] for i in range(len(series))], zero_line, "n=1: no interval")
+                         [[_points(by[c]) if c in by else None for c in categories] for _, by in series], colours,
+                         zero_line, "n=1: no interval", colours)
 
 
 def _forest_text(estimate, lo, hi):
@@ -142,7 +145,8 @@ def forest_figures(title, x_label, rows):
     a non-finite estimate is listed (in red) but not drawn."""
     points = [[_points(row[1:])] for row in rows]
     return _rows_figures(title, x_label, [""], [str(row[0]) for row in rows], points, [PALETTE[0]] * len(rows), True,
-                         "no interval", [_forest_text(*p[0]) for p in points])
+                         "no interval", ["black" if math.isfinite(p[0][0]) else NOTE_COLOUR for p in points],
+                         [_forest_text(*p[0]) for p in points])
 
 
 def dose_response_figures(title, y_label, x_values, series, zero_line=True):
