@@ -1,6 +1,6 @@
-"""racecomp.tables.formatting's LaTeX cells and the table_<block>_<metric>.tex files summarize writes: booktabs structure, one row per
-experiment, escaped text, the numbers of ci_<block>.csv, and (where a TeX install is found) that the table compiles
-in a minimal document."""
+"""racecomp.tables.formatting's LaTeX cells and the table_<block>_<metric>.tex files summarize writes: booktabs
+structure, one row per experiment, escaped text, the numbers of ci_<block>.csv, and (where a TeX install is found)
+that the table compiles in a minimal document."""
 import math
 import os
 import re

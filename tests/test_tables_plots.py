@@ -115,7 +115,8 @@ def test_dose_response_is_an_interval_plot_with_a_panel_per_line_and_a_row_per_d
     assert [t.get_text() for t in resnet.get_yticklabels()] == ["0.05", "0.1", "0.2", "0.5"]
     assert [(x, y, whisker) for x, y, whisker, _ in estimates(resnet)] == [
         (-0.1, 0.0, (-0.3, 0.1)), (-0.5, 1.0, (-0.8, -0.2)), (-1.0, 3.0, (-1.2, -0.8))]  # NaN at 0.2: not drawn
-    assert [(x, y, whisker) for x, y, whisker, _ in estimates(fastvit)][:2] == [(0.0, 0.0, None), (-0.2, 1.0, (-0.4, 0.0))]
+    assert [(x, y, whisker) for x, y, whisker, _ in estimates(fastvit)][:2] == [(0.0, 0.0, None),
+                                                                               (-0.2, 1.0, (-0.4, 0.0))]
     assert resnet.get_xlim() == fastvit.get_xlim() and resnet.get_xlim()[0] < -1.2
     assert notes(figure) == ["2 non-finite value(s) not drawn", "1 value(s) without whiskers (n=1: no interval)"]
     many = {f"arch {a}": [(float(w), w - 1.0, w + 1.0) for w in range(200)] for a in range(3)}

@@ -41,10 +41,10 @@ METHODS = {
               "identities), averaged over seeds; negative = the experiment is worse on that race; n = paired items. "
               "A row is a recipe effect (e.g. a minority penalty) only when its scope is a recipe difference (>= 2 "
               "seeds on both sides, or against an untrained reference known exactly, the bicubic floor or fp32 in "
-              "the quantization study: seed-to-seed variance included); with 1 seed on a trained side it is a model difference: another "
-              "training run of the same recipe could differ as much. The item-level CI leaves the seed variance "
-              "out. p (Holm, races) adjusts over the races of one experiment; the under-sampled race's p is the "
-              "pre-specified one.",
+              "the quantization study: seed-to-seed variance included); with 1 seed on a trained side it is a model "
+              "difference: another training run of the same recipe could differ as much. The item-level CI leaves "
+              "the seed variance out. p (Holm, races) adjusts over the races of one experiment; the under-sampled "
+              "race's p is the pre-specified one.",
     "contrasts": "findings.md / findings.csv: contrasts between experiments that differ in one axis, paired per "
                  "item over the items all of them evaluated: difference in differences (A under - A balanced) - "
                  "(B under - B balanced), main effects A - B on balanced data, and changes of a fairness summary "

@@ -78,8 +78,9 @@ def _plot(output, name, title, value_label, races, values, zero_line=False):
 
 def _seed_spread_plot(output, name, metric, block, spreads):
     """Per race the mean over seeds with min-max whiskers; spreads: {experiment: seed_spread_rows}."""
-    values = {e: {r["race"]: (r[f"{metric}_mean"],) + ((r[f"{metric}_min"], r[f"{metric}_max"]) if r["n_seeds"] > 1
-                                                       else (math.nan, math.nan)) for r in rows if f"{metric}_mean" in r}
+    def spread(r):  # one seed: no whisker
+        return (r[f"{metric}_min"], r[f"{metric}_max"]) if r["n_seeds"] > 1 else (math.nan, math.nan)
+    values = {e: {r["race"]: (r[f"{metric}_mean"], *spread(r)) for r in rows if f"{metric}_mean" in r}
               for e, rows in spreads.items()}
     _plot(output, name, f"{METRIC_NAMES[metric]} per race, mean over seeds (whiskers: min-max over seeds), "
           f"{block.title}", METRIC_NAMES[metric], races_of(block.experiments), values)
@@ -194,7 +195,8 @@ def interval_tables(output, block, n_boot, seed, ci, problems):
                ["seeds", "level"] + races,
                [(e, lead(e) + [race_cell(by[r]) if r in by else "" for r in races]) for e, by in results.items()])
         _plot(output, f"ci_{block.name}_{metric}.png", f"{name} per race, {level} CI, {block.title}", name, races,
-              {e: {r: (by[r]["value"], by[r]["lo"], by[r]["hi"]) for r in races if r in by} for e, by in results.items()})
+              {e: {r: (by[r]["value"], by[r]["lo"], by[r]["hi"]) for r in races if r in by}
+               for e, by in results.items()})
         _table(output, f"Fairness of {name} across races with {level} CIs, {block.title}",
                METHODS_NOTE.format("fairness, levels"),
                ["seeds", "level"] + [SUMMARY_NAMES[k] for k in summaries] + ["equal-means p"],
