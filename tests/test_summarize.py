@@ -22,7 +22,7 @@ VERIFY_ID = ("study", "arch", "init", "finetune", "minority", "weight", "seed", 
 QUANT_ID = ("study", "task", "arch", "init", "finetune", "minority", "weight", "wbits", "abits", "calib",
             "qat_steps", "seed", "code_version")
 N_BOOT = 200
-MAX_COLUMNS = 10  # the widest table a paper can paste (racecomp.tables.markdown.MAX_COLUMNS)
+MAX_COLUMNS = 10  # the widest table a paper can paste (racecomp.tables.sections.MAX_COLUMNS)
 
 
 def write_rows(path, header, rows):

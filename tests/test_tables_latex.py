@@ -1,6 +1,6 @@
-"""racecomp.tables.latex and the table_<block>_<metric>.tex files summarize writes: booktabs structure, one row per
-experiment, escaped text, the numbers of ci_<block>.csv, and (where a TeX install is found) that the table compiles
-in a minimal document."""
+"""racecomp.tables.formatting's LaTeX cells and the table_<block>_<metric>.tex files summarize writes: booktabs
+structure, one row per experiment, escaped text, the numbers of ci_<block>.csv, and (where a TeX install is found)
+that the table compiles in a minimal document."""
 import math
 import os
 import re
@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from racecomp.tables.formatting import cell_magnitude, format_number
-from racecomp.tables.latex import escape, interval_cell
+from racecomp.tables.formatting import latex_cell as interval_cell, latex_escape as escape
 from test_summarize import HAND_SEEDS, read_csv, run_main, upscale_run, verify_run
 
 ODD_ARCH = "res_net%&#1"  # every character LaTeX treats specially in a table cell

@@ -16,21 +16,20 @@ from racecomp.tables.plots import (DPI, FONT_SIZE, MAX_WIDTH_PX, NOTE_COLOUR, PA
 RACES = ["White", "Black", "Indian", "East Asian", "Southeast Asian", "Middle Eastern", "Latino_Hispanic"]
 
 
-def estimates(axes, horizontal=True):
-    """[(x, y, whisker (lo, hi) along the value axis or None, colour)] of the dots drawn in `axes` (value axis
-    horizontal: interval and forest plots; vertical: dose-response)."""
+def estimates(axes):
+    """[(x, y, whisker (lo, hi) or None, colour)] of the dots drawn in `axes` (value axis horizontal)."""
     whiskers = {}
     for collection in [c for c in axes.collections if c.get_gid() == "whiskers"]:
         for start, end in collection.get_segments():
-            whiskers[start[1] if horizontal else start[0]] = (start[0], end[0]) if horizontal else (start[1], end[1])
-    return [(float(x), float(y), whiskers.get(y if horizontal else x), to_hex(colour))
+            whiskers[start[1]] = (start[0], end[0])
+    return [(float(x), float(y), whiskers.get(y), to_hex(colour))
             for collection in axes.collections if collection.get_gid() == "estimates"
             for (x, y), colour in zip(collection.get_offsets(), collection.get_facecolors())]
 
 
 def notes(figure):
-    """The red notes under a figure (what was not drawn, and why)."""
-    return [t.get_text() for t in figure.texts if to_hex(t.get_color()) == NOTE_COLOUR]
+    """The red notes under a figure (what was not drawn, and why), one a line."""
+    return [line for t in figure.texts if to_hex(t.get_color()) == NOTE_COLOUR for line in t.get_text().splitlines()]
 
 
 def width_px(figure):
@@ -102,25 +101,24 @@ def test_forest_plot_splits_long_lists_and_labels_rows_it_cannot_draw():
     assert [tuple(xy) for xy in caps[0].get_offsets() if xy[1] == 6] == [(0.5, 6.0)]
     right = [t.get_text() for t in figures[0].axes[1].get_yticklabels()]
     assert right[0] == "-10.0 [-11.0, -9.0]" and right[5] == "1.00 (no interval)" and right[3] == "nan: not drawn"
-    assert notes(figures[0]) == ["2 row(s) with a non-finite estimate not drawn"]
+    assert notes(figures[0]) == ["2 non-finite value(s) not drawn", "1 value(s) without whiskers (no interval)"]
     assert not notes(figures[1])
     assert len(forest_figures("t", "x", [])) == 1
 
 
-def test_dose_response_draws_each_series_and_caps_the_width():
+def test_dose_response_is_an_interval_plot_with_a_panel_per_line_and_a_row_per_dose():
     series = {"resnet50": [(-0.1, -0.3, 0.1), (-0.5, -0.8, -0.2), (math.nan, math.nan, math.nan), (-1.0, -1.2, -0.8)],
               "fastvit_sa24": [(0.0, math.nan, math.nan), (-0.2, -0.4, 0.0), (-0.6, -0.9, -0.3), (math.inf, 0, 1)]}
     (figure,) = dose_response_figures("Penalty vs weight", "penalty (dB)", [0.05, 0.1, 0.2, 0.5], series)
-    axes = figure.axes[0]
-    resnet, fastvit = [line for line in axes.lines if line.get_label() in series]
-    assert list(resnet.get_ydata()[:2]) == [-0.1, -0.5] and math.isnan(resnet.get_ydata()[2])  # the line breaks
-    assert resnet.get_xdata()[0] < 0 < fastvit.get_xdata()[0]  # the series side by side around each x
-    drawn = estimates(axes, horizontal=False)
-    assert len(drawn) == 6 and (drawn[0][1], drawn[0][2]) == (-0.1, (-0.3, 0.1))
-    assert [t.get_text() for t in axes.get_xticklabels()] == ["0.05", "0.1", "0.2", "0.5"]
-    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["resnet50", "fastvit_sa24"]
-    assert notes(figure) == ["2 non-finite value(s) not drawn",
-                                                    "1 value(s) without whiskers (no interval)"]
+    resnet, fastvit = figure.axes
+    assert (resnet.get_title(), fastvit.get_title()) == ("resnet50", "fastvit_sa24")
+    assert [t.get_text() for t in resnet.get_yticklabels()] == ["0.05", "0.1", "0.2", "0.5"]
+    assert [(x, y, whisker) for x, y, whisker, _ in estimates(resnet)] == [
+        (-0.1, 0.0, (-0.3, 0.1)), (-0.5, 1.0, (-0.8, -0.2)), (-1.0, 3.0, (-1.2, -0.8))]  # NaN at 0.2: not drawn
+    assert [(x, y, whisker) for x, y, whisker, _ in estimates(fastvit)][:2] == [(0.0, 0.0, None),
+                                                                               (-0.2, 1.0, (-0.4, 0.0))]
+    assert resnet.get_xlim() == fastvit.get_xlim() and resnet.get_xlim()[0] < -1.2
+    assert notes(figure) == ["2 non-finite value(s) not drawn", "1 value(s) without whiskers (n=1: no interval)"]
     many = {f"arch {a}": [(float(w), w - 1.0, w + 1.0) for w in range(200)] for a in range(3)}
     figures = dose_response_figures("t", "y", list(range(200)), many)
     assert len(figures) > 1 and all(width_px(f) <= MAX_WIDTH_PX for f in figures)

@@ -1,6 +1,6 @@
-"""racecomp.tables.report and .markdown: the blocks of experiments, the columns that label rows, and the scope of a
+"""racecomp.tables.report and .sections: the blocks of experiments, the columns that label rows, and the scope of a
 comparison."""
-from racecomp.tables.markdown import MAX_COLUMNS, label_layout, scope_text, seed_sd_text, varying_columns
+from racecomp.tables.sections import MAX_COLUMNS, label_layout, scope_text, seed_sd_text, varying_columns
 from racecomp.tables.report import blocks_of
 from racecomp.tables.experiments import Experiment
 

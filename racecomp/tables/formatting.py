@@ -1,7 +1,5 @@
-"""How every number of tables.md (and of the PNG labels) is written: one rule for values, intervals and p-values.
-
-The CSVs keep full precision; this is only the text a reader (or a paper) sees.
-"""
+"""How summarize writes a number or a cell: one rule for values, intervals and p-values, and the markdown and
+LaTeX cells that hold them. The CSVs keep full precision; this is only the text a reader (or a paper) sees."""
 import decimal
 import math
 import re
@@ -10,38 +8,34 @@ import numpy as np
 
 DIGITS = 3  # significant digits of a value, or of the largest number of a cell
 P_FLOOR = 0.001  # p-values below it print as "<0.001"
-# |values| below it print as 0: the floating-point rounding of equal values (an STD of equal means is 1e-16, not
-# a number to print), far below the resolution of any metric here (dB, SSIM, percent, cosine).
+# |values| below it print as 0: the floating-point rounding of equal values (an STD of equal means is 1e-16),
+# far below the resolution of any metric here (dB, SSIM, percent, cosine).
 ZERO_BELOW = 1e-9
 EXACT = decimal.Context(prec=400, rounding=decimal.ROUND_HALF_UP)  # enough digits for any float's integer part
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+WARNINGS_NOTE = ("Rows with `warnings` come from runs that failed a sanity check after their evaluation (chance "
+                 "accuracy, collapsed embeddings, below the bicubic floor; racecomp.sanity, the run's args.json and "
+                 "the problems list name the numbers): a broken model, not a result.")
 
 
 def format_number(value, magnitude=None, digits=DIGITS):
-    """`value` in fixed point with `digits` significant digits of `magnitude` (default: the value itself).
-
-    The decimals follow the magnitude, so a small difference keeps its digits (0.000412, not 0.00), and the
-    numbers of one cell, given the cell's largest magnitude, share their decimals (32.1 [31.8, 32.4]). Ties
-    round half up, as by hand from the number's shortest text (92.5 -> 93, 0.125 -> 0.13). A number that
-    rounds to zero prints without a sign ("0.000", never "-0.000"). Whole numbers (counts) print
-    as they are, blanks as "", infinities as "inf" / "-inf", NaN as "nan"; |value| < ZERO_BELOW as zero.
-    """
+    """`value` in fixed point with `digits` significant digits of `magnitude` (default: the value itself), so that
+    a small difference keeps its digits (0.000412) and the numbers of one cell share their decimals. Ties round
+    half up from the number's shortest text (92.5 -> 93); a zero has no sign. Whole numbers (counts) print as
+    they are, blanks as "", infinities as "inf" / "-inf", NaN as "nan", |value| < ZERO_BELOW as zero."""
     if value is None or isinstance(value, str):
         return value or ""
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     value = float(value)
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if abs(value) < ZERO_BELOW:
-        value = 0.0
-    scale = abs(value if magnitude is None else magnitude)
-    decimals = 0
+    if not math.isfinite(value):
+        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+    value = 0.0 if abs(value) < ZERO_BELOW else value
+    scale, decimals = abs(value if magnitude is None else magnitude), 0
     if math.isfinite(scale) and scale > 0:
         exponent = math.floor(math.log10(scale))
-        if round(scale, digits - 1 - exponent) >= 10.0 ** (exponent + 1):  # 9.996 rounds up to 10.0
-            exponent += 1
+        exponent += round(scale, digits - 1 - exponent) >= 10.0 ** (exponent + 1)  # 9.996 rounds up to 10.0
         decimals = max(0, digits - 1 - exponent)
     text = str(decimal.Decimal(repr(value)).quantize(decimal.Decimal(1).scaleb(-decimals), context=EXACT))
     return text.lstrip("-") if float(text) == 0.0 else text
@@ -53,16 +47,24 @@ def cell_magnitude(*numbers):
     return max([n for n in finite if n >= ZERO_BELOW], default=0.0)
 
 
+def shared_decimals(*numbers):
+    """The numbers of one cell (a value and its interval), written with the decimals of the largest."""
+    magnitude = cell_magnitude(*numbers)
+    return [format_number(n, magnitude) for n in numbers]
+
+
+def has_interval(lo, hi, n):
+    """Whether [lo, hi] is worth printing: n >= 2 (one item or seed has no width) and a bound is known."""
+    return n >= 2 and not (math.isnan(lo) or math.isnan(hi) or (math.isinf(lo) and math.isinf(hi)))
+
+
 def interval_text(value, lo, hi, n, missing="no CI", note=""):
-    """'value [lo, hi]' with shared decimals (and ' (note)'), or 'value (n=1, no CI)' when n < 2 or the interval
-    is unknown (NaN or unbounded on both sides): a one-item (or one-seed) interval has no width, and [v, v]
-    would claim certainty. `missing` names what is missing ("no seed range" for a range over seeds)."""
-    known = not (math.isnan(lo) or math.isnan(hi) or (math.isinf(lo) and math.isinf(hi)))
-    if n < 2 or not known:
+    """'value [lo, hi]' (and ' (note)'), or 'value (n=1, no CI)' without an interval: [v, v] would claim
+    certainty. `missing` names what is missing ("no seed range" for a range over seeds)."""
+    if not has_interval(lo, hi, n):
         return f"{format_number(value)} (n={n}, {missing})"
-    magnitude = cell_magnitude(value, lo, hi)
-    text = f"{format_number(value, magnitude)} [{format_number(lo, magnitude)}, {format_number(hi, magnitude)}]"
-    return f"{text} ({note})" if note else text
+    value, lo, hi = shared_decimals(value, lo, hi)
+    return f"{value} [{lo}, {hi}]" + (f" ({note})" if note else "")
 
 
 def p_text(p):
@@ -71,8 +73,35 @@ def p_text(p):
 
 
 def markdown_text(value):
-    """`value` (text that may come from a run folder: a column value, a path, a message) as text that stays what
-    it is in a markdown line or table cell: line breaks as spaces (no heading or list can start), `|` escaped
-    (no new cell), an HTML tag's `<` as `&lt;` (no markup runs). Numbers and "<0.001" are left as they are."""
+    """`value` (text that may come from a run folder) as text that stays what it is in a markdown line or cell:
+    line breaks as spaces, `|` escaped, an HTML tag's `<` as `&lt;`."""
     text = " ".join(str(value).splitlines())
     return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text.replace("|", "\\|"))
+
+
+def code_span(text):
+    """`text` for a markdown code span: on one line, its backticks as quotes."""
+    return " ".join(str(text).splitlines()).replace("`", "'")
+
+
+def markdown_table(header, rows):
+    """A markdown table of cells (markdown_text), followed by WARNINGS_NOTE when a row has warnings."""
+    lines = ["| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in [header] + rows]
+    lines.insert(1, "|" + "---|" * len(header))
+    flagged = "warnings" in header and any(row[header.index("warnings")] for row in rows)
+    return "\n".join(lines) + (f"\n\n{WARNINGS_NOTE}" if flagged else "")
+
+
+def latex_escape(text):
+    """`text` with LaTeX's special characters written as text (fastvit_t8 -> fastvit\\_t8)."""
+    return "".join(LATEX_SPECIAL.get(char, char) for char in str(text))
+
+
+def latex_cell(value, lo, hi, n):
+    """\\raceci{value}{lo}{hi} with the decimals of interval_text, $value$ without an interval, -- for NaN; inf
+    as \\infty."""
+    if math.isnan(value):
+        return "--"
+    if not has_interval(lo, hi, n):
+        return f"${format_number(value)}$".replace("inf", r"\infty")
+    return "\\raceci" + "".join(f"{{{text}}}".replace("inf", r"\infty") for text in shared_decimals(value, lo, hi))

@@ -1,10 +1,7 @@
-"""`summarize` and `answers`: run folders found and read (tables.runs), pooled into experiments
-(tables.experiments), compared with their references (tables.comparisons) and between each other
-(tables.questions), then written: tables.md and its CSVs and figures by blocks (tables.sections), findings.md
-(tables.findings), all into one --out folder (tables.output).
-
-Experiments are reported in blocks: a family, split by scale for upscaling ("upscaling x2", "verification",
-"quantized verification", ...).
+"""The pipeline: `summarize` and `answers`. Run folders are read (tables.runs) and pooled into experiments
+(tables.experiments), compared with their references (tables.comparisons) and with each other (tables.questions),
+then rendered into one --out folder (tables.output): tables.md with its CSVs, figures and LaTeX tables by blocks
+(tables.sections), findings.md / findings.csv (tables.findings). METHODS is the one statement of the methods.
 """
 from dataclasses import dataclass
 
@@ -13,17 +10,15 @@ from racecomp.schema import FAMILIES
 from racecomp.tables import findings, questions, sections
 from racecomp.tables.comparisons import reference_comparisons
 from racecomp.tables.experiments import canonical, group_experiments, sort_key
-from racecomp.tables.formatting import markdown_text
-from racecomp.tables.markdown import code_span
+from racecomp.tables.formatting import code_span, markdown_text
 from racecomp.tables.output import Output
 from racecomp.tables.runs import Problems, find_run_folders, load_runs
-
 
 FAMILY_TITLES = {"upscale": "upscaling", "verify": "verification", "quantize-upscale": "quantized upscaling",
                  "quantize-verify": "quantized verification"}
 
 
-# The methods, said once in tables.md's "Methods" section; each table names the paragraph it follows.
+# The methods, said once (tables.md's Methods section); each table names the paragraphs it follows.
 METHODS = {
     "levels": "Level recipe (>= 2 seeds): the interval adds the seed-to-seed variance of the per-seed means to the "
               "item-level variance (crossed form: the item-by-seed noise counted once; t with the seeds' df, k - 1 "
@@ -46,10 +41,10 @@ METHODS = {
               "identities), averaged over seeds; negative = the experiment is worse on that race; n = paired items. "
               "A row is a recipe effect (e.g. a minority penalty) only when its scope is a recipe difference (>= 2 "
               "seeds on both sides, or against an untrained reference known exactly, the bicubic floor or fp32 in "
-              "the quantization study: seed-to-seed variance included); with 1 seed on a trained side it is a model difference: another "
-              "training run of the same recipe could differ as much. The item-level CI leaves the seed variance "
-              "out. p (Holm, races) adjusts over the races of one experiment; the under-sampled race's p is the "
-              "pre-specified one.",
+              "the quantization study: seed-to-seed variance included); with 1 seed on a trained side it is a model "
+              "difference: another training run of the same recipe could differ as much. The item-level CI leaves "
+              "the seed variance out. p (Holm, races) adjusts over the races of one experiment; the under-sampled "
+              "race's p is the pre-specified one.",
     "contrasts": "findings.md / findings.csv: contrasts between experiments that differ in one axis, paired per "
                  "item over the items all of them evaluated: difference in differences (A under - A balanced) - "
                  "(B under - B balanced), main effects A - B on balanced data, and changes of a fairness summary "
@@ -86,11 +81,9 @@ def blocks_of(experiments):
     blocks = []
     for (family, scale), members in sorted(grouped.items(), key=lambda item: (FAMILIES.index(item[0][0]),
                                                                                sort_key(str(item[0][1])))):
-        name, title = family, FAMILY_TITLES[family]
-        if scale is not None:
-            factor = f"x{scale:g}" if isinstance(scale, float) else f"x{scale}"
-            name, title = f"{family}-{factor}", f"{title} {factor}"
-        blocks.append(Block(name, title, members))
+        factor = None if scale is None else f"x{scale:g}" if isinstance(scale, float) else f"x{scale}"
+        blocks.append(Block(f"{family}-{factor}" if factor else family,
+                            f"{FAMILY_TITLES[family]} {factor}" if factor else FAMILY_TITLES[family], members))
     return blocks
 
 
@@ -100,28 +93,25 @@ def _load(patterns, problems):
 
 
 def answers(patterns, n_boot=1000, seed=0, ci=0.95, workers=1, min_effect=None):
-    """The answers of findings.md as data, without writing anything: tables.answers.Answers (findings: one
-    Finding per contrast; unformed: what could not be compared and why; doses: dose-response curves), and
-    the problems found. For a notebook cell: `for f in answers(["runs/"])[0].findings: print(sentence(f))`."""
+    """(tables.answers.Answers of findings.md, problems [(path, message)]), nothing written. For a notebook
+    cell: `for f in answers(["runs/"])[0].findings: print(sentence(f))`."""
     problems = Problems()
     _, experiments = _load(patterns, problems)
-    every_comparison = {}
+    comparisons = {}
     for block in blocks_of(experiments):
-        every_comparison.update(reference_comparisons(block.experiments, n_boot, seed, ci, problems, workers))
-    return questions.answer(experiments, every_comparison, problems, ci, min_effect), problems.entries
+        comparisons.update(reference_comparisons(block.experiments, n_boot, seed, ci, problems, workers))
+    return questions.answer(experiments, comparisons, problems, ci, min_effect), problems.entries
 
 
 def summarize(patterns, out_dir, n_boot=1000, seed=0, ci=0.95, workers=None, min_effect=None, figures=True):
-    """Find the runs under `patterns`, write every table (CSV + tables.md) and plot (PNG and PDF; none when
-    `figures` is False) into `out_dir`.
+    """Write every table (CSV, tables.md, LaTeX), findings.md / findings.csv and (unless `figures` is False)
+    every figure (PNG and PDF) of the runs under `patterns` into `out_dir`, which then holds exactly this run's
+    files (tables.output; a folder with other files is refused with ValueError before any work).
 
-    `workers`: processes for the paired tests and the figures (default: the available cores); the numbers do
-    not depend on it. `min_effect`: {metric: smallest effect worth detecting} for the seed planner
-    (questions.MIN_EFFECT). findings.md / findings.csv answer the studies' questions (tables.questions,
-    tables.findings). `out_dir` ends up holding exactly this run's files (tables.output): the files of an
-    earlier summarize there are removed; a folder holding any other file is refused (ValueError) before any
-    work. Returns {"written": [paths], "problems": [(path, message)], "experiments": count}; nothing is
-    written (and the folder is left as it was) when no usable run is found (written is then empty).
+    `workers`: processes for the paired tests and figures (default: the available cores; the numbers do not
+    depend on it); `min_effect`: {metric: smallest effect worth detecting} (questions.MIN_EFFECT). Returns
+    {"written": [paths], "problems": [(path, message)], "experiments": count}; with no usable run nothing is
+    written and the folder is left as it was.
     """
     workers = workers or cpus.available_cores()
     output = Output(out_dir, draw_figures=figures, workers=workers)
@@ -139,9 +129,8 @@ def _summarize(output, patterns, n_boot, seed, ci, workers, min_effect):
     runs, experiments = _load(patterns, problems)
     if not experiments:
         return {"written": [], "problems": problems.entries, "experiments": 0}
-    blocks = blocks_of(experiments)
-    every_comparison = {}
-    for block in blocks:
+    blocks, every_comparison = blocks_of(experiments), {}
+    for block in blocks:  # each block's tests, then its tables: the problems listed in that order
         comparisons = reference_comparisons(block.experiments, n_boot, seed, ci, problems, workers)
         every_comparison.update(comparisons)
         if block.experiments[0].kind == "upscale":
@@ -154,18 +143,16 @@ def _summarize(output, patterns, n_boot, seed, ci, workers, min_effect):
         sections.probe_table(output, block, ci, problems)
     sections.legend(output, blocks, problems)
     findings.write(output, questions.answer(experiments, every_comparison, problems, ci, min_effect))
-    listed = "\n".join(f"- `{code_span(path)}`: {markdown_text(message)}" for path, message in problems.entries) \
-        or "None."
+    listed = "\n".join(f"- `{code_span(path)}`: {markdown_text(message)}" for path, message in problems.entries)
     contents = "\n".join(f"- {title}" for title, _ in output.sections)
-    text = ("# RaceComp per-race tables\n\n"
-            f"{len(runs)} runs, {len(experiments)} experiments (seeds pooled). {100 * ci:g}% intervals "
-            f"(racecomp.fairness): Student t on cluster-robust standard errors, with a bootstrap-t ({n_boot} "
-            f"replicates, seed {seed}) for image means, Wilson for per-race accuracy; recipe level (seed-to-seed "
-            f"variance included) with >= 2 seeds, model level with 1. Numbers have 3 significant digits (of the "
-            f"largest number of a cell); 'n=1, no CI' marks a value with no interval to show. Full precision: "
-            f"the CSVs. Answers to the studies' questions: findings.md.\n\n## Contents\n\n{contents}\n- Methods\n\n"
-            + "\n".join(text for _, text in output.sections)
-            + "\n## Methods\n\n" + "\n\n".join(f"**{name}**: {text}" for name, text in METHODS.items())
-            + f"\n\n## Problems\n\n{listed}\n")
-    output.text("tables.md", text)
+    output.text("tables.md", "# RaceComp per-race tables\n\n"
+                f"{len(runs)} runs, {len(experiments)} experiments (seeds pooled). {100 * ci:g}% intervals "
+                f"(racecomp.fairness): Student t on cluster-robust standard errors, with a bootstrap-t ({n_boot} "
+                f"replicates, seed {seed}) for image means, Wilson for per-race accuracy; recipe level (seed-to-seed "
+                f"variance included) with >= 2 seeds, model level with 1. Numbers have 3 significant digits (of the "
+                f"largest number of a cell); 'n=1, no CI' marks a value with no interval to show. Full precision: "
+                f"the CSVs. Answers to the studies' questions: findings.md.\n\n## Contents\n\n{contents}\n- Methods\n\n"
+                + "\n".join(text for _, text in output.sections) + "\n## Methods\n\n"
+                + "\n\n".join(f"**{name}**: {text}" for name, text in METHODS.items())
+                + f"\n\n## Problems\n\n{listed or 'None.'}\n")
     return {"written": output.written, "problems": problems.entries, "experiments": len(experiments)}
