@@ -5,9 +5,6 @@ import collections
 import csv
 import math
 import sys
-from dataclasses import dataclass
-
-import numpy as np
 
 from racecomp.races import FAIRFACE_RACES, check_label
 from racecomp.schema import (BIAS_PROBE_COLUMNS, COUNT_COLUMN, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES,
@@ -15,13 +12,8 @@ from racecomp.schema import (BIAS_PROBE_COLUMNS, COUNT_COLUMN, FINISHED_MARKER, 
                              RACE_METRICS, RACES, STUDIES)
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
-
-
-@dataclass(frozen=True)
-class Table:
-    """A CSV file's data rows by column: {name: tuple of texts} in header order; `lines` the file line of each row."""
-    lines: list
-    columns: dict
+# A CSV file's data rows: `lines` the file line of each, `columns` {name: tuple of texts} in header order.
+Table = collections.namedtuple("Table", "lines columns")
 
 
 def read_csv(path, required):
@@ -36,6 +28,8 @@ def read_csv(path, required):
                                      f"{len(header)} (truncated or not a RaceComp file)")
                 lines.append(reader.line_num)
                 rows.append(tuple(fields))  # tuples escape the cyclic garbage collector: a sweep has millions
+    except FileNotFoundError:
+        raise ValueError("missing") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise ValueError(f"unreadable: {error}") from None
     if header is None:
@@ -50,51 +44,48 @@ def read_csv(path, required):
     return Table(lines, dict(zip(header, zip(*rows))))
 
 
-def _numbers(table, column, parse=float, allow_infinite=False, within=None):
-    """The column parsed (float or int), each value finite (or +inf where allowed) and inside METRIC_RANGES and
-    `within` (up to float rounding); ValueError naming the first bad line."""
-    low, high = METRIC_RANGES.get(column, (-math.inf, math.inf))
-    slack = 0.0 if within is None else 1e-9
-    low, high = (low, high) if within is None else (max(low, within[0]), min(high, within[1]))
-    texts = table.columns[column]
-    try:  # the usual case at numpy speed (a sweep has millions of values); else name the first bad one below
-        values = list(map(parse, texts))
-        array = np.array(values, dtype=float)
-        if np.all((np.isfinite(array) | (allow_infinite & (array == math.inf)))
-                  & (array >= low - slack) & ((array <= high + slack) | (array == math.inf))):
-            return values
-    except (ValueError, OverflowError):
-        pass
-    for line, text in zip(table.lines, texts):
-        where = f"line {line}: column {column!r}: {text!r}"
+def _numbers(table, column, parse=float, allow_infinite=False, bounds=None):
+    """The column's values (float, or int), each finite (or +inf where allowed) and inside `bounds` (default:
+    METRIC_RANGES'; given bounds allow float rounding); ValueError naming the first bad line."""
+    (low, high), slack = (METRIC_RANGES.get(column, (-math.inf, math.inf)), 0.0) if bounds is None else (bounds, 1e-9)
+    values = []
+
+    def bad(problem):  # built only for the error: a sweep has millions of values
+        return ValueError(f"line {line}: column {column!r}: {text!r} {problem}")
+    for line, text in zip(table.lines, table.columns[column]):
         try:
             value = parse(text)
         except ValueError:
-            raise ValueError(f"{where} is not a {'whole number' if parse is int else 'number'}") from None
+            raise bad(f"is not a {'whole number' if parse is int else 'number'}") from None
         if not (math.isfinite(value) or allow_infinite and value == math.inf):
-            raise ValueError(f"{where} is not a finite number")
-        if not low - slack <= value <= high + slack and value != math.inf:
-            raise ValueError(f"{where} is outside its range [{low:g}, {high:g}]")
+            raise bad("is not a finite number")
+        if not (low - slack <= value <= high + slack or value == math.inf):
+            raise bad(f"is outside its range [{low:g}, {high:g}]")
+        values.append(value)
     return values
 
 
 def _counts(table, column):
-    return _numbers(table, column, parse=int, within=(1, math.inf))
+    return _numbers(table, column, parse=int, bounds=(1, math.inf))
 
 
-def _labels(table, column, vocabulary, unique=False):
-    """The column's race labels (the vocabulary's strings, shared by every run), checked; unique: once each."""
-    shared = {label: label for label in vocabulary}
-    labels = [shared.get(text) for text in table.columns[column]]
-    for line, label, text in zip(table.lines, labels, table.columns[column]):
-        if label is None:
-            check_label(text, vocabulary, f"line {line}")  # raises, naming the line
-    seen = set()
-    for line, label in zip(table.lines, labels if unique else ()):
-        if label in seen:
-            raise ValueError(f"line {line}: race {label!r} appears twice")
-        seen.add(label)
-    return labels
+def _races(table, vocabulary, unique=False):
+    """The race column's labels (the vocabulary's strings, shared by every run), each known; unique: once each."""
+    shared, races = {label: label for label in vocabulary}, []
+    for line, text in zip(table.lines, table.columns["race"]):
+        races.append(shared.get(text) or check_label(text, vocabulary, f"line {line}"))  # check_label raises
+        if unique and races[-1] in races[:-1]:  # per_race.csv and probe_gender.csv: a few rows
+            raise ValueError(f"line {line}: race {text!r} appears twice")
+    return races
+
+
+def _check_identifying(table, identifying, source, guess):
+    """Raise unless every row has the identifying {column: value} of `source` (`guess`: why it might not)."""
+    for index, line in enumerate(table.lines):
+        differing = [c for c in identifying if table.columns[c][index] != identifying[c]]
+        if differing:
+            shown = ", ".join(f"{c} {table.columns[c][index]!r} vs {identifying[c]!r}" for c in differing)
+            raise ValueError(f"line {line}: identifying column(s) {differing} differ from {source} ({shown}): {guess}")
 
 
 def _rows(fields):
@@ -119,17 +110,12 @@ def read_per_race(path):
     missing = [c for c in POOLED_COLUMNS if c not in columns]
     if missing:
         raise ValueError(f"identifying column(s) {missing} missing before `race`")
-    for index, line in enumerate(table.lines):
-        differing = [c for c in columns if table.columns[c][index] != columns[c]]
-        if differing:
-            shown = ", ".join(f"{c} {table.columns[c][index]!r} vs {columns[c]!r}" for c in differing)
-            raise ValueError(f"line {line}: identifying column(s) disagree with line {table.lines[0]} ({shown}); "
-                             f"rows of two runs in one file?")
+    _check_identifying(table, columns, f"line {table.lines[0]}", "rows of two runs in one file?")
     family, kind = _family(columns)
     missing = [c for c in (COUNT_COLUMN[kind],) + RACE_METRICS[kind] if c not in header]
     if missing:
         raise ValueError(f"missing column(s) {missing} of a {kind} per_race.csv")
-    races = _labels(table, "race", RACES[kind], unique=True)
+    races = _races(table, RACES[kind], unique=True)
     values = {"n": _counts(table, COUNT_COLUMN[kind])}
     for metric in RACE_METRICS[kind] + _optional_metrics(table, kind):
         values[metric] = _numbers(table, metric, allow_infinite=metric in INFINITE_ALLOWED)
@@ -156,7 +142,7 @@ def read_items(path, kind, per_race, left_out=()):
     An image: key and cluster (its file), race, psnr_y, ssim_y and the optional metrics the file has but
     `left_out`. A pair: key (race, line), race, cluster (id1), cluster2 (id2), correct (0/1), fold."""
     table = read_csv(path, ITEM_COLUMNS[kind])
-    races = _labels(table, "race", RACES[kind])
+    races = _races(table, RACES[kind])
     if kind == "upscale":  # a file name (an identity) is one string shared by every run that evaluated it
         files = list(map(sys.intern, table.columns["file"]))
         fields = {"key": files, "race": races, "cluster": files}
@@ -212,19 +198,15 @@ def _check_means(items, per_race, kind):
 def _probe_table(path, identifying, columns):
     """The Table of a probe file whose every row carries the run's identifying columns."""
     table = read_csv(path, tuple(identifying) + columns)
-    for index, line in enumerate(table.lines):
-        differing = [c for c in identifying if table.columns[c][index] != identifying[c]]
-        if differing:
-            raise ValueError(f"line {line}: identifying column(s) {differing} differ from {FINISHED_MARKER}'s "
-                             f"(a file from another run?)")
+    _check_identifying(table, identifying, f"{FINISHED_MARKER}'s", "a file from another run?")
     return table
 
 
 def read_gender_probe(path, identifying):
     """[{"race", "n", "f1_in", "f1_out", "worst", "gap", "accuracy"}] of a probe_gender.csv: FairFace races, once each."""
     table = _probe_table(path, identifying, PROBE_GENDER_COLUMNS)
-    return _rows({"race": _labels(table, "race", FAIRFACE_RACES, unique=True), "n": _counts(table, "n"),
-                  **{c: _numbers(table, c, within=(0.0, 1.0)) for c in PROBE_GENDER_COLUMNS[2:]}})
+    return _rows({"race": _races(table, FAIRFACE_RACES, unique=True), "n": _counts(table, "n"),
+                  **{c: _numbers(table, c, bounds=(0.0, 1.0)) for c in PROBE_GENDER_COLUMNS[2:]}})
 
 
 def read_bias_probe(path, identifying):
@@ -235,7 +217,7 @@ def read_bias_probe(path, identifying):
             raise ValueError(f"line {line}: empty probe set name")
     rows = _rows({"set_a": table.columns["set_a"], "set_b": table.columns["set_b"], "n_a": _counts(table, "n_a"),
                   "n_b": _counts(table, "n_b"),
-                  **{c: _numbers(table, c, within=(-1.0, 1.0)) for c in ("assoc_pretrained", "assoc_finetuned")}})
+                  **{c: _numbers(table, c, bounds=(-1.0, 1.0)) for c in ("assoc_pretrained", "assoc_finetuned")}})
     if len(rows) < 3:
         raise ValueError(f"{len(rows)} comparison(s): a Bias Transfer Score needs at least 3")
     return rows

@@ -131,15 +131,11 @@ def load_run(folder, problems):
     for values in per_race.values() if collapsed else ():
         values.pop("id_cos", None)
     probes = _read_probes(folder, columns, record, problems)
-    item_path = os.path.join(folder, ITEM_FILES[kind])
-    items = None
-    if not os.path.isfile(item_path):
-        problems.add(item_path, "missing: the run appears only in the per-race tables (no CIs, no paired tests)")
-    else:
-        try:
-            items = read_items(item_path, kind, per_race, left_out=("id_cos",) if collapsed else ())
-        except ValueError as error:
-            problems.add(item_path, f"{error}; the run appears only in the per-race tables")
+    item_path, items = os.path.join(folder, ITEM_FILES[kind]), None
+    try:
+        items = read_items(item_path, kind, per_race, left_out=("id_cos",) if collapsed else ())
+    except ValueError as error:
+        problems.add(item_path, f"{error}; the run appears only in the per-race tables (no CIs, no paired tests)")
     return Run(folder, family, kind, columns, per_race, items, record, **probes)
 
 
