@@ -1,6 +1,5 @@
-"""Experiments: finished runs (tables.runs) that differ only in seed and code version, pooled (group_experiments);
-how identifying values compare and sort, and which recorded settings tell groups of runs apart.
-"""
+"""Experiments: runs (tables.runs) that differ only in seed and code version, pooled; how identifying values
+compare and sort, and which recorded settings tell groups of runs apart."""
 import json
 import math
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ class Experiment:
         return dict(self.identifying)
 
     @property
-    def seeds(self):
+    def seeds(self):  # labels as written
         return tuple(run.columns["seed"] for run in self.runs)
 
     @property
@@ -39,7 +38,7 @@ class Experiment:
         return sorted({check for run in self.runs for check in run.warnings})
 
     def label(self, shown=None):
-        """"column=value, ..." of the `shown` columns (default: all but study)."""
+        """The `shown` columns (default: all but study) as "column=value, ..."."""
         shown = [c for c in self.columns if c != "study"] if shown is None else shown
         return ", ".join(f"{c}={self.columns.get(c, '')}" for c in shown) or "(single experiment)"
 

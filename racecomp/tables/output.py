@@ -1,9 +1,6 @@
-"""summarize's --out folder: it holds exactly the files of the last run, and nobody else's file is touched.
-
-Every file is listed in MANIFEST before it is written; the next run removes the listed files and refuses a folder
-holding anything else. From the first file to the last the folder also holds INCOMPLETE: a killed run's files
-never look like a whole set.
-"""
+"""summarize's --out folder: exactly the files of the last run, each listed in MANIFEST before it is written (the
+next run removes them and refuses a folder holding anything else); INCOMPLETE is there from the first file to the
+last, so that a killed run's files never look like a whole set."""
 import concurrent.futures
 import contextlib
 import multiprocessing
@@ -86,8 +83,7 @@ class Output:
             raise InputError(f"two tables named {title!r}")
         self.sections.append((title, f"## {title}\n\n{text}\n"))
 
-    def plot(self, name, *args, **kwargs):
-        """figures() of plots.interval_figures."""
+    def plot(self, name, *args, **kwargs):  # the interval plot
         return self.figures(name, interval_figures, *args, **kwargs)
 
     def figures(self, name, draw, *args, **kwargs):

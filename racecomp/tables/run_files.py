@@ -203,7 +203,7 @@ def _probe_table(path, identifying, columns):
 
 
 def read_gender_probe(path, identifying):
-    """[{"race", "n", "f1_in", "f1_out", "worst", "gap", "accuracy"}] of a probe_gender.csv: FairFace races, once each."""
+    """[{"race", "n", "f1_in", "f1_out", "worst", "gap", "accuracy"}] of a probe_gender.csv, a FairFace race a row."""
     table = _probe_table(path, identifying, PROBE_GENDER_COLUMNS)
     return _rows({"race": _races(table, FAIRFACE_RACES, unique=True), "n": _counts(table, "n"),
                   **{c: _numbers(table, c, bounds=(0.0, 1.0)) for c in PROBE_GENDER_COLUMNS[2:]}})

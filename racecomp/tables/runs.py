@@ -89,7 +89,8 @@ def find_run_folders(patterns, problems):
         if len(found) == before:
             problems.add(pattern, f"no {FINISHED_MARKER} found (nothing there, or only runs already found)")
     for folder in dict.fromkeys(unfinished):  # a quantization run's top folder holds args.json, its runs inside
-        if not any(real.startswith(os.path.realpath(folder) + os.sep) for real in found):
+        inside = os.path.realpath(folder) + os.sep
+        if not any(real.startswith(inside) for real in found):
             problems.add(folder, f"unfinished run ({RECORD_FILE} but no {FINISHED_MARKER}): left out")
     return sorted(found.values())
 
@@ -117,9 +118,8 @@ def load_run(folder, problems):
     except ValueError as error:
         problems.add(path, f"{error}; run left out")
         return None
-    for race, values in per_race.items():
-        for metric in [metric for metric, value in values.items() if value == math.inf]:
-            problems.add(path, f"{race}: mean {metric} is infinite (an image reproduced exactly); kept as inf")
+    for race, metric in [(race, m) for race, values in per_race.items() for m, v in values.items() if v == math.inf]:
+        problems.add(path, f"{race}: mean {metric} is infinite (an image reproduced exactly); kept as inf")
     record = _read_record(folder, problems)
     error = record is not None and _record_error(record)
     if error:
@@ -156,7 +156,8 @@ def _record_error(record):
     if not isinstance(warnings, list) or not all(isinstance(w, dict) and isinstance(w.get("check"), str)
                                                  and isinstance(w.get("message"), str) for w in warnings):
         return f"`{WARNINGS_KEY}` is not a list of {{check, message, value}}"
-    if not isinstance(data, dict) or not all(isinstance(d, dict) and isinstance(d.get("id"), str) for d in data.values()):
+    if not isinstance(data, dict) or not all(isinstance(found, dict) and isinstance(found.get("id"), str)
+                                             for found in data.values()):
         return f"`{DATA_KEY}` is not a dict of fingerprints with an `id`"
     if not isinstance(metric, dict) or not isinstance(metric.get("model", ""), str):
         return "`identity_metric` is not a dict naming its `model`"
