@@ -645,7 +645,7 @@ def test_bad_inputs_are_reported_and_good_runs_remain(tmp_path):
     text = problems_text(result)
     expected = {"truncated": "fields but the header has", "empty": "empty file", "foreign": "missing column",
                 "unparsable": "'thirty' is not a number", "unknown_race": "unknown race label 'white'",
-                "disagreeing": "identifying column(s) disagree"}
+                "disagreeing": "identifying column(s) ['seed'] differ from line 2"}
     for name, message in expected.items():
         assert any(path == str(root / name / "per_race.csv") and message in m for path, m in result["problems"]), name
     assert str(root / "no_items" / "per_image.csv") + ": missing" in text

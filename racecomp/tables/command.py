@@ -1,8 +1,4 @@
-"""summarize.py's command line: per-race fairness tables from finished run folders (racecomp.tables.summarize).
-
-    python summarize.py runs/ --out tables/
-    python -m racecomp.tables runs/ --out tables/      # the same, from an installed package
-"""
+"""summarize.py's command line (also `python -m racecomp.tables` and `racecomp-summarize`): report.summarize."""
 from racecomp.cli import make_parser, run_script
 from racecomp.tables.questions import MIN_EFFECT
 from racecomp.tables.report import summarize

@@ -1,6 +1,5 @@
-"""Experiments: finished runs (racecomp.tables.runs) that differ only in seed, pooled; how their identifying
-values compare and sort, and which recorded settings tell groups of runs apart.
-"""
+"""Experiments: runs (tables.runs) that differ only in seed and code version, pooled; how identifying values
+compare and sort, and which recorded settings tell groups of runs apart."""
 import json
 import math
 from dataclasses import dataclass, field
@@ -11,15 +10,13 @@ from racecomp.schema import (ADDED_LATER, FAMILIES, NON_RESULT_ARGS, OPTIONAL_RA
 
 @dataclass(frozen=True, eq=False)
 class Experiment:
-    """Runs that differ only in seed (and code version), built once (group_experiments). Results are keyed by
-    the experiment itself: it is compared and hashed as itself, since two experiments may share every
-    identifying value and differ in their data (data fingerprints keep them apart)."""
+    """Runs that differ only in seed (and code version), built once. Results are keyed by the experiment itself
+    (compared and hashed as itself): two experiments may share every identifying value and differ in their data."""
     family: str
     kind: str
     identifying: tuple  # ((column, value as written), ...) but POOLED_COLUMNS, in file order; a dict is taken too
     runs: tuple  # sorted by seed; a list is taken too
-    # Per metric, the item matrix (tables.comparisons): an experiment is tabulated and compared with several
-    # references, and a sweep's matrices take seconds to build. Filled on first use, then only read.
+    # {metric: item matrix} (tables.comparisons), filled on first use: a sweep's take seconds to build.
     matrices: dict = field(default_factory=dict, init=False, repr=False)  # a replace() starts an empty one
 
     def __post_init__(self):
@@ -32,17 +29,18 @@ class Experiment:
         return dict(self.identifying)
 
     @property
-    def seeds(self):
+    def seeds(self):  # labels as written
         return tuple(run.columns["seed"] for run in self.runs)
-
-    def label(self, shown=None):
-        shown = [c for c in self.columns if c != "study"] if shown is None else shown
-        return ", ".join(f"{c}={self.columns.get(c, '')}" for c in shown) or "(single experiment)"
 
     @property
     def warnings(self):
         """The sanity checks any of its runs failed (sorted): a row with them is a broken model, not a result."""
         return sorted({check for run in self.runs for check in run.warnings})
+
+    def label(self, shown=None):
+        """The `shown` columns (default: all but study) as "column=value, ..."."""
+        shown = [c for c in self.columns if c != "study"] if shown is None else shown
+        return ", ".join(f"{c}={self.columns.get(c, '')}" for c in shown) or "(single experiment)"
 
     def pooled_columns(self):
         """n_seeds, seeds, code versions and failed sanity checks behind a row, so that it can be traced back."""
@@ -52,18 +50,16 @@ class Experiment:
 
     def race_metrics(self):
         """The per-race metrics every seed has: the study's, then the optional ones all seeds wrote."""
-        optional = [m for m in OPTIONAL_RACE_METRICS.get(self.kind, ())
-                    if all(m in values for run in self.runs for values in run.per_race.values())]
-        return list(RACE_METRICS[self.kind]) + optional
+        return list(RACE_METRICS[self.kind]) + [m for m in OPTIONAL_RACE_METRICS.get(self.kind, ()) if all(
+            m in values for run in self.runs for values in run.per_race.values())]
 
     def setting(self, name):
-        """(known, value) of an argument from the runs' args.json: known only when every run has one and
-        they agree (an argument a run's args.json lacks reads as its schema.ADDED_LATER value, else None)."""
-        values = {json.dumps(run.args.get(name, ADDED_LATER.get(name)), sort_keys=True) for run in self.runs
-                  if run.args is not None}
-        if len(values) != 1 or any(run.args is None for run in self.runs):
+        """(known, value) of an argument from the runs' args.json: known only when every run has one and they
+        agree (an argument a run's args.json lacks reads as its schema.ADDED_LATER value, else None)."""
+        if any(run.args is None for run in self.runs):
             return False, None
-        return True, json.loads(values.pop())
+        values = {json.dumps(run.args.get(name, ADDED_LATER.get(name)), sort_keys=True) for run in self.runs}
+        return (True, json.loads(values.pop())) if len(values) == 1 else (False, None)
 
 
 def canonical(value):
@@ -82,35 +78,27 @@ def sort_key(value):
 
 
 def group_experiments(runs, problems):
-    """Experiments (seeds pooled), sorted by family then settings.
-
-    Two runs of the same experiment and seed clash: which one is right cannot be told, so all of them are
-    left out (reported); the experiment's other seeds remain.
-    """
+    """Experiments (seeds pooled), sorted by family then settings. Runs on other data (args.json fingerprints)
+    are never pooled. Two runs of one experiment and seed clash: which is right cannot be told, so both are left
+    out (reported); the experiment's other seeds remain."""
     grouped = {}
     for run in runs:
         settings = tuple(sorted((c, canonical(v)) for c, v in run.columns.items() if c not in POOLED_COLUMNS))
-        # The recipe hashes the data fingerprints; the fingerprints themselves are compared too, so that no
-        # two runs on different data are pooled whatever their recipe says.
-        data = json.dumps(run.data_ids, sort_keys=True)
-        grouped.setdefault((run.family, settings, data), []).append(run)
+        grouped.setdefault((run.family, settings, json.dumps(run.data_ids, sort_keys=True)), []).append(run)
     _report_other_data(grouped, problems)
     experiments = []
     for (family, _, _), members in grouped.items():
         by_seed = {}
         for run in members:
             by_seed.setdefault(canonical(run.columns["seed"]), []).append(run)
-        kept = []
-        for seed, same in by_seed.items():
-            if len(same) == 1:
-                kept.append(same[0])
-                continue
+        for same in (same for same in by_seed.values() if len(same) > 1):
             for run in same:
                 others = ", ".join(other.path for other in same if other is not run)
                 problems.add(run.path, f"same experiment and seed {run.columns['seed']} as {others}: "
                                        f"all {len(same)} left out (which is right cannot be told)")
+        kept = sorted((same[0] for same in by_seed.values() if len(same) == 1),
+                      key=lambda r: sort_key(r.columns["seed"]))
         if kept:
-            kept.sort(key=lambda r: sort_key(r.columns["seed"]))
             columns = {c: v for c, v in kept[0].columns.items() if c not in POOLED_COLUMNS}
             experiments.append(Experiment(family, kept[0].kind, columns, kept))
     experiments.sort(key=lambda e: (FAMILIES.index(e.family), [(c, sort_key(v)) for c, v in e.columns.items()]))
@@ -118,18 +106,15 @@ def group_experiments(runs, problems):
 
 
 def _report_other_data(grouped, problems):
-    """A problem line for each group of runs kept apart from another only by its data: the same identifying
-    columns but for the recipe, and other data fingerprints."""
+    """A problem line for each group of runs kept apart from another only by its data fingerprints."""
     by_columns = {}
     for (family, settings, data), members in grouped.items():
-        columns = tuple(item for item in settings if item[0] != RECIPE_COLUMN)
-        by_columns.setdefault((family, columns), []).append((data, members))
-    for groups in by_columns.values():
-        known = [(data, members) for data, members in groups if data != "null"]
-        if len({data for data, _ in known}) < 2:
-            continue
-        for data, members in known:
-            others = ", ".join(other[0].path for other_data, other in known if other_data != data)
+        if data != "null":  # a run without fingerprints is pooled by recipe, which knows its data by path only
+            columns = tuple(item for item in settings if item[0] != RECIPE_COLUMN)
+            by_columns.setdefault((family, columns), []).append((data, members))
+    for groups in (groups for groups in by_columns.values() if len({data for data, _ in groups}) > 1):
+        for data, members in groups:
+            others = ", ".join(other[0].path for other_data, other in groups if other_data != data)
             problems.add(members[0].path, f"not pooled with {others}: the same settings on other data (data "
                                           f"fingerprints {data} in args.json)")
 
@@ -141,13 +126,10 @@ def races_of(experiments):
 
 
 def differing_settings(runs_by_key, skip=()):
-    """{key: {argument: value}} of the arguments (args.json) that differ between groups of runs (e.g. the runs
-    of each recipe), and the keys none of whose runs has an args.json.
-
-    Left out: `skip` (e.g. the identifying columns, shown anyway), the seed, schema.NON_RESULT_ARGS and every
-    argument that differs between the runs of one group: a group's runs share their recipe, so such an
-    argument cannot be what sets the groups apart. An argument a run's args.json lacks reads as None.
-    """
+    """({key: {argument: value}}, [keys none of whose runs has an args.json]) of the arguments that differ between
+    groups of runs (e.g. the runs of each recipe). Left out: `skip`, the seed, schema.NON_RESULT_ARGS and every
+    argument that differs inside a group (a group shares its recipe, so it cannot be what sets groups apart). An
+    argument a run's args.json lacks reads as None."""
     texts = {}  # key -> argument -> {json text of each run's value}
     for key, runs in runs_by_key.items():
         recorded = [run.args for run in runs if run.args is not None]
