@@ -14,8 +14,11 @@ import re
 import pytest
 import torch
 
-from racecomp import facenets, toyrfw
-from racecomp.studies import STUDIES, quantize, upscale, verify
+from racecomp import facenets, studies, toyrfw
+from racecomp.schema import STUDIES as STUDY_NAMES
+from racecomp.studies import quantize, upscale, verify
+
+STUDIES = {name: studies.get(name) for name in STUDY_NAMES}
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("run_upscale.py", "run_verify.py", "run_quantize.py", "summarize.py")

@@ -5,7 +5,8 @@ methods: report.METHODS).
              experiments (Experiment: runs pooled over seeds; results are keyed by it)
     analyse  comparisons (per-race rows, intervals, paired tests against references), questions (contrasts,
              dose-response, seed planning), probes (probe results over seeds), answers (their typed results)
-    render   sections, markdown, formatting, latex, plots, findings, output (the --out folder)
+    render   sections (tables.md's sections, their CSVs, figures and LaTeX tables), findings (findings.md / .csv),
+             formatting (numbers, markdown and LaTeX cells), plots (interval figures), output (the --out folder)
     report   the pipeline: summarize(paths, out_dir) and answers(paths)
 """
 from racecomp.tables.findings import sentence
