@@ -5,8 +5,8 @@ import math
 import numpy as np
 
 from racecomp import estimates
-from racecomp.fairness import (MODEL_DIFFERENCE, RECIPE_DIFFERENCE, STATISTICS, as_runs, group_labels, item_codes,
-                               reported)
+from racecomp.estimates import (MODEL_DIFFERENCE, RECIPE_DIFFERENCE, STATISTICS, as_runs, group_labels, item_codes,
+                                reported)
 
 SUMMARY_CHANGE_KEYS = ("mean", "worst", "gap", "std", "ser")
 

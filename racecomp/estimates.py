@@ -1,4 +1,5 @@
-"""One mean from dependent items: variance, df, interval, p-value (conventions: racecomp.fairness).
+"""One mean from dependent items: the inputs checked, variance, df, interval, p-value (conventions:
+racecomp.fairness).
 
 An estimate is a dict: value, var, df, kind ("t"; "t+bootstrap-t" with replicates t_star; "wilson" with
 effective size n_eff), bounds ((lo, hi) or None) and units ((n,) one sample, (n_a, n_b) a difference of two
@@ -11,6 +12,54 @@ from scipy import stats
 
 _MAX_DRAWS_PER_CHUNK = 4_000_000  # resample indices held in memory at once (about 32 MB of int64)
 MIN_BOOTSTRAP_CLUSTERS = 15  # fewer clusters: bootstrap-t's se* are too coarse to studentize; t alone
+STATISTICS = {"mean": 1.0, "percent": 100.0}  # statistic: reported units per unit of the values
+RECIPE_DIFFERENCE = "recipe difference (seed and item variance)"
+MODEL_DIFFERENCE = "model difference (1 seed; not a recipe effect)"
+
+
+def as_runs(values, name="values"):
+    """(k, N) float array of per-seed per-item values: a 1-D input is one run."""
+    runs = np.asarray(values, dtype=np.float64)
+    if runs.ndim == 1:
+        runs = runs[None, :]
+    if runs.ndim != 2 or runs.size == 0:
+        raise ValueError(f"{name} must be a non-empty (N,) or (seeds, N) array, got shape {runs.shape}")
+    if not np.all(np.isfinite(runs)):
+        raise ValueError(f"{name} contain NaN or inf (e.g. PSNR of an identical pair): filter or cap them first")
+    return runs
+
+
+def item_codes(n, clusters, clusters2):
+    """(first, second) integer cluster codes of n items in one id space; None where not given."""
+    if clusters is None:
+        if clusters2 is not None:
+            raise ValueError("clusters2 (second identity) needs clusters (first identity)")
+        return None, None
+    columns = [np.asarray(clusters)] + ([] if clusters2 is None else [np.asarray(clusters2)])
+    for name, column in zip(("clusters", "clusters2"), columns):
+        if column.shape != (n,):
+            raise ValueError(f"{name} has shape {column.shape} for {n} items: one entry per item")
+    try:
+        codes = np.unique(np.concatenate(columns), return_inverse=True)[1].reshape(-1)
+    except TypeError:  # ids of mixed types: compare them as text
+        codes = np.unique(np.concatenate([c.astype(str) for c in columns]), return_inverse=True)[1].reshape(-1)
+    return codes[:n], None if clusters2 is None else codes[n:]
+
+
+def group_labels(groups, n, name="groups"):
+    """(sorted distinct labels as plain Python values, (n,) column of codes) of n items' labels."""
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"{name} has shape {groups.shape} for {n} items: one label per item")
+    unique, column = np.unique(groups, return_inverse=True)
+    return [label.item() if isinstance(label, np.generic) else label for label in unique], column.reshape(-1)
+
+
+def reported(headline, item, ci, factor):
+    """{lo, hi, se, df} of a headline estimate, {image_lo, image_hi} of its item-level part, x factor."""
+    (lo, hi), (image_lo, image_hi) = interval(headline, ci), interval(item, ci)
+    return {"lo": factor * lo, "hi": factor * hi, "se": factor * math.sqrt(headline["var"]), "df": headline["df"],
+            "image_lo": factor * image_lo, "image_hi": factor * image_hi}
 
 
 def t_quantile(q, df):

@@ -17,11 +17,10 @@ import math
 import numpy as np
 
 from racecomp import estimates
+from racecomp.estimates import (MODEL_DIFFERENCE, RECIPE_DIFFERENCE, STATISTICS, as_runs, group_labels, item_codes,
+                                reported)
 
 SUMMARY_KEYS = ("mean", "worst", "best", "gap", "ratio", "std", "ser")
-STATISTICS = {"mean": 1.0, "percent": 100.0}  # statistic: reported units per unit of the values
-RECIPE_DIFFERENCE = "recipe difference (seed and item variance)"
-MODEL_DIFFERENCE = "model difference (1 seed; not a recipe effect)"
 
 
 def group_summary(values):
@@ -39,44 +38,6 @@ def group_summary(values):
         per_group.mean(), worst, best, best - worst, ratio, per_group.std(ddof=1), ser))}
 
 
-def as_runs(values, name="values"):
-    """(k, N) float array of per-seed per-item values: a 1-D input is one run."""
-    runs = np.asarray(values, dtype=np.float64)
-    if runs.ndim == 1:
-        runs = runs[None, :]
-    if runs.ndim != 2 or runs.size == 0:
-        raise ValueError(f"{name} must be a non-empty (N,) or (seeds, N) array, got shape {runs.shape}")
-    if not np.all(np.isfinite(runs)):
-        raise ValueError(f"{name} contain NaN or inf (e.g. PSNR of an identical pair): filter or cap them first")
-    return runs
-
-
-def item_codes(n, clusters, clusters2):
-    """(first, second) integer cluster codes of n items in one id space; None where not given."""
-    if clusters is None:
-        if clusters2 is not None:
-            raise ValueError("clusters2 (second identity) needs clusters (first identity)")
-        return None, None
-    columns = [np.asarray(clusters)] + ([] if clusters2 is None else [np.asarray(clusters2)])
-    for name, column in zip(("clusters", "clusters2"), columns):
-        if column.shape != (n,):
-            raise ValueError(f"{name} has shape {column.shape} for {n} items: one entry per item")
-    try:
-        codes = np.unique(np.concatenate(columns), return_inverse=True)[1].reshape(-1)
-    except TypeError:  # ids of mixed types: compare them as text
-        codes = np.unique(np.concatenate([c.astype(str) for c in columns]), return_inverse=True)[1].reshape(-1)
-    return codes[:n], None if clusters2 is None else codes[n:]
-
-
-def group_labels(groups, n, name="groups"):
-    """(sorted distinct labels as plain Python values, (n,) column of codes) of n items' labels."""
-    groups = np.asarray(groups)
-    if groups.shape != (n,):
-        raise ValueError(f"{name} has shape {groups.shape} for {n} items: one label per item")
-    unique, column = np.unique(groups, return_inverse=True)
-    return [label.item() if isinstance(label, np.generic) else label for label in unique], column.reshape(-1)
-
-
 def _check(statistic, n_boot, ci):
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {tuple(STATISTICS)}, got {statistic!r}")
@@ -88,13 +49,6 @@ def _check(statistic, n_boot, ci):
 
 def _subset(codes, members):
     return None if codes is None else codes[members]
-
-
-def reported(headline, item, ci, factor):
-    """{lo, hi, se, df} of a headline estimate, {image_lo, image_hi} of its item-level part, x factor."""
-    (lo, hi), (image_lo, image_hi) = estimates.interval(headline, ci), estimates.interval(item, ci)
-    return {"lo": factor * lo, "hi": factor * hi, "se": factor * math.sqrt(headline["var"]), "df": headline["df"],
-            "image_lo": factor * image_lo, "image_hi": factor * image_hi}
 
 
 def _pairwise(labels, group_estimates, item_estimates, runs, column, statistic, alpha):

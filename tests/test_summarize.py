@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageColor
 
 import summarize
-from racecomp.tables.comparisons import PSNR_CAP_DB
+from racecomp.tables.run_files import PSNR_CAP_DB
 from racecomp.tables.plots import PALETTE
 
 UPSCALE_ID = ("study", "arch", "scale", "upsampler", "minority", "weight", "minority_mode", "finetune", "seed",

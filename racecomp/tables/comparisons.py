@@ -4,21 +4,17 @@ dicts in their CSV's column order; the methods: tables.report.METHODS."""
 import concurrent.futures
 import math
 import multiprocessing
-from dataclasses import dataclass
 
 import numpy as np
 
 from racecomp import fairness
 from racecomp.schema import IDENTITY_MODEL_ARGS, RACES, RESTORE_COLUMNS
-from racecomp.tables.experiments import canonical, races_of
+from racecomp.tables.experiments import canonical, has_values, races_of, seeds_paired
+from racecomp.tables.run_files import (ITEM_METRICS, PSNR_CAP_DB, cells_of, item_metrics, items_of,
+                                      usable_for_items)
 
-# Metrics with per-item values: (column of the per-item file, fairness statistic). id_cos (optional) is used
-# for the experiments whose every seed has it.
-ITEM_METRICS = {"upscale": {"psnr_y": ("psnr_y", "mean"), "ssim_y": ("ssim_y", "mean"), "id_cos": ("id_cos", "mean")},
-                "verify": {"accuracy": ("correct", "percent")}}
 # Arguments (args.json) that must agree for two runs' values of a metric to be compared: the recognition model.
 COMPARABLE_IF_SAME = {"id_cos": IDENTITY_MODEL_ARGS}
-PSNR_CAP_DB = 100.0  # an infinite PSNR (an exact reproduction) in intervals and paired tests
 # Bootstrap draws (items x replicates, summed over the tests) below which the paired tests run in this
 # process: starting worker processes takes about a second, a sweep's tests take a minute.
 MIN_DRAWS_FOR_PROCESSES = 50_000_000
@@ -31,16 +27,8 @@ REFERENCES = {
     "fp32": ({"wbits": "32", "abits": "32", "calib": "none"}, ("wbits", "abits", "calib", "qat_steps")),
     "hr": ({"restore": ""}, RESTORE_COLUMNS),
 }
-# Experiments that involve no training, known exactly when their seeds agree (no seed variance): the bicubic
-# floor, and fp32 in the quantization study (its seed only chooses calibration data, which fp32 does not use).
-UNTRAINED = ({"arch": "bicubic"}, {"study": "quantize", "wbits": "32", "abits": "32"})
 # Arguments a reference must not differ in: the bicubic floor is scored on the LR images the model was.
 SAME_INPUTS = {"bicubic": ("lr_kernel",)}
-
-
-def _has(experiment, values):
-    """Whether the experiment's columns have these values (by value; a column it lacks reads as "")."""
-    return all(canonical(experiment.columns.get(c, "")) == canonical(v) for c, v in values.items())
 
 
 def _seed_mean(values):
@@ -90,81 +78,6 @@ def race_columns_row(experiment, metric, races, problems):
     return row
 
 
-@dataclass
-class Items:
-    """One metric of an experiment on the items every seed evaluated, in the first seed's order."""
-    values: np.ndarray  # (seeds, items), PSNR not capped
-    keys: list
-    races: np.ndarray  # (items,)
-    clusters: object  # (items,) first identity of each pair; None for images (a file is one item)
-    clusters2: object  # (items,) second identity of each pair; None for images
-    left_out: int  # items evaluated by only some seeds
-
-
-def _shared(keys, races):
-    """(the keys in every list, in the first's order; each list's index of them; those some lists label with
-    another race) of parallel key and race lists."""
-    positions = [dict(zip(these, range(len(these)))) for these in keys]
-    shared = [key for key in keys[0] if all(key in position for position in positions[1:])]
-    index = [[position[key] for key in shared] for position in positions]
-    labels = zip(shared, *([these[i] for i in order] for these, order in zip(races, index)))
-    return shared, index, [key for key, *named in labels if len(set(named)) > 1]
-
-
-def _item_matrix(experiment, metric):
-    """The experiment's Items, built once (Experiment.matrices); ValueError when seeds label an item with two
-    races."""
-    if metric not in experiment.matrices:
-        seeds = [run.items for run in experiment.runs]
-        keys = [[item["key"] for item in items] for items in seeds]
-        shared, index, clashing = _shared(keys, [[item["race"] for item in items] for items in seeds])
-        rows = [[items[i] for i in order] for items, order in zip(seeds, index)]
-        if clashing:
-            labels = {items[shared.index(clashing[0])]["race"] for items in rows}
-            raise ValueError(f"item {clashing[0]!r} is labelled {' and '.join(sorted(labels))} by different seeds")
-        column, pairs = ITEM_METRICS[experiment.kind][metric][0], experiment.kind == "verify"
-        experiment.matrices[metric] = Items(
-            np.array([[item[column] for item in items] for items in rows], dtype=np.float64), shared,
-            np.array([item["race"] for item in rows[0]]),
-            np.array([item["cluster"] for item in rows[0]]) if pairs else None,
-            np.array([item["cluster2"] for item in rows[0]]) if pairs else None, len(set().union(*keys)) - len(shared))
-    return experiment.matrices[metric]
-
-
-def items_of(experiment, metric, problems, purpose):
-    """The experiment's Items, or None (reported); items not evaluated by every seed are reported."""
-    where, label = experiment.runs[0].path, f"[{experiment.label()}] {metric}"
-    try:
-        matrix = _item_matrix(experiment, metric)
-    except ValueError as error:
-        problems.add(where, f"{label}: {error}; left out of the {purpose}")
-        return None
-    if matrix.left_out:
-        problems.add(where, f"{label}: {matrix.left_out} items evaluated by only some seeds are left out of "
-                            f"the {purpose} (seed-level statistics need every seed on the same items)")
-    if not matrix.keys:
-        problems.add(where, f"{label}: no item evaluated by every seed; left out of the {purpose}")
-        return None
-    return matrix
-
-
-def item_metrics(experiment):
-    """The per-item metrics every seed's items have ([] when a seed has no usable items)."""
-    if any(run.items is None for run in experiment.runs):
-        return []
-    return [metric for metric, (column, _) in ITEM_METRICS[experiment.kind].items()
-            if all(column in run.items[0] for run in experiment.runs)]
-
-
-def usable_for_items(experiment, problems, purpose):
-    """Whether every seed has usable per-item rows (else reported)."""
-    missing = [run.path for run in experiment.runs if run.items is None]
-    if missing:
-        problems.add(missing[0], f"[{experiment.label()}]: left out of the {purpose}: seed(s) without usable "
-                                 f"per-item rows ({', '.join(missing)})")
-    return not missing
-
-
 def fairness_interval_rows(experiment, metric, n_boot, seed, ci, problems):
     """ci_<block>.csv rows of fairness.group_intervals on the experiment's Items ([] when it has none): per race
     value [lo, hi], n (items x seeds), n_items, level, df, image_lo / image_hi, seed_sd; then mean, gap, std
@@ -199,47 +112,6 @@ def fairness_interval_rows(experiment, metric, n_boot, seed, ci, problems):
               "hi": pair["hi"], "p_value": pair["p_value"], "df": pair["df"], **common} for pair in result["pairs"]]
     rows.append({**base, "quantity": "equal_means_p", "value": result["equal_means_p"], "lo": "", "hi": "", **common})
     return rows
-
-
-def untrained(experiment):
-    """Whether the experiment involves no training (UNTRAINED)."""
-    return any(_has(experiment, columns) for columns in UNTRAINED)
-
-
-def known_exactly(experiment, values):
-    """Whether (seeds, items) values of an experiment are known exactly: untrained, its seeds agreeing item by item."""
-    return untrained(experiment) and (values.shape[0] == 1 or np.all(np.ptp(values, axis=0) == 0))
-
-
-def seeds_paired(experiments):
-    """Whether the experiments' seeds pair up: >= 2 seeds, the same labels (by value) in the same order."""
-    labels = [[canonical(seed) for seed in e.seeds] for e in experiments]
-    return bool(labels) and len(labels[0]) >= 2 and all(other == labels[0] for other in labels)
-
-
-@dataclass
-class Cells:
-    """Experiments' values of one metric on the items all of them evaluated, in the first one's order."""
-    runs: list  # (seeds, items) per experiment, PSNR capped
-    races: np.ndarray  # (items,)
-    clusters: object  # as in Items
-    clusters2: object
-    exact: list  # per experiment: known_exactly
-    statistic: str  # "mean" or "percent" (ITEM_METRICS)
-    clashing: list  # keys of the items that the experiments label with different races
-
-
-def cells_of(experiments, matrices, metric):
-    """Cells of the experiments from their Items, or None when no item is in all of them."""
-    keys, index, clashing = _shared([matrix.keys for matrix in matrices], [matrix.races for matrix in matrices])
-    if not keys:
-        return None
-    first = matrices[0]
-    runs = [np.minimum(matrix.values[:, order], PSNR_CAP_DB) for matrix, order in zip(matrices, index)]
-    return Cells(runs, first.races[index[0]], None if first.clusters is None else first.clusters[index[0]],
-                 None if first.clusters2 is None else first.clusters2[index[0]],
-                 [known_exactly(e, values) for e, values in zip(experiments, runs)],
-                 ITEM_METRICS[experiments[0].kind][metric][1], clashing)
 
 
 def paired_inputs(experiment, reference, metric, problems):
@@ -301,7 +173,7 @@ def find_reference(experiment, experiments, relation, problems):
         return canonical(other.columns.get(column, "")) == canonical(experiment.columns.get(column, ""))
 
     candidates = [other for other in experiments
-                  if other is not experiment and other.family == experiment.family and _has(other, required)
+                  if other is not experiment and other.family == experiment.family and has_values(other, required)
                   and all(agrees(other, c) for c in {**experiment.columns, **other.columns} if fixed(c))
                   and not any(_differs(experiment, other, name) for name in SAME_INPUTS.get(relation, ()))]
     if not candidates:
@@ -344,7 +216,7 @@ def _relations(experiment):
         return (["bicubic"] if columns.get("arch") != "bicubic" else []) + balanced
     if experiment.family == "verify":
         return balanced + (["hr"] if "restore" in columns else [])
-    return [] if _has(experiment, REFERENCES["fp32"][0]) else ["fp32"]
+    return [] if has_values(experiment, REFERENCES["fp32"][0]) else ["fp32"]
 
 
 def _comparable_metrics(experiment, reference, relation, problems):

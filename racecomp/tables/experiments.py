@@ -4,6 +4,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from racecomp.schema import (ADDED_LATER, FAMILIES, NON_RESULT_ARGS, OPTIONAL_RACE_METRICS, POOLED_COLUMNS,
                              RACE_METRICS, RACES, RECIPE_COLUMN)
 
@@ -144,3 +146,29 @@ def differing_settings(runs_by_key, skip=()):
     settings = {key: {name: json.loads(min(by_name.get(name, null))) for name in differing}
                 for key, by_name in texts.items()}
     return settings, [key for key in runs_by_key if key not in texts]
+
+
+# Experiments that involve no training, known exactly when their seeds agree (no seed variance): the bicubic
+# floor, and fp32 in the quantization study (its seed only chooses calibration data, which fp32 does not use).
+UNTRAINED = ({"arch": "bicubic"}, {"study": "quantize", "wbits": "32", "abits": "32"})
+
+
+def has_values(experiment, values):
+    """Whether the experiment's columns have these values (by value; a column it lacks reads as "")."""
+    return all(canonical(experiment.columns.get(c, "")) == canonical(v) for c, v in values.items())
+
+
+def untrained(experiment):
+    """Whether the experiment involves no training (UNTRAINED)."""
+    return any(has_values(experiment, columns) for columns in UNTRAINED)
+
+
+def known_exactly(experiment, values):
+    """Whether (seeds, items) values of an experiment are known exactly: untrained, its seeds agreeing item by item."""
+    return untrained(experiment) and (values.shape[0] == 1 or np.all(np.ptp(values, axis=0) == 0))
+
+
+def seeds_paired(experiments):
+    """Whether the experiments' seeds pair up: >= 2 seeds, the same labels (by value) in the same order."""
+    labels = [[canonical(seed) for seed in e.seeds] for e in experiments]
+    return bool(labels) and len(labels[0]) >= 2 and all(other == labels[0] for other in labels)

@@ -13,9 +13,9 @@ from racecomp.contrasts import SUMMARY_CHANGE_KEYS, linear_contrast, summary_cha
 from racecomp.planner import planning_seeds, seeds_for_power
 from racecomp.schema import RACES
 from racecomp.tables.answers import Answers, DoseCurve, DosePoint, Finding, Unanswerable
-from racecomp.tables.comparisons import (ITEM_METRICS, cells_of, find_reference, item_metrics, items_of, seeds_paired,
-                                         untrained)
-from racecomp.tables.experiments import canonical, sort_key
+from racecomp.tables.comparisons import find_reference
+from racecomp.tables.experiments import canonical, seeds_paired, sort_key, untrained
+from racecomp.tables.run_files import ITEM_METRICS, cells_of, item_metrics, items_of
 from racecomp.tables.probes import probe_seed_values
 from racecomp.tables.runs import Problems
 

@@ -1,15 +1,21 @@
 """A finished run folder's CSV files (racecomp.schema's contract) parsed and checked: per_race.csv, the per-item
 file and the probe files. Each reader returns plain values or raises ValueError naming the line and the problem.
+Then the per-item files of an experiment's seeds laid out as one (seeds, items) matrix per metric (Items), and
+several experiments' matrices aligned on their shared items (Cells).
 """
 import collections
 import csv
 import math
 import sys
+from dataclasses import dataclass
+
+import numpy as np
 
 from racecomp.races import FAIRFACE_RACES, check_label
 from racecomp.schema import (BIAS_PROBE_COLUMNS, COUNT_COLUMN, FINISHED_MARKER, ITEM_COLUMNS, ITEM_FILES,
                              METRIC_RANGES, OPTIONAL_RACE_METRICS, POOLED_COLUMNS, PROBE_GENDER_COLUMNS,
                              RACE_METRICS, RACES, STUDIES)
+from racecomp.tables.experiments import known_exactly
 
 INFINITE_ALLOWED = ("psnr_y", "psnr_rgb")  # an exact reproduction has infinite PSNR
 # A CSV file's data rows: `lines` the file line of each, `columns` {name: tuple of texts} in header order.
@@ -221,3 +227,113 @@ def read_bias_probe(path, identifying):
     if len(rows) < 3:
         raise ValueError(f"{len(rows)} comparison(s): a Bias Transfer Score needs at least 3")
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The per-item files of an experiment's seeds, laid out as one (seeds, items) matrix per metric
+
+# Metrics with per-item values: (column of the per-item file, fairness statistic). id_cos (optional) is used
+# for the experiments whose every seed has it.
+ITEM_METRICS = {"upscale": {"psnr_y": ("psnr_y", "mean"), "ssim_y": ("ssim_y", "mean"), "id_cos": ("id_cos", "mean")},
+                "verify": {"accuracy": ("correct", "percent")}}
+PSNR_CAP_DB = 100.0  # an infinite PSNR (an exact reproduction) in intervals and paired tests
+
+
+@dataclass
+class Items:
+    """One metric of an experiment on the items every seed evaluated, in the first seed's order."""
+    values: np.ndarray  # (seeds, items), PSNR not capped
+    keys: list
+    races: np.ndarray  # (items,)
+    clusters: object  # (items,) first identity of each pair; None for images (a file is one item)
+    clusters2: object  # (items,) second identity of each pair; None for images
+    left_out: int  # items evaluated by only some seeds
+
+
+def _shared(keys, races):
+    """(the keys in every list, in the first's order; each list's index of them; those some lists label with
+    another race) of parallel key and race lists."""
+    positions = [dict(zip(these, range(len(these)))) for these in keys]
+    shared = [key for key in keys[0] if all(key in position for position in positions[1:])]
+    index = [[position[key] for key in shared] for position in positions]
+    labels = zip(shared, *([these[i] for i in order] for these, order in zip(races, index)))
+    return shared, index, [key for key, *named in labels if len(set(named)) > 1]
+
+
+def _item_matrix(experiment, metric):
+    """The experiment's Items, built once (Experiment.matrices); ValueError when seeds label an item with two
+    races."""
+    if metric not in experiment.matrices:
+        seeds = [run.items for run in experiment.runs]
+        keys = [[item["key"] for item in items] for items in seeds]
+        shared, index, clashing = _shared(keys, [[item["race"] for item in items] for items in seeds])
+        rows = [[items[i] for i in order] for items, order in zip(seeds, index)]
+        if clashing:
+            labels = {items[shared.index(clashing[0])]["race"] for items in rows}
+            raise ValueError(f"item {clashing[0]!r} is labelled {' and '.join(sorted(labels))} by different seeds")
+        column, pairs = ITEM_METRICS[experiment.kind][metric][0], experiment.kind == "verify"
+        experiment.matrices[metric] = Items(
+            np.array([[item[column] for item in items] for items in rows], dtype=np.float64), shared,
+            np.array([item["race"] for item in rows[0]]),
+            np.array([item["cluster"] for item in rows[0]]) if pairs else None,
+            np.array([item["cluster2"] for item in rows[0]]) if pairs else None, len(set().union(*keys)) - len(shared))
+    return experiment.matrices[metric]
+
+
+def items_of(experiment, metric, problems, purpose):
+    """The experiment's Items, or None (reported); items not evaluated by every seed are reported."""
+    where, label = experiment.runs[0].path, f"[{experiment.label()}] {metric}"
+    try:
+        matrix = _item_matrix(experiment, metric)
+    except ValueError as error:
+        problems.add(where, f"{label}: {error}; left out of the {purpose}")
+        return None
+    if matrix.left_out:
+        problems.add(where, f"{label}: {matrix.left_out} items evaluated by only some seeds are left out of "
+                            f"the {purpose} (seed-level statistics need every seed on the same items)")
+    if not matrix.keys:
+        problems.add(where, f"{label}: no item evaluated by every seed; left out of the {purpose}")
+        return None
+    return matrix
+
+
+def item_metrics(experiment):
+    """The per-item metrics every seed's items have ([] when a seed has no usable items)."""
+    if any(run.items is None for run in experiment.runs):
+        return []
+    return [metric for metric, (column, _) in ITEM_METRICS[experiment.kind].items()
+            if all(column in run.items[0] for run in experiment.runs)]
+
+
+def usable_for_items(experiment, problems, purpose):
+    """Whether every seed has usable per-item rows (else reported)."""
+    missing = [run.path for run in experiment.runs if run.items is None]
+    if missing:
+        problems.add(missing[0], f"[{experiment.label()}]: left out of the {purpose}: seed(s) without usable "
+                                 f"per-item rows ({', '.join(missing)})")
+    return not missing
+
+
+@dataclass
+class Cells:
+    """Experiments' values of one metric on the items all of them evaluated, in the first one's order."""
+    runs: list  # (seeds, items) per experiment, PSNR capped
+    races: np.ndarray  # (items,)
+    clusters: object  # as in Items
+    clusters2: object
+    exact: list  # per experiment: known_exactly
+    statistic: str  # "mean" or "percent" (ITEM_METRICS)
+    clashing: list  # keys of the items that the experiments label with different races
+
+
+def cells_of(experiments, matrices, metric):
+    """Cells of the experiments from their Items, or None when no item is in all of them."""
+    keys, index, clashing = _shared([matrix.keys for matrix in matrices], [matrix.races for matrix in matrices])
+    if not keys:
+        return None
+    first = matrices[0]
+    runs = [np.minimum(matrix.values[:, order], PSNR_CAP_DB) for matrix, order in zip(matrices, index)]
+    return Cells(runs, first.races[index[0]], None if first.clusters is None else first.clusters[index[0]],
+                 None if first.clusters2 is None else first.clusters2[index[0]],
+                 [known_exactly(e, values) for e, values in zip(experiments, runs)],
+                 ITEM_METRICS[experiments[0].kind][metric][1], clashing)

@@ -3,8 +3,8 @@ is named after what it holds and its block, and names the paragraphs of report.M
 import math
 
 from racecomp.schema import RECIPE_COLUMN, RESTORE_COLUMNS
-from racecomp.tables.comparisons import (ITEM_METRICS, fairness_interval_rows, item_metrics, race_columns_row,
-                                         seed_spread_rows, usable_for_items)
+from racecomp.tables.comparisons import fairness_interval_rows, race_columns_row, seed_spread_rows
+from racecomp.tables.run_files import ITEM_METRICS, item_metrics, usable_for_items
 from racecomp.tables.experiments import canonical, differing_settings, races_of
 from racecomp.tables.formatting import (format_number, interval_text, latex_cell, latex_escape, markdown_table,
                                         markdown_text, p_text, shared_decimals)
