@@ -1,5 +1,6 @@
 """Experiments: runs (tables.runs) that differ only in seed and code version, pooled; how identifying values
-compare and sort, and which recorded settings tell groups of runs apart."""
+compare and sort, which recorded settings tell groups of runs apart, whether one involves no training (known
+exactly) and whether several pair their seeds."""
 import json
 import math
 from dataclasses import dataclass, field
