@@ -106,22 +106,40 @@ def test_forest_plot_splits_long_lists_and_labels_rows_it_cannot_draw():
     assert len(forest_figures("t", "x", [])) == 1
 
 
-def test_dose_response_is_an_interval_plot_with_a_panel_per_line_and_a_row_per_dose():
+def lines(axes):
+    """{label: [(x, y)]} of the lines drawn in `axes` (NaN y: a break), and {colour: [(x, lo, hi)]} of the whiskers."""
+    drawn = {line.get_label(): list(zip(line.get_xdata(), line.get_ydata())) for line in axes.lines
+             if line.get_gid() == "estimates"}
+    whiskers = {}
+    for collection in axes.collections:
+        for (x, lo), (_, hi) in collection.get_segments():
+            whiskers.setdefault(to_hex(collection.get_colors()[0]), []).append((x, lo, hi))
+    return drawn, whiskers
+
+
+def test_dose_response_draws_a_line_per_series_over_the_doses_with_whiskers():
     series = {"resnet50": [(-0.1, -0.3, 0.1), (-0.5, -0.8, -0.2), (math.nan, math.nan, math.nan), (-1.0, -1.2, -0.8)],
               "fastvit_sa24": [(0.0, math.nan, math.nan), (-0.2, -0.4, 0.0), (-0.6, -0.9, -0.3), (math.inf, 0, 1)]}
-    (figure,) = dose_response_figures("Penalty vs weight", "penalty (dB)", [0.05, 0.1, 0.2, 0.5], series)
-    resnet, fastvit = figure.axes
-    assert (resnet.get_title(), fastvit.get_title()) == ("resnet50", "fastvit_sa24")
-    assert [t.get_text() for t in resnet.get_yticklabels()] == ["0.05", "0.1", "0.2", "0.5"]
-    assert [(x, y, whisker) for x, y, whisker, _ in estimates(resnet)] == [
-        (-0.1, 0.0, (-0.3, 0.1)), (-0.5, 1.0, (-0.8, -0.2)), (-1.0, 3.0, (-1.2, -0.8))]  # NaN at 0.2: not drawn
-    assert [(x, y, whisker) for x, y, whisker, _ in estimates(fastvit)][:2] == [(0.0, 0.0, None),
-                                                                               (-0.2, 1.0, (-0.4, 0.0))]
-    assert resnet.get_xlim() == fastvit.get_xlim() and resnet.get_xlim()[0] < -1.2
+    (figure,) = dose_response_figures("Penalty vs weight", "penalty (dB)", ["0.5", "0.2", "0.1", "0.05"], series,
+                                      x_label="weight")
+    (axes,) = figure.axes
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["0.5", "0.2", "0.1", "0.05"]
+    drawn, whiskers = lines(axes)
+    resnet, fastvit = drawn["resnet50"], drawn["fastvit_sa24"]
+    assert [y for _, y in resnet][:2] + [y for _, y in resnet][3:] == [-0.1, -0.5, -1.0]
+    assert math.isnan(resnet[2][1]) and math.isnan(fastvit[3][1])  # NaN and inf: a break in the line, not a dot
+    assert [y for _, y in fastvit][:3] == [0.0, -0.2, -0.6]
+    assert all(x < x2 for (x, _), (x2, _) in zip(resnet, fastvit))  # shifted apart, in dose order
+    assert [(lo, hi) for _, lo, hi in whiskers[PALETTE[0]]] == [(-0.3, 0.1), (-0.8, -0.2), (-1.2, -0.8)]
+    assert [(lo, hi) for _, lo, hi in whiskers[PALETTE[1]]] == [(-0.4, 0.0), (-0.9, -0.3)]  # (0.0, n=1): none
+    assert axes.get_ylim()[0] < -1.2 and axes.get_ylim()[1] > 0.1 and axes.get_xlabel() == "weight"
+    assert [line.get_ydata()[0] for line in axes.lines if line.get_gid() == "zero"] == [0.0]
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["resnet50", "fastvit_sa24"]
     assert notes(figure) == ["2 non-finite value(s) not drawn", "1 value(s) without whiskers (n=1: no interval)"]
-    many = {f"arch {a}": [(float(w), w - 1.0, w + 1.0) for w in range(200)] for a in range(3)}
-    figures = dose_response_figures("t", "y", list(range(200)), many)
-    assert len(figures) > 1 and all(width_px(f) <= MAX_WIDTH_PX for f in figures)
+    many = {f"arch {a}": [(float(w), w - 1.0, w + 1.0) for w in range(200)] for a in range(12)}
+    figures = dose_response_figures("t", "y", [str(w) for w in range(200)], many)
+    assert len(figures) == 2 * 5 and all(width_px(f) <= MAX_WIDTH_PX for f in figures)  # 10 colours, 40 doses
+    assert {f.axes[0].get_ylim() for f in figures} == {figures[0].axes[0].get_ylim()}  # parts compare
     with pytest.raises(ValueError, match="3 points for 4 x values"):
         dose_response_figures("t", "y", [1, 2, 3, 4], {"a": [(1, 0, 2)] * 3})
 

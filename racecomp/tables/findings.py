@@ -241,8 +241,8 @@ def write(output, answers):
                            for w in weights] for c in curves}
         figures.setdefault("dose", []).extend(output.figures(
             f"findings_dose_{number:02d}.png", dose_response_figures,
-            f"Penalty on {race} vs under-sampling weight ({study}, {_metric(metric)}) by weight",
+            f"Penalty on {race} by under-sampling weight ({study}, {_metric(metric)})",
             "under-sampled - balanced" + (f" ({UNITS[metric]})" if UNITS.get(metric) else ""),
-            [f"{w:g}" for w in weights], series))
+            [f"{w:g}" for w in weights], series, x_label="under-sampling weight"))
     pngs = {key: [os.path.basename(p) for p in paths if p.endswith(".png")] for key, paths in figures.items()}
     output.text("findings.md", markdown(answers, pngs))

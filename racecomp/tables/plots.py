@@ -1,8 +1,8 @@
-"""Figures, one kind: panels side by side, one row per experiment (contrast, dose) in each, a value a dot with its
-[lo, hi] whisker; what is not drawn is counted in red under it. Each `*_figures` function returns matplotlib Figures
-(constrained layout; never pyplot, whose state a notebook's user owns), split into parts on one value axis when
-there are more rows or panels than one image holds; write_figure writes a Figure's PNG (at most MAX_WIDTH_PX wide)
-and PDF, part_paths names the parts' files."""
+"""Figures: panels side by side, one row per experiment (contrast) in each, a value a dot with its [lo, hi]
+whisker, and the dose-response as lines over the doses; what is not drawn is counted in red under it. Each
+`*_figures` function returns matplotlib Figures (constrained layout; never pyplot, whose state a notebook's user
+owns), split into parts on one value axis when there are more rows, panels or lines than one image holds;
+write_figure writes a Figure's PNG (at most MAX_WIDTH_PX wide) and PDF, part_paths names the parts' files."""
 import io
 import math
 import os
@@ -149,15 +149,42 @@ def forest_figures(title, x_label, rows):
                          [_forest_text(*p[0]) for p in points])
 
 
-def dose_response_figures(title, y_label, x_values, series, zero_line=True):
-    """An interval plot of a dose-response: one panel per series (line label -> one (y, lo, hi) per x value),
-    one row per x value (e.g. under-sampling weight) in the order given."""
+def dose_response_figures(title, y_label, x_values, series, zero_line=True, x_label=""):
+    """A dose-response: the doses (e.g. under-sampling weights) along x in the order given, one line per series
+    (label -> one (y, lo, hi) per x value; a NaN y breaks the line) with its whiskers, each line shifted a little
+    so that none hides another; parts of at most len(PALETTE) lines (a colour each) and ROWS_PER_PART doses."""
     for label, points in series.items():
         if len(points) != len(x_values):
             raise ValueError(f"dose-response series {label!r}: {len(points)} points for {len(x_values)} x values")
-    return interval_figures(title, y_label, [str(label) for label in series],
-                            [(x, {str(label): points[i] for label, points in series.items()})
-                             for i, x in enumerate(x_values)], zero_line)
+    labels = list(series)
+    low, high = _value_range([_points(p) for points in series.values() for p in points], zero_line)
+    parts = [(lines, doses) for lines in _parts(len(labels), len(PALETTE))
+             for doses in _parts(len(x_values), ROWS_PER_PART)]
+    figures = []
+    for number, (lines, doses) in enumerate(parts, 1):
+        points = [[_points(series[labels[i]][d]) for d in doses] for i in lines]
+        figure = _figure(title, number, len(parts), 0.9 * len(doses) + 4.0, 3.0 + 0.2 * len(lines),
+                         _notes([p for line in points for p in line], "n=1: no interval"))
+        axes = figure.subplots()
+        for k, line in enumerate(points):
+            x = np.arange(len(doses)) + 0.2 * (k - (len(lines) - 1) / 2) / max(1, len(lines))
+            value, lo, hi = (np.array(column, dtype=np.float64).reshape(-1) for column in zip(*line))
+            axes.plot(x, np.where(np.isfinite(value), value, np.nan), color=PALETTE[k], marker="o", gid="estimates",
+                      label=_cut(labels[lines[k]]))
+            ranged = np.isfinite(value) & ~np.isnan(lo) & ~np.isnan(hi)
+            axes.errorbar(x[ranged], value[ranged], [value[ranged] - np.maximum(lo[ranged], low),
+                                                     np.minimum(hi[ranged], high) - value[ranged]],
+                          fmt="none", ecolor=PALETTE[k], capsize=3, gid="whiskers")
+        if zero_line and low < 0 < high:
+            axes.axhline(0.0, color="#5a5a5a", linewidth=1.2, gid="zero")
+        axes.set_xticks(range(len(doses)), [_cut(x_values[d], 12) for d in doses], fontsize=FONT_SIZE - 1)
+        axes.set(xlim=(-0.5, len(doses) - 0.5), ylim=(low, high))
+        axes.set_xlabel(_cut(x_label, 60), fontsize=FONT_SIZE - 1)
+        axes.set_ylabel(_cut(y_label, 60), fontsize=FONT_SIZE - 1)
+        axes.grid(axis="y", color="#e8e8e8")
+        figure.legend(loc="outside lower center", fontsize=FONT_SIZE - 1, frameon=False)
+        figures.append(figure)
+    return figures
 
 
 def part_paths(path, count):
