@@ -49,7 +49,8 @@ def summary_rows(out):
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 result = json.loads(line)
-                settings, machine = result.pop("settings"), result.pop("machine")
+                result.pop("settings")  # the settings are in the bench's own JSON line, not the summary
+                machine = result.pop("machine")
                 row = {**result, "device": machine["device"],
                        "gpu": machine.get("gpu", ""), "cores": machine["cores"],
                        "code_version": machine["code_version"], "command": f"python -m bench.bench_{name[:-6]}"}

@@ -18,6 +18,12 @@ from racecomp.tables import comparisons
 from racecomp.tables.experiments import Experiment
 from racecomp.tables.runs import Problems, Run
 
+
+def compare(experiment, reference, metric, n_boot, seed, ci, problems):
+    """fairness.paired_test of experiment - reference on their aligned items, as the tables run it."""
+    arguments = comparisons.paired_inputs(experiment, reference, metric, problems)
+    return None if arguments is None else fairness.paired_test(**arguments, n_boot=n_boot, seed=seed, ci=ci)
+
 PLACEBO_UNPAIRED, PLACEBO_PAIRED = 0.0268, 0.0415  # the recipe-level test's placebo rates, seeds 0-19 x 300
 FAIRFACE_VAL_SIZES = {"White": 2085, "Black": 1556, "Latino_Hispanic": 1623, "East Asian": 1550, "Indian": 1516,
                       "Middle Eastern": 1209, "Southeast Asian": 1415}  # FairFace val images per race
@@ -80,7 +86,7 @@ def placebo_recipe_hits(seed, paired, reps=300):
 
         under = upscale_experiment(recipe_runs(), races, (1, 2, 3), minority="Black")
         balanced = upscale_experiment(recipe_runs(), races, (1, 2, 3) if paired else (4, 5, 6))
-        result = comparisons.compare(under, balanced, "psnr_y", 50, rep, 0.95, Problems())
+        result = compare(under, balanced, "psnr_y", 50, rep, 0.95, Problems())
         hits += result["groups"]["Black"]["p_value"] < 0.05
     return hits
 
@@ -154,7 +160,7 @@ def test_paired_test_does_not_assume_symmetric_differences():
         base = rng.normal(30.0, 3.0, 60)
         model = upscale_experiment(base + rng.gamma(0.5, 1.0, 60) - 0.5, races, (0,), minority="Black")
         reference = upscale_experiment(base, races, (0,))
-        result = comparisons.compare(model, reference, "psnr_y", 400, rep, 0.95, Problems())
+        result = compare(model, reference, "psnr_y", 400, rep, 0.95, Problems())
         hits += sum(result["groups"][race]["p_value"] < 0.05 for race in ("Black", "White"))
     check_rate(hits, 2 * reps, 0.05, "high")
 

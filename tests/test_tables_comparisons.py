@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from racecomp.tables import comparisons
-from racecomp.tables.comparisons import (compare, fairness_interval_rows, find_reference, race_columns_row,
-                                         reference_comparisons)
+from racecomp.tables.comparisons import fairness_interval_rows, find_reference, race_columns_row, reference_comparisons
 from racecomp.tables.experiments import Experiment
 from racecomp.tables.runs import Problems, Run
+from test_fairness_simulations import compare
 
 
 def experiment_of(family, columns, per_race=None, folder="r"):

@@ -138,12 +138,6 @@ def paired_inputs(experiment, reference, metric, problems):
             "paired_seeds": seeds_paired([experiment, reference]), "reference_exact": cells.exact[1]}
 
 
-def compare(experiment, reference, metric, n_boot, seed, ci, problems):
-    """fairness.paired_test of experiment - reference on their paired_inputs, or None (reported)."""
-    arguments = paired_inputs(experiment, reference, metric, problems)
-    return None if arguments is None else fairness.paired_test(**arguments, n_boot=n_boot, seed=seed, ci=ci)
-
-
 def _same_setting(experiment, other, names):
     """Whether both experiments' args.json are known and agree on every argument in `names`."""
     settings = [(experiment.setting(name), other.setting(name)) for name in names]
