@@ -136,6 +136,11 @@ def test_dose_response_draws_a_line_per_series_over_the_doses_with_whiskers():
     assert [line.get_ydata()[0] for line in axes.lines if line.get_gid() == "zero"] == [0.0]
     assert [t.get_text() for t in figure.legends[0].get_texts()] == ["resnet50", "fastvit_sa24"]
     assert notes(figure) == ["2 non-finite value(s) not drawn", "1 value(s) without whiskers (n=1: no interval)"]
+    gaps = {"a": [(-0.1, -0.2, 0.0), None, (-1.0, -1.5, -0.5)], "b": [None, None, None]}
+    (figure,) = dose_response_figures("t", "y", ["0.5", "0.2", "0.1"], gaps)
+    drawn, _ = lines(figure.axes[0])
+    assert [(x, y) for x, y in drawn["a"]] == [(0.0 - 0.05, -0.1), (2.0 - 0.05, -1.0)]  # 0.2 not run: passed by
+    assert "b" not in drawn and notes(figure) == []  # a dose not run is no value left undrawn
     many = {f"arch {a}": [(float(w), w - 1.0, w + 1.0) for w in range(200)] for a in range(12)}
     figures = dose_response_figures("t", "y", [str(w) for w in range(200)], many)
     assert len(figures) == 2 * 5 and all(width_px(f) <= MAX_WIDTH_PX for f in figures)  # 10 colours, 40 doses

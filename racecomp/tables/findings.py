@@ -237,8 +237,8 @@ def write(output, answers):
         by_race.setdefault((curve.study, curve.metric, curve.race), []).append(curve)
     for number, ((study, metric, race), curves) in enumerate(by_race.items(), 1):
         weights = sorted({p.weight for c in curves for p in c.points}, reverse=True)
-        series = {c.line: [next(((p.penalty, p.lo, p.hi) for p in c.points if p.weight == w), (math.nan,) * 3)
-                           for w in weights] for c in curves}
+        series = {c.line: [next(((p.penalty, p.lo, p.hi) for p in c.points if p.weight == w), None) for w in weights]
+                  for c in curves}  # None: that weight was not run for this line
         figures.setdefault("dose", []).extend(output.figures(
             f"findings_dose_{number:02d}.png", dose_response_figures,
             f"Penalty on {race} by under-sampling weight ({study}, {_metric(metric)})",

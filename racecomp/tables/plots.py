@@ -151,24 +151,29 @@ def forest_figures(title, x_label, rows):
 
 def dose_response_figures(title, y_label, x_values, series, zero_line=True, x_label=""):
     """A dose-response: the doses (e.g. under-sampling weights) along x in the order given, one line per series
-    (label -> one (y, lo, hi) per x value; a NaN y breaks the line) with its whiskers, each line shifted a little
-    so that none hides another; parts of at most len(PALETTE) lines (a colour each) and ROWS_PER_PART doses."""
+    (label -> one (y, lo, hi) per x value, or None where that dose was not run: the line goes past it; a
+    non-finite y breaks the line) with its whiskers, each line shifted a little so that none hides another;
+    parts of at most len(PALETTE) lines (a colour each) and ROWS_PER_PART doses."""
     for label, points in series.items():
         if len(points) != len(x_values):
             raise ValueError(f"dose-response series {label!r}: {len(points)} points for {len(x_values)} x values")
     labels = list(series)
-    low, high = _value_range([_points(p) for points in series.values() for p in points], zero_line)
+    low, high = _value_range([_points(p) for points in series.values() for p in points if p], zero_line)
     parts = [(lines, doses) for lines in _parts(len(labels), len(PALETTE))
              for doses in _parts(len(x_values), ROWS_PER_PART)]
     figures = []
     for number, (lines, doses) in enumerate(parts, 1):
-        points = [[_points(series[labels[i]][d]) for d in doses] for i in lines]
+        points = [[(x, _points(series[labels[i]][d])) for x, d in enumerate(doses) if series[labels[i]][d]]
+                  for i in lines]
         figure = _figure(title, number, len(parts), 0.9 * len(doses) + 4.0, 3.0 + 0.2 * len(lines),
-                         _notes([p for line in points for p in line], "n=1: no interval"))
+                         _notes([p for line in points for _, p in line], "n=1: no interval"))
         axes = figure.subplots()
         for k, line in enumerate(points):
-            x = np.arange(len(doses)) + 0.2 * (k - (len(lines) - 1) / 2) / max(1, len(lines))
-            value, lo, hi = (np.array(column, dtype=np.float64).reshape(-1) for column in zip(*line))
+            if not line:
+                continue
+            shift = 0.2 * (k - (len(lines) - 1) / 2) / max(1, len(lines))
+            x = np.array([x for x, _ in line], dtype=np.float64) + shift
+            value, lo, hi = (np.array(column, dtype=np.float64).reshape(-1) for column in zip(*[p for _, p in line]))
             axes.plot(x, np.where(np.isfinite(value), value, np.nan), color=PALETTE[k], marker="o", gid="estimates",
                       label=_cut(labels[lines[k]]))
             ranged = np.isfinite(value) & ~np.isnan(lo) & ~np.isnan(hi)
