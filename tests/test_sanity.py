@@ -147,6 +147,15 @@ def test_summarize_leaves_out_id_cos_of_a_collapsed_recognizer(collapsed_run, da
     assert all("id_cos" not in values for values in run.per_race.values())
     assert all("id_cos" not in item for item in run.items)
     assert any("id_cos left out" in message for _, message in problems.entries)
+    # An unreadable recognizer record cannot be checked: id_cos stays (the run refused a collapsed recognizer when
+    # it started), with a line that says so rather than one about the recipe legend.
+    (tmp_path / "recognizer" / "args.json").write_text("{not json")
+    problems = Problems.quiet()
+    assert "id_cos" in load_run(str(healthy), problems).per_race["Black"]
+    (line,) = [message for _, message in problems.entries if "recognizer" in message]
+    assert line.startswith(f"id_cos kept unchecked: the args.json of its recognizer {tmp_path / 'recognizer'} is "
+                           f"unreadable (") and line.endswith("checked that recognizer for collapse when it started")
+    assert not any("recipe legend" in message for _, message in problems.entries)
 
 
 class OffsetBicubic(nn.Module):

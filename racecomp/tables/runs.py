@@ -172,7 +172,12 @@ def _recognizer_collapsed(path, record, problems):
     recognizer = ((record or {}).get("identity_metric") or {}).get("model")
     if not recognizer or not os.path.isdir(recognizer):
         return False
-    recognizer_record = _read_record(recognizer, problems) or {}
+    try:
+        recognizer_record = read_record(recognizer) or {}
+    except ValueError as error:  # the run itself refused a collapsed recognizer when it started (runs.py)
+        problems.add(path, f"id_cos kept unchecked: the args.json of its recognizer {recognizer} is unreadable "
+                           f"({error}); the run checked that recognizer for collapse when it started")
+        return False
     error = _record_error(recognizer_record)
     if error:
         problems.add(path, f"id_cos left out: the args.json of its recognizer {recognizer} is malformed ({error})")
