@@ -396,6 +396,46 @@ def test_planted_dose_response_gives_the_onset_weight(tmp_path):
     assert "findings_dose_01.png" in text and (tmp_path / "out" / "findings_dose_01.pdf").is_file()
 
 
+def test_dose_curves_that_differ_only_in_minority_mode_keep_one_label_each(tmp_path):
+    # subsample and reweight runs of one architecture: two curves whose other settings agree; each keeps its own
+    # label (and its own line in the figure) instead of one overwriting the other.
+    rng = np.random.default_rng(3)
+    races = np.repeat(RACES, 30)
+    difficulty = rng.normal(30.0, 2.0, len(races))
+    for mode, penalty in (("subsample", -1.0), ("reweight", -0.3)):
+        for minority, weight in (("none", 1.0), ("black", 0.2)):
+            for seed in (0, 1):
+                psnr = difficulty + np.where((races == "Black") & (minority == "black"), penalty, 0.0) \
+                    + rng.normal(0.0, 0.3, len(races))
+                upscale_folder(tmp_path / "runs" / mode, "resnet50", minority, weight, seed, list(races), psnr)
+                for name in ("per_race.csv",):
+                    path = tmp_path / "runs" / mode / f"resnet50-x2-{minority}-{weight}-seed{seed}" / name
+                    path.write_text(path.read_text().replace("subsample", mode))
+                record = tmp_path / "runs" / mode / f"resnet50-x2-{minority}-{weight}-seed{seed}" / "args.json"
+                record.write_text(record.read_text().replace("subsample", mode))
+    from racecomp.tables import answers
+    doses = [c for c in answers([str(tmp_path / "runs")], n_boot=20)[0].doses if c.metric == "psnr_y"]
+    assert sorted(c.line for c in doses) == [
+        "arch=resnet50, finetune=full, scale=2, upsampler=pixelshuffle, minority_mode=reweight, recipe=r1",
+        "arch=resnet50, finetune=full, scale=2, upsampler=pixelshuffle, minority_mode=subsample, recipe=r1"]
+    penalty = {c.line.split("minority_mode=")[1].split(",")[0]: c.points[0].penalty for c in doses}
+    assert penalty["subsample"] < -0.6 < penalty["reweight"]
+
+
+def test_runs_without_data_fingerprints_are_named_in_one_problem_line(tmp_path):
+    from racecomp.tables.runs import Problems, find_run_folders, load_runs
+    races = list(np.repeat(RACES, 3))
+    for seed in (0, 1):
+        upscale_folder(tmp_path / "runs", "resnet50", "none", 1.0, seed, races, np.full(len(races), 30.0))
+    record = tmp_path / "runs" / "resnet50-x2-none-1.0-seed1" / "args.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "data_fingerprints": {"data": {"id": "f"}}}))
+    problems = Problems.quiet()
+    assert len(load_runs(find_run_folders([str(tmp_path / "runs")], problems), problems)) == 2
+    assert problems.entries == [(str(tmp_path / "runs" / "resnet50-x2-none-1.0-seed0"),
+                                 "1 run(s) made before runs recorded their data's fingerprint (args.json has no "
+                                 "data_fingerprints): pooled by recipe, which knows their data by its path only")]
+
+
 def test_answers_as_functions_for_a_notebook(tmp_path):
     from racecomp.tables import answers, sentence
     planted_sweep(tmp_path / "runs", np.random.default_rng(9), {"resnet50": -0.8, "fastvit_sa24": -0.1},

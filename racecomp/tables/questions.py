@@ -3,6 +3,7 @@ two experiments of a family that differ in one axis (racecomp.contrasts; differe
 under-sampling penalties, main effects on balanced data, changes of each fairness summary, probe results over
 seeds), each quantized experiment against fp32, and the dose-response of under-sampling. Methods:
 tables.report.METHODS["contrasts"]; tables.findings writes the answers."""
+import collections
 import math
 from dataclasses import dataclass
 
@@ -339,8 +340,10 @@ def dose_response(family, trained, comparisons):
         key = (tuple(sorted(axes(experiment).items())), experiment.columns.get("minority"),
                experiment.columns.get("minority_mode", ""))
         lines.setdefault(key, []).append(experiment)
+    base = {key: ", ".join(f"{c}={v}" for c, v in key[0] if c != "recipe") for key in lines}
+    clashing = collections.Counter((key[1], label) for key, label in base.items())
     curves = []
-    for (settings, _, _), members in lines.items():
+    for (settings, minority, mode), members in lines.items():
         race = _under_race(members[0])
         by_metric = {}
         for experiment in members:
@@ -351,7 +354,10 @@ def dose_response(family, trained, comparisons):
                     by_metric.setdefault(metric, []).append(DosePoint(
                         float(canonical(experiment.columns.get("weight", "nan"))), entry["mean_diff"], entry["lo"],
                         entry["hi"], entry["level"]))
-        line = ", ".join(f"{c}={v}" for c, v in settings if c != "recipe")
+        line = base[(settings, minority, mode)]
+        if clashing[(minority, line)] > 1:  # curves of one race that differ only in these: one label each
+            line = ", ".join([line] + ([f"minority_mode={mode}"] if mode else [])
+                             + [f"{c}={v}" for c, v in settings if c == "recipe"])
         for metric, points in by_metric.items():
             curves.append(DoseCurve(family, metric, race, line, sorted(points, key=lambda point: -point.weight)))
     return curves

@@ -106,6 +106,11 @@ def load_runs(folders, problems):
             continue
         if run is not None:
             runs.append(run)
+    unchecked = [run.folder for run in runs if run.record is not None and DATA_KEY not in run.record]
+    if unchecked:  # one line: a sweep of older runs is one fact; they may pool runs on other data at one path
+        problems.add(os.path.commonpath(unchecked) if len(unchecked) > 1 else unchecked[0],
+                     f"{len(unchecked)} run(s) made before runs recorded their data's fingerprint (args.json has no "
+                     f"{DATA_KEY}): pooled by recipe, which knows their data by its path only")
     return runs
 
 
