@@ -1,6 +1,7 @@
 """Contrasts between experiments (racecomp.contrasts linear_contrast / summary_change, racecomp.planner
-seeds_for_power and racecomp.tables.questions / findings): hand-computed cases, planted effects in run folders written in the real
-formats and read back by summarize, and small simulations (fuller ones: bench/bench_contrasts.py)."""
+seeds_for_power and racecomp.tables.questions / findings): hand-computed cases, planted effects in run folders
+written in the real formats and read back by summarize, and small simulations (fuller ones:
+bench/bench_contrasts.py)."""
 import csv
 import json
 import math
