@@ -118,10 +118,15 @@ def test_the_same_settings_with_or_without_a_recipe_are_one_experiment():
             **vars(parse(study, ["--recipe", name])), "recipe": None}
 
 
-def test_help_lists_what_each_recipe_sets(capsys):
+def upscale_help(capsys):
+    """run_upscale.py --help as one line of words."""
     with pytest.raises(SystemExit):
         parse(upscale, ["--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_lists_what_each_recipe_sets(capsys):
+    text = upscale_help(capsys)
     assert "racecomp: --pretrained --optimizer adamw --lr 3e-4 --encoder-lr 7.5e-5" in text
     assert "depends on --scale" in text
     with pytest.raises(SystemExit):
@@ -149,9 +154,7 @@ def test_args_json_records_where_the_recipe_departs_from_its_source():
 
 
 def test_help_says_which_scale_the_source_trained(capsys):
-    with pytest.raises(SystemExit):
-        parse(upscale, ["--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    text = upscale_help(capsys)
     assert "the source's commit trained x4, 56 -> 224 px: give --scale 4 for it" in text
     assert "racecomp-as-run:" in text
 
